@@ -1,0 +1,203 @@
+"""Challenge definitions: data files (YAML) validated on load.
+
+A challenge names its tasks, metrics, AoP method, worst-case values, the policy for
+undefined biometry, its score formula, its ranking methods and its phases with their
+limits. A new challenge is a new file in ``challenge/definitions/`` (or any path given to
+:func:`load_challenge`), not new code. The format is documented in
+``docs/CHALLENGE_DEFINITION.md``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFINITIONS_DIR = Path(__file__).with_name("definitions")
+
+METRIC_DIRECTIONS: dict[str, bool] = {
+    # metric family -> higher is better
+    "dice": True,
+    "hd": False,
+    "asd": False,
+    "aop_error": False,
+    "hsd_error": False,
+    "accuracy": True,
+    "auc": True,
+    "f1": True,
+    "mcc": True,
+}
+"""Metric families known to the evaluator and whether a higher value is better."""
+
+SEGMENTATION_METRICS = ("dice", "hd", "asd")
+BIOMETRY_METRICS = ("aop_error", "hsd_error")
+CLASSIFICATION_METRICS = ("accuracy", "auc", "f1", "mcc")
+
+MetricName = Literal["dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc"]
+
+
+class DefinitionError(ValueError):
+    """A challenge definition is missing or invalid; the message says where."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorstCase(_Strict):
+    """Values given to a metric that cannot be measured (empty or missing prediction)."""
+
+    dice: float = 0.0
+    hd: float = 100.0
+    asd: float = 100.0
+    aop_error: float = 180.0
+    hsd_error: float = 100.0
+
+
+class UndefinedPolicy(_Strict):
+    """What to do when AoP/HSD is undefined (no tangent, a structure missing)."""
+
+    ground_truth: Literal["exclude"] = "exclude"
+    """Truth undefined: the case leaves that aggregate and is counted in ``n_excluded_*``."""
+    prediction: Literal["worst_case"] = "worst_case"
+    """Prediction undefined (truth defined): the error is the worst-case value."""
+
+
+class ScoreTerm(_Strict):
+    """One weighted term: ``weight * f(round(mean(metric) / scale, round))``.
+
+    ``f`` is the identity or ``1 - x``; ``clip`` bounds the term's value to [0, 1].
+    """
+
+    metric: MetricName
+    weight: float = Field(gt=0)
+    transform: Literal["identity", "one_minus"] = "identity"
+    scale: float = Field(default=1.0, gt=0)
+    round: int | None = Field(default=None, ge=0, le=15)
+    clip: bool = False
+
+
+class Score(_Strict):
+    description: str
+    terms: tuple[ScoreTerm, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _weights_sum_to_one(self):
+        total = sum(t.weight for t in self.terms)
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"score weights must sum to 1, they sum to {total:g}")
+        return self
+
+
+class Ranking(_Strict):
+    methods: tuple[Literal["score", "mean-rank"], ...] = ("score", "mean-rank")
+    mean_rank_metrics: tuple[MetricName, ...] = Field(min_length=1)
+    bootstrap_samples: int = Field(default=1000, ge=10)
+    significance: Literal["wilcoxon"] = "wilcoxon"
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+
+
+class Limits(_Strict):
+    submissions_per_day: int = Field(ge=1)
+    time_limit_seconds: int = Field(ge=1)
+    memory_mb: int = Field(ge=64)
+    cpus: float = Field(gt=0)
+    gpu: bool = False
+    output_limit_mb: int = Field(ge=1)
+    image_size_limit_mb: int = Field(default=10_000, ge=1)
+    pids_limit: int = Field(default=256, ge=8)
+
+
+class Phase(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    kind: Literal["sanity-check", "validation", "final-test"]
+    description: str
+    public_cases: bool
+    logs_visible_to_participants: bool
+    limits: Limits
+
+
+class ChallengeDefinition(_Strict):
+    """A validated challenge definition (see ``docs/CHALLENGE_DEFINITION.md``)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    title: str
+    reference: str
+    tasks: tuple[Literal["classification", "segmentation", "biometry"], ...] = Field(min_length=1)
+    structures: tuple[Literal["ps", "fh", "all"], ...] = ("ps", "fh", "all")
+    metrics: tuple[MetricName, ...] = Field(min_length=1)
+    aop_method: Literal["ellipse", "contour"]
+    worst_case: WorstCase = WorstCase()
+    undefined_biometry: UndefinedPolicy = UndefinedPolicy()
+    score: Score
+    ranking: Ranking
+    phases: tuple[Phase, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        needs = {
+            "classification": CLASSIFICATION_METRICS,
+            "segmentation": SEGMENTATION_METRICS,
+            "biometry": BIOMETRY_METRICS,
+        }
+        allowed = {m for task in self.tasks for m in needs[task]}
+        stray = [m for m in self.metrics if m not in allowed]
+        if stray:
+            raise ValueError(f"metrics {stray} belong to no task of this challenge (tasks: {list(self.tasks)})")
+        for term in self.score.terms:
+            if term.metric not in self.metrics:
+                raise ValueError(f"score term uses metric {term.metric!r}, which is not in metrics")
+        for metric in self.ranking.mean_rank_metrics:
+            if metric not in self.metrics:
+                raise ValueError(f"mean-rank metric {metric!r} is not in metrics")
+        names = [p.name for p in self.phases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"phase names must be unique, got {names}")
+        return self
+
+    def phase(self, name: str) -> Phase:
+        for phase in self.phases:
+            if phase.name == name:
+                return phase
+        raise DefinitionError(f"challenge {self.name!r} has no phase {name!r}; phases: {[p.name for p in self.phases]}")
+
+
+def available_challenges() -> list[str]:
+    """Names of the challenge definitions shipped in ``challenge/definitions/``."""
+    return sorted(p.stem for p in DEFINITIONS_DIR.glob("*.yaml"))
+
+
+def load_challenge(name_or_path: str | Path) -> ChallengeDefinition:
+    """Load and validate a challenge by shipped name (``psfhs2023``) or YAML file path.
+
+    >>> load_challenge("psfhs2023").aop_method
+    'ellipse'
+    """
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        path = DEFINITIONS_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise DefinitionError(
+                f"unknown challenge {str(name_or_path)!r}: expected one of {available_challenges()} "
+                "or the path of a .yaml definition"
+            )
+    return _load_file(str(path.resolve()))
+
+
+@lru_cache(maxsize=None)
+def _load_file(path: str) -> ChallengeDefinition:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise DefinitionError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise DefinitionError(f"{path}: a challenge definition must be a mapping at the top level")
+    try:
+        return ChallengeDefinition.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise DefinitionError(f"{path}: invalid challenge definition: {problems}") from None

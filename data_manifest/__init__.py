@@ -1,0 +1,1 @@
+"""Data in, checked: readers, importers, manifests, checksums, splits and the phantom generator."""

@@ -1,0 +1,110 @@
+"""``iugc data``: import, verify, split and generate datasets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group("data")
+def data_group() -> None:
+    """Import public releases into the canonical layout, verify, split, make phantoms."""
+
+
+@data_group.command("import")
+@click.option("--layout", type=click.Choice(["psfhs", "png", "iugc2024"]), required=True, help="psfhs: image_mha/ + label_mha/; png: images/ + masks/; iugc2024: videos/ + seg/ + CSV + landmark.json.")
+@click.option("--source", required=True, type=click.Path(path_type=Path), help="The release folder.")
+@click.option("--dest", required=True, type=click.Path(path_type=Path), help="New (or empty) folder for the canonical dataset.")
+@click.option("--name", default=None, help="Dataset name recorded in the manifest (default: the folder name).")
+def import_cmd(layout, source, dest, name):
+    """Import a release into DEST (images/, masks/, manifest.json).
+
+    Every file is checked first; if any is bad, each problem is printed and nothing is
+    written to DEST.
+    """
+    from data_manifest.importers import ImportProblems, import_dataset
+
+    try:
+        manifest = import_dataset(layout, source, dest, name=name)
+    except ImportProblems as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        raise click.ClickException(f"{len(exc.problems)} bad file(s) in {source}; nothing was written. Fix them and run again.") from None
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from None
+    labelled = sum(1 for c in manifest.cases if c.mask)
+    click.echo(f"imported {len(manifest.cases)} cases ({labelled} with masks) into {dest}")
+
+
+@data_group.command("verify")
+@click.argument("dataset", type=click.Path(path_type=Path))
+def verify_cmd(dataset):
+    """Check checksums, shapes and label values of DATASET against its manifest.
+
+    Prints one line per bad file and exits 1 if there is any.
+    """
+    from data_manifest.verify import verify_dataset
+
+    problems = verify_dataset(dataset, progress=True)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) in {dataset}")
+    click.echo(f"{dataset}: OK")
+
+
+@data_group.command("split")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--blocks", help='Contiguous id blocks, e.g. "train=03744-04300,validation=04301-04401".')
+@click.option("--by-video", "fractions", help='Whole videos in fractions, e.g. "train=0.8,validation=0.2".')
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the video shuffle.")
+def split_cmd(dataset, blocks, fractions, seed):
+    """Assign train/validation/test splits in DATASET's manifest.
+
+    Never by random frames: neighbouring frames of a clip would leak across the split.
+    """
+    from data_manifest.manifest import ManifestError, load_manifest, write_manifest
+    from data_manifest.split import parse_blocks, split_by_blocks, split_by_video
+
+    if bool(blocks) == bool(fractions):
+        raise click.UsageError("give exactly one of --blocks or --by-video")
+    try:
+        manifest = load_manifest(dataset)
+        if blocks:
+            updated = split_by_blocks(manifest, parse_blocks(blocks))
+        else:
+            parsed = {}
+            for part in fractions.split(","):
+                key, _, value = part.partition("=")
+                parsed[key.strip()] = float(value)
+            updated = split_by_video(manifest, parsed, seed)
+    except (ManifestError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    write_manifest(dataset, updated)
+    counts: dict[str, int] = {}
+    for case in updated.cases:
+        counts[case.split] = counts.get(case.split, 0) + 1
+    click.echo(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+
+
+@data_group.command("phantom")
+@click.option("--dest", required=True, type=click.Path(path_type=Path), help="New folder for the SYNTHETIC data.")
+@click.option("--layout", type=click.Choice(["canonical", "iugc2024"]), default="canonical", show_default=True, help="canonical dataset, or raw IUGC 2024 clips (AVI) to test the importer.")
+@click.option("--cases", type=int, default=24, show_default=True, help="Frames (canonical layout).")
+@click.option("--videos", type=int, default=2, show_default=True, help="Clips (iugc2024 layout).")
+@click.option("--frames", type=int, default=8, show_default=True, help="Frames per clip (iugc2024 layout).")
+@click.option("--size", type=int, default=None, help="Frame size (default 256 canonical, 512 iugc2024).")
+@click.option("--nonstandard-fraction", type=float, default=0.25, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def phantom_cmd(dest, layout, cases, videos, frames, size, nonstandard_fraction, seed):
+    """Generate SYNTHETIC ultrasound-like frames with PS/FH masks, for demos and tests."""
+    from data_manifest.phantom import write_phantom_dataset, write_phantom_iugc2024
+
+    try:
+        if layout == "canonical":
+            write_phantom_dataset(dest, cases, seed=seed, size=size or 256, nonstandard_fraction=nonstandard_fraction)
+        else:
+            write_phantom_iugc2024(dest, videos, frames, seed=seed, size=size or 512)
+    except (FileExistsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote SYNTHETIC phantom data ({layout}) to {dest}")

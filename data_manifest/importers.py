@@ -1,0 +1,291 @@
+"""Importers from the public release layouts into the canonical dataset layout.
+
+Layouts (``iugc data import --layout``):
+
+* ``psfhs`` -- the PSFHS release: ``image_mha/<id>.mha`` (3 x H x W, identical channels)
+  and ``label_mha/<id>.mha`` (0/1/2).
+* ``png`` -- ``images/<id>.png`` and ``masks/<id>.png`` (0/1/2 or raw 0/7/8); a frame with
+  no mask is imported unlabelled.
+* ``iugc2024`` -- the IUGC 2024 release as described in ``docs/CHALLENGE_DEFINITION.md``:
+  ``videos/<video>.avi``, ``seg/<video>/<frame>.png`` masks with raw 7/8 labels,
+  ``classification.csv`` (``video,frame,label``, 1 = standard plane) and
+  ``landmark.json`` (``{"<video>_<frame>": {"ps_points", "hsd_point", "aop_tangency",
+  "aop", "hsd"}}``).
+
+Every importer validates every file first and writes the dataset into a staging folder
+renamed into place at the end: on any bad file, the error lists every problem (one line
+per file) and nothing is left at the destination.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from challenge.labels import FH, PS
+from data_manifest.io import ReadError, encode_png, read_image, read_mask, sha256_bytes
+from data_manifest.manifest import CaseRecord, Manifest, write_manifest
+
+LAYOUTS = ("psfhs", "png", "iugc2024")
+
+
+class ImportProblems(ValueError):
+    """The source has bad files; ``problems`` has one message per file."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s) in the source; nothing was written:\n" + "\n".join(problems))
+
+
+def structures_present(mask: np.ndarray) -> tuple[str, ...]:
+    present = []
+    if np.any(mask == PS):
+        present.append("ps")
+    if np.any(mask == FH):
+        present.append("fh")
+    return tuple(present)
+
+
+class DatasetWriter:
+    """Writes a canonical dataset into a staging folder; :meth:`commit` moves it into place."""
+
+    def __init__(self, dest: Path):
+        self.dest = Path(dest)
+        if self.dest.exists() and (not self.dest.is_dir() or any(self.dest.iterdir())):
+            raise FileExistsError(f"{self.dest} exists and is not empty; choose a new destination folder")
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.partial-", dir=self.dest.parent))
+        (self.staging / "images").mkdir()
+        (self.staging / "masks").mkdir()
+        self.cases: list[CaseRecord] = []
+
+    def add(
+        self,
+        case_id: str,
+        image: np.ndarray,
+        mask: np.ndarray | None,
+        *,
+        source: str,
+        video: str | None = None,
+        frame_index: int | None = None,
+        standard_plane: bool | None = None,
+        landmarks: dict | None = None,
+    ) -> CaseRecord:
+        if mask is not None and mask.shape != image.shape[:2]:
+            raise ReadError(f"{source}: mask shape {mask.shape} differs from the frame's {image.shape[:2]}")
+        image_png = encode_png(image)
+        (self.staging / "images" / f"{case_id}.png").write_bytes(image_png)
+        record = CaseRecord(
+            case_id=case_id,
+            source=source,
+            video=video,
+            frame_index=frame_index,
+            image=f"images/{case_id}.png",
+            image_sha256=sha256_bytes(image_png),
+            shape=image.shape[:2],
+            standard_plane=standard_plane,
+            landmarks=landmarks,
+        )
+        if mask is not None:
+            mask_png = encode_png(mask)
+            (self.staging / "masks" / f"{case_id}.png").write_bytes(mask_png)
+            record.mask = f"masks/{case_id}.png"
+            record.mask_sha256 = sha256_bytes(mask_png)
+            record.structures = structures_present(mask)
+        self.cases.append(record)
+        return record
+
+    def commit(self, name: str, layout: str, *, synthetic: bool = False, description: str = "") -> Manifest:
+        manifest = Manifest(
+            name=name, source_layout=layout, synthetic=synthetic, description=description, cases=self.cases
+        )
+        write_manifest(self.staging, manifest)
+        if self.dest.exists():
+            self.dest.rmdir()  # empty, checked in __init__
+        self.staging.rename(self.dest)
+        return manifest
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _pairs(images: dict[str, Path], masks: dict[str, Path], problems: list[str], need_mask: bool):
+    for case_id in sorted(set(masks) - set(images)):
+        problems.append(f"{masks[case_id]}: a mask with no frame")
+    for case_id in sorted(images):
+        if need_mask and case_id not in masks:
+            problems.append(f"{images[case_id]}: a frame with no mask")
+            continue
+        yield case_id, images[case_id], masks.get(case_id)
+
+
+def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise ImportProblems([f"{folder}: folder missing"])
+    found = {}
+    for path in sorted(folder.iterdir()):
+        for suffix in suffixes:
+            if path.name.lower().endswith(suffix):
+                found[path.name[: -len(suffix)]] = path
+    return found
+
+
+def _read_pair(image_path: Path, mask_path: Path | None, problems: list[str]):
+    try:
+        image = read_image(image_path)
+        mask = read_mask(mask_path) if mask_path is not None else None
+    except ReadError as exc:
+        problems.append(str(exc))
+        return None
+    if mask is not None and mask.shape != image.shape:
+        problems.append(f"{mask_path}: mask shape {mask.shape} differs from its frame's {image.shape}")
+        return None
+    return image, mask
+
+
+def _frame_cases_psfhs(source: Path, problems: list[str]) -> Iterator[tuple]:
+    images = _by_stem(source / "image_mha", (".mha",))
+    masks = _by_stem(source / "label_mha", (".mha",))
+    for case_id, image_path, mask_path in _pairs(images, masks, problems, need_mask=True):
+        pair = _read_pair(image_path, mask_path, problems)
+        if pair:
+            yield case_id, pair[0], pair[1], {"source": f"psfhs:{image_path.name}"}
+
+
+def _frame_cases_png(source: Path, problems: list[str]) -> Iterator[tuple]:
+    images = _by_stem(source / "images", (".png",))
+    masks = _by_stem(source / "masks", (".png",)) if (source / "masks").is_dir() else {}
+    for case_id, image_path, mask_path in _pairs(images, masks, problems, need_mask=False):
+        pair = _read_pair(image_path, mask_path, problems)
+        if pair:
+            yield case_id, pair[0], pair[1], {"source": f"png:{image_path.name}"}
+
+
+def _read_classification_csv(path: Path, problems: list[str]) -> dict[tuple[str, int], bool]:
+    labels: dict[tuple[str, int], bool] = {}
+    if not path.is_file():
+        return labels
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"video", "frame", "label"} - set(reader.fieldnames or ())
+        if missing:
+            problems.append(f"{path}: missing columns {sorted(missing)} (expected video,frame,label)")
+            return labels
+        for line, row in enumerate(reader, start=2):
+            try:
+                frame, label = int(row["frame"]), int(row["label"])
+                if label not in (0, 1):
+                    raise ValueError("label must be 0 or 1")
+            except ValueError as exc:
+                problems.append(f"{path}:{line}: {exc}")
+                continue
+            labels[(row["video"], frame)] = bool(label)
+    return labels
+
+
+def _video_frames(path: Path, wanted: set[int], problems: list[str]) -> dict[int, np.ndarray]:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        problems.append(f"{path}: not a readable video")
+        return {}
+    frames, index = {}, 0
+    try:
+        while wanted - frames.keys():
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index in wanted:
+                frames[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+            index += 1
+    finally:
+        capture.release()
+    for missing in sorted(wanted - frames.keys()):
+        problems.append(f"{path}: frame {missing} is past the end of the video ({index} frames)")
+    return frames
+
+
+def _frame_cases_iugc2024(source: Path, problems: list[str]) -> Iterator[tuple]:
+    videos = _by_stem(source / "videos", (".avi",))
+    labels = _read_classification_csv(source / "classification.csv", problems)
+    landmarks: dict = {}
+    landmark_path = source / "landmark.json"
+    if landmark_path.is_file():
+        try:
+            landmarks = json.loads(landmark_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            problems.append(f"{landmark_path}: not valid JSON ({exc})")
+    seg_root = source / "seg"
+    for video, video_path in videos.items():
+        seg = _by_stem(seg_root / video, (".png",)) if (seg_root / video).is_dir() else {}
+        seg_frames: dict[int, Path] = {}
+        for stem, path in seg.items():
+            if stem.isdigit():
+                seg_frames[int(stem)] = path
+            else:
+                problems.append(f"{path}: mask names must be frame numbers (<frame>.png)")
+        wanted = set(seg_frames) | {frame for (v, frame) in labels if v == video}
+        frames = _video_frames(video_path, wanted, problems)
+        for index in sorted(frames):
+            case_id = f"{video}_{index:04d}"
+            mask = None
+            if index in seg_frames:
+                try:
+                    mask = read_mask(seg_frames[index])
+                except ReadError as exc:
+                    problems.append(str(exc))
+                    continue
+                if mask.shape != frames[index].shape:
+                    problems.append(f"{seg_frames[index]}: mask shape {mask.shape} differs from the frame's {frames[index].shape}")
+                    continue
+            yield case_id, frames[index], mask, {
+                "source": f"iugc2024:{video_path.name}#{index}",
+                "video": video,
+                "frame_index": index,
+                "standard_plane": labels.get((video, index)),
+                "landmarks": landmarks.get(case_id),
+            }
+    for video in sorted({v for v, _ in labels} - set(videos)):
+        problems.append(f"{source / 'classification.csv'}: video {video!r} has no videos/{video}.avi")
+
+
+READERS: dict[str, Callable[[Path, list[str]], Iterator[tuple]]] = {
+    "psfhs": _frame_cases_psfhs,
+    "png": _frame_cases_png,
+    "iugc2024": _frame_cases_iugc2024,
+}
+
+
+def import_dataset(layout: str, source: Path, dest: Path, *, name: str | None = None, progress: bool = True) -> Manifest:
+    """Import ``source`` in ``layout`` into a new canonical dataset at ``dest``.
+
+    Raises ImportProblems (every bad file listed) with nothing written at ``dest``.
+    """
+    from tqdm import tqdm
+
+    if layout not in READERS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {list(READERS)}")
+    source = Path(source)
+    if not source.is_dir():
+        raise ImportProblems([f"{source}: source folder does not exist"])
+    problems: list[str] = []
+    writer = DatasetWriter(dest)
+    try:
+        for case_id, image, mask, meta in tqdm(
+            READERS[layout](source, problems), desc=f"importing {layout}", unit="case", disable=not progress
+        ):
+            writer.add(case_id, image, mask, **meta)
+        if not writer.cases and not problems:
+            problems.append(f"{source}: no cases found for layout {layout!r}")
+        if problems:
+            raise ImportProblems(problems)
+        return writer.commit(name or Path(dest).name, layout, description=f"imported from {source}")
+    except BaseException:
+        writer.abort()
+        raise

@@ -1,0 +1,1 @@
+"""Metrics, scores, ranking and evaluation runs for the IUGC challenges."""

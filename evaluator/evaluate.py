@@ -1,0 +1,303 @@
+"""Score a folder of predicted masks against ground truth: ``iugc evaluate``.
+
+Ground truth is either a dataset imported by ``iugc data import`` (a folder with
+``manifest.json``; classification labels come from it) or a plain folder of
+``<case_id>.png|.mha|.nii.gz`` masks. Predictions are ``<case_id>.png|.mha|.nii.gz``
+masks, plus an optional ``predictions.json`` mapping case ids to
+``{"p_standard_plane": p}`` for challenges with a classification task.
+
+One bad case never aborts the run: it gets worst-case values and an ``error``. Truth
+biometry is cached by the truth file's sha256 (it is fixed across submissions), and the
+cases are spread over the available cores.
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from challenge.biometry import Biometry, biometry
+from challenge.definition import ChallengeDefinition
+from data_manifest.io import MASK_SUFFIXES, ReadError, case_id_of, read_mask, sha256_bytes
+from data_manifest.manifest import MANIFEST_NAME, load_manifest
+from evaluator.scores import (
+    CaseTable,
+    aggregate,
+    biometry_values,
+    challenge_score,
+    empty_case,
+    segmentation_values,
+    worst_case_values,
+)
+
+PROBABILITIES_FILE = "predictions.json"
+CACHE_VERSION = "1"
+
+
+class EvaluationInputError(ValueError):
+    """The run cannot start (a folder missing, no ground truth); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class TruthCase:
+    case_id: str
+    mask_path: str | None
+    standard_plane: bool | None
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("IUGC_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "iugc"
+    )
+    return Path(root) / "truth-biometry"
+
+
+def discover_truth(gt_dir: Path) -> list[TruthCase]:
+    """The truth cases of a dataset folder (with manifest) or of a plain folder of masks."""
+    gt_dir = Path(gt_dir)
+    if not gt_dir.is_dir():
+        raise EvaluationInputError(f"ground truth folder {gt_dir} does not exist")
+    if (gt_dir / MANIFEST_NAME).is_file():
+        manifest = load_manifest(gt_dir)
+        return [
+            TruthCase(c.case_id, str(gt_dir / c.mask) if c.mask else None, c.standard_plane)
+            for c in manifest.cases
+        ]
+    cases = []
+    for path in sorted(gt_dir.iterdir()):
+        case_id = case_id_of(path)
+        if case_id is not None and path.name.lower().endswith(MASK_SUFFIXES):
+            cases.append(TruthCase(case_id, str(path), None))
+    if not cases:
+        raise EvaluationInputError(
+            f"no ground truth in {gt_dir}: expected manifest.json (from `iugc data import`) "
+            "or <case_id>.png|.mha|.nii.gz masks"
+        )
+    return cases
+
+
+def discover_predictions(pred_dir: Path) -> tuple[dict[str, str], dict[str, float], list[str]]:
+    """Mask paths by case id, probabilities by case id, and problems found on the way."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise EvaluationInputError(f"predictions folder {pred_dir} does not exist")
+    masks: dict[str, str] = {}
+    problems: list[str] = []
+    for path in sorted(pred_dir.iterdir()):
+        if path.name == PROBABILITIES_FILE:
+            continue
+        case_id = case_id_of(path)
+        if case_id is None or not path.name.lower().endswith(MASK_SUFFIXES):
+            problems.append(f"{path.name}: ignored (not a <case_id>.png|.mha|.nii.gz mask)")
+        elif case_id in masks:
+            problems.append(f"{path.name}: ignored (case {case_id} has a mask already)")
+        else:
+            masks[case_id] = str(path)
+    probabilities: dict[str, float] = {}
+    prob_path = pred_dir / PROBABILITIES_FILE
+    if prob_path.is_file():
+        try:
+            data = json.loads(prob_path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("top level must be an object {case_id: {...}}")
+        except ValueError as exc:
+            problems.append(f"{PROBABILITIES_FILE}: unreadable ({exc}); all probabilities count as missing")
+            data = {}
+        for case_id, entry in data.items():
+            p = entry.get("p_standard_plane") if isinstance(entry, dict) else None
+            if isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and 0 <= p <= 1:
+                probabilities[case_id] = float(p)
+            else:
+                problems.append(f"{PROBABILITIES_FILE}: case {case_id}: p_standard_plane must be a number in [0, 1]")
+    return masks, probabilities, problems
+
+
+class TruthCache:
+    """Truth biometry by (truth sha256, method), one small JSON file per entry."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = None if directory is None else Path(directory)
+
+    def _path(self, digest: str, method: str) -> Path:
+        return self.directory / f"v{CACHE_VERSION}-{method}" / digest[:2] / f"{digest}.json"
+
+    def get(self, digest: str, method: str) -> Biometry | None:
+        if self.directory is None:
+            return None
+        try:
+            data = json.loads(self._path(digest, method).read_text())
+        except (OSError, ValueError):
+            return None
+        return _biometry_from_dict(data)
+
+    def put(self, digest: str, method: str, value: Biometry) -> None:
+        if self.directory is None:
+            return
+        path = self._path(digest, method)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(value.to_dict()))
+            os.replace(tmp, path)
+        except OSError as exc:  # a read-only cache slows the run down but never fails it
+            print(f"warning: could not write the truth cache at {path}: {exc}", file=sys.stderr)
+
+
+def _biometry_from_dict(data: dict) -> Biometry:
+    def point(p):
+        return None if p is None else (float(p[0]), float(p[1]))
+
+    ends = data.get("ps_endpoints")
+    return Biometry(
+        aop=data["aop"],
+        hsd=data["hsd"],
+        ps_endpoints=None if ends is None else (point(ends[0]), point(ends[1])),
+        hsd_point=point(data.get("hsd_point")),
+        tangent_point=point(data.get("tangent_point")),
+    )
+
+
+def _read_truth(path: str) -> tuple[np.ndarray, str]:
+    data = Path(path).read_bytes()
+    return read_mask(path), sha256_bytes(data)
+
+
+def evaluate_case(
+    truth: TruthCase,
+    pred_path: str | None,
+    challenge: ChallengeDefinition,
+    cache: TruthCache,
+) -> dict:
+    """Evaluate one case; never raises for bad input (it becomes the case's ``error``)."""
+    case = empty_case()
+    if truth.mask_path is None:
+        return case  # classification-only case (a non-standard frame)
+    method = challenge.aop_method
+    try:
+        gt, digest = _read_truth(truth.mask_path)
+    except (ReadError, OSError) as exc:
+        case["error"] = f"ground truth unreadable: {exc}"
+        return case
+    gt_bio = cache.get(digest, method)
+    if gt_bio is None:
+        gt_bio = biometry(gt, method)
+        cache.put(digest, method, gt_bio)
+    if pred_path is None:
+        case.update(worst_case_values(challenge, gt_bio))
+        case["error"] = "missing prediction: no mask for this case (scored as worst case)"
+        return case
+    try:
+        pred = read_mask(pred_path)
+        if pred.shape != gt.shape:
+            raise ReadError(
+                f"{Path(pred_path).name}: shape {pred.shape} differs from the ground truth's {gt.shape}"
+            )
+        case.update(segmentation_values(pred, gt))
+        case.update(biometry_values(biometry(pred, method), gt_bio, challenge))
+    except (ReadError, OSError, ValueError) as exc:
+        case.update(worst_case_values(challenge, gt_bio))
+        case["error"] = f"invalid prediction: {exc} (scored as worst case)"
+    return case
+
+
+# Worker-process state, set once per process by _init_worker (fork shares it for free).
+_WORKER: dict = {}
+
+
+def _init_worker(challenge: ChallengeDefinition, cache_dir: Path | None) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    _WORKER["challenge"] = challenge
+    _WORKER["cache"] = TruthCache(cache_dir)
+
+
+def _work(item: tuple[TruthCase, str | None]) -> dict:
+    truth, pred_path = item
+    try:
+        return evaluate_case(truth, pred_path, _WORKER["challenge"], _WORKER["cache"])
+    except Exception as exc:  # noqa: BLE001 - one case must never abort a long run
+        case = empty_case()
+        case["error"] = f"internal error while scoring: {type(exc).__name__}: {exc}"
+        return case
+
+
+def evaluate_folder(
+    predictions: Path,
+    ground_truth: Path,
+    challenge: ChallengeDefinition,
+    *,
+    jobs: int | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate every truth case; returns the result document (see ``docs/SUBMISSION.md``).
+
+    ``jobs`` defaults to the number of usable cores; ``cache_dir`` None disables the truth
+    cache. Problems that are not a case's own (stray files) are listed in ``warnings``.
+    """
+    truths = discover_truth(Path(ground_truth))
+    masks, probabilities, warnings = discover_predictions(Path(predictions))
+    truth_ids = {t.case_id for t in truths}
+    stray = sorted(set(masks) - truth_ids)
+    if stray:
+        shown = ", ".join(stray[:5]) + (" ..." if len(stray) > 5 else "")
+        warnings.append(f"{len(stray)} predicted masks match no ground-truth case and were ignored: {shown}")
+    items = [(t, masks.get(t.case_id)) for t in truths]
+    jobs = max(1, min(jobs or len(os.sched_getaffinity(0)), len(items)))
+    results = _run(items, challenge, cache_dir, jobs, progress)
+    cases: dict[str, dict] = {}
+    for truth, case in zip(truths, results):
+        if "classification" in challenge.tasks and truth.standard_plane is not None:
+            label = int(truth.standard_plane)
+            p = probabilities.get(truth.case_id)
+            if p is None:
+                p = float(1 - label)  # missing probability: the worst case
+                note = "missing p_standard_plane (scored as worst case)"
+                case["error"] = note if case["error"] is None else f"{case['error']}; {note}"
+            case["standard_plane"] = label
+            case["p_standard_plane"] = p
+        cases[truth.case_id] = case
+    table = CaseTable.from_cases(cases)
+    aggregates = aggregate(table, challenge)
+    aggregates["n_errors"] = sum(1 for c in cases.values() if c["error"])
+    score, note = challenge_score(aggregates, challenge)
+    return {
+        "challenge": challenge.name,
+        "aop_method": challenge.aop_method,
+        "cases": cases,
+        "aggregates": aggregates,
+        "score": score,
+        "score_note": note,
+        "warnings": warnings,
+    }
+
+
+def _run(items, challenge, cache_dir, jobs, progress) -> list[dict]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(items), desc="evaluating", unit="case", disable=not progress, file=sys.stderr)
+    try:
+        if jobs == 1:
+            _init_worker(challenge, cache_dir)
+            out = []
+            for item in items:
+                out.append(_work(item))
+                bar.update()
+            return out
+        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        chunk = max(1, min(32, len(items) // (jobs * 4) or 1))
+        with context.Pool(jobs, initializer=_init_worker, initargs=(challenge, cache_dir)) as pool:
+            out = []
+            for case in pool.imap(_work, items, chunksize=chunk):
+                out.append(case)
+                bar.update()
+            return out
+    finally:
+        bar.close()

@@ -1,0 +1,190 @@
+"""Per-case values, their reduction to aggregates, and the challenge score.
+
+Per case (pure functions): :func:`segmentation_values` (Dice/HD/ASD per structure),
+:func:`biometry_values` (AoP/HSD of prediction and truth and their errors) and
+:func:`worst_case_values` (a missing or invalid prediction). Reduction is separate:
+:class:`CaseTable` holds the per-case values as arrays and :func:`aggregate` reduces any
+subset of cases (the bootstrap reuses it), :func:`challenge_score` applies the formula.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from challenge.biometry import Biometry
+from challenge.definition import ChallengeDefinition, ScoreTerm
+from challenge.labels import STRUCTURES, structure_mask
+from evaluator.classification import CLASSIFICATION_FUNCTIONS
+from evaluator.metrics import dice, surface_distances
+
+SEGMENTATION_KEYS = tuple(f"{m}_{s}" for m in ("dice", "hd", "asd") for s in STRUCTURES)
+BIOMETRY_KEYS = ("aop_pred", "aop_gt", "aop_error", "hsd_pred", "hsd_gt", "hsd_error")
+CASE_KEYS = SEGMENTATION_KEYS + BIOMETRY_KEYS + ("error",)
+CLASSIFICATION_KEYS = ("standard_plane", "p_standard_plane")
+
+
+def segmentation_values(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Dice, HD and ASD for PS, FH and all of canonical (H, W) label masks of equal shape.
+
+    Returns ``{"dice_ps", "dice_fh", "dice_all", "hd_ps", ..., "asd_all"}``, unreduced.
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"shapes differ: prediction {pred.shape} vs ground truth {gt.shape}")
+    out = {}
+    for name in STRUCTURES:
+        p, g = structure_mask(pred, name), structure_mask(gt, name)
+        out[f"dice_{name}"] = dice(p, g)
+        distances = surface_distances(p, g)
+        out[f"hd_{name}"] = distances["hd"]
+        out[f"asd_{name}"] = distances["asd"]
+    return out
+
+
+def _error(pred: float | None, gt: float | None, worst: float) -> float | None:
+    if gt is None:
+        return None  # truth undefined: excluded from the aggregate, counted
+    if pred is None:
+        return worst  # prediction undefined: worst case
+    return abs(pred - gt)
+
+
+def biometry_values(pred: Biometry | None, gt: Biometry, challenge: ChallengeDefinition) -> dict:
+    """AoP/HSD of prediction and truth and their absolute errors, with the undefined policy.
+
+    ``pred`` None means no usable prediction. HSD is only scored when the challenge has
+    the ``hsd_error`` metric (the ellipse method defines no HSD).
+    """
+    worst = challenge.worst_case
+    pred_aop = None if pred is None else pred.aop
+    pred_hsd = None if pred is None else pred.hsd
+    scores_hsd = "hsd_error" in challenge.metrics
+    return {
+        "aop_pred": pred_aop,
+        "aop_gt": gt.aop,
+        "aop_error": _error(pred_aop, gt.aop, worst.aop_error),
+        "hsd_pred": pred_hsd,
+        "hsd_gt": gt.hsd,
+        "hsd_error": _error(pred_hsd, gt.hsd, worst.hsd_error) if scores_hsd else None,
+    }
+
+
+def worst_case_values(challenge: ChallengeDefinition, gt: Biometry | None) -> dict:
+    """Values of a case whose prediction is missing or invalid (Metrics Reloaded practice)."""
+    worst = challenge.worst_case
+    out = {}
+    for name in STRUCTURES:
+        out[f"dice_{name}"] = worst.dice
+        out[f"hd_{name}"] = worst.hd
+        out[f"asd_{name}"] = worst.asd
+    if gt is not None:
+        out.update(biometry_values(None, gt, challenge))
+    return out
+
+
+def empty_case() -> dict:
+    return {key: None for key in CASE_KEYS}
+
+
+@dataclass
+class CaseTable:
+    """Per-case values as float arrays (NaN for null), one row per case."""
+
+    case_ids: list[str]
+    values: dict[str, np.ndarray]
+
+    @classmethod
+    def from_cases(cls, cases: dict[str, dict]) -> "CaseTable":
+        ids = list(cases)
+        keys = SEGMENTATION_KEYS + ("aop_error", "hsd_error") + CLASSIFICATION_KEYS
+        values = {}
+        for key in keys:
+            column = [cases[c].get(key) for c in ids]
+            values[key] = np.array([np.nan if v is None else float(v) for v in column], dtype=np.float64)
+        has_mask = [cases[c].get("dice_ps") is not None for c in ids]
+        values["_segmented"] = np.array(has_mask, dtype=bool)
+        return cls(ids, values)
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+
+def _mean(values: np.ndarray) -> float | None:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else None
+
+
+def aggregate(table: CaseTable, challenge: ChallengeDefinition, index: np.ndarray | None = None) -> dict:
+    """Reduce per-case values to aggregates over the cases in ``index`` (default: all).
+
+    Returns per-structure means (``dice_ps`` ...), the m-terms over structures and cases
+    (``dice``, ``hd``, ``asd``), ``aop_error``/``hsd_error`` means over cases whose truth
+    is defined, classification metrics over cases with a label, and counts.
+    """
+    v = table.values if index is None else {k: a[index] for k, a in table.values.items()}
+    out: dict = {}
+    for metric in ("dice", "hd", "asd"):
+        per_structure = [v[f"{metric}_{s}"] for s in STRUCTURES]
+        for s, column in zip(STRUCTURES, per_structure):
+            out[f"{metric}_{s}"] = _mean(column)
+        out[metric] = _mean(np.concatenate(per_structure))
+    segmented = v["_segmented"]
+    for metric in ("aop_error", "hsd_error"):
+        out[metric] = _mean(v[metric])
+    out["n_cases"] = int(len(segmented))
+    out["n_segmentation_cases"] = int(segmented.sum())
+    out["n_excluded_aop"] = int(np.count_nonzero(segmented & np.isnan(v["aop_error"])))
+    if "hsd_error" in challenge.metrics:
+        out["n_excluded_hsd"] = int(np.count_nonzero(segmented & np.isnan(v["hsd_error"])))
+    if "classification" in challenge.tasks:
+        labelled = ~np.isnan(v["standard_plane"])
+        y = v["standard_plane"][labelled].astype(np.int64)
+        p = v["p_standard_plane"][labelled]
+        for name, fn in CLASSIFICATION_FUNCTIONS.items():
+            out[name] = fn(y, p) if len(y) else None
+        out["n_classification_cases"] = int(labelled.sum())
+    return out
+
+
+def _term_value(term: ScoreTerm, mean: float) -> float:
+    x = mean / term.scale
+    if term.round is not None:
+        x = round(x, term.round)
+    value = 1 - x if term.transform == "one_minus" else x
+    return min(max(value, 0.0), 1.0) if term.clip else value
+
+
+def challenge_score(aggregates: dict, challenge: ChallengeDefinition) -> tuple[float | None, str | None]:
+    """The challenge's score from aggregates: ``(score, None)`` or ``(None, reason)``."""
+    total = 0.0
+    for term in challenge.score.terms:
+        mean = aggregates.get(term.metric)
+        if mean is None:
+            return None, f"score undefined: aggregate {term.metric!r} is undefined for these cases"
+        total += term.weight * _term_value(term, mean)
+    return total, None
+
+
+def case_score(case: dict, challenge: ChallengeDefinition) -> float | None:
+    """Per-case score for paired tests: the formula on one case's values.
+
+    Terms with no per-case value (classification) are left out and the remaining weights
+    renormalised; a term whose value is null (truth undefined) is left out likewise.
+    """
+    total, weight = 0.0, 0.0
+    for term in challenge.score.terms:
+        if term.metric in ("dice", "hd", "asd"):
+            values = [case.get(f"{term.metric}_{s}") for s in STRUCTURES]
+            if any(x is None for x in values):
+                continue
+            mean = sum(values) / len(values)
+        elif term.metric in ("aop_error", "hsd_error"):
+            mean = case.get(term.metric)
+            if mean is None:
+                continue
+        else:
+            continue
+        total += term.weight * _term_value(term, mean)
+        weight += term.weight
+    return total / weight if weight else None
+

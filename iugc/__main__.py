@@ -1,0 +1,3 @@
+from iugc.cli import main
+
+main()

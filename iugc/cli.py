@@ -1,0 +1,39 @@
+"""Entry point of the `iugc` console script."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from challenge.cli import challenge_group
+from data_manifest.cli import data_group
+from evaluator.cli import biometry_cmd, evaluate_cmd, rank_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """IUGC challenge platform: data, evaluation and ranking for intrapartum ultrasound.
+
+    Start with `iugc demo`; every command has its own --help.
+    """
+
+
+@main.command("demo")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path(".demo"), show_default=True, help="Where the demo writes its data and results.")
+@click.option("--data", type=click.Path(path_type=Path), default=None, help="PNG dataset (images/, masks/); default ../shared/data/psfhs when present, else SYNTHETIC phantoms.")
+@click.option("--cases", type=int, default=60, show_default=True, help="How many cases to use.")
+def demo_cmd(workdir, data, cases):
+    """Import data, score degraded copies of the truth standing in for teams, rank them."""
+    from iugc.demo import run_demo
+
+    run_demo(workdir, data, cases)
+
+
+main.add_command(challenge_group)
+main.add_command(data_group)
+main.add_command(evaluate_cmd)
+main.add_command(biometry_cmd)
+main.add_command(rank_cmd)
+
+if __name__ == "__main__":
+    main()

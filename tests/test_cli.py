@@ -1,0 +1,29 @@
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+COMMANDS = ["biometry", "challenge", "data", "demo", "evaluate", "rank"]
+
+
+def iugc(*args):
+    return subprocess.run([sys.executable, "-m", "iugc", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_help_lists_every_command():
+    out = iugc("--help").stdout
+    listed = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
+    assert listed == COMMANDS
+
+
+def test_every_command_explains_itself():
+    for command in COMMANDS + ["data import", "data verify", "data split", "data phantom", "challenge list"]:
+        run = iugc(*command.split(), "--help")
+        assert run.returncode == 0 and "Usage:" in run.stdout and len(run.stdout.splitlines()) > 4, command
+
+
+def test_challenge_list_and_show():
+    run = iugc("challenge", "list")
+    assert "psfhs2023" in run.stdout and "ellipse" in run.stdout and "iugc2024" in run.stdout
+    bad = iugc("challenge", "show", "nope")
+    assert bad.returncode != 0 and "unknown challenge" in bad.stderr

@@ -1,0 +1,182 @@
+"""`iugc evaluate` end to end: real cases against the SimpleITK oracle, bad input, caching."""
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from sklearn.metrics import roc_auc_score
+
+from challenge.labels import STRUCTURES
+from data_manifest.importers import import_dataset
+from data_manifest.io import read_mask
+from data_manifest.phantom import write_phantom_dataset
+from evaluator.reference import reference_biometry, sitk_segmentation_metrics
+from tests.conftest import ROOT, degrade, real_mask_paths
+
+N_CASES = 24
+
+
+def run_iugc(*args, env_cache=None):
+    env = None
+    if env_cache is not None:
+        import os
+
+        env = dict(os.environ, IUGC_CACHE_DIR=str(env_cache))
+    return subprocess.run([sys.executable, "-m", "iugc", *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=env)
+
+
+@pytest.fixture(scope="module")
+def real_setup(psfhs_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    source = root / "source"
+    for sub in ("images", "masks"):
+        (source / sub).mkdir(parents=True)
+        for path in sorted((psfhs_dir / sub).glob("*.png"))[:N_CASES]:
+            (source / sub / path.name).symlink_to(path)
+    truth = root / "truth"
+    import_dataset("png", source, truth, progress=False)
+    preds = root / "preds"
+    preds.mkdir()
+    ids = [p.stem for p in real_mask_paths(N_CASES)]
+    bad = {ids[0]: "missing", ids[1]: "garbage", ids[2]: "shape", ids[3]: "labels", ids[4]: "raw78", ids[5]: "mha", ids[6]: "nii"}
+    for i, case_id in enumerate(ids):
+        pred = degrade(read_mask(psfhs_dir / "masks" / f"{case_id}.png"), i)
+        kind = bad.get(case_id)
+        if kind == "missing":
+            continue
+        if kind == "garbage":
+            (preds / f"{case_id}.png").write_bytes(b"\x89PNG but not really")
+        elif kind == "shape":
+            cv2.imwrite(str(preds / f"{case_id}.png"), pred[:200])
+        elif kind == "labels":
+            cv2.imwrite(str(preds / f"{case_id}.png"), np.where(pred == 2, 5, pred).astype(np.uint8))
+        elif kind == "raw78":
+            cv2.imwrite(str(preds / f"{case_id}.png"), np.choose(pred, [0, 7, 8]).astype(np.uint8))
+        elif kind == "mha":
+            sitk.WriteImage(sitk.GetImageFromArray(pred), str(preds / f"{case_id}.mha"))
+        elif kind == "nii":
+            sitk.WriteImage(sitk.GetImageFromArray(pred), str(preds / f"{case_id}.nii.gz"))
+        else:
+            cv2.imwrite(str(preds / f"{case_id}.png"), pred)
+    (preds / "notes.txt").write_text("stray file")
+    return {"root": root, "truth": truth, "preds": preds, "ids": ids, "bad": bad}
+
+
+@pytest.mark.parametrize("challenge, method", [("psfhs2023", "ellipse"), ("iugc2024", "contour")])
+def test_real_cases_match_the_oracle(real_setup, challenge, method, tmp_path):
+    out = tmp_path / "result.json"
+    run = run_iugc("evaluate", "--predictions", real_setup["preds"], "--ground-truth", real_setup["truth"],
+                   "--challenge", challenge, "--out", out, "--quiet", env_cache=tmp_path / "cache")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    assert result["challenge"] == challenge and set(result["cases"]) == set(real_setup["ids"])
+    bad = real_setup["bad"]
+    for case_id, case in result["cases"].items():
+        gt = read_mask(real_setup["truth"] / "masks" / f"{case_id}.png")
+        gt_bio = reference_biometry(gt, method)
+        kind = bad.get(case_id)
+        if kind in ("missing", "garbage", "shape", "labels"):
+            assert case["error"] and case_id in run.stderr
+            assert all(case[f"dice_{s}"] == 0 and case[f"hd_{s}"] == 100 and case[f"asd_{s}"] == 100 for s in STRUCTURES)
+            assert case["aop_error"] == 180.0 and case["aop_gt"] == pytest.approx(gt_bio.aop, abs=1e-9)
+            continue
+        assert case["error"] is None, case
+        index = real_setup["ids"].index(case_id)
+        pred = degrade(gt, index)
+        expected = sitk_segmentation_metrics(pred, gt)
+        for key, value in expected.items():
+            assert abs(case[key] - value) <= 1e-6, (case_id, key)
+        pred_bio = reference_biometry(pred, method)
+        assert case["aop_gt"] == pytest.approx(gt_bio.aop, abs=1e-3)
+        if pred_bio.aop is None:
+            assert case["aop_pred"] is None and case["aop_error"] == 180.0
+        else:
+            assert case["aop_error"] == pytest.approx(abs(pred_bio.aop - gt_bio.aop), abs=1e-3)
+        if method == "contour" and pred_bio.hsd is None:
+            assert case["hsd_pred"] is None and case["hsd_error"] == 100.0
+        elif method == "contour":
+            assert case["hsd_error"] == pytest.approx(abs(pred_bio.hsd - gt_bio.hsd), abs=1e-9)
+        else:
+            assert case["hsd_error"] is None
+    assert "garbage" not in run.stdout
+    assert "notes.txt" in run.stderr
+    messages = {kind: result["cases"][cid]["error"] for cid, kind in bad.items() if result["cases"][cid]["error"]}
+    assert "missing prediction" in messages["missing"]
+    assert "not a decodable" in messages["garbage"]
+    assert "(200, 256)" in messages["shape"] and "(256, 256)" in messages["shape"]
+    assert "[5]" in messages["labels"]
+    # aggregates and the score, recomputed here from the per-case values
+    cases = list(result["cases"].values())
+    agg = result["aggregates"]
+    for metric in ("dice", "hd", "asd"):
+        assert agg[metric] == pytest.approx(np.mean([c[f"{metric}_{s}"] for c in cases for s in STRUCTURES]), abs=1e-12)
+    assert agg["aop_error"] == pytest.approx(np.mean([c["aop_error"] for c in cases]), abs=1e-12)
+    if challenge == "psfhs2023":
+        expected_score = (
+            0.25 * round(agg["dice"], 8)
+            + 0.125 * (1 - round(agg["hd"] / 100, 8))
+            + 0.125 * (1 - round(agg["asd"] / 100, 8))
+            + 0.5 * (1 - agg["aop_error"] / 180)
+        )
+        assert result["score"] == pytest.approx(expected_score, abs=1e-12)
+    else:
+        assert result["score"] is None and "auc" in result["score_note"]
+
+
+def test_cached_truth_gives_identical_results(real_setup, tmp_path):
+    outs = []
+    for name in ("first", "second"):
+        out = tmp_path / f"{name}.json"
+        run = run_iugc("evaluate", "--predictions", real_setup["preds"], "--ground-truth", real_setup["truth"],
+                       "--challenge", "iugc2024", "--out", out, "--quiet", env_cache=tmp_path / "cache")
+        assert run.returncode == 0, run.stderr
+        outs.append(json.loads(out.read_text()))
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == N_CASES
+    assert outs[0] == outs[1]
+
+
+def test_single_process_equals_parallel(real_setup, tmp_path):
+    from challenge.definition import load_challenge
+    from evaluator.evaluate import evaluate_folder
+
+    c = load_challenge("psfhs2023")
+    one = evaluate_folder(real_setup["preds"], real_setup["truth"], c, jobs=1, progress=False)
+    two = evaluate_folder(real_setup["preds"], real_setup["truth"], c, jobs=2, progress=False)
+    assert one == two
+
+
+def test_classification_scored_with_probabilities(tmp_path):
+    truth = tmp_path / "truth"
+    manifest = write_phantom_dataset(truth, 16, seed=3, size=128, nonstandard_fraction=0.5)
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    rng = np.random.default_rng(0)
+    probs, labels = {}, {}
+    for case in manifest.cases:
+        cv2.imwrite(str(preds / f"{case.case_id}.png"), read_mask(truth / case.mask))
+        probs[case.case_id] = round(float(rng.random()), 3)
+        labels[case.case_id] = int(case.standard_plane)
+    missing = manifest.cases[0].case_id
+    del probs[missing]
+    (preds / "predictions.json").write_text(json.dumps({k: {"p_standard_plane": v} for k, v in probs.items()}))
+    out = tmp_path / "r.json"
+    run = run_iugc("evaluate", "--predictions", preds, "--ground-truth", truth, "--challenge", "iugc2024", "--out", out, "--no-cache", "--quiet")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    probs[missing] = float(1 - labels[missing])  # a missing probability is the worst case
+    ids = list(labels)
+    assert result["aggregates"]["auc"] == pytest.approx(roc_auc_score([labels[i] for i in ids], [probs[i] for i in ids]))
+    assert "missing p_standard_plane" in result["cases"][missing]["error"]
+    assert result["score"] is not None, result["score_note"]
+    # non-standard phantom frames miss a structure: their truth AoP is undefined and excluded
+    assert result["aggregates"]["n_excluded_aop"] == sum(1 for c in manifest.cases if set(c.structures) != {"ps", "fh"})
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    cv2.imwrite(str(tmp_path / "case1.png"), np.zeros((8, 8), np.uint8))
+    run = run_iugc("evaluate", "--predictions", tmp_path / "nope", "--ground-truth", tmp_path, "--challenge", "psfhs2023", "--out", tmp_path / "o.json")
+    assert run.returncode != 0 and "does not exist" in run.stderr
+    assert not (tmp_path / "o.json").exists()
