@@ -105,8 +105,10 @@ def _ps_endpoints(ps: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     hull = ps[_hull_indices(ps)]
     d2 = _pairwise_d2(hull)
     best = d2.max()
-    involved = hull[np.any(d2 == best, axis=1)]
-    on_vertex = np.any(np.all(ps[:, None, :] == involved[None, :, :], axis=2), axis=1)
+    keys = ps[:, 0] * 65536 + ps[:, 1]
+    on_vertex = np.zeros(n, dtype=bool)
+    for r, c in hull[np.any(d2 == best, axis=1)]:
+        on_vertex |= keys == r * 65536 + c
     candidates = np.flatnonzero(on_vertex)
     if len(candidates) < 2:  # all points coincide with one vertex: the first pair wins
         candidates = np.arange(2)
@@ -119,6 +121,23 @@ def _ps_endpoints(ps: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return first, second
 
 
+def _supporting(p_rc: np.ndarray, cand: np.ndarray, hull: np.ndarray) -> np.ndarray:
+    """Exact validity (integer arithmetic) of non-vertical candidates against hull vertices.
+
+    T is valid when no point Q lies strictly on the wrong side of the line P-T, the side
+    being given by the sign of the slope K = (P.row - T.row) / (P.col - T.col). The side
+    test is affine in Q, so checking the hull's vertices is enough.
+    """
+    pr, pc = int(p_rc[0]), int(p_rc[1])
+    dc_t = pc - cand[:, 1]
+    dr_t = pr - cand[:, 0]
+    # s * (Pc - Tc) = (Pr - Tr)(Qc - Pc) + (Pr - Qr)(Pc - Tc)
+    num = dr_t[:, None] * (hull[None, :, 1] - pc) + (pr - hull[None, :, 0]) * dc_t[:, None]
+    s_sign = np.sign(num) * np.sign(dc_t)[:, None]
+    k_nonneg = (np.sign(dr_t) * np.sign(dc_t)) >= 0
+    return ~np.where(k_nonneg[:, None], s_sign > 0, s_sign < 0).any(axis=1)
+
+
 def _tangent_point(p: np.ndarray, fh: np.ndarray) -> np.ndarray | None:
     """The FH contour point where the tangent from P touches, following the IUGC 2024 code.
 
@@ -128,31 +147,27 @@ def _tangent_point(p: np.ndarray, fh: np.ndarray) -> np.ndarray | None:
     valid T is the tangent point; every valid T's collinear extras (s == 0) that are
     closer to P than the current best replace it.
 
-    A point can only be valid if it is valid in exact arithmetic, and exact validity only
-    needs checking against the convex hull's vertices (the side test is affine in Q); the
-    floating-point test against every point then runs on those few survivors only.
+    A point valid in floating point is valid in exact arithmetic (a point off the line is
+    at least 1/|P.col - T.col| from it, far beyond rounding), and an exactly valid T lies on
+    a supporting line through P, which also passes through a valid hull vertex. So only
+    points on the lines from P through valid hull vertices are candidates, and the
+    floating-point test against every point runs on those few.
     """
     pr, pc = int(p[0]), int(p[1])
-    order = np.argsort(-fh[:, 1], kind="stable")
-    cand = fh[order]
-    tr, tc = cand[:, 0], cand[:, 1]
-
+    fr, fc = fh[:, 0], fh[:, 1]
     hull = fh[_hull_indices(fh)]
-    qr, qc = hull[:, 0], hull[:, 1]
-    dc_t = pc - tc  # (n,)
-    dr_t = pr - tr
-    # s * (Pc - Tc) = (Pr - Tr)(Qc - Pc) + (Pr - Qr)(Pc - Tc), exact in integers
-    num = dr_t[:, None] * (qc[None, :] - pc) + (pr - qr[None, :]) * dc_t[:, None]
-    s_sign = np.sign(num) * np.sign(dc_t)[:, None]
-    k_nonneg = (np.sign(dr_t) * np.sign(dc_t)) >= 0
-    wrong = np.where(k_nonneg[:, None], s_sign > 0, s_sign < 0).any(axis=1)
-    vertical = dc_t == 0
-    exact_valid = np.where(vertical, tc >= fh[:, 1].max(), ~wrong)
+    candidates = np.zeros(len(fh), dtype=bool)
+    slanted = hull[hull[:, 1] != pc]
+    for vr, vc in slanted[_supporting(p, slanted, hull)]:
+        candidates |= (vr - pr) * (fc - pc) == (vc - pc) * (fr - pr)
+    if pc >= fc.max():
+        candidates |= fc == pc  # vertical line P-T: valid when no point lies further right
+    order = np.argsort(-fc, kind="stable")
+    scan = order[candidates[order]]
 
     best_point, best_d2 = None, None
-    fr, fc = fh[:, 0], fh[:, 1]
-    for idx in np.flatnonzero(exact_valid):
-        t_r, t_c = int(tr[idx]), int(tc[idx])
+    for idx in scan:
+        t_r, t_c = int(fr[idx]), int(fc[idx])
         others = (fr != t_r) | (fc != t_c)
         if t_c == pc:
             if np.any(others & (fc > t_c)):

@@ -17,6 +17,7 @@ import math
 import multiprocessing
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from evaluator.scores import (
 )
 
 PROBABILITIES_FILE = "predictions.json"
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 
 
 class EvaluationInputError(ValueError):
@@ -119,31 +120,39 @@ def discover_predictions(pred_dir: Path) -> tuple[dict[str, str], dict[str, floa
 
 
 class TruthCache:
-    """Truth biometry by (truth sha256, method), one small JSON file per entry."""
+    """Decoded truth masks and their biometry, by (truth sha256, AoP method).
+
+    One file per entry: a JSON header line (biometry, shape) then the zlib-compressed
+    mask, so a cached case costs a hash and a small read instead of a PNG decode and the
+    biometry. Entries are written atomically; an unreadable entry is recomputed.
+    """
 
     def __init__(self, directory: Path | None):
         self.directory = None if directory is None else Path(directory)
 
     def _path(self, digest: str, method: str) -> Path:
-        return self.directory / f"v{CACHE_VERSION}-{method}" / digest[:2] / f"{digest}.json"
+        return self.directory / f"v{CACHE_VERSION}-{method}" / digest[:2] / f"{digest}.bin"
 
-    def get(self, digest: str, method: str) -> Biometry | None:
+    def get(self, digest: str, method: str) -> tuple[np.ndarray, Biometry] | None:
         if self.directory is None:
             return None
         try:
-            data = json.loads(self._path(digest, method).read_text())
-        except (OSError, ValueError):
+            header, _, payload = self._path(digest, method).read_bytes().partition(b"\n")
+            meta = json.loads(header)
+            mask = np.frombuffer(zlib.decompress(payload), dtype=np.uint8).reshape(meta["shape"])
+            return mask, _biometry_from_dict(meta["biometry"])
+        except (OSError, ValueError, KeyError, TypeError, zlib.error):
             return None
-        return _biometry_from_dict(data)
 
-    def put(self, digest: str, method: str, value: Biometry) -> None:
+    def put(self, digest: str, method: str, mask: np.ndarray, value: Biometry) -> None:
         if self.directory is None:
             return
         path = self._path(digest, method)
+        header = json.dumps({"shape": list(mask.shape), "biometry": value.to_dict()}).encode()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(value.to_dict()))
+            tmp.write_bytes(header + b"\n" + zlib.compress(np.ascontiguousarray(mask).tobytes(), 1))
             os.replace(tmp, path)
         except OSError as exc:  # a read-only cache slows the run down but never fails it
             print(f"warning: could not write the truth cache at {path}: {exc}", file=sys.stderr)
@@ -163,9 +172,17 @@ def _biometry_from_dict(data: dict) -> Biometry:
     )
 
 
-def _read_truth(path: str) -> tuple[np.ndarray, str]:
+def _load_truth(path: str, method: str, cache: TruthCache) -> tuple[np.ndarray, Biometry]:
+    """The truth mask and its biometry, from the cache when its checksum is known."""
     data = Path(path).read_bytes()
-    return read_mask(path), sha256_bytes(data)
+    digest = sha256_bytes(data)
+    cached = cache.get(digest, method)
+    if cached is not None:
+        return cached
+    mask = read_mask(path)
+    value = biometry(mask, method)
+    cache.put(digest, method, mask, value)
+    return mask, value
 
 
 def evaluate_case(
@@ -180,14 +197,10 @@ def evaluate_case(
         return case  # classification-only case (a non-standard frame)
     method = challenge.aop_method
     try:
-        gt, digest = _read_truth(truth.mask_path)
+        gt, gt_bio = _load_truth(truth.mask_path, method, cache)
     except (ReadError, OSError) as exc:
         case["error"] = f"ground truth unreadable: {exc}"
         return case
-    gt_bio = cache.get(digest, method)
-    if gt_bio is None:
-        gt_bio = biometry(gt, method)
-        cache.put(digest, method, gt_bio)
     if pred_path is None:
         case.update(worst_case_values(challenge, gt_bio))
         case["error"] = "missing prediction: no mask for this case (scored as worst case)"
@@ -279,10 +292,21 @@ def evaluate_folder(
     }
 
 
-def _run(items, challenge, cache_dir, jobs, progress) -> list[dict]:
-    from tqdm import tqdm
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
 
-    bar = tqdm(total=len(items), desc="evaluating", unit="case", disable=not progress, file=sys.stderr)
+    def close(self) -> None:
+        pass
+
+
+def _run(items, challenge, cache_dir, jobs, progress) -> list[dict]:
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), desc="evaluating", unit="case", file=sys.stderr)
+    else:
+        bar = _NoBar()  # tqdm's import costs start-up time on every quiet run
     try:
         if jobs == 1:
             _init_worker(challenge, cache_dir)

@@ -14,9 +14,9 @@ import numpy as np
 
 from challenge.biometry import Biometry
 from challenge.definition import ChallengeDefinition, ScoreTerm
-from challenge.labels import STRUCTURES, structure_mask
+from challenge.labels import STRUCTURES
 from evaluator.classification import CLASSIFICATION_FUNCTIONS
-from evaluator.metrics import dice, surface_distances
+from evaluator.metrics import structure_metrics
 
 SEGMENTATION_KEYS = tuple(f"{m}_{s}" for m in ("dice", "hd", "asd") for s in STRUCTURES)
 BIOMETRY_KEYS = ("aop_pred", "aop_gt", "aop_error", "hsd_pred", "hsd_gt", "hsd_error")
@@ -32,12 +32,9 @@ def segmentation_values(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     if pred.shape != gt.shape:
         raise ValueError(f"shapes differ: prediction {pred.shape} vs ground truth {gt.shape}")
     out = {}
-    for name in STRUCTURES:
-        p, g = structure_mask(pred, name), structure_mask(gt, name)
-        out[f"dice_{name}"] = dice(p, g)
-        distances = surface_distances(p, g)
-        out[f"hd_{name}"] = distances["hd"]
-        out[f"asd_{name}"] = distances["asd"]
+    for name, values in structure_metrics(pred, gt, STRUCTURES).items():
+        for metric, value in values.items():
+            out[f"{metric}_{name}"] = value
     return out
 
 

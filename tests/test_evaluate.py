@@ -134,7 +134,7 @@ def test_cached_truth_gives_identical_results(real_setup, tmp_path):
                        "--challenge", "iugc2024", "--out", out, "--quiet", env_cache=tmp_path / "cache")
         assert run.returncode == 0, run.stderr
         outs.append(json.loads(out.read_text()))
-    assert len(list((tmp_path / "cache").rglob("*.json"))) == N_CASES
+    assert len(list((tmp_path / "cache").rglob("*.bin"))) == N_CASES
     assert outs[0] == outs[1]
 
 

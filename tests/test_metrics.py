@@ -1,6 +1,8 @@
 """The fast metrics against SimpleITK (the official semantics) on real and generated masks."""
 import numpy as np
 import pytest
+
+import evaluator.metrics as metrics_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,18 +16,40 @@ from tests.conftest import degrade, real_mask_paths
 TOL = 1e-6
 
 
+BACKENDS = ["numpy"] + (["c"] if metrics_module._fastmetrics is not None else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch):
+    """Every oracle test runs on both implementations: the C kernel and the NumPy path."""
+    monkeypatch.setattr(metrics_module, "BACKEND", request.param)
+    return request.param
+
+
+def test_compiled_kernel_is_built_in_ci():
+    import os
+
+    if os.environ.get("CI") and metrics_module._fastmetrics is None:
+        pytest.fail("the optional C kernel did not build in CI (it should: gcc and headers are there)")
+
+
 def assert_matches_sitk(pred: np.ndarray, gt: np.ndarray, where: str = "") -> None:
     ours = {"dice": dice(pred, gt), **surface_distances(pred, gt)}
     ref = sitk_structure_metrics(pred, gt)
     for key in ("dice", "hd", "asd"):
         assert abs(ours[key] - ref[key]) <= TOL, f"{where} {key}: ours {ours[key]!r} vs SimpleITK {ref[key]!r}"
+    labels_p = pred.astype(np.uint8)
+    labels_g = gt.astype(np.uint8)
+    batch = metrics_module.structure_metrics(labels_p, labels_g, {"x": (1,)})["x"]
+    for key in ("dice", "hd", "asd"):
+        assert abs(batch[key] - ref[key]) <= TOL, f"{where} batched {key}"
 
 
 CHUNKS = 8
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))
-def test_every_real_case_matches_sitk(psfhs_dir, chunk):
+def test_every_real_case_matches_sitk(psfhs_dir, chunk, backend):
     paths = real_mask_paths()[chunk::CHUNKS]
     assert paths
     for path in paths:
@@ -68,10 +92,15 @@ def mask_pairs(draw):
 @given(mask_pairs())
 def test_generated_masks_match_sitk(pair):
     pred, gt = pair
-    assert_matches_sitk(pred, gt)
+    for backend in BACKENDS:
+        metrics_module.BACKEND = backend
+        try:
+            assert_matches_sitk(pred, gt, backend)
+        finally:
+            metrics_module.BACKEND = BACKENDS[-1]
 
 
-def test_empty_prediction_scores_worst_case():
+def test_empty_prediction_scores_worst_case(backend):
     gt = np.zeros((10, 10), bool)
     gt[2:5, 2:5] = True
     empty = np.zeros_like(gt)
@@ -80,14 +109,14 @@ def test_empty_prediction_scores_worst_case():
     assert dice(empty, empty) == 0.0
 
 
-def test_empty_truth_keeps_dice_formula_and_worst_distances():
+def test_empty_truth_keeps_dice_formula_and_worst_distances(backend):
     pred = np.zeros((10, 10), bool)
     pred[0:2, 0:2] = True
     assert dice(pred, np.zeros_like(pred)) == pytest.approx(1 / 5)
     assert surface_distances(pred, np.zeros_like(pred)) == {"hd": 100.0, "asd": 100.0}
 
 
-def test_full_frame_mask_has_no_surface_and_worst_asd():
+def test_full_frame_mask_has_no_surface_and_worst_asd(backend):
     full = np.ones((6, 6), bool)
     small = np.zeros((6, 6), bool)
     small[2, 2] = True
@@ -102,7 +131,7 @@ def test_shape_mismatch_message_names_both_shapes():
         dice(np.zeros((4, 4), bool), np.zeros((5, 5), bool))
 
 
-def test_segmentation_values_returns_every_structure():
+def test_segmentation_values_returns_every_structure(backend):
     gt = np.zeros((20, 20), np.uint8)
     gt[2:6, 2:8] = 1
     gt[10:18, 8:18] = 2
