@@ -101,7 +101,3 @@ def mcc(y_true, p) -> float | None:
 
 CLASSIFICATION_FUNCTIONS = {"accuracy": accuracy, "auc": auc, "f1": f1, "mcc": mcc}
 
-
-def classification_metrics(y_true, p) -> dict[str, float | None]:
-    """All four metrics: ``{"accuracy", "auc", "f1", "mcc"}``."""
-    return {name: fn(y_true, p) for name, fn in CLASSIFICATION_FUNCTIONS.items()}

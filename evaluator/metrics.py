@@ -15,9 +15,12 @@ Semantics (the PSFHS 2023 / IUGC 2024 evaluation code, SimpleITK being the oracl
   (sum over G's surface of the distance to P's surface + the same from P to G) divided by
   the number of pixels of both surfaces.
 
-Empty-mask rule: an empty prediction scores the worst case -- Dice 0, HD 100, ASD 100 --
-whatever the truth. An empty truth with a non-empty prediction keeps its Dice by the
-formula and scores HD 100, ASD 100. A mask covering the whole frame has no surface, and
+Empty-mask rule: an empty prediction of a structure that is in the truth scores the
+worst case -- Dice 0, HD 100, ASD 100 (the official rule). Both empty -- the structure is
+correctly predicted absent, which only happens on non-standard IUGC frames -- scores
+Dice 1, HD 0, ASD 0 (the platform's choice; the official code never meets this case). An
+empty truth with a non-empty prediction keeps its Dice by the formula and scores HD 100,
+ASD 100. A mask covering the whole frame has no surface, and
 SimpleITK's distance map is then meaningless (-1.8e19): its ASD is the worst case, 100.
 """
 from __future__ import annotations
@@ -58,7 +61,7 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     pred, gt = _check_pair(pred, gt)
     n_pred = int(np.count_nonzero(pred))
     if n_pred == 0:
-        return 0.0
+        return 0.0 if gt.any() else 1.0
     inter = int(np.count_nonzero(pred & gt))
     return (2 * inter + 1) / (n_pred + int(np.count_nonzero(gt)) + 1)
 
@@ -190,7 +193,8 @@ def _hd_asd(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[dict[str, float]
     targets, queries, plan = [], [], []
     for p, g in pairs:
         if not cv2.countNonZero(p) or not cv2.countNonZero(g):
-            results.append({"hd": WORST_HD, "asd": WORST_ASD})
+            both_empty = not cv2.countNonZero(p) and not cv2.countNonZero(g)
+            results.append({"hd": 0.0, "asd": 0.0} if both_empty else {"hd": WORST_HD, "asd": WORST_ASD})
             continue
         surf_p, surf_g = _surface_u8(p), _surface_u8(g)
         sp, sg = _points(surf_p), _points(surf_g)
@@ -231,6 +235,9 @@ def _compiled(pred_labels: np.ndarray, gt_labels: np.ndarray, bits: list[int]) -
     )
     out = []
     for n_p, n_g, n_pg, hd_sq, total, n_sp, n_sg in counts:
+        if n_p == 0 and n_g == 0:
+            out.append((1.0, {"hd": 0.0, "asd": 0.0}))  # correctly predicted absent
+            continue
         dice_value = 0.0 if n_p == 0 else (2 * n_pg + 1) / (n_p + n_g + 1)
         if n_p == 0 or n_g == 0:
             out.append((dice_value, {"hd": WORST_HD, "asd": WORST_ASD}))

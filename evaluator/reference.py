@@ -19,12 +19,14 @@ def sitk_structure_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]
     """Dice, HD and ASD of one structure with SimpleITK, official semantics.
 
     ``pred`` and ``gt`` are boolean (H, W). An empty prediction scores Dice 0, HD 100,
-    ASD 100; an empty truth scores HD 100, ASD 100.
+    ASD 100; an empty truth scores HD 100, ASD 100; both empty score Dice 1, HD 0, ASD 0.
     """
     import SimpleITK as sitk
 
     pred = pred.astype(np.uint8)
     gt = gt.astype(np.uint8)
+    if pred.sum() == 0 and gt.sum() == 0:
+        return {"dice": 1.0, "hd": 0.0, "asd": 0.0}
     if pred.sum() == 0:
         return {"dice": 0.0, "hd": 100.0, "asd": 100.0}
     d = (2.0 * np.sum(pred * gt) + 1) / (np.sum(pred) + np.sum(gt) + 1)

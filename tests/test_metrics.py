@@ -106,7 +106,18 @@ def test_empty_prediction_scores_worst_case(backend):
     empty = np.zeros_like(gt)
     assert dice(empty, gt) == 0.0
     assert surface_distances(empty, gt) == {"hd": 100.0, "asd": 100.0}
-    assert dice(empty, empty) == 0.0
+
+
+
+def test_correctly_predicted_absence_scores_perfect(backend):
+    empty = np.zeros((10, 10), bool)
+    assert dice(empty, empty) == 1.0
+    assert surface_distances(empty, empty) == {"hd": 0.0, "asd": 0.0}
+    labels = np.zeros((10, 10), np.uint8)
+    labels[2:6, 2:6] = 2  # FH only: PS absent in both
+    values = metrics_module.structure_metrics(labels, labels, {"ps": (1,), "fh": (2,)})
+    assert values["ps"] == {"dice": 1.0, "hd": 0.0, "asd": 0.0}
+    assert values["fh"]["dice"] == 1.0
 
 
 def test_empty_truth_keeps_dice_formula_and_worst_distances(backend):
