@@ -104,18 +104,19 @@ def _ps_endpoints(ps: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     hull = ps[_hull_indices(ps)]
     d2 = _pairwise_d2(hull)
-    best = d2.max()
-    keys = ps[:, 0] * 65536 + ps[:, 1]
-    on_vertex = np.zeros(n, dtype=bool)
-    for r, c in hull[np.any(d2 == best, axis=1)]:
-        on_vertex |= keys == r * 65536 + c
-    candidates = np.flatnonzero(on_vertex)
+    involved = {tuple(v) for v in hull[np.any(d2 == d2.max(), axis=1)].tolist()}
+    points = ps.tolist()
+    candidates = [i for i, point in enumerate(points) if tuple(point) in involved]
     if len(candidates) < 2:  # all points coincide with one vertex: the first pair wins
-        candidates = np.arange(2)
-    sub = _pairwise_d2(ps[candidates])
-    sub[np.tril_indices(len(candidates))] = -1  # keep only pairs i < j
-    i, j = divmod(int(np.argmax(sub)), len(candidates))  # row-major: the first maximum
-    first, second = ps[candidates[i]], ps[candidates[j]]
+        candidates = [0, 1]
+    best, pair = -1, None
+    for a, i in enumerate(candidates):
+        ri, ci = points[i]
+        for j in candidates[a + 1 :]:
+            d = (ri - points[j][0]) ** 2 + (ci - points[j][1]) ** 2
+            if d > best:  # strictly larger: the first maximal pair in scan order stays
+                best, pair = d, (i, j)
+    first, second = ps[pair[0]], ps[pair[1]]
     if first[1] > second[1]:
         return second, first
     return first, second
@@ -162,24 +163,27 @@ def _tangent_point(p: np.ndarray, fh: np.ndarray) -> np.ndarray | None:
         candidates |= (vr - pr) * (fc - pc) == (vc - pc) * (fr - pr)
     if pc >= fc.max():
         candidates |= fc == pc  # vertical line P-T: valid when no point lies further right
-    order = np.argsort(-fc, kind="stable")
-    scan = order[candidates[order]]
+    scan = np.flatnonzero(candidates)
+    scan = scan[np.argsort(-fc[scan], kind="stable")]  # by column, descending; ties in contour order
 
     best_point, best_d2 = None, None
-    for idx in scan:
+    frf = fr.astype(np.float64)
+    dcf = (fc - pc).astype(np.float64)
+    for idx in scan.tolist():
         t_r, t_c = int(fr[idx]), int(fc[idx])
-        others = (fr != t_r) | (fc != t_c)
         if t_c == pc:
+            others = (fr != t_r) | (fc != t_c)
             if np.any(others & (fc > t_c)):
                 continue
             extras = others & (fc == t_c)
         else:
             k = (pr - t_r) / (pc - t_c)
-            s = k * (fc - pc).astype(np.float64) + pr - fr
+            s = k * dcf + pr - frf
             bad = (s > 0) if k >= 0 else (s < 0)
-            if np.any(bad & others):
+            same = (fr == t_r) & (fc == t_c)  # the candidate itself (and its duplicates)
+            if np.any(bad & ~same):
                 continue
-            extras = others & (s == 0)
+            extras = (s == 0) & ~same
         if best_point is None:
             best_point = (t_r, t_c)
             best_d2 = (t_r - pr) ** 2 + (t_c - pc) ** 2

@@ -316,7 +316,7 @@ def _run(items, challenge, cache_dir, jobs, progress) -> list[dict]:
                 bar.update()
             return out
         context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-        chunk = max(1, min(32, len(items) // (jobs * 4) or 1))
+        chunk = max(1, min(16, len(items) // (jobs * 8) or 1))
         with context.Pool(jobs, initializer=_init_worker, initargs=(challenge, cache_dir)) as pool:
             out = []
             for case in pool.imap(_work, items, chunksize=chunk):
