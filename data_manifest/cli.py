@@ -87,6 +87,28 @@ def split_cmd(dataset, blocks, fractions, seed):
     click.echo(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
 
 
+@data_group.command("nonstandard")
+@click.option("--source", required=True, type=click.Path(path_type=Path), help="Dataset of standard frames (from `iugc data import`).")
+@click.option("--dest", required=True, type=click.Path(path_type=Path), help="New folder: the source frames plus generated ones.")
+@click.option("--per-frame", type=float, default=1.0, show_default=True, help="Generated non-standard frames per source frame.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def nonstandard_cmd(source, dest, per_frame, seed):
+    """Add non-standard planes made from real frames (structures pushed out of view,
+    acoustic shadowing, probe lift-off), each labelled from what stays visible.
+
+    The rule and the mix of kinds are in data_manifest/nonstandard.py and the README.
+    """
+    from data_manifest.manifest import ManifestError
+    from data_manifest.nonstandard import generate_nonstandard_dataset
+
+    try:
+        manifest = generate_nonstandard_dataset(source, dest, per_frame=per_frame, seed=seed)
+    except (ManifestError, FileExistsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    standard = sum(1 for c in manifest.cases if c.standard_plane)
+    click.echo(f"{len(manifest.cases)} cases in {dest}: {standard} standard, {len(manifest.cases) - standard} not")
+
+
 @data_group.command("phantom")
 @click.option("--dest", required=True, type=click.Path(path_type=Path), help="New folder for the SYNTHETIC data.")
 @click.option("--layout", type=click.Choice(["canonical", "iugc2024"]), default="canonical", show_default=True, help="canonical dataset, or raw IUGC 2024 clips (AVI) to test the importer.")
