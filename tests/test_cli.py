@@ -27,3 +27,12 @@ def test_challenge_list_and_show():
     assert "psfhs2023" in run.stdout and "ellipse" in run.stdout and "iugc2024" in run.stdout
     bad = iugc("challenge", "show", "nope")
     assert bad.returncode != 0 and "unknown challenge" in bad.stderr
+
+
+def test_demo_ranks_the_stand_in_teams(tmp_path):
+    run = iugc("demo", "--workdir", str(tmp_path / "demo"), "--cases", "12")
+    assert run.returncode == 0, run.stderr
+    table = run.stdout.split("aggregate-then-rank")[1].splitlines()[2:8]
+    teams = [line.split()[1] for line in table]
+    assert teams[0] == "near-perfect" and teams[-1] == "misses-cases", run.stdout
+    assert len(list((tmp_path / "demo" / "results").glob("*.json"))) == 6
