@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from baseline.cli import baseline_group
 from challenge.cli import challenge_group
 from data_manifest.cli import data_group
 from evaluator.cli import biometry_cmd, evaluate_cmd, rank_cmd
@@ -29,6 +30,7 @@ def demo_cmd(workdir, data, cases):
     run_demo(workdir, data, cases)
 
 
+main.add_command(baseline_group)
 main.add_command(challenge_group)
 main.add_command(data_group)
 main.add_command(evaluate_cmd)

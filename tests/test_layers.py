@@ -10,7 +10,9 @@ ALLOWED = {
     "challenge": set(),
     "data_manifest": {"challenge"},
     "evaluator": {"challenge", "data_manifest"},
-    "baseline": {"challenge", "data_manifest"},
+    # The baseline validates through the evaluator (issue 3), which comes before it in the
+    # package list; it must not import submissions or leaderboard.
+    "baseline": {"challenge", "data_manifest", "evaluator"},
     "submissions": {"challenge", "data_manifest", "evaluator"},
     "leaderboard": {"challenge", "data_manifest", "evaluator", "submissions"},
     "iugc": {"challenge", "data_manifest", "evaluator", "baseline", "submissions", "leaderboard"},

@@ -1,0 +1,73 @@
+"""`iugc baseline`: train, fine-tune and predict with the reference network."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _train_options(f):
+    for option in reversed([
+        click.option("--data", required=True, type=click.Path(path_type=Path), help="Canonical dataset with train/validation splits (`iugc data split`)."),
+        click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="RUN_DIR: log.csv, curves.png, last.pt, best.pt."),
+        click.option("--epochs", type=int, default=150, show_default=True),
+        click.option("--batch-size", type=int, default=16, show_default=True),
+        click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
+        click.option("--amp", is_flag=True, help="Mixed precision (CUDA only)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--resume", is_flag=True, help="Continue from RUN_DIR/last.pt after a kill."),
+        click.option("--size", type=int, default=256, show_default=True, help="Network input size (multiple of 32)."),
+        click.option("--encoder", "encoder_name", default="resnet34", show_default=True, help="smp encoder name."),
+        click.option("--encoder-weights", default=None, help="Pretrained encoder weights to download (e.g. imagenet); default: from scratch."),
+    ]):
+        f = option(f)
+    return f
+
+
+@click.group("baseline")
+def baseline_group() -> None:
+    """The reference multi-task network (U-Net + standard-plane head)."""
+
+
+@baseline_group.command("train")
+@_train_options
+def train_cmd(**options):
+    """Train from scratch; validation through the evaluator every epoch, best by PSFHS score."""
+    from baseline.train import TrainConfig, train
+
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+    best = train(TrainConfig(**options))
+    click.echo(f"best epoch {best.get('epoch')}: PSFHS score {best.get('psfhs_score')}, Dice {best.get('dice')}")
+
+
+@baseline_group.command("finetune")
+@_train_options
+@click.option("--from", "init_from", required=True, type=click.Path(exists=True, path_type=Path), help="Checkpoint to start from (RUN_DIR/best.pt).")
+@click.option("--freeze-encoder", is_flag=True, help="Train only the decoder and heads.")
+def finetune_cmd(**options):
+    """Fine-tune a checkpoint on your own data (any supported layout, imported first)."""
+    from baseline.train import TrainConfig, train
+
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+    best = train(TrainConfig(**options))
+    click.echo(f"best epoch {best.get('epoch')}: PSFHS score {best.get('psfhs_score')}")
+
+
+@baseline_group.command("predict")
+@click.option("--input", "input_dir", required=True, type=click.Path(exists=True, path_type=Path), help="Folder of frames (.png, .mha, .nii.gz).")
+@click.option("--output", "output_dir", required=True, type=click.Path(path_type=Path), help="Where masks and predictions.json go.")
+@click.option("--weights", default="default", show_default=True, help="'default' (shipped) or a checkpoint path.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--flip", is_flag=True, help="Test-time flip augmentation.")
+def predict_cmd(input_dir, output_dir, weights, device, flip):
+    """Write <case_id>.png masks (0/1/2, input size) and predictions.json (p, AoP, HSD)."""
+    from baseline.predict import predict_folder
+
+    try:
+        summary = predict_folder(input_dir, output_dir, weights, device, flip)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    for case, error in summary["errors"].items():
+        click.echo(f"case {case}: {error}", err=True)
+    click.echo(f"predicted {summary['predicted']} frames into {output_dir}")

@@ -1,0 +1,94 @@
+"""Training data: frames, masks and standard-plane labels from canonical datasets, resized
+for the network, with seeded ultrasound augmentation (intensity, gamma, speckle, small
+affine, elastic)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from challenge.labels import FH, PS
+from data_manifest.io import read_image, read_mask
+from data_manifest.manifest import load_manifest
+
+
+def standard_label(mask: np.ndarray | None, recorded: bool | None) -> float:
+    """The recorded label, else the IUGC rule on the mask (both structures visible)."""
+    if recorded is not None:
+        return float(recorded)
+    return float(mask is not None and np.any(mask == PS) and np.any(mask == FH))
+
+
+def to_network(image: np.ndarray, size: int) -> np.ndarray:
+    """Grey uint8 (H, W) -> float32 (size, size) in [0, 1]."""
+    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interpolation).astype(np.float32) / 255.0
+
+
+def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded ultrasound augmentation of a float (H, W) image in [0, 1] and its uint8 mask."""
+    h, w = image.shape
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-10, 10), rng.uniform(0.9, 1.1))
+    matrix[:, 2] += rng.uniform(-0.05, 0.05, size=2) * (w, h)
+    image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+    mask = cv2.warpAffine(mask, matrix, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
+    if rng.random() < 0.3:  # elastic: a smooth random displacement of a few pixels
+        dx = cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), 8) * 60
+        dy = cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)).astype(np.float32), (0, 0), 8) * 60
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        image = cv2.remap(image, gx + dx, gy + dy, cv2.INTER_LINEAR, borderValue=0)
+        mask = cv2.remap(mask, gx + dx, gy + dy, cv2.INTER_NEAREST, borderValue=0)
+    image = image * rng.uniform(0.8, 1.2) + rng.uniform(-0.08, 0.08)
+    image = np.clip(image, 0, 1) ** rng.uniform(0.7, 1.5)
+    image = image * (1 + rng.normal(0, rng.uniform(0, 0.15), image.shape).astype(np.float32))  # speckle
+    return np.clip(image, 0, 1).astype(np.float32), mask
+
+
+class FrameDataset(Dataset):
+    """Cases of one split of a canonical dataset as network tensors.
+
+    Item: ``(image (1, size, size) float32, mask (size, size) int64, standard (float32))``;
+    frames without a mask get an all-background mask and ``has_mask`` False in ``cases``.
+    ``set_epoch`` changes the augmentation draw; (seed, epoch, index) fixes it.
+    """
+
+    def __init__(self, dataset: Path, splits: tuple[str, ...], size: int, augment: bool = False, seed: int = 0):
+        self.root = Path(dataset)
+        manifest = load_manifest(self.root)
+        self.cases = [c for c in manifest.cases if c.split in splits]
+        if not self.cases:
+            raise ValueError(f"{dataset}: no cases in splits {list(splits)}; assign them with `iugc data split`")
+        self.size, self.augment, self.seed, self.epoch = size, augment, seed, 0
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def _load(self, index: int):
+        if index not in self._cache:
+            case = self.cases[index]
+            image = to_network(read_image(self.root / case.image), self.size)
+            mask = read_mask(self.root / case.mask) if case.mask else None
+            label = standard_label(mask, case.standard_plane)
+            if mask is None:
+                mask = np.zeros((self.size, self.size), np.uint8)
+            else:
+                mask = cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
+            self._cache[index] = (image, mask, label)
+        return self._cache[index]
+
+    def __getitem__(self, index: int):
+        image, mask, label = self._load(index)
+        if self.augment:
+            image, mask = augment(image, mask, np.random.default_rng([self.seed, self.epoch, index]))
+        return (
+            torch.from_numpy(np.ascontiguousarray(image))[None],
+            torch.from_numpy(mask.astype(np.int64)),
+            torch.tensor(label, dtype=torch.float32),
+        )

@@ -1,0 +1,83 @@
+"""`iugc baseline predict`: masks at the input size and per-case p(standard plane), AoP
+and HSD (both methods) for a folder of frames."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from baseline.data import to_network
+from baseline.model import BaselineNet
+from baseline.postprocess import postprocess
+from challenge.biometry import biometry
+from data_manifest.io import IMAGE_SUFFIXES, ReadError, atomic_write_text, case_id_of, read_image
+
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+
+
+def load_model(weights: str | Path, device: str = "cpu") -> tuple[BaselineNet, int]:
+    """A checkpoint written by training: returns the model in eval mode and its input size."""
+    path = Path(weights)
+    if str(weights) == "default":
+        path = WEIGHTS_DIR / "baseline.pt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no shipped weights at {path} yet; train some with `iugc baseline train` and pass --weights RUN_DIR/best.pt"
+            )
+    state = torch.load(path, map_location=device, weights_only=False)
+    config = state["model_config"]
+    model = BaselineNet(
+        encoder_name=config["encoder_name"],
+        encoder_depth=config["encoder_depth"],
+        decoder_channels=tuple(config["decoder_channels"]),
+        in_channels=config["in_channels"],
+        classifier_dropout=config["classifier_dropout"],
+    )
+    model.load_state_dict({k: v.float() for k, v in state["model"].items()})
+    return model.to(device).eval(), int(state["size"])
+
+
+@torch.no_grad()
+def predict_frame(model: BaselineNet, size: int, image: np.ndarray, device: str = "cpu", flip: bool = False):
+    """Canonical mask (input size) and p(standard plane) for one grey uint8 frame."""
+    x = torch.from_numpy(to_network(image, size))[None, None].to(device)
+    logits, standard = model(x)
+    probs = logits.softmax(1)
+    if flip:  # test-time augmentation: average with the horizontally flipped frame
+        flipped, standard_f = model(torch.flip(x, dims=[3]))
+        probs = (probs + torch.flip(flipped.softmax(1), dims=[3])) / 2
+        standard = (standard + standard_f) / 2
+    small = probs[0].argmax(0).byte().cpu().numpy()
+    mask = cv2.resize(small, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return postprocess(mask), float(torch.sigmoid(standard)[0])
+
+
+def predict_folder(input_dir: Path, output_dir: Path, weights="default", device="cpu", flip=False, progress=True) -> dict:
+    from tqdm import tqdm
+
+    model, size = load_model(weights, device)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results, errors = {}, {}
+    paths = sorted(p for p in Path(input_dir).iterdir() if case_id_of(p) and p.name.lower().endswith(IMAGE_SUFFIXES))
+    for path in tqdm(paths, desc="predicting", unit="frame", disable=not progress):
+        case_id = case_id_of(path)
+        try:
+            image = read_image(path)
+        except ReadError as exc:
+            errors[case_id] = str(exc)
+            continue
+        mask, p = predict_frame(model, size, image, device, flip)
+        cv2.imwrite(str(output_dir / f"{case_id}.png"), mask)
+        ellipse, contour = biometry(mask, "ellipse"), biometry(mask, "contour")
+        results[case_id] = {
+            "p_standard_plane": p,
+            "aop_ellipse": ellipse.aop,
+            "aop_contour": contour.aop,
+            "hsd_contour": contour.hsd,
+        }
+    atomic_write_text(output_dir / "predictions.json", json.dumps(results, indent=1) + "\n")
+    return {"predicted": len(results), "errors": errors}

@@ -1,0 +1,224 @@
+"""`iugc baseline train` / `finetune`: training with validation through the evaluator,
+a CSV log, a plot of the curves, best-checkpoint selection on the PSFHS score, and
+resumption after a kill (from RUN_DIR/last.pt)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from baseline.data import FrameDataset
+from baseline.model import BaselineNet
+from baseline.postprocess import postprocess
+from challenge.biometry import biometry
+from challenge.definition import load_challenge
+from data_manifest.io import read_mask
+from evaluator.classification import accuracy, auc
+from evaluator.scores import CaseTable, aggregate, biometry_values, challenge_score, segmentation_values
+
+LOG_COLUMNS = [
+    "epoch", "train_loss", "dice", "hd", "asd", "aop_error_ellipse", "aop_error_contour", "hsd_error",
+    "accuracy", "auc", "psfhs_score", "seconds",
+]
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    epochs: int = 150
+    batch_size: int = 16
+    lr: float = 1e-3
+    device: str = "cpu"
+    amp: bool = False
+    seed: int = 0
+    resume: bool = False
+    size: int = 256
+    encoder_name: str = "resnet34"
+    encoder_weights: str | None = None
+    encoder_depth: int = 5
+    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
+    val_splits: list[str] = field(default_factory=lambda: ["validation"])
+    init_from: str | None = None
+    freeze_encoder: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def loss_fn(logits, masks, standard_logit, standard):
+    """Cross-entropy + soft Dice on PS and FH, + BCE on the standard-plane logit."""
+    ce = F.cross_entropy(logits, masks)
+    probs = logits.softmax(1)
+    onehot = F.one_hot(masks, logits.shape[1]).permute(0, 3, 1, 2).float()
+    inter = (probs * onehot).sum((0, 2, 3))
+    dice = (2 * inter + 1) / (probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3)) + 1)
+    return ce + (1 - dice[1:].mean()) + F.binary_cross_entropy_with_logits(standard_logit, standard)
+
+
+@torch.no_grad()
+def validate(model: BaselineNet, dataset: FrameDataset, device: str) -> dict:
+    """Validation figures through the evaluator (masks compared at the frames' own size)."""
+    model.eval()
+    psfhs = load_challenge("psfhs2023")
+    cases, labels, probs, contour_errors = {}, [], [], []
+    iugc = load_challenge("iugc2024")
+    for index, case in enumerate(dataset.cases):
+        image, _, label = dataset[index]
+        logits, standard = model(image[None].to(device))
+        probs.append(float(torch.sigmoid(standard)[0]))
+        labels.append(int(label))
+        if not case.mask:
+            continue
+        truth = read_mask(dataset.root / case.mask)
+        small = logits[0].argmax(0).byte().cpu().numpy()
+        pred = postprocess(cv2.resize(small, truth.shape[::-1], interpolation=cv2.INTER_NEAREST))
+        values = segmentation_values(pred, truth)
+        values.update(biometry_values(biometry(pred, "ellipse"), biometry(truth, "ellipse"), psfhs))
+        contour = biometry_values(biometry(pred, "contour"), biometry(truth, "contour"), iugc)
+        contour_errors.append((contour["aop_error"], contour["hsd_error"]))
+        cases[case.case_id] = values
+    out = {"accuracy": accuracy(labels, probs), "auc": auc(labels, probs)}
+    if cases:
+        agg = aggregate(CaseTable.from_cases(cases), psfhs)
+        out.update({k: agg[k] for k in ("dice", "hd", "asd")})
+        out["aop_error_ellipse"] = agg["aop_error"]
+        aop_c = [a for a, _ in contour_errors if a is not None]
+        hsd_c = [h for _, h in contour_errors if h is not None]
+        out["aop_error_contour"] = float(np.mean(aop_c)) if aop_c else None
+        out["hsd_error"] = float(np.mean(hsd_c)) if hsd_c else None
+        out["psfhs_score"] = challenge_score(agg, psfhs)[0]
+    return out
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    for ax, keys, title in zip(
+        axes,
+        (["train_loss"], ["dice"], ["aop_error_ellipse", "aop_error_contour"], ["psfhs_score"]),
+        ("training loss", "validation Dice (all)", "validation |dAoP| (degrees)", "validation PSFHS score"),
+    ):
+        for key in keys:
+            ax.plot(epochs, [np.nan if r[key] in (None, "") else float(r[key]) for r in rows], label=key)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        if len(keys) > 1:
+            ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def build_model(config: TrainConfig) -> BaselineNet:
+    return BaselineNet(
+        encoder_name=config.encoder_name,
+        encoder_weights=config.encoder_weights,
+        encoder_depth=config.encoder_depth,
+        decoder_channels=tuple(config.decoder_channels),
+    )
+
+
+def train(config: TrainConfig, progress: bool = True) -> dict:
+    """Train (or resume) into ``config.out``; returns the best validation figures."""
+    from tqdm import tqdm
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    device = config.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device is visible; use --device cpu")
+    model = build_model(config).to(device)
+    if config.init_from:
+        state = torch.load(config.init_from, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+    if config.freeze_encoder:
+        for p in model.encoder_parameters():
+            p.requires_grad = False
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device == "cuda")
+    train_set = FrameDataset(config.data, tuple(config.train_splits), config.size, augment=True, seed=config.seed)
+    val_set = FrameDataset(config.data, tuple(config.val_splits), config.size)
+    rows, start, best = [], 0, {"psfhs_score": -np.inf}
+    last = out / "last.pt"
+    if config.resume and last.is_file():
+        state = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, best, rows = state["epoch"] + 1, state["best"], state["rows"]
+        torch.set_rng_state(state["torch_rng"])
+    (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    for epoch in range(start, config.epochs):
+        began = time.time()
+        model.train()
+        train_set.set_epoch(epoch)
+        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        losses = []
+        for images, masks, standard in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress):
+            images, masks, standard = images.to(device), masks.to(device), standard.to(device)
+            with torch.autocast(device_type="cuda", enabled=config.amp and device == "cuda"):
+                logits, standard_logit = model(images)
+                loss = loss_fn(logits.float(), masks, standard_logit.float(), standard)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(float(loss))
+        scheduler.step()
+        figures = validate(model, val_set, device)
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - began, 2)}
+        row.update({k: figures.get(k) for k in LOG_COLUMNS if k not in row})
+        rows.append(row)
+        _write_log(out / "log.csv", rows)
+        plot_curves(rows, out / "curves.png")
+        state = {"model": model.state_dict(), "model_config": model.config, "epoch": epoch, "rows": rows}
+        score = figures.get("psfhs_score")
+        if score is not None and score > best["psfhs_score"]:
+            best = dict(row)
+            _atomic_torch_save({**state, "size": config.size}, out / "best.pt")
+        _atomic_torch_save(
+            {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
+             "torch_rng": torch.get_rng_state(), "size": config.size},
+            last,
+        )
+    return best

@@ -1,0 +1,95 @@
+"""The baseline end to end on a few real frames, one short epoch, on CPU."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
+pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-pytorch is not installed")
+
+from baseline.model import BaselineNet  # noqa: E402
+from baseline.postprocess import postprocess  # noqa: E402
+from baseline.train import TrainConfig, train  # noqa: E402
+from data_manifest.importers import import_dataset  # noqa: E402
+from data_manifest.manifest import load_manifest, write_manifest  # noqa: E402
+from data_manifest.nonstandard import generate_nonstandard_dataset  # noqa: E402
+from data_manifest.split import split_by_blocks  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
+
+TINY = {"encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [32, 16, 8], "size": 64, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def dataset(psfhs_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("baseline")
+    import_dataset("psfhs", psfhs_dir / "release_sample", root / "real", progress=False)
+    write_manifest(root / "real", split_by_blocks(load_manifest(root / "real"), {"train": ("03744", "03771"), "validation": ("03772", "03783")}))
+    generate_nonstandard_dataset(root / "real", root / "ds", per_frame=0.3, seed=0, progress=False)
+    return root / "ds"
+
+
+def test_model_outputs_masks_and_a_standard_logit():
+    net = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(16, 8, 4))
+    masks, standard = net(torch.zeros(3, 1, 32, 32))
+    assert masks.shape == (3, 3, 32, 32) and standard.shape == (3,)
+    with pytest.raises(ValueError, match="3 entries"):
+        BaselineNet("resnet18", encoder_depth=3, decoder_channels=(16, 8))
+
+
+def test_postprocess_keeps_largest_component_and_fills_holes():
+    m = np.zeros((20, 20), np.uint8)
+    m[2:10, 2:10] = 2
+    m[5, 5] = 0  # a hole
+    m[15:17, 15:17] = 2  # a stray blob
+    out = postprocess(m)
+    assert out[5, 5] == 2 and out[15, 15] == 0 and out[3, 3] == 2
+    assert postprocess(m, largest=False, holes=False).tolist() == m.tolist()
+
+
+def test_train_one_epoch_resume_and_predict(dataset, tmp_path):
+    run = tmp_path / "run"
+    best = train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert len(rows) == 1 and rows[0]["epoch"] == "1"
+    assert 0 <= float(rows[0]["dice"]) <= 1 and float(rows[0]["psfhs_score"]) == pytest.approx(best["psfhs_score"])
+    assert (run / "curves.png").stat().st_size > 1000 and (run / "best.pt").is_file()
+    # resume: a second call for 2 epochs runs only epoch 2 and keeps epoch 1's row
+    train(TrainConfig(data=str(dataset), out=str(run), epochs=2, resume=True, **TINY), progress=False)
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    frames = dataset / "images"
+    out = tmp_path / "pred"
+    cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "predict", "--input", str(frames), "--output", str(out),
+                          "--weights", str(run / "best.pt")], capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0, cli.stderr
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert set(predictions) == {p.stem for p in frames.glob("*.png")}
+    import cv2
+
+    first = sorted(frames.glob("*.png"))[0]
+    mask = cv2.imread(str(out / first.name), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == cv2.imread(str(first), cv2.IMREAD_UNCHANGED).shape[:2]
+    assert set(np.unique(mask).tolist()) <= {0, 1, 2}
+    assert all(0 <= v["p_standard_plane"] <= 1 for v in predictions.values())
+
+
+def test_finetune_from_a_checkpoint_with_a_frozen_encoder(dataset, tmp_path):
+    run = tmp_path / "a"
+    train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
+    before = torch.load(run / "best.pt", weights_only=False)["model"]
+    tuned = tmp_path / "b"
+    train(TrainConfig(data=str(dataset), out=str(tuned), epochs=1, init_from=str(run / "best.pt"), freeze_encoder=True, **TINY), progress=False)
+    after = torch.load(tuned / "last.pt", weights_only=False)["model"]
+    encoder = [k for k in before if k.startswith("net.encoder.") and "running" not in k and "num_batches" not in k]
+    decoder = [k for k in before if k.startswith("net.decoder.") and before[k].is_floating_point() and "running" not in k]
+    assert all(torch.equal(before[k], after[k]) for k in encoder if before[k].is_floating_point())
+    assert any(not torch.equal(before[k], after[k]) for k in decoder)
+
+
+def test_default_weights_missing_gives_a_clear_error(tmp_path):
+    cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "predict", "--input", str(tmp_path), "--output", str(tmp_path / "o")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode != 0 and "no shipped weights" in cli.stderr
