@@ -20,9 +20,21 @@ def _train_options(f):
         click.option("--size", type=int, default=256, show_default=True, help="Network input size (multiple of 32)."),
         click.option("--encoder", "encoder_name", default="resnet34", show_default=True, help="smp encoder name."),
         click.option("--encoder-weights", default=None, help="Pretrained encoder weights to download (e.g. imagenet); default: from scratch."),
+        click.option("--decoder-channels", default="256,128,64,32,16", show_default=True, help="Decoder widths, one per encoder stage (lighter is faster on CPU, e.g. 64,32,16,16,8)."),
     ]):
         f = option(f)
     return f
+
+
+def _config(options: dict):
+    from baseline.train import TrainConfig
+
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+    try:
+        channels = [int(c) for c in options.pop("decoder_channels").split(",")]
+    except ValueError:
+        raise click.BadParameter("expected integers separated by commas", param_hint="--decoder-channels") from None
+    return TrainConfig(**options, decoder_channels=channels, encoder_depth=len(channels))
 
 
 @click.group("baseline")
@@ -34,10 +46,9 @@ def baseline_group() -> None:
 @_train_options
 def train_cmd(**options):
     """Train from scratch; validation through the evaluator every epoch, best by PSFHS score."""
-    from baseline.train import TrainConfig, train
+    from baseline.train import train
 
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
-    best = train(TrainConfig(**options))
+    best = train(_config(options))
     click.echo(f"best epoch {best.get('epoch')}: PSFHS score {best.get('psfhs_score')}, Dice {best.get('dice')}")
 
 
@@ -47,11 +58,25 @@ def train_cmd(**options):
 @click.option("--freeze-encoder", is_flag=True, help="Train only the decoder and heads.")
 def finetune_cmd(**options):
     """Fine-tune a checkpoint on your own data (any supported layout, imported first)."""
-    from baseline.train import TrainConfig, train
+    from baseline.train import train
 
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
-    best = train(TrainConfig(**options))
+    best = train(_config(options))
     click.echo(f"best epoch {best.get('epoch')}: PSFHS score {best.get('psfhs_score')}")
+
+
+@baseline_group.command("export")
+@click.option("--weights", default="default", show_default=True, help="'default' (shipped) or a checkpoint path.")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="The .onnx file to write.")
+def export_cmd(weights, fmt, out):
+    """Export the network for ONNX Runtime (what the submission container runs)."""
+    from baseline.export import export_onnx
+
+    try:
+        export_onnx(weights, out)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {out}")
 
 
 @baseline_group.command("predict")

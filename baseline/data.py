@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from baseline.frames import to_network
 from challenge.labels import FH, PS
 from data_manifest.io import read_image, read_mask
 from data_manifest.manifest import load_manifest
@@ -20,12 +21,6 @@ def standard_label(mask: np.ndarray | None, recorded: bool | None) -> float:
     if recorded is not None:
         return float(recorded)
     return float(mask is not None and np.any(mask == PS) and np.any(mask == FH))
-
-
-def to_network(image: np.ndarray, size: int) -> np.ndarray:
-    """Grey uint8 (H, W) -> float32 (size, size) in [0, 1]."""
-    interpolation = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interpolation).astype(np.float32) / 255.0
 
 
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from baseline.data import to_network
+from baseline.frames import to_input_size, to_network
 from baseline.model import BaselineNet
 from baseline.postprocess import postprocess
 from challenge.biometry import biometry
@@ -50,8 +50,7 @@ def predict_frame(model: BaselineNet, size: int, image: np.ndarray, device: str 
         flipped, standard_f = model(torch.flip(x, dims=[3]))
         probs = (probs + torch.flip(flipped.softmax(1), dims=[3])) / 2
         standard = (standard + standard_f) / 2
-    small = probs[0].argmax(0).byte().cpu().numpy()
-    mask = cv2.resize(small, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+    mask = to_input_size(probs[0].argmax(0).byte().cpu().numpy(), image.shape)
     return postprocess(mask), float(torch.sigmoid(standard)[0])
 
 

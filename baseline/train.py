@@ -203,7 +203,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         scheduler.step()
         figures = validate(model, val_set, device)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - began, 2)}

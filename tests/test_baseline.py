@@ -93,3 +93,38 @@ def test_default_weights_missing_gives_a_clear_error(tmp_path):
     cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "predict", "--input", str(tmp_path), "--output", str(tmp_path / "o")],
                          capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode != 0 and "no shipped weights" in cli.stderr
+
+
+def test_onnx_export_agrees_with_pytorch_without_importing_torch(dataset, tmp_path):
+    from baseline.predict import load_model, predict_frame
+    from data_manifest.io import read_image
+
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
+    cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "export", "--format", "onnx", "--weights", str(run / "best.pt"),
+                          "--out", str(tmp_path / "m.onnx")], capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0, cli.stderr
+    model, size = load_model(run / "best.pt")
+    validation = [c for c in load_manifest(dataset).cases if c.split == "validation"]
+    frames = [read_image(dataset / c.image) for c in validation]
+    script = (
+        "import sys, json, numpy as np, cv2\n"
+        "from baseline.onnx_predict import OnnxPredictor\n"
+        f"p = OnnxPredictor({str(tmp_path / 'm.onnx')!r})\n"
+        f"frames = [cv2.imread(f, cv2.IMREAD_UNCHANGED) for f in {[str(dataset / c.image) for c in validation]!r}]\n"
+        "out = p.predict_batch(frames)\n"
+        f"np.save({str(tmp_path / 'masks.npy')!r}, np.stack([m for m, _ in out]))\n"
+        "print(json.dumps({'torch_loaded': 'torch' in sys.modules, 'p': [q for _, q in out]}))\n"
+    )
+    ort_run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert ort_run.returncode == 0, ort_run.stderr
+    report = json.loads(ort_run.stdout)
+    assert report["torch_loaded"] is False
+    onnx_masks = np.load(tmp_path / "masks.npy")
+    agree, total = 0, 0
+    for frame, onnx_mask, p_onnx in zip(frames, onnx_masks, report["p"]):
+        mask, p = predict_frame(model, size, frame)
+        agree += int((mask == onnx_mask).sum())
+        total += mask.size
+        assert p == pytest.approx(p_onnx, abs=1e-4)
+    assert agree / total >= 0.999

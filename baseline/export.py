@@ -1,0 +1,31 @@
+"""`iugc baseline export --format onnx`: the network as ONNX, with its input size in the
+model's metadata, for the ONNX Runtime predictor (`baseline.onnx_predict`)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def export_onnx(weights: str | Path, out: str | Path, opset: int = 17) -> Path:
+    """Export a training checkpoint to ONNX (inputs ``image`` (N, 1, S, S) float in [0, 1];
+    outputs ``masks`` (N, 3, S, S) logits and ``standard`` (N,) logit)."""
+    import onnx
+    import torch
+
+    from baseline.predict import load_model
+
+    model, size = load_model(weights)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.onnx")
+    dummy = torch.zeros(1, 1, size, size)
+    torch.onnx.export(
+        model, (dummy,), str(tmp), input_names=["image"], output_names=["masks", "standard"],
+        dynamic_axes={"image": {0: "batch"}, "masks": {0: "batch"}, "standard": {0: "batch"}},
+        opset_version=opset, dynamo=False,
+    )
+    proto = onnx.load(str(tmp))
+    onnx.helper.set_model_props(proto, {"iugc_input_size": str(size), "iugc_labels": "0 background, 1 PS, 2 FH"})
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, out)
+    return out
