@@ -128,3 +128,9 @@ def test_onnx_export_agrees_with_pytorch_without_importing_torch(dataset, tmp_pa
         total += mask.size
         assert p == pytest.approx(p_onnx, abs=1e-4)
     assert agree / total >= 0.999
+
+
+def test_same_seed_retrains_to_the_same_validation_dice(dataset, tmp_path):
+    first = train(TrainConfig(data=str(dataset), out=str(tmp_path / "a"), epochs=1, seed=3, **TINY), progress=False)
+    second = train(TrainConfig(data=str(dataset), out=str(tmp_path / "b"), epochs=1, seed=3, **TINY), progress=False)
+    assert abs(first["dice"] - second["dice"]) <= 0.01
