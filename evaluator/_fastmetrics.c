@@ -142,12 +142,12 @@ static int region_distances(const uint8_t *pl, const uint8_t *gl, int w, const u
                distance to the set is the distance to its surface) */
             if (n_sg && (sp[i] || (p[i] && !g[i]))) {
                 long long k = nearest(sg, rh, rw, r, c, offs, n_offs, pts_g, n_sg);
-                if (sp[i]) total += sqrt((double)k);
+                if (sp[i]) total += (double)(float)sqrt((double)k); /* float32, as SimpleITK's map */
                 if (!g[i] && k > hd_sq) hd_sq = k; /* HD: only pixels outside G */
             }
             if (n_sp && (sg[i] || (g[i] && !p[i]))) {
                 long long k = nearest(sp, rh, rw, r, c, offs, n_offs, pts_p, n_sp);
-                if (sg[i]) total += sqrt((double)k);
+                if (sg[i]) total += (double)(float)sqrt((double)k);
                 if (!p[i] && k > hd_sq) hd_sq = k; /* HD: only pixels outside P */
             }
         }

@@ -13,7 +13,7 @@ from evaluator.reference import sitk_structure_metrics
 from evaluator.scores import segmentation_values
 from tests.conftest import degrade, real_mask_paths
 
-TOL = 1e-6
+TOL = 1e-9  # the issue asks for 1e-6; float32-rounded distances (as SimpleITK) agree to ~1e-12
 
 
 BACKENDS = ["numpy"] + (["c"] if metrics_module._fastmetrics is not None else [])
