@@ -80,7 +80,7 @@ def export_cmd(weights, fmt, out):
 
 
 @baseline_group.command("predict")
-@click.option("--input", "input_dir", required=True, type=click.Path(exists=True, path_type=Path), help="Folder of frames (.png, .mha, .nii.gz).")
+@click.option("--input", "input_dir", required=True, type=click.Path(exists=True, path_type=Path), help="Folder of frames (.png, .mha, .nii.gz) and/or .avi clips (every frame, ids <video>_<frame>).")
 @click.option("--output", "output_dir", required=True, type=click.Path(path_type=Path), help="Where masks and predictions.json go.")
 @click.option("--weights", default="default", show_default=True, help="'default' (shipped) or a checkpoint path.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)

@@ -54,6 +54,25 @@ def predict_frame(model: BaselineNet, size: int, image: np.ndarray, device: str 
     return postprocess(mask), float(torch.sigmoid(standard)[0])
 
 
+def _video_frames(path: Path, errors: dict) -> list[tuple[str, np.ndarray]]:
+    """Every frame of an .avi clip as (``<video>_<frame:04d>``, grey frame)."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        errors[path.stem] = f"{path}: not a readable video"
+        return []
+    frames = []
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+            frames.append((f"{path.stem}_{len(frames):04d}", grey))
+    finally:
+        capture.release()
+    return frames
+
+
 def predict_folder(input_dir: Path, output_dir: Path, weights="default", device="cpu", flip=False, progress=True) -> dict:
     from tqdm import tqdm
 
@@ -61,11 +80,13 @@ def predict_folder(input_dir: Path, output_dir: Path, weights="default", device=
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results, errors = {}, {}
-    paths = sorted(p for p in Path(input_dir).iterdir() if case_id_of(p) and p.name.lower().endswith(IMAGE_SUFFIXES))
-    for path in tqdm(paths, desc="predicting", unit="frame", disable=not progress):
-        case_id = case_id_of(path)
+    folder = Path(input_dir)
+    paths = sorted(p for p in folder.iterdir() if case_id_of(p) and p.name.lower().endswith(IMAGE_SUFFIXES))
+    videos = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".avi")
+    frames = [(case_id_of(p), p) for p in paths] + [item for v in videos for item in _video_frames(v, errors)]
+    for case_id, source in tqdm(frames, desc="predicting", unit="frame", disable=not progress):
         try:
-            image = read_image(path)
+            image = read_image(source) if isinstance(source, Path) else source
         except ReadError as exc:
             errors[case_id] = str(exc)
             continue

@@ -134,3 +134,20 @@ def test_same_seed_retrains_to_the_same_validation_dice(dataset, tmp_path):
     first = train(TrainConfig(data=str(dataset), out=str(tmp_path / "a"), epochs=1, seed=3, **TINY), progress=False)
     second = train(TrainConfig(data=str(dataset), out=str(tmp_path / "b"), epochs=1, seed=3, **TINY), progress=False)
     assert abs(first["dice"] - second["dice"]) <= 0.01
+
+
+def test_predict_reads_every_frame_of_avi_clips(dataset, tmp_path):
+    from baseline.predict import predict_folder
+    from data_manifest.phantom import write_phantom_iugc2024
+
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
+    raw = tmp_path / "raw"
+    write_phantom_iugc2024(raw, n_videos=1, frames_per_video=3, seed=0, size=96)
+    summary = predict_folder(raw / "videos", tmp_path / "out", run / "best.pt", progress=False)
+    assert summary["predicted"] == 3 and not summary["errors"]
+    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert sorted(predictions) == ["synthetic00_0000", "synthetic00_0001", "synthetic00_0002"]
+    import cv2
+
+    assert cv2.imread(str(tmp_path / "out" / "synthetic00_0001.png"), cv2.IMREAD_UNCHANGED).shape == (96, 96)
