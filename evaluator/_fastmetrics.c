@@ -8,11 +8,13 @@
  *   pred, gt: C-contiguous uint8 label maps (height x width), read through the buffer
  *   protocol. For each structure in bits_list, a pixel belongs to it when its label v
  *   (1 <= v < 16) has (1 << v) & bits. Returns a list with, per structure, (n_pred, n_gt,
- *   n_both, hd_squared, total_surface_distance, n_surface_pred, n_surface_gt). The surface of a mask: its pixels with a background pixel among their
- *   8 neighbours, the frame extended by repeating its edge. hd_squared is the largest
+ *   n_both, hd_squared, total_surface_distance, n_surface_pred, n_surface_gt).
+ *   The surface of a mask: its pixels with a background pixel among their 8 neighbours,
+ *   the frame extended by repeating its edge. hd_squared is the largest
  *   squared distance from a pixel of one set, outside the other, to the other's surface
  *   (outside a set, that is the distance to the set); total_surface_distance sums the
- *   distance of every surface pixel to the other mask's surface, both ways.
+ *   distance of every surface pixel to the other mask's surface, both ways, each rounded
+ *   to float32 as SimpleITK's distance map stores it.
  *   Distances are found by trying integer offsets in order of increasing squared length
  *   up to `radius`, then, for farther pixels, by an exhaustive scan of the surface.
  */
@@ -73,6 +75,14 @@ static long long nearest(const uint8_t *target, int h, int w, int r, int c, cons
         if (best < 0 || k < best) best = k;
     }
     return best;
+}
+
+/* Extend a (r0, r1, c0, c1) box to pixel (r, c); rows arrive in increasing order. */
+static inline void grow_box(int *bx, int r, int c) {
+    if (r < bx[0]) bx[0] = r;
+    bx[1] = r;
+    if (c < bx[2]) bx[2] = c;
+    if (c > bx[3]) bx[3] = c;
 }
 
 /* Scratch memory reused across calls (the GIL is held throughout). */
@@ -198,20 +208,8 @@ static PyObject *structure_counts(PyObject *self, PyObject *args) {
                 continue;
             }
             hist[a][b]++;
-            if (a) {
-                int *bx = box[0][a];
-                if (r < bx[0]) bx[0] = r;
-                bx[1] = r;
-                if (c < bx[2]) bx[2] = c;
-                if (c > bx[3]) bx[3] = c;
-            }
-            if (b) {
-                int *bx = box[1][b];
-                if (r < bx[0]) bx[0] = r;
-                bx[1] = r;
-                if (c < bx[2]) bx[2] = c;
-                if (c > bx[3]) bx[3] = c;
-            }
+            if (a) grow_box(box[0][a], r, c);
+            if (b) grow_box(box[1][b], r, c);
         }
     }
     if (too_large) {

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -60,11 +61,8 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     1.0
     """
     pred, gt = _check_pair(pred, gt)
-    n_pred = int(np.count_nonzero(pred))
-    if n_pred == 0:
-        return 0.0 if gt.any() else 1.0
-    inter = int(np.count_nonzero(pred & gt))
-    return (2 * inter + 1) / (n_pred + int(np.count_nonzero(gt)) + 1)
+    counts = _Counts(int(np.count_nonzero(pred)), int(np.count_nonzero(gt)), int(np.count_nonzero(pred & gt)))
+    return _metrics(counts)["dice"]
 
 
 _KERNEL = np.ones((3, 3), np.uint8)
@@ -158,11 +156,12 @@ def _squared_distances(targets: list[np.ndarray], queries: list[tuple[np.ndarray
         hit = found[np.arange(len(first)), first]
         result[pending[hit]] = _K[batch][first[hit]]
         pending = pending[~hit]
-    out = np.split(result, np.cumsum(counts)[:-1])
+    ends = np.cumsum(counts)
+    out = np.split(result, ends[:-1])
     if pending.size:
-        owner = np.searchsorted(np.cumsum(counts), pending, side="right")
+        owner = np.searchsorted(ends, pending, side="right")
         for t in np.unique(owner):
-            local = pending[owner == t] - (sum(counts[:t]))
+            local = pending[owner == t] - (ends[t] - counts[t])
             far = _distance_to(targets[t])[queries[t][0][local], queries[t][1][local]].astype(np.float64)
             out[t][local] = np.rint(far * far).astype(np.int64)
     return out
@@ -194,17 +193,43 @@ def _as_sitk(squared: np.ndarray) -> np.ndarray:
     return np.sqrt(squared.astype(np.float64)).astype(np.float32).astype(np.float64)
 
 
-def _hd_asd(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[dict[str, float]]:
-    """HD and ASD for (pred, gt) uint8 0/1 mask pairs of one shape, all in one batch."""
+class _Counts(NamedTuple):
+    """What both implementations measure of one structure; :func:`_metrics` turns it into
+    Dice/HD/ASD with the empty-mask rules (so the rules live in one place)."""
+
+    n_pred: int
+    n_gt: int
+    n_both: int
+    hd_squared: int = 0
+    surface_total: float = 0.0
+    n_surface_pred: int = 0
+    n_surface_gt: int = 0
+
+
+def _metrics(c: _Counts) -> dict[str, float]:
+    """Dice, HD and ASD from counts, applying the module's empty-mask rules."""
+    if c.n_pred == 0 and c.n_gt == 0:
+        return {"dice": 1.0, "hd": 0.0, "asd": 0.0}  # correctly predicted absent
+    dice_value = 0.0 if c.n_pred == 0 else (2 * c.n_both + 1) / (c.n_pred + c.n_gt + 1)
+    if c.n_pred == 0 or c.n_gt == 0:
+        return {"dice": dice_value, "hd": WORST_HD, "asd": WORST_ASD}
+    n_surface = c.n_surface_pred + c.n_surface_gt
+    asd = c.surface_total / n_surface if c.n_surface_pred and c.n_surface_gt else WORST_ASD
+    return {"dice": dice_value, "hd": math.sqrt(c.hd_squared), "asd": asd}
+
+
+def _counts_numpy(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[_Counts]:
+    """:class:`_Counts` of (pred, gt) uint8 0/1 mask pairs of one shape, in one batch."""
     box = _common_box(pairs)
     if box is not None:
         pairs = [(np.ascontiguousarray(p[box]), np.ascontiguousarray(g[box])) for p, g in pairs]
-    results: list[dict[str, float] | None] = []
+    results: list[_Counts] = []
     targets, queries, plan = [], [], []
     for p, g in pairs:
-        if not cv2.countNonZero(p) or not cv2.countNonZero(g):
-            both_empty = not cv2.countNonZero(p) and not cv2.countNonZero(g)
-            results.append({"hd": 0.0, "asd": 0.0} if both_empty else {"hd": WORST_HD, "asd": WORST_ASD})
+        n_p, n_g = cv2.countNonZero(p), cv2.countNonZero(g)
+        basic = _Counts(n_p, n_g, cv2.countNonZero(cv2.bitwise_and(p, g)))
+        results.append(basic)
+        if not (n_p and n_g):
             continue
         surf_p, surf_g = _surface_u8(p), _surface_u8(g)
         sp, sg = _points(surf_p), _points(surf_g)
@@ -220,41 +245,32 @@ def _hd_asd(pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[dict[str, float]
             entry["to_p"] = len(targets)
             targets.append(surf_p)
             queries.append((np.concatenate((sg[0], only_g[0])), np.concatenate((sg[1], only_g[1]))))
-        plan.append((len(results), entry))
-        results.append(None)
+        plan.append((len(results) - 1, entry))
     distances = _squared_distances(targets, queries) if targets else []
     empty = np.empty(0, np.int64)
     for index, entry in plan:
         to_g = empty if entry["to_g"] is None else distances[entry["to_g"]]
         to_p = empty if entry["to_p"] is None else distances[entry["to_p"]]
         # HD: only pixels outside the other set (surface pixels inside it are at distance 0)
-        hd = math.sqrt(max(int(to_g[entry["n_sp"] :].max(initial=0)), int(to_p[entry["n_sg"] :].max(initial=0))))
-        if not (entry["n_sp"] and entry["n_sg"]):
-            results[index] = {"hd": hd, "asd": WORST_ASD}
-            continue
-        total = _as_sitk(to_p[: entry["n_sg"]]).sum() + _as_sitk(to_g[: entry["n_sp"]]).sum()
-        results[index] = {"hd": hd, "asd": float(total / (entry["n_sg"] + entry["n_sp"]))}
+        hd_sq = max(int(to_g[entry["n_sp"] :].max(initial=0)), int(to_p[entry["n_sg"] :].max(initial=0)))
+        total = float(_as_sitk(to_p[: entry["n_sg"]]).sum() + _as_sitk(to_g[: entry["n_sp"]]).sum())
+        results[index] = results[index]._replace(
+            hd_squared=hd_sq, surface_total=total, n_surface_pred=entry["n_sp"], n_surface_gt=entry["n_sg"]
+        )
     return results
 
 
-def _compiled(pred_labels: np.ndarray, gt_labels: np.ndarray, bits: list[int]) -> list[tuple[float, dict[str, float]]]:
-    """Dice and HD/ASD of structures given as label bit masks, with the C kernel."""
-    h, w = pred_labels.shape
-    counts = _fastmetrics.structure_counts(
-        np.ascontiguousarray(pred_labels, dtype=np.uint8), np.ascontiguousarray(gt_labels, dtype=np.uint8), h, w, bits, SEARCH_RADIUS
-    )
-    out = []
-    for n_p, n_g, n_pg, hd_sq, total, n_sp, n_sg in counts:
-        if n_p == 0 and n_g == 0:
-            out.append((1.0, {"hd": 0.0, "asd": 0.0}))  # correctly predicted absent
-            continue
-        dice_value = 0.0 if n_p == 0 else (2 * n_pg + 1) / (n_p + n_g + 1)
-        if n_p == 0 or n_g == 0:
-            out.append((dice_value, {"hd": WORST_HD, "asd": WORST_ASD}))
-            continue
-        asd = total / (n_sp + n_sg) if n_sp and n_sg else WORST_ASD
-        out.append((dice_value, {"hd": math.sqrt(hd_sq), "asd": asd}))
-    return out
+def _counts(pred: np.ndarray, gt: np.ndarray, label_sets: list[tuple[int, ...]]) -> list[_Counts]:
+    """:class:`_Counts` of each label set of two uint8 (H, W) label maps, with BACKEND."""
+    if BACKEND == "c":
+        bits = [sum(1 << label for label in labels) for labels in label_sets]
+        h, w = pred.shape
+        raw = _fastmetrics.structure_counts(
+            np.ascontiguousarray(pred, dtype=np.uint8), np.ascontiguousarray(gt, dtype=np.uint8), h, w, bits, SEARCH_RADIUS
+        )
+        return [_Counts(*values) for values in raw]
+    pairs = [(np.isin(pred, labels).view(np.uint8), np.isin(gt, labels).view(np.uint8)) for labels in label_sets]
+    return _counts_numpy(pairs)
 
 
 def surface_distances(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -269,9 +285,8 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     {'hd': 3.0, 'asd': 3.0}
     """
     pred, gt = _check_pair(pred, gt)
-    if BACKEND == "c":
-        return _compiled(pred.view(np.uint8), gt.view(np.uint8), [0b10])[0][1]
-    return _hd_asd([(np.ascontiguousarray(pred).view(np.uint8), np.ascontiguousarray(gt).view(np.uint8))])[0]
+    values = _metrics(_counts(pred.view(np.uint8), gt.view(np.uint8), [(1,)])[0])
+    return {"hd": values["hd"], "asd": values["asd"]}
 
 
 def structure_metrics(pred: np.ndarray, gt: np.ndarray, structures: dict[str, tuple[int, ...]]) -> dict[str, dict[str, float]]:
@@ -284,13 +299,5 @@ def structure_metrics(pred: np.ndarray, gt: np.ndarray, structures: dict[str, tu
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
         raise ValueError(f"shapes differ: {pred.shape} vs {gt.shape}")
-    out = {}
-    if BACKEND == "c":
-        bits = [sum(1 << label for label in labels) for labels in structures.values()]
-        for name, (value, distances) in zip(structures, _compiled(pred, gt, bits)):
-            out[name] = {"dice": value, **distances}
-        return out
-    pairs = [(np.isin(pred, labels), np.isin(gt, labels)) for labels in structures.values()]
-    for name, (p, g), distances in zip(structures, pairs, _hd_asd([(p.view(np.uint8), g.view(np.uint8)) for p, g in pairs])):
-        out[name] = {"dice": dice(p, g), **distances}
-    return out
+    counts = _counts(pred, gt, list(structures.values()))
+    return {name: _metrics(c) for name, c in zip(structures, counts)}
