@@ -188,7 +188,7 @@ def generate_nonstandard_dataset(source: Path, dest: Path, *, per_frame: float =
 
     from data_manifest.importers import DatasetWriter, structures_present
     from data_manifest.io import read_image, read_mask
-    from data_manifest.manifest import load_manifest, write_manifest
+    from data_manifest.manifest import load_manifest
 
     manifest = load_manifest(source)
     rng = np.random.default_rng(seed)
@@ -197,27 +197,23 @@ def generate_nonstandard_dataset(source: Path, dest: Path, *, per_frame: float =
     plan = kinds_for(n_new, rng)
     writer = DatasetWriter(dest)
     try:
-        splits = {}
         for case in tqdm(manifest.cases, desc="copying", unit="case", disable=not progress):
             image = read_image(Path(source) / case.image)
             mask = read_mask(Path(source) / case.mask) if case.mask else None
             standard = None if mask is None else set(structures_present(mask)) == {"ps", "fh"}
-            writer.add(case.case_id, image, mask, source=case.source, video=case.video,
-                       frame_index=case.frame_index, standard_plane=standard, landmarks=case.landmarks)
-            splits[case.case_id] = case.split
+            record = writer.add(case.case_id, image, mask, source=case.source, video=case.video,
+                                frame_index=case.frame_index, standard_plane=standard, landmarks=case.landmarks)
+            record.split = case.split
         for k, kind in enumerate(tqdm(plan, desc="non-standard", unit="frame", disable=not progress)):
             case = usable[k % len(usable)]
             frame = make_nonstandard(read_image(Path(source) / case.image), read_mask(Path(source) / case.mask), rng, kind)
-            new_id = f"{case.case_id}_ns{k // len(usable)}"
-            writer.add(new_id, frame.image, frame.mask, source=f"nonstandard:{kind}:seed={seed} from {case.case_id}",
-                       video=case.video, frame_index=case.frame_index, standard_plane=frame.standard_plane)
-            splits[new_id] = case.split
+            record = writer.add(f"{case.case_id}_ns{k // len(usable)}", frame.image, frame.mask,
+                                source=f"nonstandard:{kind}:seed={seed} from {case.case_id}",
+                                video=case.video, frame_index=case.frame_index, standard_plane=frame.standard_plane)
+            record.split = case.split  # a generated frame stays on its source's side of the split
         result = writer.commit(Path(dest).name, manifest.source_layout, synthetic=manifest.synthetic,
                                description=f"{manifest.description}; plus generated non-standard frames (seed {seed})")
     except BaseException:
         writer.abort()
         raise
-    for case in result.cases:
-        case.split = splits[case.case_id]
-    write_manifest(dest, result)
     return result
