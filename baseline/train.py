@@ -11,13 +11,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from baseline.data import FrameDataset
+from baseline.frames import to_input_size
 from baseline.model import BaselineNet
 from baseline.postprocess import postprocess
 from challenge.biometry import biometry
@@ -71,8 +71,12 @@ def loss_fn(logits, masks, standard_logit, standard):
 
 
 @torch.no_grad()
-def validate(model: BaselineNet, dataset: FrameDataset, device: str) -> dict:
-    """Validation figures through the evaluator (masks compared at the frames' own size)."""
+def validate(model: BaselineNet, dataset: FrameDataset, device: str, truths: dict | None = None) -> dict:
+    """Validation figures through the evaluator (masks compared at the frames' own size).
+
+    ``truths`` caches each case's truth mask and biometry across epochs (they never change).
+    """
+    truths = {} if truths is None else truths
     model.eval()
     psfhs = load_challenge("psfhs2023")
     cases, labels, probs, contour_errors = {}, [], [], []
@@ -84,12 +88,14 @@ def validate(model: BaselineNet, dataset: FrameDataset, device: str) -> dict:
         labels.append(int(label))
         if not case.mask:
             continue
-        truth = read_mask(dataset.root / case.mask)
-        small = logits[0].argmax(0).byte().cpu().numpy()
-        pred = postprocess(cv2.resize(small, truth.shape[::-1], interpolation=cv2.INTER_NEAREST))
+        if case.case_id not in truths:
+            truth = read_mask(dataset.root / case.mask)
+            truths[case.case_id] = (truth, biometry(truth, "ellipse"), biometry(truth, "contour"))
+        truth, truth_ellipse, truth_contour = truths[case.case_id]
+        pred = postprocess(to_input_size(logits[0].argmax(0).byte().cpu().numpy(), truth.shape))
         values = segmentation_values(pred, truth)
-        values.update(biometry_values(biometry(pred, "ellipse"), biometry(truth, "ellipse"), psfhs))
-        contour = biometry_values(biometry(pred, "contour"), biometry(truth, "contour"), iugc)
+        values.update(biometry_values(biometry(pred, "ellipse"), truth_ellipse, psfhs))
+        contour = biometry_values(biometry(pred, "contour"), truth_contour, iugc)
         contour_errors.append((contour["aop_error"], contour["hsd_error"]))
         cases[case.case_id] = values
     out = {"accuracy": accuracy(labels, probs), "auc": auc(labels, probs)}
@@ -177,7 +183,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device == "cuda")
     train_set = FrameDataset(config.data, tuple(config.train_splits), config.size, augment=True, seed=config.seed)
     val_set = FrameDataset(config.data, tuple(config.val_splits), config.size)
-    rows, start, best = [], 0, {"psfhs_score": -np.inf}
+    rows, start, best, truths = [], 0, {"psfhs_score": -np.inf}, {}
     last = out / "last.pt"
     if config.resume and last.is_file():
         state = torch.load(last, map_location=device, weights_only=False)
@@ -205,7 +211,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             scaler.update()
             losses.append(float(loss.detach()))
         scheduler.step()
-        figures = validate(model, val_set, device)
+        figures = validate(model, val_set, device, truths)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - began, 2)}
         row.update({k: figures.get(k) for k in LOG_COLUMNS if k not in row})
         rows.append(row)
