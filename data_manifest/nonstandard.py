@@ -195,6 +195,9 @@ def generate_nonstandard_dataset(source: Path, dest: Path, *, per_frame: float =
     usable = [c for c in manifest.cases if c.mask and set(c.structures) == {"ps", "fh"}]
     n_new = int(round(per_frame * len(usable)))
     plan = kinds_for(n_new, rng)
+    # Sources spread over the whole dataset (not its first ids), so every split gets its
+    # share of non-standard frames.
+    order = rng.permutation(len(usable)) if usable else np.zeros(0, int)
     writer = DatasetWriter(dest)
     try:
         for case in tqdm(manifest.cases, desc="copying", unit="case", disable=not progress):
@@ -205,7 +208,7 @@ def generate_nonstandard_dataset(source: Path, dest: Path, *, per_frame: float =
                                 frame_index=case.frame_index, standard_plane=standard, landmarks=case.landmarks)
             record.split = case.split
         for k, kind in enumerate(tqdm(plan, desc="non-standard", unit="frame", disable=not progress)):
-            case = usable[k % len(usable)]
+            case = usable[int(order[k % len(usable)])]
             frame = make_nonstandard(read_image(Path(source) / case.image), read_mask(Path(source) / case.mask), rng, kind)
             record = writer.add(f"{case.case_id}_ns{k // len(usable)}", frame.image, frame.mask,
                                 source=f"nonstandard:{kind}:seed={seed} from {case.case_id}",

@@ -91,3 +91,7 @@ def test_cli_adds_labelled_frames_keeping_splits(psfhs_dir, tmp_path):
     for case in generated:
         assert case.split == by_id[case.case_id.split("_ns")[0]].split
     assert verify_dataset(tmp_path / "ns") == []
+    # Sources are spread over the dataset, so the validation block gets its share too
+    # (the first 20 ids are all training frames: taking sources in id order would starve it).
+    per_split = {s: sum(c.split == s for c in generated) for s in ("train", "validation")}
+    assert per_split["validation"] >= 3 and per_split["train"] >= 10, per_split
