@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/iugc demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_evaluate.py

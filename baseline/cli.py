@@ -96,3 +96,27 @@ def predict_cmd(input_dir, output_dir, weights, device, flip):
     for case, error in summary["errors"].items():
         click.echo(f"case {case}: {error}", err=True)
     click.echo(f"predicted {summary['predicted']} frames into {output_dir}")
+
+
+@click.command("build-baseline")
+@click.option("--weights", default="default", show_default=True, help="'default' (shipped), a checkpoint (.pt) or an exported .onnx.")
+@click.option("--force", is_flag=True, help="Rebuild even if nothing changed.")
+def build_baseline_cmd(weights, force):
+    """Build iugc/baseline:latest: the baseline's ONNX model with ONNX Runtime on
+    iugc/base:latest, non-root, no PyTorch, built with no network (wheels are fetched on
+    the host with pip first). The reference entry and the template teams copy."""
+    import tempfile
+
+    from baseline.export import export_onnx
+    from baseline.image import BASELINE_IMAGE, build_baseline
+    from evaluator.evaluate import default_cache_dir
+    from evaluator.exceptions import RetryableError
+
+    cache = default_cache_dir().parent
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            model = Path(weights) if str(weights).endswith(".onnx") else export_onnx(weights, Path(tmp) / "model.onnx")
+            image_id, built = build_baseline(model, cache=cache, force=force)
+    except (FileNotFoundError, RetryableError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{BASELINE_IMAGE} {image_id[:19]} ({'built' if built else 'up to date'})")

@@ -168,3 +168,167 @@ def format_table(rows, challenge, method, stability=None, significance=None) -> 
     if significance:
         lines.append(f"sig_rank: 1 + teams significantly better (pairwise Wilcoxon signed-rank, alpha {significance['alpha']})")
     return "\n".join(lines)
+
+
+_SIZE_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+def parse_size_mb(text: str) -> float:
+    """'512m', '4g', '100k', '2048' (MB) -> megabytes.
+
+    >>> parse_size_mb("4g"), parse_size_mb("512M"), parse_size_mb("300")
+    (4096.0, 512.0, 300.0)
+    """
+    raw = text.strip().lower().removesuffix("b")
+    unit = raw[-1] if raw and raw[-1] in _SIZE_UNITS else "m"
+    number = raw[:-1] if raw and raw[-1] in _SIZE_UNITS else raw
+    try:
+        value = float(number) * _SIZE_UNITS[unit]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a size; use e.g. 512m, 4g or 100k") from None
+    if value <= 0:
+        raise click.BadParameter(f"{text!r}: a size must be positive")
+    return value
+
+
+def _limits(challenge, phase_name, timeout, memory, cpus, output_limit, gpus):
+    from dataclasses import replace
+
+    from evaluator.docker_engine import Limits
+
+    phases = {p.name: p for p in challenge.phases}
+    if phase_name not in phases:
+        raise click.BadParameter(f"{challenge.name} has no phase {phase_name!r}; phases: {', '.join(phases)}", param_hint="--phase")
+    limits = Limits.from_phase(phases[phase_name])
+    changes = {"time_limit_seconds": timeout, "cpus": cpus, "gpu": gpus,
+               "memory_mb": int(parse_size_mb(memory)) if memory else None,
+               "output_limit_mb": parse_size_mb(output_limit) if output_limit else None}
+    return replace(limits, **{k: v for k, v in changes.items() if v is not None}), phases[phase_name]
+
+
+def _raise_on_sigterm():
+    import signal
+
+    from evaluator.exceptions import CancelledError
+
+    def handler(signum, frame):
+        raise CancelledError(f"interrupted by signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.command("evaluate-image")
+@click.option("--image", required=True, help="Image reference (iugc/baseline:latest) or a `docker save` archive (.tar), checked before loading.")
+@click.option("--data", "dataset", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False), help="Dataset from `iugc data import` (truth stays on the host).")
+@click.option("--challenge", "challenge_name", required=True, help=f"Challenge name ({', '.join(available_challenges())}) or a definition .yaml.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Result JSON to write (atomically).")
+@click.option("--phase", default="sanity-check", show_default=True, help="Phase whose limits apply; the options below override them.")
+@click.option("--timeout", type=float, default=None, help="Wall-time limit in seconds.")
+@click.option("--memory", default=None, help="Memory limit (swap equal), e.g. 4g.")
+@click.option("--cpus", type=float, default=None, help="CPU limit, e.g. 2.")
+@click.option("--output-limit", default=None, help="Size limit of /output, e.g. 50m.")
+@click.option("--gpus/--no-gpus", default=None, help="Request a GPU (default: the phase's setting).")
+@click.option("--runner", type=click.Choice(["docker", "local"]), default="docker", show_default=True, help="local: run the trusted baseline as a subprocess (no engine).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Truth-biometry cache (default: $IUGC_CACHE_DIR or ~/.cache/iugc).")
+@click.option("--quiet", is_flag=True, help="No summary.")
+def evaluate_image_cmd(image, dataset, challenge_name, out, phase, timeout, memory, cpus, output_limit, gpus, runner, cache_dir, quiet):
+    """Run a submission image on a dataset in a hardened sandbox and score it.
+
+    The image sees only the frames (/input, read-only) and writes masks and
+    predictions.json to /output; no network, no root, limits from the phase. Exit status
+    0 means the evaluation ran, whatever the submission did: read "status" and "error" in
+    the result. Non-zero means the platform could not run it (no engine: see the message).
+    """
+    from data_manifest.io import atomic_write_text
+    from data_manifest.manifest import ManifestError
+    from evaluator.evaluate import default_cache_dir
+    from evaluator.evaluate_image import evaluate_image
+    from evaluator.exceptions import CancelledError, RetryableError, SubmissionError
+
+    challenge = _challenge(challenge_name)
+    limits, phase_def = _limits(challenge, phase, timeout, memory, cpus, output_limit, gpus)
+    _raise_on_sigterm()
+    loaded = None
+    try:
+        if image.endswith(".tar") or Path(image).is_file():
+            if runner != "docker":
+                raise click.UsageError("an image archive needs --runner docker")
+            from evaluator import docker_engine
+            from evaluator.intake import load_archive
+
+            try:
+                loaded = image = load_archive(docker_engine.client(), image, limits)
+            except SubmissionError as exc:
+                result = {"image": image, "status": "failed", "failure": exc.reason, "error": str(exc), "logs": ""}
+                atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+                click.echo(f"failed: {exc}")
+                return
+        result = evaluate_image(image, dataset, challenge, limits, runner=runner, cache_dir=cache_dir or default_cache_dir())
+    except RetryableError as exc:
+        raise click.ClickException(str(exc)) from None
+    except ManifestError as exc:
+        raise click.BadParameter(str(exc), param_hint="--data") from None
+    except (CancelledError, KeyboardInterrupt):
+        click.echo("cancelled: the container and its folders were removed", err=True)
+        sys.exit(130)
+    finally:
+        if loaded is not None:
+            from evaluator import docker_engine
+
+            docker_engine.remove_image(docker_engine.client(), loaded)
+    result["phase"] = phase_def.name
+    result["logs_visible_to_participants"] = phase_def.logs_visible_to_participants
+    atomic_write_text(out, json.dumps(result, indent=1, allow_nan=False) + "\n")
+    if quiet:
+        return
+    t = result.get("timings", {})
+    click.echo(f"{result['status']}: {image} on {dataset} ({challenge.name}, phase {phase_def.name}) -> {out}")
+    if result.get("error"):
+        click.echo(f"  error: {result['error']}")
+    if result.get("runtime_seconds") is not None:
+        click.echo(f"  model time {result['runtime_seconds']:.2f} s, platform overhead {t.get('overhead', 0):.2f} s")
+    if result["status"] == "succeeded":
+        agg = result["aggregates"]
+        for key in ("dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc"):
+            if key in agg:
+                click.echo(f"  {key:<10}{_fmt(agg[key])}")
+        click.echo(f"  {'score':<10}{_fmt(result['score'])}")
+
+
+@click.group("docker")
+def docker_group():
+    """Build the base and baseline images offline, and check uploaded image archives."""
+
+
+@docker_group.command("build-base")
+@click.option("--mirror", default=None, help="Debian mirror (default http://deb.debian.org/debian).")
+@click.option("--force", is_flag=True, help="Rebuild even if an image of the same recipe exists.")
+def build_base_cmd(mirror, force):
+    """Build iugc/base:latest (Debian bookworm, python3, NumPy, Pillow, pip) with
+    debootstrap + docker import. Cached by the recipe's hash: a second call takes seconds.
+    Needs root, debootstrap and a running engine."""
+    from evaluator.exceptions import RetryableError
+    from evaluator.images import BASE_IMAGE, DEFAULT_MIRROR, build_base
+
+    try:
+        image_id, built = build_base(mirror=mirror or DEFAULT_MIRROR, force=force)
+    except RetryableError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{BASE_IMAGE} {image_id[:19]} ({'built' if built else 'up to date, recipe unchanged'})")
+
+
+@docker_group.command("load")
+@click.argument("archive", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--max-size", default="10g", show_default=True, help="Largest archive accepted.")
+def load_cmd(archive, max_size):
+    """Check a `docker save` archive (size, paths, links, devices, one image), load it and
+    check the image (non-root USER, linux/amd64); print its id. Nothing stays loaded on failure."""
+    from evaluator import docker_engine
+    from evaluator.exceptions import RetryableError, SubmissionError
+    from evaluator.intake import load_archive
+
+    limits = docker_engine.Limits(image_size_limit_mb=parse_size_mb(max_size))
+    try:
+        click.echo(load_archive(docker_engine.client(), archive, limits))
+    except (SubmissionError, RetryableError) as exc:
+        raise click.ClickException(str(exc)) from None

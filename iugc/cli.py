@@ -5,10 +5,10 @@ from pathlib import Path
 
 import click
 
-from baseline.cli import baseline_group
+from baseline.cli import baseline_group, build_baseline_cmd
 from challenge.cli import challenge_group
 from data_manifest.cli import data_group
-from evaluator.cli import biometry_cmd, evaluate_cmd, rank_cmd
+from evaluator.cli import biometry_cmd, docker_group, evaluate_cmd, evaluate_image_cmd, rank_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,6 +36,9 @@ main.add_command(data_group)
 main.add_command(evaluate_cmd)
 main.add_command(biometry_cmd)
 main.add_command(rank_cmd)
+main.add_command(evaluate_image_cmd)
+docker_group.add_command(build_baseline_cmd)
+main.add_command(docker_group)
 
 if __name__ == "__main__":
     main()

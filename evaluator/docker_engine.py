@@ -1,0 +1,265 @@
+"""Every call to the Docker engine goes through this module.
+
+Containers are created only by :func:`run_container`, which applies the hardened
+defaults: no network, read-only root filesystem, all capabilities dropped,
+no-new-privileges, an init process, pids/memory/CPU limits with swap equal to memory,
+a size-limited tmpfs ``/tmp``, ``/input`` read-only, a capped log. The image's own
+non-root user runs the code (images running as root are rejected before this).
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluator.exceptions import RetryableError, SubmissionError
+
+RUNNER_LABEL = "org.iugc.runner"
+OWNER_LABEL = "org.iugc.owner"          # "<hostname>:<pid>" of the worker that started it
+LOG_MAX_SIZE = "1m"                     # the engine keeps at most this much log per container
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-phase limits of one evaluation (see ``phases[].limits`` in a challenge file)."""
+
+    time_limit_seconds: float = 300.0
+    memory_mb: int = 4096
+    cpus: float = 2.0
+    pids_limit: int = 256
+    output_limit_mb: float = 50.0
+    image_size_limit_mb: float = 10000.0
+    tmp_mb: int = 256
+    gpu: bool = False
+
+    def __post_init__(self):
+        for name in ("time_limit_seconds", "memory_mb", "cpus", "pids_limit", "output_limit_mb", "image_size_limit_mb", "tmp_mb"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"limit {name} must be > 0, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_phase(cls, phase) -> "Limits":
+        """Limits of a challenge phase (``ChallengeDefinition.phases[i]``)."""
+        lim = phase.limits
+        return cls(
+            time_limit_seconds=lim.time_limit_seconds, memory_mb=lim.memory_mb, cpus=lim.cpus,
+            pids_limit=lim.pids_limit, output_limit_mb=lim.output_limit_mb,
+            image_size_limit_mb=lim.image_size_limit_mb, gpu=lim.gpu,
+        )
+
+
+def owner_tag() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(tag: str) -> bool:
+    """Whether the worker named by an ``OWNER_LABEL`` value still runs (on this host)."""
+    host, _, pid = tag.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another host's worker: not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def client():
+    """A client of the local engine, or RetryableError saying how to get one."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        engine = docker.from_env(timeout=120)
+        engine.ping()
+    except DockerException as exc:
+        raise RetryableError(
+            f"no Docker engine reachable ({exc.__class__.__name__}); start one (as root: "
+            "`dockerd &`), or evaluate the trusted baseline with --runner local"
+        ) from None
+    return engine
+
+
+def engine_available() -> bool:
+    try:
+        client()
+    except RetryableError:
+        return False
+    return True
+
+
+def container_config(
+    image: str,
+    limits: Limits,
+    *,
+    input_dir: Path,
+    output_dir: Path,
+    name: str,
+    labels: dict[str, str] | None = None,
+) -> dict:
+    """Keyword arguments of ``containers.create`` for one hardened evaluation run."""
+    from docker.types import DeviceRequest, LogConfig
+
+    memory = f"{int(limits.memory_mb)}m"
+    config = {
+        "image": image,
+        "name": name,
+        "hostname": "submission",
+        "network_mode": "none",
+        "read_only": True,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "init": True,
+        "pids_limit": int(limits.pids_limit),
+        "mem_limit": memory,
+        "memswap_limit": memory,          # swap equal to memory: no swapping past the limit
+        "nano_cpus": int(limits.cpus * 1e9),
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={int(limits.tmp_mb)}m"},
+        "volumes": {
+            str(input_dir): {"bind": "/input", "mode": "ro"},
+            str(output_dir): {"bind": "/output", "mode": "rw"},
+        },
+        "environment": {"IUGC_INPUT": "/input", "IUGC_OUTPUT": "/output", "IUGC_CPUS": f"{limits.cpus:g}", "HOME": "/tmp"},
+        "log_config": LogConfig(type="json-file", config={"max-size": LOG_MAX_SIZE, "max-file": "1"}),
+        "labels": {RUNNER_LABEL: "1", OWNER_LABEL: owner_tag(), **(labels or {})},
+    }
+    if limits.gpu:
+        config["device_requests"] = [DeviceRequest(count=1, capabilities=[["gpu"]])]
+    return config
+
+
+def run_container(engine, config: dict):
+    """Create and start a container from :func:`container_config`'s arguments."""
+    from docker.errors import APIError
+
+    try:
+        container = engine.containers.create(**config)
+    except APIError as exc:
+        raise RetryableError(f"the engine could not create the container: {exc.explanation or exc}") from None
+    try:
+        container.start()
+    except APIError as exc:
+        remove_container(engine, container.id)
+        raise SubmissionError("exit_code", f"the container could not start: {exc.explanation or exc}") from None
+    return container
+
+
+def wait_container(container, timeout: float) -> int | None:
+    """The exit code, or None when it still runs after ``timeout`` seconds."""
+    import requests
+
+    try:
+        return int(container.wait(timeout=timeout)["StatusCode"])
+    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        return None
+
+
+def kill_container(container) -> None:
+    from docker.errors import APIError, NotFound
+
+    try:
+        container.kill()
+    except (NotFound, APIError):
+        pass  # already gone or already stopped
+
+
+def container_state(container) -> dict:
+    container.reload()
+    return container.attrs["State"]
+
+
+def container_logs(container, *, stdout: bool = True, stderr: bool = True, max_bytes: int = 8192) -> str:
+    """The tail of the container's log, at most ``max_bytes`` (decoded leniently)."""
+    raw = container.logs(stdout=stdout, stderr=stderr, tail=400)
+    return raw[-max_bytes:].decode("utf-8", errors="replace")
+
+
+def remove_container(engine, container_id: str) -> None:
+    """Force-remove a container and its anonymous volumes; absent is fine."""
+    from docker.errors import NotFound
+
+    try:
+        engine.api.remove_container(container_id, force=True, v=True)
+    except NotFound:
+        pass
+
+
+def stale_containers(engine) -> list[str]:
+    """Ids of runner containers whose worker no longer runs (left by a crash)."""
+    stale = []
+    for container in engine.containers.list(all=True, filters={"label": RUNNER_LABEL}):
+        if not owner_alive(container.labels.get(OWNER_LABEL, "")):
+            stale.append(container.id)
+    return stale
+
+
+def inspect_image(engine, reference: str) -> dict:
+    from docker.errors import ImageNotFound
+
+    try:
+        return engine.api.inspect_image(reference)
+    except ImageNotFound:
+        raise SubmissionError("image_rejected", f"image {reference!r} is not on the engine; load or build it first") from None
+
+
+def image_ids(engine) -> set[str]:
+    return {image.id for image in engine.images.list(all=True)}
+
+
+def load_image(engine, archive: Path) -> list[str]:
+    """``docker load`` an archive; returns the ids of the images it loaded."""
+    from docker.errors import APIError
+
+    try:
+        with open(archive, "rb") as fh:
+            images = engine.images.load(fh)
+    except APIError as exc:
+        raise SubmissionError("image_rejected", f"the engine could not load the archive: {exc.explanation or exc}") from None
+    return [image.id for image in images]
+
+
+def remove_image(engine, reference: str) -> None:
+    from docker.errors import APIError, ImageNotFound
+
+    try:
+        engine.api.remove_image(reference, force=True)
+    except (ImageNotFound, APIError):
+        pass
+
+
+def import_rootfs(engine, tar_path: Path, repository: str, tag: str, changes: list[str]) -> str:
+    """``docker import`` a root filesystem tarball; returns the new image id."""
+    from docker.errors import APIError
+
+    try:
+        engine.api.import_image_from_file(str(tar_path), repository=repository, tag=tag, changes=changes)
+    except APIError as exc:
+        raise RetryableError(f"docker import of {tar_path.name} failed: {exc.explanation or exc}") from None
+    return inspect_image(engine, f"{repository}:{tag}")["Id"]
+
+
+def build_image(engine, context: Path, tag: str, *, dockerfile: str = "Dockerfile", buildargs: dict | None = None) -> str:
+    """Build ``context``/``dockerfile`` with no network; returns the image id."""
+    from docker.errors import BuildError
+
+    try:
+        image, _ = engine.images.build(path=str(context), tag=tag, dockerfile=dockerfile, buildargs=buildargs or {},
+                                       network_mode="none", rm=True, forcerm=True)
+    except BuildError as exc:
+        lines = [str(chunk.get("stream") or chunk.get("error") or "").strip() for chunk in exc.build_log]
+        tail = "\n".join(line for line in lines if line)[-2000:]
+        raise RetryableError(f"building {tag} failed: {exc.msg}\n{tail}") from None
+    return image.id
+
+
+def image_labels(engine, reference: str) -> dict[str, str] | None:
+    """The image's labels, or None when the image does not exist."""
+    from docker.errors import ImageNotFound
+
+    try:
+        return engine.api.inspect_image(reference)["Config"].get("Labels") or {}
+    except ImageNotFound:
+        return None

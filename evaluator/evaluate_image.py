@@ -1,0 +1,108 @@
+"""Evaluate a submission image on a dataset: run it (``container_runner``), validate its
+outputs (``outputs``), score them (``evaluate``), and say what happened.
+
+The result is the evaluator's document plus ``status`` ("succeeded" | "failed"),
+``failure`` (a reason code or null), ``error`` (participant-safe message or null),
+``runtime_seconds`` (the submission's own time), ``image_digest``, ``logs`` (bounded tail,
+for organizers) and ``timings`` (the platform's overhead, step by step).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from challenge.definition import ChallengeDefinition
+from evaluator.container_runner import DockerRunner, LocalRunner, cleanup_stale, failure_of, input_cases
+from evaluator.docker_engine import Limits
+from evaluator.evaluate import evaluate_folder
+from evaluator.exceptions import SubmissionError
+
+
+def _failed(error: SubmissionError, **extra) -> dict:
+    return {"status": "failed", "failure": error.reason, "error": str(error), **extra}
+
+
+def evaluate_image(
+    image: str,
+    dataset: Path,
+    challenge: ChallengeDefinition,
+    limits: Limits,
+    *,
+    runner: str = "docker",
+    cache_dir: Path | None = None,
+    jobs: int | None = None,
+    progress: bool = False,
+    engine=None,
+) -> dict:
+    """Run ``image`` on every case of ``dataset`` under ``limits`` and score it.
+
+    Never raises for what the submission does (that becomes ``status: failed`` with a
+    reason); raises RetryableError when the engine is missing or broken and
+    CancelledError/KeyboardInterrupt when interrupted, after removing everything.
+    """
+    timings: dict[str, float] = {}
+    began = time.monotonic()
+    cases = input_cases(Path(dataset))
+    shapes = {c.case_id: c.shape for c in cases}
+    if runner == "docker":
+        from evaluator import docker_engine
+
+        engine = engine or docker_engine.client()
+        cleanup_stale(engine)
+        make = lambda: DockerRunner(image, limits, engine=engine)  # noqa: E731
+    elif runner == "local":
+        cleanup_stale(None)
+        make = lambda: LocalRunner(image, limits)  # noqa: E731
+    else:
+        raise ValueError(f"runner must be 'docker' or 'local', got {runner!r}")
+    result: dict = {"image": image, "runner": runner, "image_digest": None, "runtime_seconds": None, "logs": ""}
+    try:
+        job = make()
+    except SubmissionError as exc:
+        return {**result, **_failed(exc), "timings": timings}
+    with job:
+        try:
+            t = time.monotonic()
+            job.provision(cases, challenge.name)
+            timings["provision"] = time.monotonic() - t
+            result["image_digest"] = job.image_digest
+            execution = job.execute()
+            result["runtime_seconds"] = round(execution.runtime_seconds, 3)
+            result["logs"] = execution.logs
+            failure = failure_of(execution, limits)
+            if failure is not None:
+                raise failure
+            t = time.monotonic()
+            clean_dir, collected = job.collect_outputs(shapes, classification="classification" in challenge.tasks)
+            timings["collect_outputs"] = time.monotonic() - t
+            if collected.valid_masks == 0:
+                first = next(iter(collected.errors.values()), "no outputs")
+                raise SubmissionError("invalid_outputs", f"invalid outputs: no case has a valid mask (first problem: {first})")
+            t = time.monotonic()
+            scored = evaluate_folder(clean_dir, Path(dataset), challenge, jobs=jobs, cache_dir=cache_dir, progress=progress)
+            timings["scoring"] = time.monotonic() - t
+        except SubmissionError as exc:
+            result.update(_failed(exc))
+        finally:
+            t = time.monotonic()
+            job.deprovision()
+            timings["deprovision"] = time.monotonic() - t
+    if result.get("status") == "failed":
+        total = time.monotonic() - began
+        timings.update(total=total, overhead=total - (result["runtime_seconds"] or 0.0))
+        return {**result, "timings": {k: round(v, 3) for k, v in timings.items()}}
+    for case_id, problem in collected.errors.items():
+        case = scored["cases"].get(case_id)
+        if case is not None:  # the output's own problem replaces "missing prediction"
+            case["error"] = f"{problem} (scored as worst case)"
+    scored["aggregates"]["n_errors"] = sum(1 for c in scored["cases"].values() if c["error"])
+    scored["warnings"] = collected.warnings + scored["warnings"]
+    n_bad = len(collected.errors)
+    error = None
+    if n_bad:
+        first_id = next(iter(collected.errors))
+        error = f"{n_bad} of {len(cases)} cases had invalid or missing outputs, scored as worst case (first: {first_id}: {collected.errors[first_id]})"
+    total = time.monotonic() - began
+    timings.update(total=total, overhead=total - execution.runtime_seconds)
+    return {**result, "status": "succeeded", "failure": None, "error": error, **scored,
+            "timings": {k: round(v, 3) for k, v in timings.items()}}

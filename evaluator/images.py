@@ -1,0 +1,82 @@
+"""``iugc docker build-base``: the base image teams build on, from Debian packages.
+
+No registry is reachable, so ``iugc/base:latest`` is made with ``debootstrap`` (Debian
+bookworm, minbase, plus python3, NumPy, Pillow and pip) and ``docker import``. The image
+carries the hash of its recipe in a label; a second call with the same recipe finds it
+and returns in seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from evaluator import docker_engine as engine_api
+from evaluator.exceptions import RetryableError
+
+BASE_IMAGE = "iugc/base:latest"
+HASH_LABEL = "org.iugc.recipe-hash"
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+PACKAGES = ("python3", "python3-numpy", "python3-pil", "python3-pip", "ca-certificates")
+CHANGES = (
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+    "ENV PYTHONDONTWRITEBYTECODE=1",
+    'CMD ["python3"]',
+)
+RECIPE_VERSION = 1
+
+
+def recipe_hash(mirror: str = DEFAULT_MIRROR) -> str:
+    recipe = {"suite": SUITE, "mirror": mirror, "packages": PACKAGES, "changes": CHANGES, "version": RECIPE_VERSION}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _run_debootstrap(rootfs: Path, mirror: str, progress: bool) -> None:
+    command = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), mirror]
+    from tqdm import tqdm
+
+    bar = tqdm(desc="debootstrap", unit=" step", disable=not progress)
+    lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            bar.set_postfix_str(line.strip()[:50])
+            bar.update()
+        code = proc.wait()
+    bar.close()
+    if code != 0:
+        tail = "\n".join(lines[-15:])
+        raise RetryableError(f"debootstrap failed (exit {code}); is {mirror} reachable?\n{tail}")
+
+
+def build_base(*, mirror: str = DEFAULT_MIRROR, force: bool = False, progress: bool = True, engine=None) -> tuple[str, bool]:
+    """Build ``iugc/base:latest`` unless an image of the same recipe exists.
+
+    Returns (image id, whether it was built now). Needs root and ``debootstrap``.
+    """
+    engine = engine or engine_api.client()
+    digest = recipe_hash(mirror)
+    labels = engine_api.image_labels(engine, BASE_IMAGE)
+    if labels is not None and labels.get(HASH_LABEL) == digest and not force:
+        return engine_api.inspect_image(engine, BASE_IMAGE)["Id"], False
+    if shutil.which("debootstrap") is None:
+        raise RetryableError("debootstrap is not installed: `apt-get install debootstrap` (Debian/Ubuntu), then retry")
+    if os.geteuid() != 0:
+        raise RetryableError("debootstrap needs root: run `iugc docker build-base` as root (or with sudo)")
+    with tempfile.TemporaryDirectory(prefix="iugc-base-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        _run_debootstrap(rootfs, mirror, progress)
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for path in (rootfs / junk).glob("*"):
+                if path.is_file():
+                    path.unlink()
+        tarball = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+        image_id = engine_api.import_rootfs(engine, tarball, "iugc/base", "latest", [*CHANGES, f"LABEL {HASH_LABEL}={digest}"])
+    return image_id, True

@@ -1,0 +1,122 @@
+"""Intake of uploaded `docker save` archives: unsafe archives are refused before the
+engine sees them, and a failed intake leaves nothing loaded (issue 4)."""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pytest
+
+from evaluator.docker_engine import Limits
+from evaluator.exceptions import SubmissionError
+from evaluator.intake import check_archive, load_archive
+from tests.docker_support import build_hostile_images, require_engine
+
+
+def make_tar(path, members, manifest=None):
+    """members: (name, kind, payload) with kind file|dir|sym|hard|chr|fifo."""
+    with tarfile.open(path, "w") as tar:
+        if manifest is not None:
+            data = json.dumps(manifest).encode()
+            info = tarfile.TarInfo("manifest.json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, kind, payload in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+                continue
+            info.type = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE,
+                         "chr": tarfile.CHRTYPE, "fifo": tarfile.FIFOTYPE}[kind]
+            if kind in ("sym", "hard"):
+                info.linkname = payload
+            tar.addfile(info)
+    return path
+
+
+GOOD = [("config.json", "file", b"{}"), ("layer/layer.tar", "file", b"x" * 10)]
+ONE = [{"Config": "config.json", "Layers": ["layer/layer.tar"], "RepoTags": ["team/model:1"]}]
+
+
+def test_a_well_formed_archive_passes(tmp_path):
+    info = check_archive(make_tar(tmp_path / "ok.tar", GOOD + [("layer/link", "sym", "../config.json")], ONE), max_bytes=1 << 20)
+    assert info.repo_tags == ("team/model:1",)
+    assert info.config == "config.json" and info.members == 4  # with manifest.json
+
+
+@pytest.mark.parametrize("extra, words", [
+    (("/etc/passwd", "file", b"x"), "absolute path"),
+    (("layer/../../evil", "file", b"x"), "'..' component"),
+    (("layer/escape", "sym", "../../etc/shadow"), "points outside"),
+    (("layer/abs", "sym", "/etc/shadow"), "points outside"),
+    (("layer/hard", "hard", "/etc/shadow"), "points outside"),
+    (("layer/dev", "chr", ""), "device, FIFO"),
+    (("layer/fifo", "fifo", ""), "device, FIFO"),
+])
+def test_unsafe_members_are_refused_by_name(tmp_path, extra, words):
+    path = make_tar(tmp_path / "bad.tar", GOOD + [extra], ONE)
+    with pytest.raises(SubmissionError, match=words) as info:
+        check_archive(path, max_bytes=1 << 20)
+    assert info.value.reason == "image_rejected" and extra[0] in str(info.value)
+
+
+@pytest.mark.parametrize("manifest, words", [
+    (None, "no manifest.json"),
+    (ONE * 2, "exactly one image, it names 2"),
+    ([], "exactly one image, it names 0"),
+    ([{"Config": "missing.json", "Layers": []}], "not in the archive"),
+])
+def test_manifest_must_name_exactly_one_present_image(tmp_path, manifest, words):
+    with pytest.raises(SubmissionError, match=words):
+        check_archive(make_tar(tmp_path / "m.tar", GOOD, manifest), max_bytes=1 << 20)
+
+
+def test_size_caps(tmp_path):
+    path = make_tar(tmp_path / "big.tar", GOOD + [("layer/big", "file", b"0" * 300_000)], ONE)
+    with pytest.raises(SubmissionError, match="exceeds the limit"):
+        check_archive(path, max_bytes=100_000)
+    with pytest.raises(SubmissionError, match="expand past"):
+        check_archive(path, max_bytes=1 << 20, max_expanded_bytes=200_000)
+    (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(SubmissionError, match="not a readable tar"):
+        check_archive(tmp_path / "junk.tar", max_bytes=1 << 20)
+
+
+@pytest.fixture(scope="module")
+def engine_and_images():
+    engine = require_engine()
+    return engine, build_hostile_images(engine)
+
+
+@pytest.mark.xdist_group("docker")
+def test_real_archives_load_once_and_failures_leave_nothing(engine_and_images, tmp_path):
+    engine, images = engine_and_images
+    from evaluator import docker_engine
+
+    good = tmp_path / "good.tar"
+    subprocess_save([images["good"]], good)
+    engine.images.remove(images["good"], force=True)
+    loaded = load_archive(engine, good, Limits())
+    assert loaded == docker_engine.inspect_image(engine, images["good"])["Id"]
+
+    before = docker_engine.image_ids(engine)
+    root = tmp_path / "root.tar"
+    subprocess_save([images["root"]], root)
+    engine.images.remove(images["root"], force=True)
+    with pytest.raises(SubmissionError, match="runs as root"):
+        load_archive(engine, root, Limits())
+    assert docker_engine.image_ids(engine) <= before  # the rejected image did not stay
+    build_hostile_images(engine)  # restore the removed test image for other tests
+
+    two = tmp_path / "two.tar"
+    subprocess_save([images["good"], images["sleep"]], two)
+    with pytest.raises(SubmissionError, match="exactly one image"):
+        load_archive(engine, two, Limits())
+
+
+def subprocess_save(refs, path):
+    import subprocess
+
+    subprocess.run(["docker", "save", "-o", str(path), *refs], check=True)
