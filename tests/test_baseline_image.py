@@ -1,0 +1,108 @@
+"""The baseline as a submission: its image (ONNX Runtime, non-root, no PyTorch), the
+trusted local runner, and agreement with `iugc baseline predict` + `iugc evaluate`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from challenge.definition import load_challenge
+from data_manifest.importers import import_dataset
+from evaluator.docker_engine import Limits
+from evaluator.evaluate_image import evaluate_image
+from tests.conftest import ROOT
+from tests.docker_support import require_engine
+
+pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
+CHALLENGE = load_challenge("iugc2024")
+LIMITS = Limits(time_limit_seconds=300, memory_mb=2048, cpus=2, output_limit_mb=50)
+
+
+@pytest.fixture(scope="module")
+def cases(psfhs_dir, tmp_path_factory):
+    dest = tmp_path_factory.mktemp("bi") / "ds"
+    import_dataset("psfhs", psfhs_dir / "release_sample", dest, progress=False)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    for case in manifest["cases"]:
+        case["standard_plane"] = True
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def onnx_model():
+    from baseline.export import cached_default_onnx
+
+    return cached_default_onnx()
+
+
+@pytest.fixture(scope="module")
+def baseline_image(onnx_model, tmp_path_factory):
+    from baseline.image import BASELINE_IMAGE, build_baseline
+    from evaluator.evaluate import default_cache_dir
+    from evaluator.images import build_base
+
+    engine = require_engine()
+    build_base(progress=False, engine=engine)
+    build_baseline(onnx_model, cache=default_cache_dir().parent, engine=engine)
+    return engine, BASELINE_IMAGE
+
+
+@pytest.fixture(scope="module")
+def reference(cases, tmp_path_factory):
+    """`iugc baseline predict` (PyTorch, committed weights) + `iugc evaluate` on the same frames."""
+    root = tmp_path_factory.mktemp("ref")
+    for cmd in (["baseline", "predict", "--input", str(cases / "images"), "--output", str(root / "preds")],
+                ["evaluate", "--predictions", str(root / "preds"), "--ground-truth", str(cases), "--challenge", "iugc2024",
+                 "--out", str(root / "r.json"), "--no-cache", "--quiet"]):
+        done = subprocess.run([sys.executable, "-m", "iugc", *cmd], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    return json.loads((root / "r.json").read_text())
+
+
+def _agree(result, reference):
+    assert result["status"] == "succeeded", result.get("error")
+    assert result["aggregates"]["n_cases"] == reference["aggregates"]["n_cases"] == 40
+    for key, tolerance in (("dice", 0.003), ("hd", 1.0), ("asd", 0.3), ("aop_error", 0.5), ("hsd_error", 0.5)):
+        assert abs(result["aggregates"][key] - reference["aggregates"][key]) <= tolerance, key
+    close = sum(abs(result["cases"][c]["dice_all"] - reference["cases"][c]["dice_all"]) < 0.01 for c in reference["cases"])
+    assert close >= 38
+    p_diff = [abs(result["cases"][c]["p_standard_plane"] - reference["cases"][c]["p_standard_plane"]) for c in reference["cases"]]
+    assert max(p_diff) < 0.01
+
+
+@pytest.mark.xdist_group("docker")
+def test_baseline_image_agrees_with_predict_and_evaluate(baseline_image, cases, reference, tmp_path, monkeypatch):
+    engine, image = baseline_image
+    monkeypatch.setenv("IUGC_WORK_DIR", str(tmp_path / "work"))
+    result = evaluate_image(image, cases, CHALLENGE, LIMITS, engine=engine, cache_dir=None, jobs=1)
+    _agree(result, reference)
+    assert "predicted 40 of 40 cases" in result["logs"]
+
+
+@pytest.mark.xdist_group("docker")
+def test_baseline_image_is_non_root_and_has_no_pytorch(baseline_image):
+    engine, image = baseline_image
+    info = engine.api.inspect_image(image)
+    assert info["Config"]["User"] == "10001:10001"
+    out = engine.containers.run(image, entrypoint=["python3", "-c",
+                                "import importlib.util as u; print(u.find_spec('torch') is None, u.find_spec('onnxruntime') is not None)"],
+                                network_mode="none", remove=True)
+    assert out.decode().split() == ["True", "True"]
+
+
+def test_local_runner_runs_the_trusted_baseline_alike(cases, reference, onnx_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("IUGC_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("IUGC_MODEL", str(onnx_model))
+    result = evaluate_image("iugc/baseline:latest", cases, CHALLENGE, LIMITS, runner="local", cache_dir=None, jobs=1)
+    _agree(result, reference)
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_local_runner_refuses_untrusted_images(cases, tmp_path, monkeypatch):
+    monkeypatch.setenv("IUGC_WORK_DIR", str(tmp_path / "work"))
+    result = evaluate_image("team/model:1", cases, CHALLENGE, LIMITS, runner="local", cache_dir=None, jobs=1)
+    assert result["status"] == "failed" and result["failure"] == "image_rejected"
+    assert "only the platform's trusted submissions" in result["error"] and "start a Docker engine" in result["error"]
