@@ -95,6 +95,21 @@ def failure_of(execution: Execution, limits: Limits) -> SubmissionError | None:
     return None
 
 
+def engine_runtime(state: dict) -> float | None:
+    """Seconds between the engine's StartedAt and FinishedAt (the submission's own time)."""
+    from datetime import datetime
+
+    def parse(stamp: str) -> datetime:
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}")
+
+    try:
+        seconds = (parse(state["FinishedAt"]) - parse(state["StartedAt"])).total_seconds()
+    except (KeyError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
+
+
 def _directory_bytes(path: Path) -> int:
     total = 0
     for root, _, files in os.walk(path):
@@ -251,7 +266,7 @@ class DockerRunner:
         if ws.output_mounted and _directory_bytes(ws.output) >= 0.98 * self.limits.output_limit_mb * 2**20:
             exceeded.set()  # the tmpfs is full: the submission hit the limit (ENOSPC)
         return Execution(
-            exit_code=exit_code, runtime_seconds=runtime,
+            exit_code=exit_code, runtime_seconds=engine_runtime(state) or runtime,
             logs=engine_api.container_logs(self.container, max_bytes=LOG_TAIL_BYTES),
             stderr_tail=engine_api.container_logs(self.container, stdout=False, max_bytes=2048),
             timed_out=timed_out, oom_killed=bool(state.get("OOMKilled")), output_exceeded=exceeded.is_set(),
