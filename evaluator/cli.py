@@ -257,7 +257,8 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, phase, timeout, memo
             from evaluator.intake import load_archive
 
             try:
-                loaded = image = load_archive(docker_engine.client(), image, limits)
+                image, added = load_archive(docker_engine.client(), image, limits)
+                loaded = image if added else None  # remove afterwards only what this run loaded
             except SubmissionError as exc:
                 result = {"image": image, "status": "failed", "failure": exc.reason, "error": str(exc), "logs": ""}
                 atomic_write_text(out, json.dumps(result, indent=1) + "\n")
@@ -329,6 +330,6 @@ def load_cmd(archive, max_size):
 
     limits = docker_engine.Limits(image_size_limit_mb=parse_size_mb(max_size))
     try:
-        click.echo(load_archive(docker_engine.client(), archive, limits))
+        click.echo(load_archive(docker_engine.client(), archive, limits)[0])
     except (SubmissionError, RetryableError) as exc:
         raise click.ClickException(str(exc)) from None

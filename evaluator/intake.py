@@ -101,24 +101,25 @@ def check_archive(path: str | Path, max_bytes: int, max_expanded_bytes: int | No
     return ArchiveInfo(config=config, repo_tags=tuple(str(t) for t in tags), members=count)
 
 
-def load_archive(engine, path: str | Path, limits) -> str:
-    """Check, ``docker load`` and check the image of an uploaded archive; returns its id.
+def load_archive(engine, path: str | Path, limits) -> tuple[str, bool]:
+    """Check, ``docker load`` and check the image of an uploaded archive.
 
-    Anything the load added is removed again when a later check fails.
+    Returns (image id, whether the load added it: False when the engine had it already).
+    Whatever the load added is removed again when a later check fails.
     """
     from evaluator import docker_engine as engine_api
     from evaluator.container_runner import check_image
 
     check_archive(path, max_bytes=int(limits.image_size_limit_mb * 2**20))
     before = engine_api.image_ids(engine)
-    loaded: list[str] = []
     try:
-        loaded = engine_api.load_image(engine, Path(path))
-        if len(set(loaded)) != 1:
-            raise _reject(f"the archive loaded {len(set(loaded))} images; save exactly one")
-        check_image(engine_api.inspect_image(engine, loaded[0]), limits)
-        return loaded[0]
+        loaded = set(engine_api.load_image(engine, Path(path)))
+        if len(loaded) != 1:
+            raise _reject(f"the archive loaded {len(loaded)} images; save exactly one")
+        (image_id,) = loaded
+        check_image(engine_api.inspect_image(engine, image_id), limits)
+        return image_id, image_id not in before
     except BaseException:
-        for image_id in set(loaded) | (engine_api.image_ids(engine) - before):
+        for image_id in engine_api.image_ids(engine) - before:
             engine_api.remove_image(engine, image_id)
         raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 
 import pytest
@@ -98,8 +99,9 @@ def test_real_archives_load_once_and_failures_leave_nothing(engine_and_images, t
     good = tmp_path / "good.tar"
     subprocess_save([images["good"]], good)
     engine.images.remove(images["good"], force=True)
-    loaded = load_archive(engine, good, Limits())
-    assert loaded == docker_engine.inspect_image(engine, images["good"])["Id"]
+    loaded, added = load_archive(engine, good, Limits())
+    assert added and loaded == docker_engine.inspect_image(engine, images["good"])["Id"]
+    assert load_archive(engine, good, Limits()) == (loaded, False)  # already there: not "added"
 
     before = docker_engine.image_ids(engine)
     root = tmp_path / "root.tar"
@@ -112,8 +114,35 @@ def test_real_archives_load_once_and_failures_leave_nothing(engine_and_images, t
 
     two = tmp_path / "two.tar"
     subprocess_save([images["good"], images["sleep"]], two)
+    before = docker_engine.image_ids(engine)
     with pytest.raises(SubmissionError, match="exactly one image"):
         load_archive(engine, two, Limits())
+    assert docker_engine.image_ids(engine) == before  # both were present already: none removed
+
+
+@pytest.mark.xdist_group("docker")
+def test_evaluate_image_takes_an_archive_and_unloads_it(engine_and_images, psfhs_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from data_manifest.importers import import_dataset
+    from evaluator import docker_engine
+    from tests.conftest import ROOT
+
+    engine, images = engine_and_images
+    archive = tmp_path / "team.tar"
+    subprocess_save([images["good"]], archive)
+    engine.images.remove(images["good"], force=True)
+    import_dataset("psfhs", psfhs_dir / "release_sample", tmp_path / "ds", progress=False)
+    out = tmp_path / "r.json"
+    done = subprocess.run([sys.executable, "-m", "iugc", "evaluate-image", "--image", str(archive), "--data", str(tmp_path / "ds"),
+                           "--challenge", "psfhs2023", "--out", str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "IUGC_WORK_DIR": str(tmp_path / "work")})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert result["status"] == "succeeded" and result["aggregates"]["n_cases"] == 40
+    assert result["image_digest"] not in docker_engine.image_ids(engine)  # loaded for this run only
+    build_hostile_images(engine)
 
 
 def subprocess_save(refs, path):
