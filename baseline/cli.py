@@ -66,14 +66,15 @@ def finetune_cmd(**options):
 
 @baseline_group.command("export")
 @click.option("--weights", default="default", show_default=True, help="'default' (shipped) or a checkpoint path.")
-@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="The .onnx file to write.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "fp16"]), default="onnx", show_default=True,
+              help="onnx: for ONNX Runtime (what the submission container runs); fp16: compact weights to ship.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="The file to write (.onnx or .pt).")
 def export_cmd(weights, fmt, out):
-    """Export the network for ONNX Runtime (what the submission container runs)."""
-    from baseline.export import export_onnx
+    """Export the network for ONNX Runtime, or as compact fp16 weights (no optimizer state)."""
+    from baseline.export import export_onnx, export_release
 
     try:
-        export_onnx(weights, out)
+        (export_onnx if fmt == "onnx" else export_release)(weights, out)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out}")
@@ -85,12 +86,14 @@ def export_cmd(weights, fmt, out):
 @click.option("--weights", default="default", show_default=True, help="'default' (shipped) or a checkpoint path.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--flip", is_flag=True, help="Test-time flip augmentation.")
-def predict_cmd(input_dir, output_dir, weights, device, flip):
+@click.option("--largest-component/--no-largest-component", default=True, show_default=True, help="Keep only the largest component per structure.")
+@click.option("--fill-holes/--no-fill-holes", default=True, show_default=True, help="Fill holes inside each structure.")
+def predict_cmd(input_dir, output_dir, weights, device, flip, largest_component, fill_holes):
     """Write <case_id>.png masks (0/1/2, input size) and predictions.json (p, AoP, HSD)."""
     from baseline.predict import predict_folder
 
     try:
-        summary = predict_folder(input_dir, output_dir, weights, device, flip)
+        summary = predict_folder(input_dir, output_dir, weights, device, flip, largest=largest_component, holes=fill_holes)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     for case, error in summary["errors"].items():

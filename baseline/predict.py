@@ -21,6 +21,8 @@ WEIGHTS_DIR = Path(__file__).with_name("weights")
 def load_model(weights: str | Path, device: str = "cpu") -> tuple[BaselineNet, int]:
     """A checkpoint written by training: returns the model in eval mode and its input size."""
     path = Path(weights)
+    if str(weights) != "default" and not path.is_file():
+        raise FileNotFoundError(f"--weights {weights}: no such checkpoint; pass 'default' or a RUN_DIR/best.pt from `iugc baseline train`")
     if str(weights) == "default":
         path = WEIGHTS_DIR / "baseline.pt"
         if not path.is_file():
@@ -41,8 +43,13 @@ def load_model(weights: str | Path, device: str = "cpu") -> tuple[BaselineNet, i
 
 
 @torch.no_grad()
-def predict_frame(model: BaselineNet, size: int, image: np.ndarray, device: str = "cpu", flip: bool = False):
-    """Canonical mask (input size) and p(standard plane) for one grey uint8 frame."""
+def predict_frame(model: BaselineNet, size: int, image: np.ndarray, device: str = "cpu", flip: bool = False,
+                  largest: bool = True, holes: bool = True):
+    """Canonical mask (input size) and p(standard plane) for one grey uint8 frame.
+
+    ``largest``/``holes`` switch the post-processing steps (largest component per
+    structure, hole filling); ``flip`` averages with the horizontally flipped frame.
+    """
     x = torch.from_numpy(to_network(image, size))[None, None].to(device)
     logits, standard = model(x)
     probs = logits.softmax(1)
@@ -51,7 +58,7 @@ def predict_frame(model: BaselineNet, size: int, image: np.ndarray, device: str 
         probs = (probs + torch.flip(flipped.softmax(1), dims=[3])) / 2
         standard = (standard + standard_f) / 2
     mask = to_input_size(probs[0].argmax(0).byte().cpu().numpy(), image.shape)
-    return postprocess(mask), float(torch.sigmoid(standard)[0])
+    return postprocess(mask, largest=largest, holes=holes), float(torch.sigmoid(standard)[0])
 
 
 def _video_frames(path: Path, errors: dict) -> list[tuple[str, np.ndarray]]:
@@ -73,7 +80,8 @@ def _video_frames(path: Path, errors: dict) -> list[tuple[str, np.ndarray]]:
     return frames
 
 
-def predict_folder(input_dir: Path, output_dir: Path, weights="default", device="cpu", flip=False, progress=True) -> dict:
+def predict_folder(input_dir: Path, output_dir: Path, weights="default", device="cpu", flip=False, progress=True,
+                   largest: bool = True, holes: bool = True) -> dict:
     from tqdm import tqdm
 
     model, size = load_model(weights, device)
@@ -90,7 +98,7 @@ def predict_folder(input_dir: Path, output_dir: Path, weights="default", device=
         except ReadError as exc:
             errors[case_id] = str(exc)
             continue
-        mask, p = predict_frame(model, size, image, device, flip)
+        mask, p = predict_frame(model, size, image, device, flip, largest, holes)
         cv2.imwrite(str(output_dir / f"{case_id}.png"), mask)
         ellipse, contour = biometry(mask, "ellipse"), biometry(mask, "contour")
         results[case_id] = {

@@ -89,10 +89,10 @@ def test_finetune_from_a_checkpoint_with_a_frozen_encoder(dataset, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in decoder)
 
 
-def test_default_weights_missing_gives_a_clear_error(tmp_path):
-    cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "predict", "--input", str(tmp_path), "--output", str(tmp_path / "o")],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert cli.returncode != 0 and "no shipped weights" in cli.stderr
+def test_missing_weights_give_a_clear_error(tmp_path):
+    cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "predict", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
+                          "--weights", str(tmp_path / "nope.pt")], capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode != 0 and "no such checkpoint" in cli.stderr and "nope.pt" in cli.stderr
 
 
 def test_onnx_export_agrees_with_pytorch_without_importing_torch(dataset, tmp_path):
@@ -151,3 +151,27 @@ def test_predict_reads_every_frame_of_avi_clips(dataset, tmp_path):
     import cv2
 
     assert cv2.imread(str(tmp_path / "out" / "synthetic00_0001.png"), cv2.IMREAD_UNCHANGED).shape == (96, 96)
+
+
+def test_fp16_release_weights_are_smaller_and_predict_alike(tmp_path):
+    from baseline.export import export_release
+    from baseline.predict import load_model
+
+    torch.manual_seed(0)
+    net = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(32, 16, 8)).eval()
+    full = tmp_path / "full.pt"
+    torch.save({"model": net.state_dict(), "model_config": net.config, "size": 64, "epoch": 3,
+                "optimizer": {"junk": torch.zeros(10000)}}, full)
+    release = export_release(full, tmp_path / "release.pt")
+    assert release.stat().st_size < 0.6 * full.stat().st_size
+    state = torch.load(release, weights_only=False)
+    assert all(v.dtype == torch.float16 for v in state["model"].values() if v.is_floating_point())
+    assert "optimizer" not in state and state["size"] == 64
+    a, _ = load_model(full)
+    b, size = load_model(release)
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        (ma, sa), (mb, sb) = a(x), b(x)
+    assert size == 64 and b.training is False
+    assert (ma.argmax(1) == mb.argmax(1)).float().mean() > 0.99
+    assert torch.allclose(sa, sb, atol=1e-2)

@@ -1,0 +1,108 @@
+"""Validation figures of baseline weights, for the model card, through the CLI a user runs
+(`iugc baseline predict` + `iugc evaluate`), with each post-processing switch and TTA.
+
+    python benchmarks/baseline_card.py [--weights default] [--json out.json] [--variants all|default]
+
+Validation block: PSFHS ids 04301-04401 (101 real standard planes) for segmentation and
+biometry, plus the 49 non-standard frames generated from them (`iugc data nonstandard
+--per-frame 0.5`, seed 0) for classification (150 frames). Needs ../shared/data/psfhs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PSFHS = ROOT.parent / "shared" / "data" / "psfhs"
+VARIANTS = {
+    "default (largest component + fill holes)": [],
+    "no post-processing": ["--no-largest-component", "--no-fill-holes"],
+    "largest component only": ["--no-fill-holes"],
+    "fill holes only": ["--no-largest-component"],
+    "default + flip TTA": ["--flip"],
+}
+
+
+def iugc(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "iugc", *args], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"iugc {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+
+
+def subset(source: Path, dest: Path, keep) -> Path:
+    """A dataset with only the cases ``keep(case)`` accepts (files copied)."""
+    manifest = json.loads((source / "manifest.json").read_text())
+    manifest["cases"] = [c for c in manifest["cases"] if keep(c)]
+    for sub in ("images", "masks"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    for case in manifest["cases"]:
+        for key in ("image", "mask"):
+            if case.get(key):
+                shutil.copy(source / case[key], dest / case[key])
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return dest
+
+
+def prepare(work: Path) -> tuple[Path, Path]:
+    if (work / "val-all" / "manifest.json").is_file():
+        return work / "val-real", work / "val-all"
+    work.mkdir(parents=True, exist_ok=True)
+    iugc("data", "import", "--layout", "png", "--source", str(PSFHS), "--dest", str(work / "psfhs"))
+    iugc("data", "split", str(work / "psfhs"), "--blocks", "train=03744-04300,validation=04301-04401")
+    iugc("data", "nonstandard", "--source", str(work / "psfhs"), "--dest", str(work / "psfhs-ns"), "--per-frame", "0.5", "--seed", "0")
+    real = subset(work / "psfhs-ns", work / "val-real", lambda c: c["split"] == "validation" and "_ns" not in c["case_id"])
+    every = subset(work / "psfhs-ns", work / "val-all", lambda c: c["split"] == "validation")
+    return real, every
+
+
+def figures(work: Path, weights: str, flags: list[str], name: str) -> dict:
+    real, every = prepare(work)
+    preds = work / f"preds-{abs(hash(name)) % 10**8}"
+    shutil.rmtree(preds, ignore_errors=True)
+    iugc("baseline", "predict", "--input", str(every / "images"), "--output", str(preds), "--weights", weights, *flags)
+    out = {}
+    for challenge, data, tag in (("psfhs2023", real, "ellipse"), ("iugc2024", real, "contour"), ("iugc2024", every, "all")):
+        result_path = work / f"r-{tag}.json"
+        iugc("evaluate", "--predictions", str(preds), "--ground-truth", str(data), "--challenge", challenge,
+             "--out", str(result_path), "--quiet", "--no-cache")
+        result = json.loads(result_path.read_text())
+        agg = result["aggregates"]
+        if tag == "ellipse":
+            out.update({k: agg[k] for k in ("dice_ps", "dice_fh", "dice_all", "hd_ps", "hd_fh", "hd_all", "hd", "asd_all", "asd")})
+            out["aop_error_ellipse"] = agg["aop_error"]
+            out["psfhs_score"] = result["score"]
+            out["n_real"] = agg["n_cases"]
+        elif tag == "contour":
+            out["aop_error_contour"] = agg["aop_error"]
+            out["hsd_error"] = agg["hsd_error"]
+        else:
+            out.update({k: agg[k] for k in ("accuracy", "auc", "f1", "mcc")})
+            out["n_classification"] = agg["n_cases"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default="default")
+    parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "card")
+    parser.add_argument("--json", type=Path, default=None, help="Write the figures here.")
+    parser.add_argument("--variants", choices=["all", "default"], default="all")
+    args = parser.parse_args()
+    names = list(VARIANTS) if args.variants == "all" else list(VARIANTS)[:1]
+    results = {}
+    keys = ("dice_ps", "dice_fh", "dice_all", "hd", "asd", "aop_error_ellipse", "aop_error_contour", "hsd_error", "psfhs_score",
+            "accuracy", "auc", "f1", "mcc")
+    print(f"weights {args.weights}; validation block 04301-04401 ({'|'.join(keys)})")
+    for name in names:
+        results[name] = figures(args.work, args.weights, VARIANTS[name], name)
+        print(f"{name:<42}" + " ".join(f"{results[name][k]:.4f}" if results[name][k] is not None else "-" for k in keys), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
