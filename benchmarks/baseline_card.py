@@ -85,23 +85,102 @@ def figures(work: Path, weights: str, flags: list[str], name: str) -> dict:
     return out
 
 
+KEYS = ("dice_ps", "dice_fh", "dice_all", "hd", "asd", "aop_error_ellipse", "aop_error_contour", "hsd_error", "psfhs_score",
+        "accuracy", "auc", "f1", "mcc")
+WEIGHTS = ROOT / "baseline" / "weights"
+
+
+def render_card(meta: dict) -> str:
+    """MODEL_CARD.md from baseline.json (the test checks they agree)."""
+    t = meta["training"]
+    lines = [
+        "# Baseline weights: model card", "",
+        f"`baseline/weights/{meta['file']}` ({meta['bytes'] / 2**20:.1f} MB, fp16), sha256 `{meta['sha256']}`.",
+        f"Date: {meta['date']}. Architecture: {meta['architecture']}.", "",
+        "## Training", "",
+        f"- Data: {t['data']}", f"- Command: `{t['command']}`", f"- Seed: {t['seed']}; device: {t['device']}",
+        f"- Epochs: {t['epochs']}; best epoch by validation PSFHS score: {t['best_epoch']}",
+        f"- Then: `iugc baseline export --format fp16 --weights RUN_DIR/best.pt --out baseline/weights/{meta['file']}`", "",
+        "## Validation block (`python benchmarks/baseline_card.py`)", "",
+        meta["validation_note"], "",
+        "| variant | " + " | ".join(KEYS) + " |",
+        "|---|" + "---|" * len(KEYS),
+    ]
+    for name, figures in meta["validation"].items():
+        lines.append(f"| {name} | " + " | ".join("-" if figures[k] is None else f"{figures[k]:.4f}" for k in KEYS) + " |")
+    lines += ["", "## Against the bar (issue 3)", "", meta["assessment"], ""]
+    return "\n".join(lines)
+
+
+def write_card(args, results: dict) -> None:
+    import datetime
+    import hashlib
+
+    import torch
+
+    path = WEIGHTS / "baseline.pt"
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    config = state["model_config"]
+    log = list(csv_rows(args.training_log))
+    default = results[list(VARIANTS)[0]]
+    meta = {
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "bytes": path.stat().st_size,
+        "date": datetime.date.today().isoformat(),
+        "architecture": (f"smp U-Net, encoder {config['encoder_name']} (from scratch, depth {config['encoder_depth']}), "
+                         f"decoder {tuple(config['decoder_channels'])}, auxiliary classification head, input {state['size']}x{state['size']} grey"),
+        "training": {
+            "data": ("PSFHS ids 03744-04300 (557 real standard planes) + 280 non-standard frames generated from them "
+                     "(`iugc data nonstandard --per-frame 0.5 --seed 0`); validation ids 04301-04401 + 49 generated"),
+            "command": args.train_command, "seed": args.seed, "device": args.device,
+            "epochs": len(log), "best_epoch": int(state["epoch"]) + 1,
+        },
+        "validation_note": ("Segmentation and biometry on the 101 real frames (Dice/HD/ASD/dAoP ellipse: psfhs2023; dAoP contour "
+                            "and dHSD: iugc2024); classification on the 150 frames (101 standard + 49 generated non-standard). "
+                            "HD and ASD in pixels, angles in degrees."),
+        "validation": results,
+        "assessment": args.assessment or (
+            f"Dice(all) {default['dice_all']:.4f} (bar >= 0.92), mean dAoP (ellipse) {default['aop_error_ellipse']:.2f} degrees "
+            f"(bar <= 7, goal < 6)."),
+    }
+    (WEIGHTS / "baseline.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (WEIGHTS / "MODEL_CARD.md").write_text(render_card(meta))
+
+
+def csv_rows(path):
+    import csv
+
+    if path is None:
+        return []
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="default")
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "card")
     parser.add_argument("--json", type=Path, default=None, help="Write the figures here.")
     parser.add_argument("--variants", choices=["all", "default"], default="all")
+    parser.add_argument("--write-card", action="store_true", help="Write baseline/weights/baseline.json and MODEL_CARD.md.")
+    parser.add_argument("--training-log", type=Path, default=None, help="RUN_DIR/log.csv of the shipped weights (for the card).")
+    parser.add_argument("--train-command", default="", help="The training command (for the card).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="")
+    parser.add_argument("--assessment", default="")
     args = parser.parse_args()
     names = list(VARIANTS) if args.variants == "all" else list(VARIANTS)[:1]
     results = {}
-    keys = ("dice_ps", "dice_fh", "dice_all", "hd", "asd", "aop_error_ellipse", "aop_error_contour", "hsd_error", "psfhs_score",
-            "accuracy", "auc", "f1", "mcc")
+    keys = KEYS
     print(f"weights {args.weights}; validation block 04301-04401 ({'|'.join(keys)})")
     for name in names:
         results[name] = figures(args.work, args.weights, VARIANTS[name], name)
         print(f"{name:<42}" + " ".join(f"{results[name][k]:.4f}" if results[name][k] is not None else "-" for k in keys), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
+    if args.write_card:
+        write_card(args, results)
 
 
 if __name__ == "__main__":

@@ -285,10 +285,11 @@ class DockerRunner:
         return self.workspace.collected, collected
 
     def deprovision(self) -> None:
-        if self.container is not None:
-            engine_api.remove_container(self.engine, self.container.id)
-            self.container = None
         if self.workspace is not None:
+            # By name, not only by handle: an interruption can land after the engine
+            # started the container but before run_container returned it.
+            engine_api.remove_container(self.engine, self.container.id if self.container is not None else f"iugc-{self.job_id}")
+            self.container = None
             self.workspace.remove()
             self.workspace = None
 

@@ -32,10 +32,22 @@ def cases(psfhs_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def onnx_model():
-    from baseline.export import cached_default_onnx
+def checkpoint(cases, tmp_path_factory):
+    """A small network trained briefly on the same real frames (no weights are shipped yet)."""
+    from baseline.train import TrainConfig, train
 
-    return cached_default_onnx()
+    run = tmp_path_factory.mktemp("run")
+    train(TrainConfig(data=str(cases), out=str(run), epochs=1, encoder_name="resnet18", encoder_depth=3,
+                      decoder_channels=[32, 16, 8], size=64, batch_size=8, train_splits=["unassigned"],
+                      val_splits=["unassigned"]), progress=False)
+    return run / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def onnx_model(checkpoint, tmp_path_factory):
+    from baseline.export import export_onnx
+
+    return export_onnx(checkpoint, tmp_path_factory.mktemp("onnx") / "model.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +63,10 @@ def baseline_image(onnx_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(cases, tmp_path_factory):
-    """`iugc baseline predict` (PyTorch, committed weights) + `iugc evaluate` on the same frames."""
+def reference(cases, checkpoint, tmp_path_factory):
+    """`iugc baseline predict` (PyTorch) + `iugc evaluate` on the same frames."""
     root = tmp_path_factory.mktemp("ref")
-    for cmd in (["baseline", "predict", "--input", str(cases / "images"), "--output", str(root / "preds")],
+    for cmd in (["baseline", "predict", "--input", str(cases / "images"), "--output", str(root / "preds"), "--weights", str(checkpoint)],
                 ["evaluate", "--predictions", str(root / "preds"), "--ground-truth", str(cases), "--challenge", "iugc2024",
                  "--out", str(root / "r.json"), "--no-cache", "--quiet"]):
         done = subprocess.run([sys.executable, "-m", "iugc", *cmd], cwd=ROOT, capture_output=True, text=True)

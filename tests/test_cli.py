@@ -3,7 +3,7 @@ import sys
 
 from tests.conftest import ROOT
 
-COMMANDS = ["baseline", "biometry", "challenge", "data", "demo", "evaluate", "rank"]
+COMMANDS = ["baseline", "biometry", "challenge", "data", "demo", "docker", "evaluate", "evaluate-image", "rank"]
 
 
 def iugc(*args):

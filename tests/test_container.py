@@ -277,10 +277,10 @@ def test_no_label_map_anywhere_in_the_container(engine, images, cases, psfhs_dir
     assert "found 0 label maps" not in logs.decode()
 
 
-def _wait_for_container(engine, timeout=60):
+def _wait_for_container(engine, timeout=60, ignore=()):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        found = leftovers(engine)
+        found = [c for c in leftovers(engine) if c.id not in ignore]
         if found and found[0].status == "running":
             return found[0]
         time.sleep(0.2)
@@ -296,8 +296,9 @@ def _evaluate_image_process(image, cases, out, work):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_worker_removes_everything(engine, images, cases, tmp_path, own_work_dir, sig):
+    before = {c.id for c in leftovers(engine)}
     worker = _evaluate_image_process(images["sleep"], cases, tmp_path / "r.json", own_work_dir)
-    _wait_for_container(engine)
+    _wait_for_container(engine, ignore=before)
     worker.send_signal(sig)
     _, err = worker.communicate(timeout=60)
     assert worker.returncode == 130 and "cancelled" in err
