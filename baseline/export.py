@@ -35,11 +35,12 @@ def cached_default_onnx() -> Path:
     """The committed default weights exported to ONNX once, cached by their sha256."""
     from baseline.predict import WEIGHTS_DIR
     from data_manifest.io import sha256_file
+    from evaluator.evaluate import default_cache_dir
 
     weights = WEIGHTS_DIR / "baseline.pt"
     if not weights.is_file():
         raise FileNotFoundError(f"no shipped weights at {weights}; pass --model model.onnx (`iugc baseline export`)")
-    cache = Path(os.environ.get("IUGC_CACHE_DIR") or Path.home() / ".cache" / "iugc") / "onnx"
+    cache = default_cache_dir().parent / "onnx"
     out = cache / f"baseline-{sha256_file(weights)[:16]}.onnx"
     if not out.is_file():
         export_onnx(weights, out)

@@ -170,10 +170,14 @@ class _Workspace:
         os.chmod(self.output, 0o777)
 
     def remove(self) -> None:
-        if self.output_mounted or os.path.ismount(self.output):
-            subprocess.run(["umount", "-l", str(self.output)], capture_output=True)
-            self.output_mounted = False
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _remove_job_dir(self.dir)
+
+
+def _remove_job_dir(job: Path) -> None:
+    """Unmount a job's output tmpfs if mounted, then delete the job folder."""
+    if os.path.ismount(job / "output"):
+        subprocess.run(["umount", "-l", str(job / "output")], capture_output=True)
+    shutil.rmtree(job, ignore_errors=True)
 
 
 def cleanup_stale(engine=None) -> int:
@@ -191,9 +195,7 @@ def cleanup_stale(engine=None) -> int:
         except OSError:
             continue
         if not engine_api.owner_alive(tag):
-            if os.path.ismount(job / "output"):
-                subprocess.run(["umount", "-l", str(job / "output")], capture_output=True)
-            shutil.rmtree(job, ignore_errors=True)
+            _remove_job_dir(job)
             removed += 1
     return removed
 
@@ -214,7 +216,27 @@ def check_image(info: dict, limits: Limits) -> None:
         raise SubmissionError("image_rejected", f"image rejected: {size_mb:.0f} MB exceeds this phase's image size limit of {limits.image_size_limit_mb:g} MB")
 
 
-class DockerRunner:
+class _Runner:
+    """What both runners share: the workspace's outputs and use as a context manager
+    (``deprovision`` on exit)."""
+
+    workspace: _Workspace | None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.deprovision()
+
+    def collect_outputs(self, shapes: dict[str, tuple[int, int]], *, classification: bool) -> tuple[Path, CollectedOutputs]:
+        collected = collect_outputs(self.workspace.output, shapes, self.workspace.collected, classification=classification)
+        return self.workspace.collected, collected
+
+    def deprovision(self) -> None:
+        raise NotImplementedError
+
+
+class DockerRunner(_Runner):
     """Run one untrusted image on one set of cases. Use as a context manager, or call
     ``deprovision`` in a ``finally``."""
 
@@ -226,12 +248,6 @@ class DockerRunner:
         self.workspace: _Workspace | None = None
         self.container = None
         self.image_digest: str | None = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.deprovision()
 
     def provision(self, cases: list[InputCase], challenge: str) -> None:
         info = engine_api.inspect_image(self.engine, self.image)
@@ -280,10 +296,6 @@ class DockerRunner:
                 engine_api.kill_container(self.container)
                 return
 
-    def collect_outputs(self, shapes: dict[str, tuple[int, int]], *, classification: bool) -> tuple[Path, CollectedOutputs]:
-        collected = collect_outputs(self.workspace.output, shapes, self.workspace.collected, classification=classification)
-        return self.workspace.collected, collected
-
     def deprovision(self) -> None:
         if self.workspace is not None:
             # By name, not only by handle: an interruption can land after the engine
@@ -299,7 +311,7 @@ class DockerRunner:
 TRUSTED_LOCAL = {"iugc/baseline:latest": ["-m", "baseline.submission"], "baseline": ["-m", "baseline.submission"]}
 
 
-class LocalRunner:
+class LocalRunner(_Runner):
     """Run a trusted submission as a subprocess with the container's input/output contract."""
 
     def __init__(self, image: str, limits: Limits, *, job_id: str | None = None):
@@ -314,12 +326,6 @@ class LocalRunner:
         self.job_id = job_id or f"local-{uuid.uuid4().hex[:12]}"
         self.workspace: _Workspace | None = None
         self.image_digest = f"local:{image}"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.deprovision()
 
     def provision(self, cases: list[InputCase], challenge: str) -> None:
         self.workspace = _Workspace(self.job_id)
@@ -352,10 +358,6 @@ class LocalRunner:
         return Execution(exit_code=exit_code, runtime_seconds=runtime, logs=logs,
                          stderr_tail=stderr.decode("utf-8", errors="replace"), timed_out=timed_out,
                          output_exceeded=exceeded)
-
-    def collect_outputs(self, shapes: dict[str, tuple[int, int]], *, classification: bool) -> tuple[Path, CollectedOutputs]:
-        collected = collect_outputs(self.workspace.output, shapes, self.workspace.collected, classification=classification)
-        return self.workspace.collected, collected
 
     def deprovision(self) -> None:
         if self.workspace is not None:

@@ -41,6 +41,11 @@ PROBABILITIES_FILE = "predictions.json"
 CACHE_VERSION = "2"
 
 
+def valid_probability(p) -> bool:
+    """Whether ``p`` is a usable p(standard plane): a real number, finite, in [0, 1]."""
+    return isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and 0 <= p <= 1
+
+
 class EvaluationInputError(ValueError):
     """The run cannot start (a folder missing, no ground truth); the message says what to do."""
 
@@ -112,7 +117,7 @@ def discover_predictions(pred_dir: Path) -> tuple[dict[str, str], dict[str, floa
             data = {}
         for case_id, entry in data.items():
             p = entry.get("p_standard_plane") if isinstance(entry, dict) else None
-            if isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and 0 <= p <= 1:
+            if valid_probability(p):
                 probabilities[case_id] = float(p)
             else:
                 problems.append(f"{PROBABILITIES_FILE}: case {case_id}: p_standard_plane must be a number in [0, 1]")

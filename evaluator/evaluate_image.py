@@ -44,21 +44,17 @@ def evaluate_image(
     began = time.monotonic()
     cases = input_cases(Path(dataset))
     shapes = {c.case_id: c.shape for c in cases}
+    if runner not in ("docker", "local"):
+        raise ValueError(f"runner must be 'docker' or 'local', got {runner!r}")
     if runner == "docker":
         from evaluator import docker_engine
 
         engine = engine or docker_engine.client()
-        cleanup_stale(engine)
-        make = lambda: DockerRunner(image, limits, engine=engine)  # noqa: E731
-    elif runner == "local":
-        cleanup_stale(None)
-        make = lambda: LocalRunner(image, limits)  # noqa: E731
-    else:
-        raise ValueError(f"runner must be 'docker' or 'local', got {runner!r}")
+    cleanup_stale(engine if runner == "docker" else None)
     result: dict = {"image": image, "runner": runner, "image_digest": None, "runtime_seconds": None, "logs": ""}
     try:
-        job = make()
-    except SubmissionError as exc:
+        job = DockerRunner(image, limits, engine=engine) if runner == "docker" else LocalRunner(image, limits)
+    except SubmissionError as exc:  # --runner local refuses untrusted images
         return {**result, **_failed(exc), "timings": timings}
     with job:
         try:

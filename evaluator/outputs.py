@@ -9,7 +9,6 @@ or missing case gets a participant-safe error and, when scored, the worst case.
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 from dataclasses import dataclass, field
@@ -18,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-PROBABILITIES_FILE = "predictions.json"
+from evaluator.evaluate import PROBABILITIES_FILE, valid_probability
+
 MAX_MASK_BYTES = 64 << 20
 MAX_JSON_BYTES = 16 << 20
 
@@ -126,7 +126,7 @@ def _collect_probabilities(output_dir: Path, present: dict, shapes: dict, out: C
         p = entry.get("p_standard_plane") if isinstance(entry, dict) else None
         if p is None:
             note(case_id, "missing p_standard_plane")
-        elif isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and 0 <= p <= 1:
+        elif valid_probability(p):
             probabilities[case_id] = float(p)
         else:
             note(case_id, f"p_standard_plane {_shown(str(p))} is not a finite number in [0, 1]")
