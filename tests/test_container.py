@@ -325,3 +325,13 @@ def test_cli_exit_status_and_result_file(engine, images, cases, tmp_path, own_wo
     result = json.loads(out.read_text())
     assert result["status"] == "failed" and result["failure"] == "exit_code"
     assert {"runtime_seconds", "image_digest", "logs", "error", "logs_visible_to_participants"} <= set(result)
+
+
+def test_base_image_is_cached_by_its_recipe(engine, images):
+    from evaluator.images import BASE_IMAGE, HASH_LABEL, build_base, recipe_hash
+
+    image_id, built = build_base(engine=engine, progress=False)  # the fixture built it already
+    assert not built  # found by its recipe hash: no debootstrap
+    info = engine.api.inspect_image(BASE_IMAGE)
+    assert image_id == info["Id"] and info["Config"]["Labels"][HASH_LABEL] == recipe_hash()
+    assert recipe_hash("http://mirror.example/debian") != recipe_hash()  # another recipe would rebuild
