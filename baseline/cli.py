@@ -54,13 +54,22 @@ def train_cmd(**options):
 
 @baseline_group.command("finetune")
 @_train_options
-@click.option("--from", "init_from", required=True, type=click.Path(exists=True, path_type=Path), help="Checkpoint to start from (RUN_DIR/best.pt).")
+@click.option("--from", "init_from", required=True,
+              help="'default' (the shipped weights) or a checkpoint (RUN_DIR/best.pt); its architecture and input size are kept.")
 @click.option("--freeze-encoder", is_flag=True, help="Train only the decoder and heads.")
 def finetune_cmd(**options):
-    """Fine-tune a checkpoint on your own data (any supported layout, imported first)."""
+    """Fine-tune the shipped weights or a checkpoint on your own data.
+
+    Import your data first (`iugc data import`, any supported layout) and split it
+    (`iugc data split`); the encoder/decoder options are ignored here, the checkpoint's
+    architecture is kept.
+    """
     from baseline.train import train
 
-    best = train(_config(options))
+    try:
+        best = train(_config(options))
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"best epoch {best.get('epoch')}: PSFHS score {best.get('psfhs_score')}")
 
 

@@ -23,11 +23,32 @@ def standard_label(mask: np.ndarray | None, recorded: bool | None) -> float:
     return float(mask is not None and np.any(mask == PS) and np.any(mask == FH))
 
 
+def _fan(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ultrasound sector (bool (H, W)): apex near the top centre, random half-angle."""
+    apex_x = w / 2 + rng.uniform(-0.08, 0.08) * w
+    apex_y = -rng.uniform(0.0, 0.25) * h
+    half_angle = np.deg2rad(rng.uniform(28, 50))
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = np.arctan2(gx - apex_x, gy - apex_y)
+    radius = np.hypot(gx - apex_x, gy - apex_y)
+    return (np.abs(angle) <= half_angle) & (radius <= rng.uniform(0.9, 1.3) * h - apex_y)
+
+
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded ultrasound augmentation of a float (H, W) image in [0, 1] and its uint8 mask."""
+    """Seeded ultrasound augmentation of a float (H, W) image in [0, 1] and its uint8 mask.
+
+    Geometry (applied to both): rotation +-20 degrees and zoom 0.65-1.15 about the probe
+    (top centre), shift +-10% across and -3..+8% down, elastic (30%). Appearance (image only): a narrower scan sector (40%), blur (30%), depth gain,
+    contrast, brightness, gamma 0.6-1.8, multiplicative speckle. The ranges are wide on
+    purpose: the validation block comes from a second scanner (smaller anatomy, narrower
+    sector, other gain), and these are what change between scanners.
+    """
     h, w = image.shape
-    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-10, 10), rng.uniform(0.9, 1.1))
-    matrix[:, 2] += rng.uniform(-0.05, 0.05, size=2) * (w, h)
+    # Rotation and zoom about the probe (top centre), as a tilt of the probe or another depth
+    # setting would change the frame: the anatomy under the probe stays at the top.
+    probe = (w / 2 + rng.uniform(-0.05, 0.05) * w, 0.0)
+    matrix = cv2.getRotationMatrix2D(probe, rng.uniform(-20, 20), rng.uniform(0.65, 1.15))
+    matrix[:, 2] += (rng.uniform(-0.1, 0.1) * w, rng.uniform(-0.03, 0.08) * h)
     image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
     mask = cv2.warpAffine(mask, matrix, (w, h), flags=cv2.INTER_NEAREST, borderValue=0)
     if rng.random() < 0.3:  # elastic: a smooth random displacement of a few pixels
@@ -36,8 +57,15 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tu
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         image = cv2.remap(image, gx + dx, gy + dy, cv2.INTER_LINEAR, borderValue=0)
         mask = cv2.remap(mask, gx + dx, gy + dy, cv2.INTER_NEAREST, borderValue=0)
-    image = image * rng.uniform(0.8, 1.2) + rng.uniform(-0.08, 0.08)
-    image = np.clip(image, 0, 1) ** rng.uniform(0.7, 1.5)
+    if rng.random() < 0.4:  # a narrower sector: what lies outside is black, and not labelled
+        fan = _fan(h, w, rng)
+        image = image * fan
+        mask = mask * fan.astype(np.uint8)
+    if rng.random() < 0.3:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.5))
+    gain = np.linspace(rng.uniform(0.75, 1.25), rng.uniform(0.75, 1.25), h, dtype=np.float32)[:, None]
+    image = image * gain * rng.uniform(0.7, 1.3) + rng.uniform(-0.08, 0.08)
+    image = np.clip(image, 0, 1) ** rng.uniform(0.6, 1.8)
     image = image * (1 + rng.normal(0, rng.uniform(0, 0.15), image.shape).astype(np.float32))  # speckle
     return np.clip(image, 0, 1).astype(np.float32), mask
 
@@ -82,6 +110,8 @@ class FrameDataset(Dataset):
         image, mask, label = self._load(index)
         if self.augment:
             image, mask = augment(image, mask, np.random.default_rng([self.seed, self.epoch, index]))
+            if label and not (np.any(mask == PS) and np.any(mask == FH)):
+                label = 0.0  # the augmentation pushed a structure out of view: no longer a standard plane
         return (
             torch.from_numpy(np.ascontiguousarray(image))[None],
             torch.from_numpy(mask.astype(np.int64)),

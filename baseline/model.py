@@ -19,6 +19,9 @@ class BaselineNet(nn.Module):
     decoder_channels : channels per decoder stage, one per encoder stage.
     in_channels : 1 for grey frames.
     classifier_dropout : dropout of the auxiliary classification head.
+    input_norm : "frame" standardises each frame to zero mean and unit variance inside the
+        network (so PyTorch, ONNX and every caller see the same thing; it makes the model
+        less sensitive to a scanner's gain and dynamic range), or "none".
 
     ``forward(x)`` takes (N, in_channels, H, W) with H, W multiples of 2**encoder_depth
     and returns ``(mask_logits (N, 3, H, W), standard_logit (N,))``.
@@ -37,18 +40,23 @@ class BaselineNet(nn.Module):
         decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
         in_channels: int = 1,
         classifier_dropout: float = 0.2,
+        input_norm: str = "frame",
     ):
         super().__init__()
         import segmentation_models_pytorch as smp
 
         if len(decoder_channels) != encoder_depth:
             raise ValueError(f"decoder_channels needs {encoder_depth} entries (one per encoder stage), got {len(decoder_channels)}")
+        if input_norm not in ("frame", "none"):
+            raise ValueError(f"input_norm must be 'frame' or 'none', got {input_norm!r}")
+        self.input_norm = input_norm
         self.config = {
             "encoder_name": encoder_name,
             "encoder_depth": encoder_depth,
             "decoder_channels": list(decoder_channels),
             "in_channels": in_channels,
             "classifier_dropout": classifier_dropout,
+            "input_norm": input_norm,
         }
         self.net = smp.Unet(
             encoder_name=encoder_name,
@@ -62,6 +70,10 @@ class BaselineNet(nn.Module):
         self.stride = 2**encoder_depth
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.input_norm == "frame":
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            std = x.std(dim=(1, 2, 3), keepdim=True)
+            x = (x - mean) / (std + 1e-3)
         masks, standard = self.net(x)
         return masks, standard.squeeze(1)
 

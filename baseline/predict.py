@@ -18,17 +18,24 @@ from data_manifest.io import IMAGE_SUFFIXES, ReadError, atomic_write_text, case_
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
 
-def load_model(weights: str | Path, device: str = "cpu") -> tuple[BaselineNet, int]:
-    """A checkpoint written by training: returns the model in eval mode and its input size."""
-    path = Path(weights)
-    if str(weights) != "default" and not path.is_file():
-        raise FileNotFoundError(f"--weights {weights}: no such checkpoint; pass 'default' or a RUN_DIR/best.pt from `iugc baseline train`")
+def weights_path(weights: str | Path) -> Path:
+    """'default' (the shipped weights) or a checkpoint path, checked to exist."""
     if str(weights) == "default":
         path = WEIGHTS_DIR / "baseline.pt"
         if not path.is_file():
             raise FileNotFoundError(
-                f"no shipped weights at {path} yet; train some with `iugc baseline train` and pass --weights RUN_DIR/best.pt"
+                f"no shipped weights at {path}; train some with `iugc baseline train` and pass --weights RUN_DIR/best.pt"
             )
+        return path
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"{weights}: no such checkpoint; pass 'default' or a RUN_DIR/best.pt from `iugc baseline train`")
+    return path
+
+
+def load_model(weights: str | Path, device: str = "cpu") -> tuple[BaselineNet, int]:
+    """A checkpoint written by training: returns the model in eval mode and its input size."""
+    path = weights_path(weights)
     state = torch.load(path, map_location=device, weights_only=False)
     config = state["model_config"]
     model = BaselineNet(
@@ -37,6 +44,7 @@ def load_model(weights: str | Path, device: str = "cpu") -> tuple[BaselineNet, i
         decoder_channels=tuple(config["decoder_channels"]),
         in_channels=config["in_channels"],
         classifier_dropout=config["classifier_dropout"],
+        input_norm=config.get("input_norm", "none"),  # checkpoints older than the option
     )
     model.load_state_dict({k: v.float() for k, v in state["model"].items()})
     return model.to(device).eval(), int(state["size"])

@@ -8,7 +8,7 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ class TrainConfig:
     encoder_weights: str | None = None
     encoder_depth: int = 5
     decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+    input_norm: str = "frame"
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     val_splits: list[str] = field(default_factory=lambda: ["validation"])
     init_from: str | None = None
@@ -158,13 +159,30 @@ def build_model(config: TrainConfig) -> BaselineNet:
         encoder_weights=config.encoder_weights,
         encoder_depth=config.encoder_depth,
         decoder_channels=tuple(config.decoder_channels),
+        input_norm=config.input_norm,
     )
+
+
+def _from_checkpoint(config: TrainConfig) -> tuple[TrainConfig, dict]:
+    """Fine-tuning: the checkpoint's architecture and input size replace the config's."""
+    from baseline.predict import weights_path
+
+    state = torch.load(weights_path(config.init_from), map_location="cpu", weights_only=False)
+    arch = state["model_config"]
+    config = replace(
+        config, encoder_name=arch["encoder_name"], encoder_depth=arch["encoder_depth"],
+        decoder_channels=list(arch["decoder_channels"]), input_norm=arch.get("input_norm", "none"), size=int(state["size"]),
+    )
+    return config, state
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
     """Train (or resume) into ``config.out``; returns the best validation figures."""
     from tqdm import tqdm
 
+    init_state = None
+    if config.init_from:
+        config, init_state = _from_checkpoint(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
@@ -173,9 +191,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         raise RuntimeError("--device cuda: no CUDA device is visible; use --device cpu")
     # channels_last: about 30% faster training steps on CPU (oneDNN), and the layout tensor cores prefer.
     model = build_model(config).to(device, memory_format=torch.channels_last)
-    if config.init_from:
-        state = torch.load(config.init_from, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+    if init_state is not None:
+        model.load_state_dict({k: v.float() for k, v in init_state["model"].items()})  # fp16 release weights too
     if config.freeze_encoder:
         for p in model.encoder_parameters():
             p.requires_grad = False

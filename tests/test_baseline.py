@@ -175,3 +175,74 @@ def test_fp16_release_weights_are_smaller_and_predict_alike(tmp_path):
     assert size == 64 and b.training is False
     assert (ma.argmax(1) == mb.argmax(1)).float().mean() > 0.99
     assert torch.allclose(sa, sb, atol=1e-2)
+
+
+def test_augmentation_is_seeded_and_keeps_image_and_mask_aligned():
+    from baseline.data import augment
+
+    image = np.zeros((128, 128), np.float32)
+    mask = np.zeros((128, 128), np.uint8)
+    image[30:60, 40:70], mask[30:60, 40:70] = 1.0, 1
+    for seed in range(20):
+        a_img, a_mask = augment(image, mask, np.random.default_rng(seed))
+        b_img, b_mask = augment(image, mask, np.random.default_rng(seed))
+        assert np.array_equal(a_img, b_img) and np.array_equal(a_mask, b_mask)
+        assert a_img.dtype == np.float32 and 0 <= a_img.min() and a_img.max() <= 1
+        assert set(np.unique(a_mask).tolist()) <= {0, 1}
+        if a_mask.any():  # the labelled square moved with the image: brighter inside than outside
+            assert a_img[a_mask == 1].mean() > a_img[a_mask == 0].mean() + 0.2
+
+
+def test_scan_sector_blacks_out_the_image_and_its_labels_alike():
+    from baseline.data import _fan
+
+    for seed in range(10):
+        fan = _fan(256, 256, np.random.default_rng(seed))
+        assert fan[60:160, 120:136].all()  # the scan axis below the apex stays
+        assert not fan[0, 0] and not fan[0, -1]  # the top corners are outside any sector
+        assert 0.25 < fan.mean() < 0.9
+
+
+def test_an_augmented_frame_that_loses_a_structure_is_no_longer_standard(dataset):
+    from baseline.data import FrameDataset
+
+    ds = FrameDataset(dataset, ("train",), 64, augment=True, seed=0)
+    seen = 0
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        for index, case in enumerate(ds.cases):
+            _, mask, label = ds[index]
+            both = bool((mask == 1).any() and (mask == 2).any())
+            if case.standard_plane:
+                assert float(label) == float(both), (case.case_id, epoch)
+                seen += not both
+            else:
+                assert float(label) == 0.0
+    assert seen >= 1  # the geometry does push a structure out now and then
+
+
+def test_frame_standardisation_makes_the_network_blind_to_gain_and_offset():
+    torch.manual_seed(0)
+    net = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(16, 8, 4)).eval()
+    raw = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(16, 8, 4), input_norm="none").eval()
+    raw.load_state_dict(net.state_dict())
+    x = torch.rand(2, 1, 64, 64) * 0.5
+    with torch.no_grad():
+        normalised = (net(x)[0] - net(1.6 * x + 0.2)[0]).abs().max()
+        unnormalised = (raw(x)[0] - raw(1.6 * x + 0.2)[0]).abs().max()
+    assert normalised < 0.05 and unnormalised > 20 * normalised
+    with pytest.raises(ValueError, match="input_norm"):
+        BaselineNet("resnet18", encoder_depth=3, decoder_channels=(16, 8, 4), input_norm="batch")
+
+
+def test_finetune_cli_keeps_the_checkpoint_architecture(dataset, tmp_path):
+    run = tmp_path / "a"
+    train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
+    cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "finetune", "--from", str(run / "best.pt"), "--data", str(dataset),
+                          "--out", str(tmp_path / "b"), "--epochs", "1", "--batch-size", "8"], capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0, cli.stderr
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert (config["encoder_name"], config["decoder_channels"], config["size"]) == ("resnet18", [32, 16, 8], 64)
+    missing = subprocess.run([sys.executable, "-m", "iugc", "baseline", "finetune", "--from", str(tmp_path / "nope.pt"),
+                              "--data", str(dataset), "--out", str(tmp_path / "c")], capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode != 0 and "nope.pt: no such checkpoint" in missing.stderr
