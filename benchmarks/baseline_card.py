@@ -109,6 +109,8 @@ def render_card(meta: dict) -> str:
     for name, figures in meta["validation"].items():
         lines.append(f"| {name} | " + " | ".join("-" if figures[k] is None else f"{figures[k]:.4f}" for k in KEYS) + " |")
     lines += ["", "## Against the bar (issue 3)", "", meta["assessment"], ""]
+    if meta.get("notes"):
+        lines += ["## Notes", ""] + [f"- {note}" for note in meta["notes"]] + [""]
     return "\n".join(lines)
 
 
@@ -143,6 +145,7 @@ def write_card(args, results: dict) -> None:
         "assessment": args.assessment or (
             f"Dice(all) {default['dice_all']:.4f} (bar >= 0.92), mean dAoP (ellipse) {default['aop_error_ellipse']:.2f} degrees "
             f"(bar <= 7, goal < 6)."),
+        "notes": args.note,
     }
     (WEIGHTS / "baseline.json").write_text(json.dumps(meta, indent=1) + "\n")
     (WEIGHTS / "MODEL_CARD.md").write_text(render_card(meta))
@@ -169,6 +172,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="")
     parser.add_argument("--assessment", default="")
+    parser.add_argument("--note", action="append", default=[], help="A line for the card's notes (repeatable).")
     args = parser.parse_args()
     names = list(VARIANTS) if args.variants == "all" else list(VARIANTS)[:1]
     results = {}
