@@ -32,15 +32,11 @@ def cases(psfhs_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def checkpoint(cases, tmp_path_factory):
-    """A small network trained briefly on the same real frames (no weights are shipped yet)."""
-    from baseline.train import TrainConfig, train
+def checkpoint():
+    """The shipped weights: the image is built from them by default."""
+    from baseline.predict import weights_path
 
-    run = tmp_path_factory.mktemp("run")
-    train(TrainConfig(data=str(cases), out=str(run), epochs=1, encoder_name="resnet18", encoder_depth=3,
-                      decoder_channels=[32, 16, 8], size=64, batch_size=8, train_splits=["unassigned"],
-                      val_splits=["unassigned"]), progress=False)
-    return run / "best.pt"
+    return weights_path("default")
 
 
 @pytest.fixture(scope="module")
