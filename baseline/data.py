@@ -1,6 +1,6 @@
 """Training data: frames, masks and standard-plane labels from canonical datasets, resized
-for the network, with seeded ultrasound augmentation (intensity, gamma, speckle, small
-affine, elastic)."""
+for the network, with seeded ultrasound augmentation (zoom and tilt about the probe,
+shifts, elastic, scan sector, blur, depth gain, contrast, gamma, speckle)."""
 from __future__ import annotations
 
 from pathlib import Path
