@@ -38,8 +38,9 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tu
     """Seeded ultrasound augmentation of a float (H, W) image in [0, 1] and its uint8 mask.
 
     Geometry (applied to both): rotation +-20 degrees and zoom 0.65-1.15 about the probe
-    (top centre), shift +-10% across and -3..+8% down, elastic (30%). Appearance (image only): a narrower scan sector (40%), blur (30%), depth gain,
-    contrast, brightness, gamma 0.6-1.8, multiplicative speckle. The ranges are wide on
+    (top centre), shift +-10% across and -3..+8% down, elastic (30%), a narrower scan
+    sector (40%; outside it both go black/background). Appearance (image only): blur (30%),
+    depth gain, contrast, brightness, gamma 0.6-1.8, multiplicative speckle. The ranges are wide on
     purpose: the validation block comes from a second scanner (smaller anatomy, narrower
     sector, other gain), and these are what change between scanners.
     """

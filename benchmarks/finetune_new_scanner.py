@@ -21,6 +21,7 @@ from pathlib import Path
 
 from baseline_card import PSFHS, ROOT, iugc, subset
 
+
 def scanner_of(image) -> str:
     """"A" when the grey-scale bar of the first scanner is at the left edge, else "B"."""
     return "A" if image[5:60, 3:12].mean() > 60 else "B"

@@ -55,8 +55,6 @@ def test_shipped_weights_reproduce_the_card_through_predict_and_evaluate(psfhs_d
 
 def test_onnx_export_of_the_shipped_weights_agrees_on_the_validation_block(psfhs_dir, tmp_path):
     pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
-    import numpy as np
-
     from baseline.export import export_onnx
     from baseline.onnx_predict import OnnxPredictor
     from baseline.predict import load_model, predict_frame
@@ -75,11 +73,15 @@ def test_onnx_export_of_the_shipped_weights_agrees_on_the_validation_block(psfhs
     assert agree / total >= 0.999
 
 
-def test_predict_and_finetune_start_from_the_shipped_weights_by_default(psfhs_dir, tmp_path):
-    pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
+def _iugc(*args: str):
     import subprocess
     import sys
 
+    return subprocess.run([sys.executable, "-m", "iugc", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_predict_and_finetune_start_from_the_shipped_weights_by_default(psfhs_dir, tmp_path):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
     from data_manifest.importers import import_dataset
     from data_manifest.manifest import load_manifest, write_manifest
     from data_manifest.split import split_by_blocks
@@ -87,13 +89,12 @@ def test_predict_and_finetune_start_from_the_shipped_weights_by_default(psfhs_di
     data = tmp_path / "ds"
     import_dataset("psfhs", psfhs_dir / "release_sample", data, progress=False)
     write_manifest(data, split_by_blocks(load_manifest(data), {"train": ("03744", "03755"), "validation": ("03756", "03759")}))
-    run = lambda *args: subprocess.run([sys.executable, "-m", "iugc", *args], capture_output=True, text=True, cwd=ROOT)  # noqa: E731
-    predicted = run("baseline", "predict", "--input", str(data / "images"), "--output", str(tmp_path / "p"))
+    predicted = _iugc("baseline", "predict", "--input", str(data / "images"), "--output", str(tmp_path / "p"))
     assert predicted.returncode == 0, predicted.stderr
     assert len(json.loads((tmp_path / "p" / "predictions.json").read_text())) == 40
-    tuned = run("baseline", "finetune", "--from", "default", "--data", str(data), "--out", str(tmp_path / "ft"),
-                "--epochs", "1", "--freeze-encoder")
+    tuned = _iugc("baseline", "finetune", "--from", "default", "--data", str(data), "--out", str(tmp_path / "ft"),
+                  "--epochs", "1", "--freeze-encoder")
     assert tuned.returncode == 0, tuned.stderr
     config = json.loads((tmp_path / "ft" / "config.json").read_text())
-    shipped = __import__("torch").load(WEIGHTS / META["file"], map_location="cpu", weights_only=False)
+    shipped = torch.load(WEIGHTS / META["file"], map_location="cpu", weights_only=False)
     assert config["encoder_name"] == shipped["model_config"]["encoder_name"] and config["size"] == shipped["size"]
