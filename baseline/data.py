@@ -1,6 +1,6 @@
 """Training data: frames, masks and standard-plane labels from canonical datasets, resized
 for the network, with seeded ultrasound augmentation (zoom and tilt about the probe,
-shifts, elastic, scan sector, blur, depth gain, contrast, gamma, speckle)."""
+shifts, elastic, scan sector, a dimmed side of the head, blur, depth gain, contrast, gamma, speckle)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,12 +34,35 @@ def _fan(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return (np.abs(angle) <= half_angle) & (radius <= rng.uniform(0.9, 1.3) * h - apex_y)
 
 
+def _shade_head(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Dim one side of the fetal head and its skull echo (image only; labels unchanged).
+
+    On the second scanner the head is dark and its outline faint over much of its
+    circumference, so the network must complete the head from the part of the skull it
+    sees. The dimmed side is a half-plane through the head at a random angle and offset,
+    covering the head mask grown by 4 px (the skull echo lies on the outline), with a soft edge.
+    """
+    head = mask == FH
+    if not head.any():
+        return image
+    h, w = image.shape
+    ys, xs = np.nonzero(head)
+    radius = np.sqrt(head.sum() / np.pi)
+    theta = rng.uniform(0, 2 * np.pi)
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    side = (gx - xs.mean()) * np.cos(theta) + (gy - ys.mean()) * np.sin(theta) > rng.uniform(-0.3, 0.5) * radius
+    grown = cv2.dilate(head.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    shade = cv2.GaussianBlur((grown & side).astype(np.float32), (0, 0), 3)
+    return image * (1 - shade * rng.uniform(0.4, 0.85))
+
+
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Seeded ultrasound augmentation of a float (H, W) image in [0, 1] and its uint8 mask.
 
     Geometry (applied to both): rotation +-20 degrees and zoom 0.65-1.15 about the probe
     (top centre), shift +-10% across and -3..+8% down, elastic (30%), a narrower scan
-    sector (40%; outside it both go black/background). Appearance (image only): blur (30%),
+    sector (40%; outside it both go black/background). Appearance (image only): one side of
+    the fetal head and its skull echo dimmed (40%), blur (30%),
     depth gain, contrast, brightness, gamma 0.6-1.8, multiplicative speckle. The ranges are wide on
     purpose: the validation block comes from a second scanner (smaller anatomy, narrower
     sector, other gain), and these are what change between scanners.
@@ -62,6 +85,8 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tu
         fan = _fan(h, w, rng)
         image = image * fan
         mask = mask * fan.astype(np.uint8)
+    if rng.random() < 0.4:
+        image = _shade_head(image, mask, rng)
     if rng.random() < 0.3:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.5))
     gain = np.linspace(rng.uniform(0.75, 1.25), rng.uniform(0.75, 1.25), h, dtype=np.float32)[:, None]

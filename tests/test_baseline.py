@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -201,6 +202,24 @@ def test_scan_sector_blacks_out_the_image_and_its_labels_alike():
         assert fan[60:160, 120:136].all()  # the scan axis below the apex stays
         assert not fan[0, 0] and not fan[0, -1]  # the top corners are outside any sector
         assert 0.25 < fan.mean() < 0.9
+
+
+def test_head_shading_dims_one_side_of_the_head_and_nothing_far_from_it():
+    from baseline.data import _shade_head
+
+    image = np.full((128, 128), 0.5, np.float32)
+    mask = np.zeros((128, 128), np.uint8)
+    cv2.circle(mask, (64, 70), 30, 2, -1)
+    far = cv2.dilate(mask, np.ones((33, 33), np.uint8)) == 0  # more than 16 px from the head
+    for seed in range(20):
+        shaded = _shade_head(image, mask, np.random.default_rng(seed))
+        assert np.array_equal(shaded[far], image[far])
+        assert (shaded <= image).all()
+        head = shaded[mask == 2]
+        assert (head < 0.4).mean() > 0.2, seed  # a good part of the head is dimmed ...
+        assert (head > 0.49).mean() > 0.1, seed  # ... and a part of it is not
+    no_head = np.where(mask == 2, 1, 0).astype(np.uint8)  # only PS: nothing to shade
+    assert np.array_equal(_shade_head(image, no_head, np.random.default_rng(0)), image)
 
 
 def test_an_augmented_frame_that_loses_a_structure_is_no_longer_standard(dataset):
