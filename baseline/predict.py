@@ -52,11 +52,12 @@ def load_model(weights: str | Path, device: str = "cpu") -> tuple[BaselineNet, i
 
 @torch.no_grad()
 def predict_frame(model: BaselineNet, size: int, image: np.ndarray, device: str = "cpu", flip: bool = False,
-                  largest: bool = True, holes: bool = True):
+                  largest: bool = True, holes: bool = True, ellipse: bool = True):
     """Canonical mask (input size) and p(standard plane) for one grey uint8 frame.
 
-    ``largest``/``holes`` switch the post-processing steps (largest component per
-    structure, hole filling); ``flip`` averages with the horizontally flipped frame.
+    ``largest``/``holes``/``ellipse`` switch the post-processing steps (largest component
+    per structure, hole filling, head as a fitted ellipse); ``flip`` averages with the
+    horizontally flipped frame.
     """
     x = torch.from_numpy(to_network(image, size))[None, None].to(device)
     logits, standard = model(x)
@@ -66,7 +67,7 @@ def predict_frame(model: BaselineNet, size: int, image: np.ndarray, device: str 
         probs = (probs + torch.flip(flipped.softmax(1), dims=[3])) / 2
         standard = (standard + standard_f) / 2
     mask = to_input_size(probs[0].argmax(0).byte().cpu().numpy(), image.shape)
-    return postprocess(mask, largest=largest, holes=holes), float(torch.sigmoid(standard)[0])
+    return postprocess(mask, largest=largest, holes=holes, ellipse=ellipse), float(torch.sigmoid(standard)[0])
 
 
 def _video_frames(path: Path, errors: dict) -> list[tuple[str, np.ndarray]]:
@@ -89,7 +90,7 @@ def _video_frames(path: Path, errors: dict) -> list[tuple[str, np.ndarray]]:
 
 
 def predict_folder(input_dir: Path, output_dir: Path, weights="default", device="cpu", flip=False, progress=True,
-                   largest: bool = True, holes: bool = True) -> dict:
+                   largest: bool = True, holes: bool = True, ellipse: bool = True) -> dict:
     from tqdm import tqdm
 
     model, size = load_model(weights, device)
@@ -106,7 +107,7 @@ def predict_folder(input_dir: Path, output_dir: Path, weights="default", device=
         except ReadError as exc:
             errors[case_id] = str(exc)
             continue
-        mask, p = predict_frame(model, size, image, device, flip, largest, holes)
+        mask, p = predict_frame(model, size, image, device, flip, largest, holes, ellipse)
         cv2.imwrite(str(output_dir / f"{case_id}.png"), mask)
         ellipse, contour = biometry(mask, "ellipse"), biometry(mask, "contour")
         results[case_id] = {

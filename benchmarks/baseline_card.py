@@ -19,10 +19,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PSFHS = ROOT.parent / "shared" / "data" / "psfhs"
 VARIANTS = {
-    "default (largest component + fill holes)": [],
-    "no post-processing": ["--no-largest-component", "--no-fill-holes"],
-    "largest component only": ["--no-fill-holes"],
-    "fill holes only": ["--no-largest-component"],
+    "default (largest component + fill holes + ellipse head)": [],
+    "no ellipse head": ["--no-ellipse-head"],
+    "no post-processing": ["--no-largest-component", "--no-fill-holes", "--no-ellipse-head"],
+    "largest component only": ["--no-fill-holes", "--no-ellipse-head"],
+    "fill holes only": ["--no-largest-component", "--no-ellipse-head"],
     "default + flip TTA": ["--flip"],
 }
 
@@ -180,7 +181,7 @@ def main() -> None:
     print(f"weights {args.weights}; validation block 04301-04401 ({'|'.join(keys)})")
     for name in names:
         results[name] = figures(args.work, args.weights, VARIANTS[name], name)
-        print(f"{name:<42}" + " ".join(f"{results[name][k]:.4f}" if results[name][k] is not None else "-" for k in keys), flush=True)
+        print(f"{name:<56}" + " ".join(f"{results[name][k]:.4f}" if results[name][k] is not None else "-" for k in keys), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     if args.write_card:
