@@ -33,10 +33,19 @@ def weights_path(weights: str | Path) -> Path:
     return path
 
 
+def read_checkpoint(weights: str | Path, device: str = "cpu") -> dict:
+    """A checkpoint ('default' or a path) as written by training or export, normalised:
+    ``model_config`` gains ``input_norm="none"`` when it predates the option, and the
+    ``model`` weights are float32 (the shipped weights are stored as fp16)."""
+    state = torch.load(weights_path(weights), map_location=device, weights_only=False)
+    state["model_config"] = {"input_norm": "none", **state["model_config"]}
+    state["model"] = {k: v.float() for k, v in state["model"].items()}
+    return state
+
+
 def load_model(weights: str | Path, device: str = "cpu") -> tuple[BaselineNet, int]:
     """A checkpoint written by training: returns the model in eval mode and its input size."""
-    path = weights_path(weights)
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = read_checkpoint(weights, device)
     config = state["model_config"]
     model = BaselineNet(
         encoder_name=config["encoder_name"],
@@ -44,9 +53,9 @@ def load_model(weights: str | Path, device: str = "cpu") -> tuple[BaselineNet, i
         decoder_channels=tuple(config["decoder_channels"]),
         in_channels=config["in_channels"],
         classifier_dropout=config["classifier_dropout"],
-        input_norm=config.get("input_norm", "none"),  # checkpoints older than the option
+        input_norm=config["input_norm"],
     )
-    model.load_state_dict({k: v.float() for k, v in state["model"].items()})
+    model.load_state_dict(state["model"])
     return model.to(device).eval(), int(state["size"])
 
 

@@ -290,3 +290,20 @@ def test_finetune_cli_keeps_the_checkpoint_architecture(dataset, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "iugc", "baseline", "finetune", "--from", str(tmp_path / "nope.pt"),
                               "--data", str(dataset), "--out", str(tmp_path / "c")], capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode != 0 and "nope.pt: no such checkpoint" in missing.stderr
+
+
+def test_a_checkpoint_older_than_input_norm_loads_unnormalised_and_fp16_as_float(tmp_path):
+    from baseline.predict import load_model, read_checkpoint
+
+    net = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(16, 8, 4), input_norm="none").eval()
+    config = dict(net.config)
+    del config["input_norm"]  # as written before the option existed
+    path = tmp_path / "old.pt"
+    torch.save({"model": {k: v.half() for k, v in net.state_dict().items()}, "model_config": config, "size": 64}, path)
+    state = read_checkpoint(path)
+    assert state["model_config"]["input_norm"] == "none"
+    assert all(v.dtype != torch.float16 for v in state["model"].values())
+    loaded, size = load_model(path)
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        assert size == 64 and torch.allclose(loaded(x)[0], net(x)[0], atol=0.05)
