@@ -236,6 +236,16 @@ def _init_worker(challenge: ChallengeDefinition, cache_dir: Path | None) -> None
     _WORKER["cache"] = TruthCache(cache_dir)
 
 
+def _init_pool_worker(challenge: ChallengeDefinition, cache_dir: Path | None) -> None:
+    """A forked pool worker: SIGTERM kills it again. A forked worker inherits the parent's
+    handlers, and `iugc evaluate-image` turns SIGTERM into an exception, which the
+    worker's per-case ``except`` would swallow: the pool's terminate then waited forever."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _init_worker(challenge, cache_dir)
+
+
 def _work(item: tuple[TruthCase, str | None]) -> dict:
     truth, pred_path = item
     try:
@@ -322,11 +332,13 @@ def _run(items, challenge, cache_dir, jobs, progress) -> list[dict]:
             return out
         context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
         chunk = max(1, min(16, len(items) // (jobs * 8) or 1))
-        with context.Pool(jobs, initializer=_init_worker, initargs=(challenge, cache_dir)) as pool:
+        with context.Pool(jobs, initializer=_init_pool_worker, initargs=(challenge, cache_dir)) as pool:
             out = []
             for case in pool.imap(_work, items, chunksize=chunk):
                 out.append(case)
                 bar.update()
+            pool.close()  # let the workers finish on their own; the with-block's terminate is for errors
+            pool.join()
             return out
     finally:
         bar.close()

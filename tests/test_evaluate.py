@@ -180,3 +180,44 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     run = run_iugc("evaluate", "--predictions", tmp_path / "nope", "--ground-truth", tmp_path, "--challenge", "psfhs2023", "--out", tmp_path / "o.json")
     assert run.returncode != 0 and "does not exist" in run.stderr
     assert not (tmp_path / "o.json").exists()
+
+
+def _child_swallows_sigterm(init_name: str) -> None:
+    """A forked pool worker: the parent's SIGTERM-raising handler installed, then the
+    initializer, then a SIGTERM during a case (inside the per-case ``except``)."""
+    import os
+    import signal
+    import time
+
+    from challenge.definition import load_challenge
+    from evaluator import evaluate
+
+    getattr(evaluate, init_name)(load_challenge("psfhs2023"), None)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.5)
+    except Exception:  # noqa: BLE001 - what the per-case handler does
+        pass
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the pool forks only on Linux")
+def test_forked_evaluation_workers_die_on_sigterm_even_under_evaluate_image():
+    import multiprocessing
+    import signal
+
+    from evaluator.cli import _raise_on_sigterm
+
+    previous = signal.getsignal(signal.SIGTERM)
+    _raise_on_sigterm()  # as `iugc evaluate-image` does before it scores
+    try:
+        context = multiprocessing.get_context("fork")
+        codes = {}
+        for init_name in ("_init_pool_worker", "_init_worker"):
+            child = context.Process(target=_child_swallows_sigterm, args=(init_name,))
+            child.start()
+            child.join(30)
+            codes[init_name] = child.exitcode
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert codes["_init_pool_worker"] == -signal.SIGTERM  # killed, as Pool.terminate expects
+    assert codes["_init_worker"] == 0  # the inherited handler alone: SIGTERM swallowed (the old hang)
