@@ -98,7 +98,7 @@ def export_cmd(weights, fmt, out):
 @click.option("--largest-component/--no-largest-component", default=True, show_default=True, help="Keep only the largest component per structure.")
 @click.option("--fill-holes/--no-fill-holes", default=True, show_default=True, help="Fill holes inside each structure.")
 @click.option("--ellipse-head/--no-ellipse-head", default=True, show_default=True,
-              help="Replace the fetal head by the ellipse fitted to its outline (a shape prior).")
+              help="Replace the fetal head by the ellipse fitted to its convex outline (a shape prior).")
 def predict_cmd(input_dir, output_dir, weights, device, flip, largest_component, fill_holes, ellipse_head):
     """Write <case_id>.png masks (0/1/2, input size) and predictions.json (p, AoP, HSD)."""
     from baseline.predict import predict_folder
