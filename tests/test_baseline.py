@@ -65,7 +65,7 @@ def test_ellipse_head_restores_a_notched_head_and_leaves_the_rest():
         cv2.ellipse(damaged, centre, (axes[0] + 5, axes[1] + 5), 0.0, start, start + 50, 0, -1)
         damaged[truth == 1] = 1
 
-        def head_dice(m):
+        def head_dice(m, truth=truth):
             return 2 * ((m == 2) & (truth == 2)).sum() / ((m == 2).sum() + (truth == 2).sum())
 
         fixed = ellipse_head(damaged)
