@@ -20,6 +20,8 @@ def _train_options(f):
         click.option("--size", type=int, default=256, show_default=True, help="Network input size (multiple of 32)."),
         click.option("--encoder", "encoder_name", default="resnet34", show_default=True, help="smp encoder name."),
         click.option("--encoder-weights", default=None, help="Pretrained encoder weights to download (e.g. imagenet); default: from scratch."),
+        click.option("--ema-decay", type=float, default=0.99, show_default=True,
+                     help="Validate and save an exponential moving average of the weights (0: the raw weights)."),
         click.option("--decoder-channels", default="256,128,64,32,16", show_default=True, help="Decoder widths, one per encoder stage (lighter is faster on CPU, e.g. 64,32,16,16,8)."),
     ]):
         f = option(f)

@@ -26,8 +26,11 @@ def standard_label(mask: np.ndarray | None, recorded: bool | None) -> float:
 def _fan(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A random ultrasound sector (bool (H, W)): apex near the top centre, random half-angle."""
     apex_x = w / 2 + rng.uniform(-0.08, 0.08) * w
-    apex_y = -rng.uniform(0.0, 0.25) * h
-    half_angle = np.deg2rad(rng.uniform(28, 50))
+    # narrower sectors start further above the frame (the second scanner's: about 24
+    # degrees either side, apex 0.26 H above the top); the widest start at the top
+    degrees = rng.uniform(20, 50)
+    apex_y = -rng.uniform(0.0, 0.35) * h * (50 - degrees) / 30
+    half_angle = np.deg2rad(degrees)
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
     angle = np.arctan2(gx - apex_x, gy - apex_y)
     radius = np.hypot(gx - apex_x, gy - apex_y)
@@ -56,10 +59,81 @@ def _shade_head(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -
     return image * (1 - shade * rng.uniform(0.4, 0.85))
 
 
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _distance_weight(outside: np.ndarray, sx: np.ndarray, sy: np.ndarray, reach: float) -> np.ndarray:
+    """0 on a structure, rising to 1 at ``reach`` px from it (``outside`` is False on the
+    structure), looked up at the source coordinates (sx, sy)."""
+    distance = cv2.distanceTransform(outside.astype(np.uint8), cv2.DIST_L2, 3)
+    at = cv2.remap(distance, sx.astype(np.float32), sy.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return _smoothstep(at / reach)
+
+
+def anatomy_warp(image: np.ndarray, mask: np.ndarray, push: float, ps_turn: float) -> tuple[np.ndarray, np.ndarray]:
+    """Change how the fetal head lies against the pubic symphysis, by smooth warps of
+    image and mask alike, so that the angle of progression itself varies in training.
+
+    A rotation or zoom of the whole frame leaves the AoP as it was; labour stage, the
+    probe's pressure and another scanner do not (the second scanner's frames have a median
+    AoP of 87 degrees against 120 on the first, and a wider head-symphysis gap). Two warps,
+    each the identity on the other structure:
+
+    - ``push`` (pixels, >= 0): the head, and everything beyond the symphysis along the line
+      from the PS centre to the FH centre, moves that far along it; the tissue between them
+      is stretched over a ramp from the PS edge to the head's near edge. The push is capped
+      at twice the gap along that line, so the ramp ends before the head (which moves whole,
+      its shape kept) and the map stays one-to-one.
+    - ``ps_turn`` (degrees): the symphysis turns about its centre, fading out between 1.2
+      and 2.5 of its radii and within 16 px of the head.
+
+    ``image`` is float (H, W), ``mask`` uint8 (H, W) with PS=1/FH=2; a frame missing
+    either structure comes back unchanged. One map from each output pixel back to its
+    source is applied once, linear for the image and nearest for the mask, so labels stay
+    on the anatomy they belong to.
+
+    >>> m = np.zeros((128, 128), np.uint8); m[10:20, 54:74] = 1; _ = cv2.circle(m, (64, 70), 25, 2, -1)
+    >>> _, w = anatomy_warp(m.astype(np.float32), m, push=15, ps_turn=0)
+    >>> int(np.nonzero(w == 2)[0].min() - np.nonzero(m == 2)[0].min())  # the head's top moved down
+    15
+    """
+    ps, fh = np.argwhere(mask == PS).astype(np.float32), np.argwhere(mask == FH).astype(np.float32)
+    if len(ps) == 0 or len(fh) == 0:
+        return image, mask
+    h, w = mask.shape
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ps_c, fh_c = ps.mean(0), fh.mean(0)
+    axis = fh_c - ps_c
+    axis /= max(float(np.linalg.norm(axis)), 1e-6)
+    sy, sx = gy, gx  # the source of each output pixel
+    near, gap_end = float(((ps - ps_c) @ axis).max()), float(((fh - ps_c) @ axis).min())
+    push = min(max(push, 0.0), 2 * max(gap_end - near, 0.0))
+    if push > 0:
+        # a point at output position t along the axis comes from t - push * ramp(t); the
+        # ramp rises over (gap + push) >= 1.5 push, so t - push * ramp(t) keeps increasing
+        along = (gy - ps_c[0]) * axis[0] + (gx - ps_c[1]) * axis[1]
+        shift = push * _smoothstep((along - near) / (gap_end - near + push))
+        sy, sx = sy - shift * axis[0], sx - shift * axis[1]
+    if ps_turn:
+        radius = float(np.sqrt(len(ps) / np.pi))
+        dy, dx = sy - ps_c[0], sx - ps_c[1]
+        fade = 1 - _smoothstep((np.hypot(dy, dx) - 1.2 * radius) / (1.3 * radius))
+        angle = np.deg2rad(ps_turn) * fade * _distance_weight(mask != FH, sx, sy, 16.0)
+        cos, sin = np.cos(angle), np.sin(angle)
+        sy, sx = ps_c[0] + cos * dy - sin * dx, ps_c[1] + sin * dy + cos * dx
+    sx, sy = sx.astype(np.float32), sy.astype(np.float32)
+    image = cv2.remap(image, sx, sy, cv2.INTER_LINEAR, borderValue=0)
+    mask = cv2.remap(mask, sx, sy, cv2.INTER_NEAREST, borderValue=0)
+    return image, mask
+
+
 def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Seeded ultrasound augmentation of a float (H, W) image in [0, 1] and its uint8 mask.
 
-    Geometry (applied to both): rotation +-20 degrees and zoom 0.65-1.15 about the probe
+    Geometry (applied to both): the anatomy warp (50%: the head pushed up to 12% of the
+    frame away from the symphysis, the symphysis turned +-20 degrees), rotation +-20 degrees and zoom 0.65-1.15 about the probe
     (top centre), shift +-10% across and -3..+8% down, elastic (30%), a narrower scan
     sector (40%; outside it both go black/background). Appearance (image only): one side of
     the fetal head and its skull echo dimmed (40%), blur (30%),
@@ -68,6 +142,8 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tu
     sector, other gain), and these are what change between scanners.
     """
     h, w = image.shape
+    if rng.random() < 0.5:  # the head pushed away from the symphysis, the symphysis turned
+        image, mask = anatomy_warp(image, mask, push=rng.uniform(0, 0.12) * h, ps_turn=rng.uniform(-20, 20))
     # Rotation and zoom about the probe (top centre), as a tilt of the probe or another depth
     # setting would change the frame: the anatomy under the probe stays at the top.
     probe = (w / 2 + rng.uniform(-0.05, 0.05) * w, 0.0)

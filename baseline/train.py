@@ -53,6 +53,7 @@ class TrainConfig:
     val_splits: list[str] = field(default_factory=lambda: ["validation"])
     init_from: str | None = None
     freeze_encoder: bool = False
+    ema_decay: float = 0.99
 
 
 def seed_everything(seed: int) -> None:
@@ -110,6 +111,36 @@ def validate(model: BaselineNet, dataset: FrameDataset, device: str, truths: dic
         out["hsd_error"] = float(np.mean(hsd_c)) if hsd_c else None
         out["psfhs_score"] = challenge_score(agg, psfhs)[0]
     return out
+
+
+class WeightAverage:
+    """An exponential moving average of the model's weights and BatchNorm statistics,
+    updated after every optimiser step; validation and checkpoints use it.
+
+    Single training steps on 16 augmented frames move a from-scratch network a lot: the
+    validation figures of consecutive epochs jumped by 0.05-0.1 Dice on the second
+    scanner. The average is the usual remedy (and usually generalises better). The decay
+    warms up as min(decay, (1 + step) / (10 + step)) so short runs are not dominated by
+    the random initialisation; ``decay=0`` keeps the raw weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        import copy
+
+        self.decay, self.steps = decay, 0
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if mine.is_floating_point():
+                mine.lerp_(theirs, 1 - decay)
+            else:
+                mine.copy_(theirs)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -196,6 +227,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     if config.freeze_encoder:
         for p in model.encoder_parameters():
             p.requires_grad = False
+    average = WeightAverage(model, config.ema_decay)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device == "cuda")
@@ -205,7 +237,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     last = out / "last.pt"
     if config.resume and last.is_file():
         state = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("training_model", state["model"]))  # runs before the average kept one
+        average.model.load_state_dict(state["model"])
+        average.steps = state.get("average_steps", 0)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start, best, rows = state["epoch"] + 1, state["best"], state["rows"]
@@ -228,21 +262,23 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            average.update(model)
             losses.append(float(loss.detach()))
         scheduler.step()
-        figures = validate(model, val_set, device, truths)
+        figures = validate(average.model, val_set, device, truths)
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - began, 2)}
         row.update({k: figures.get(k) for k in LOG_COLUMNS if k not in row})
         rows.append(row)
         _write_log(out / "log.csv", rows)
         plot_curves(rows, out / "curves.png")
-        state = {"model": model.state_dict(), "model_config": model.config, "epoch": epoch, "rows": rows}
+        state = {"model": average.model.state_dict(), "model_config": model.config, "epoch": epoch, "rows": rows}
         score = figures.get("psfhs_score")
         if score is not None and score > best["psfhs_score"]:
             best = dict(row)
             _atomic_torch_save({**state, "size": config.size}, out / "best.pt")
         _atomic_torch_save(
-            {**state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
+            {**state, "training_model": model.state_dict(), "average_steps": average.steps,
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
              "torch_rng": torch.get_rng_state(), "size": config.size},
             last,
         )

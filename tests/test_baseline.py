@@ -307,3 +307,90 @@ def test_a_checkpoint_older_than_input_norm_loads_unnormalised_and_fp16_as_float
     x = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         assert size == 64 and torch.allclose(loaded(x)[0], net(x)[0], atol=0.05)
+
+
+def test_anatomy_warp_moves_the_head_whole_and_leaves_the_symphysis(psfhs_dir):
+    from baseline.data import anatomy_warp
+
+    moved = 0
+    for case_id in range(3744, 4402, 47):
+        mask = cv2.imread(str(psfhs_dir / "masks" / f"{case_id:05d}.png"), cv2.IMREAD_UNCHANGED)
+        image = mask.astype(np.float32) / 2  # the image is the mask: alignment is visible
+        ps, fh = np.argwhere(mask == 1), np.argwhere(mask == 2)
+        axis = fh.mean(0) - ps.mean(0)
+        axis /= np.linalg.norm(axis)
+        gap = ((fh - ps.mean(0)) @ axis).min() - ((ps - ps.mean(0)) @ axis).max()
+        push = min(20.0, 2 * gap)
+        w_image, w_mask = anatomy_warp(image, mask, push=20.0, ps_turn=0.0)
+        assert np.array_equal(w_mask == 1, mask == 1), case_id  # the PS lies before the ramp: untouched
+        head = np.argwhere(w_mask == 2)
+        shift = (head.mean(0) - fh.mean(0)) @ axis
+        assert abs(shift - push) < 1.0, (case_id, shift, push)  # moved as far as the cap allows ...
+        assert abs(len(head) - len(fh)) < 0.02 * len(fh), case_id  # ... and whole
+        assert (np.abs(w_image - w_mask / 2) < 0.26).mean() > 0.99  # image and labels moved together
+        moved += push > 5
+    assert moved >= 8
+
+
+def test_anatomy_warp_turns_the_symphysis_and_not_the_head(psfhs_dir):
+    from baseline.data import anatomy_warp
+
+    def ps_axis_degrees(mask):
+        _, _, angle = cv2.fitEllipse(cv2.findContours((mask == 1).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0][0])
+        return angle
+
+    for case_id in range(3744, 4402, 61):
+        mask = cv2.imread(str(psfhs_dir / "masks" / f"{case_id:05d}.png"), cv2.IMREAD_UNCHANGED)
+        for turn in (-15.0, 12.0):
+            _, w_mask = anatomy_warp(mask.astype(np.float32), mask, push=0.0, ps_turn=turn)
+            assert np.array_equal(w_mask == 2, mask == 2), case_id
+            change = (ps_axis_degrees(w_mask) - ps_axis_degrees(mask) + 90) % 180 - 90
+            assert abs(abs(change) - abs(turn)) < 4, (case_id, turn, change)
+    only_head = np.where(mask == 2, 2, 0).astype(np.uint8)
+    assert np.array_equal(anatomy_warp(only_head.astype(np.float32), only_head, 20.0, 10.0)[1], only_head)
+
+
+def test_weight_average_follows_the_weights_and_survives_a_resume(dataset, tmp_path):
+    from baseline.train import WeightAverage
+
+    torch.manual_seed(0)
+    net = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(16, 8, 4))
+    raw = WeightAverage(net, decay=0.0)
+    slow = WeightAverage(net, decay=0.9)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    raw.update(net)
+    slow.update(net)  # warm-up: decay min(0.9, 2/11) on the first step
+    for key, value in net.state_dict().items():
+        if value.is_floating_point():
+            assert torch.equal(raw.model.state_dict()[key], value)
+            assert torch.allclose(slow.model.state_dict()[key], start[key] + (value - start[key]) * (1 - 2 / 11), atol=1e-5)
+
+
+def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(dataset, tmp_path):
+    import signal
+    import time
+
+    config = dict(TINY, epochs=3)
+    straight = train(TrainConfig(data=str(dataset), out=str(tmp_path / "a"), **config), progress=False)
+    args = ", ".join(f"{k}={v!r}" for k, v in config.items())
+    script = ("from baseline.train import TrainConfig, train\n"
+              f"train(TrainConfig(data={str(dataset)!r}, out={str(tmp_path / 'b')!r}, {args}), progress=False)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    last = tmp_path / "b" / "last.pt"
+    while not last.exists() and child.poll() is None:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)  # mid-epoch 2: only epoch 1 is saved
+    child.wait()
+    killed_at = torch.load(last, weights_only=False)["epoch"]
+    assert killed_at < 2, "the run finished before the kill; nothing was resumed"
+    resumed = train(TrainConfig(data=str(dataset), out=str(tmp_path / "b"), resume=True, **config), progress=False)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(last, weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2 and a["average_steps"] == b["average_steps"] > 0
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-4), key
+    assert straight["dice"] == pytest.approx(resumed["dice"], abs=1e-3)
+    assert [r["epoch"] for r in csv.DictReader((tmp_path / "b" / "log.csv").open())] == ["1", "2", "3"]
