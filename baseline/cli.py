@@ -10,7 +10,7 @@ def _train_options(f):
     for option in reversed([
         click.option("--data", required=True, type=click.Path(path_type=Path), help="Canonical dataset with train/validation splits (`iugc data split`)."),
         click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="RUN_DIR: log.csv, curves.png, last.pt, best.pt."),
-        click.option("--epochs", type=int, default=150, show_default=True),
+        click.option("--epochs", type=int, default=40, show_default=True),
         click.option("--batch-size", type=int, default=16, show_default=True),
         click.option("--lr", type=float, default=1e-3, show_default=True),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
@@ -18,11 +18,13 @@ def _train_options(f):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--resume", is_flag=True, help="Continue from RUN_DIR/last.pt after a kill."),
         click.option("--size", type=int, default=256, show_default=True, help="Network input size (multiple of 32)."),
-        click.option("--encoder", "encoder_name", default="resnet34", show_default=True, help="smp encoder name."),
+        click.option("--encoder", "encoder_name", default="resnet18", show_default=True,
+                     help="smp encoder name (the shipped weights: resnet18; the issue's plain reference: resnet34)."),
         click.option("--encoder-weights", default=None, help="Pretrained encoder weights to download (e.g. imagenet); default: from scratch."),
         click.option("--ema-decay", type=float, default=0.99, show_default=True,
                      help="Validate and save an exponential moving average of the weights (0: the raw weights)."),
-        click.option("--decoder-channels", default="256,128,64,32,16", show_default=True, help="Decoder widths, one per encoder stage (lighter is faster on CPU, e.g. 64,32,16,16,8)."),
+        click.option("--decoder-channels", default="128,64,32,16,8", show_default=True,
+                     help="Decoder widths, one per encoder stage (smp's default, 256,128,64,32,16, is slower on CPU)."),
     ]):
         f = option(f)
     return f
@@ -97,17 +99,20 @@ def export_cmd(weights, fmt, out):
 @click.option("--weights", default="default", show_default=True, help="'default' (shipped) or a checkpoint path.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--flip", is_flag=True, help="Test-time flip augmentation.")
+@click.option("--complete/--no-complete", default=True, show_default=True,
+              help="On a frame judged standard, give a structure the argmax missed the region where it is most likely.")
 @click.option("--largest-component/--no-largest-component", default=True, show_default=True, help="Keep only the largest component per structure.")
 @click.option("--fill-holes/--no-fill-holes", default=True, show_default=True, help="Fill holes inside each structure.")
 @click.option("--ellipse-head/--no-ellipse-head", default=True, show_default=True,
               help="Replace the fetal head by the ellipse fitted to its convex outline (a shape prior).")
-def predict_cmd(input_dir, output_dir, weights, device, flip, largest_component, fill_holes, ellipse_head):
+def predict_cmd(input_dir, output_dir, weights, device, flip, complete, largest_component, fill_holes, ellipse_head):
     """Write <case_id>.png masks (0/1/2, input size) and predictions.json (p, AoP, HSD)."""
+    from baseline.postprocess import Steps
     from baseline.predict import predict_folder
 
     try:
-        summary = predict_folder(input_dir, output_dir, weights, device, flip, largest=largest_component, holes=fill_holes,
-                                 ellipse=ellipse_head)
+        steps = Steps(complete=complete, largest=largest_component, holes=fill_holes, ellipse=ellipse_head)
+        summary = predict_folder(input_dir, output_dir, weights, device, flip, steps=steps)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     for case, error in summary["errors"].items():

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from baseline.frames import to_input_size, to_network
-from baseline.postprocess import postprocess
+from baseline.frames import to_network
+from baseline.postprocess import Steps, finish
 
 
 class OnnxPredictor:
@@ -18,7 +18,8 @@ class OnnxPredictor:
     >>> # OnnxPredictor("model.onnx").predict(np.zeros((300, 400), np.uint8))
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, steps: Steps = Steps()):
+        self.steps = steps
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -33,11 +34,11 @@ class OnnxPredictor:
     def predict_batch(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
         batch = np.stack([to_network(f, self.size) for f in frames])[:, None]
         logits, standard = self.session.run(None, {"image": batch})
-        probs = 1 / (1 + np.exp(-standard.reshape(-1)))
-        return [
-            (postprocess(to_input_size(logits[i].argmax(0), frame.shape)), float(probs[i]))
-            for i, frame in enumerate(frames)
-        ]
+        p_standard = 1 / (1 + np.exp(-standard.reshape(-1).astype(np.float64)))
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        softmax = shifted / shifted.sum(axis=1, keepdims=True)
+        return [(finish(softmax[i], float(p_standard[i]), frame.shape, self.steps), float(p_standard[i]))
+                for i, frame in enumerate(frames)]
 
     def predict(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         return self.predict_batch([frame])[0]

@@ -1,11 +1,58 @@
-"""Mask post-processing the biometry needs: the largest connected component per
-structure, filled holes and an elliptical fetal head, each switchable."""
+"""Mask post-processing the biometry needs: a missing structure completed from the
+probabilities on standard planes, the largest connected component per structure, filled
+holes and an elliptical fetal head, each switchable."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from baseline.frames import to_input_size
 from challenge.labels import FH, PS
+
+STANDARD = 0.5
+"""p(standard plane) from which a frame must show both structures (the IUGC rule)."""
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Which post-processing steps run (all by default); see :func:`finish`."""
+
+    complete: bool = True
+    largest: bool = True
+    holes: bool = True
+    ellipse: bool = True
+
+
+def complete_structures(mask: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Give a structure that the argmax left out the region where it is most likely.
+
+    ``mask`` is the (H, W) argmax of ``probs`` (3, H, W) (softmax over background/PS/FH).
+    For PS and FH, each missing from ``mask``: the pixels whose probability of it is at
+    least half its highest in the frame become that structure (over whatever they were),
+    keeping the largest component. Call it only where the frame should show both (a
+    standard plane: the AoP is undefined without either, which scores the worst case,
+    180 degrees). A present structure is left alone; so is one whose highest probability
+    is 0.
+
+    >>> probs = np.zeros((3, 8, 8), np.float32); probs[0] = 0.8; probs[1] = 0.05; probs[1, 2:4, 2:4] = 0.3
+    >>> probs[2, 5:, :] = 0.9; probs[0, 5:, :] = 0.05; mask = probs.argmax(0).astype(np.uint8)
+    >>> int((mask == 1).sum()), int((complete_structures(mask, probs) == 1).sum())
+    (0, 4)
+    """
+    if probs.ndim != 3 or probs.shape[0] != 3 or probs.shape[1:] != mask.shape:
+        raise ValueError(f"probs must be (3, H, W) for a (H, W) mask: got {probs.shape} and {mask.shape}")
+    out = mask
+    for label in (PS, FH):
+        peak = float(probs[label].max())
+        if peak <= 0 or (out == label).any():
+            continue
+        region = (probs[label] >= peak / 2).astype(np.uint8)
+        count, components, stats, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
+        out = out.copy()
+        out[components == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))] = label
+    return out
 
 
 def largest_component(mask: np.ndarray, label: int) -> np.ndarray:
@@ -79,3 +126,22 @@ def postprocess(mask: np.ndarray, *, largest: bool = True, holes: bool = True, e
         if holes:
             mask = fill_holes(mask, label)
     return ellipse_head(mask) if ellipse else mask
+
+
+def finish(probs: np.ndarray, p_standard: float, shape: tuple[int, ...], steps: Steps = Steps()) -> np.ndarray:
+    """The network's softmax (3, h, w) -> the canonical uint8 mask at the frame's (H, W).
+
+    Argmax; on a frame judged standard (``p_standard >= STANDARD``) a structure the argmax
+    left out is completed from the probabilities (:func:`complete_structures`); the mask
+    goes back to the frame's size with nearest neighbour; then :func:`postprocess`. The
+    PyTorch and ONNX Runtime paths and training's validation all end here.
+
+    >>> probs = np.zeros((3, 4, 4), np.float32); probs[0] = 1
+    >>> finish(probs, 0.9, (8, 8)).shape
+    (8, 8)
+    """
+    mask = probs.argmax(0).astype(np.uint8)
+    if steps.complete and p_standard >= STANDARD:
+        mask = complete_structures(mask, probs)
+    mask = to_input_size(mask, shape)
+    return postprocess(mask, largest=steps.largest, holes=steps.holes, ellipse=steps.ellipse)

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import torch
 
-from baseline.frames import to_input_size, to_network
+from baseline.frames import to_network
 from baseline.model import BaselineNet
-from baseline.postprocess import postprocess
+from baseline.postprocess import Steps, finish
 from challenge.biometry import biometry
 from data_manifest.io import IMAGE_SUFFIXES, ReadError, atomic_write_text, case_id_of, read_image
 
@@ -61,12 +61,11 @@ def load_model(weights: str | Path, device: str = "cpu") -> tuple[BaselineNet, i
 
 @torch.no_grad()
 def predict_frame(model: BaselineNet, size: int, image: np.ndarray, device: str = "cpu", flip: bool = False,
-                  largest: bool = True, holes: bool = True, ellipse: bool = True):
+                  steps: Steps = Steps()):
     """Canonical mask (input size) and p(standard plane) for one grey uint8 frame.
 
-    ``largest``/``holes``/``ellipse`` switch the post-processing steps (largest component
-    per structure, hole filling, head as a fitted ellipse); ``flip`` averages with the
-    horizontally flipped frame.
+    ``steps`` switches the post-processing steps (:class:`baseline.postprocess.Steps`);
+    ``flip`` averages with the horizontally flipped frame.
     """
     x = torch.from_numpy(to_network(image, size))[None, None].to(device)
     logits, standard = model(x)
@@ -75,8 +74,8 @@ def predict_frame(model: BaselineNet, size: int, image: np.ndarray, device: str 
         flipped, standard_f = model(torch.flip(x, dims=[3]))
         probs = (probs + torch.flip(flipped.softmax(1), dims=[3])) / 2
         standard = (standard + standard_f) / 2
-    mask = to_input_size(probs[0].argmax(0).byte().cpu().numpy(), image.shape)
-    return postprocess(mask, largest=largest, holes=holes, ellipse=ellipse), float(torch.sigmoid(standard)[0])
+    p = float(torch.sigmoid(standard)[0])
+    return finish(probs[0].float().cpu().numpy(), p, image.shape, steps), p
 
 
 def _video_frames(path: Path, errors: dict) -> list[tuple[str, np.ndarray]]:
@@ -99,7 +98,7 @@ def _video_frames(path: Path, errors: dict) -> list[tuple[str, np.ndarray]]:
 
 
 def predict_folder(input_dir: Path, output_dir: Path, weights="default", device="cpu", flip=False, progress=True,
-                   largest: bool = True, holes: bool = True, ellipse: bool = True) -> dict:
+                   steps: Steps = Steps()) -> dict:
     from tqdm import tqdm
 
     model, size = load_model(weights, device)
@@ -116,7 +115,7 @@ def predict_folder(input_dir: Path, output_dir: Path, weights="default", device=
         except ReadError as exc:
             errors[case_id] = str(exc)
             continue
-        mask, p = predict_frame(model, size, image, device, flip, largest, holes, ellipse)
+        mask, p = predict_frame(model, size, image, device, flip, steps)
         cv2.imwrite(str(output_dir / f"{case_id}.png"), mask)
         ellipse, contour = biometry(mask, "ellipse"), biometry(mask, "contour")
         results[case_id] = {

@@ -17,9 +17,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from baseline.data import FrameDataset
-from baseline.frames import to_input_size
 from baseline.model import BaselineNet
-from baseline.postprocess import postprocess
+from baseline.postprocess import finish
 from challenge.biometry import biometry
 from challenge.definition import load_challenge
 from data_manifest.io import read_mask
@@ -36,7 +35,7 @@ LOG_COLUMNS = [
 class TrainConfig:
     data: str
     out: str
-    epochs: int = 150
+    epochs: int = 40
     batch_size: int = 16
     lr: float = 1e-3
     device: str = "cpu"
@@ -44,10 +43,10 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     size: int = 256
-    encoder_name: str = "resnet34"
+    encoder_name: str = "resnet18"
     encoder_weights: str | None = None
     encoder_depth: int = 5
-    decoder_channels: list[int] = field(default_factory=lambda: [256, 128, 64, 32, 16])
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])
     input_norm: str = "frame"
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     val_splits: list[str] = field(default_factory=lambda: ["validation"])
@@ -86,7 +85,8 @@ def validate(model: BaselineNet, dataset: FrameDataset, device: str, truths: dic
     for index, case in enumerate(dataset.cases):
         image, _, label = dataset[index]
         logits, standard = model(image[None].to(device))
-        probs.append(float(torch.sigmoid(standard)[0]))
+        p_standard = float(torch.sigmoid(standard)[0])
+        probs.append(p_standard)
         labels.append(int(label))
         if not case.mask:
             continue
@@ -94,7 +94,7 @@ def validate(model: BaselineNet, dataset: FrameDataset, device: str, truths: dic
             truth = read_mask(dataset.root / case.mask)
             truths[case.case_id] = (truth, biometry(truth, "ellipse"), biometry(truth, "contour"))
         truth, truth_ellipse, truth_contour = truths[case.case_id]
-        pred = postprocess(to_input_size(logits[0].argmax(0).byte().cpu().numpy(), truth.shape))
+        pred = finish(logits[0].softmax(0).float().cpu().numpy(), p_standard, truth.shape)
         values = segmentation_values(pred, truth)
         values.update(biometry_values(biometry(pred, "ellipse"), truth_ellipse, psfhs))
         contour = biometry_values(biometry(pred, "contour"), truth_contour, iugc)

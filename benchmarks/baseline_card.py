@@ -19,11 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PSFHS = ROOT.parent / "shared" / "data" / "psfhs"
 VARIANTS = {
-    "default (largest component + fill holes + ellipse head)": [],
+    "default (completion + largest component + fill holes + ellipse head)": [],
+    "no completion": ["--no-complete"],
     "no ellipse head": ["--no-ellipse-head"],
-    "no post-processing": ["--no-largest-component", "--no-fill-holes", "--no-ellipse-head"],
-    "largest component only": ["--no-fill-holes", "--no-ellipse-head"],
-    "fill holes only": ["--no-largest-component", "--no-ellipse-head"],
+    "no post-processing": ["--no-complete", "--no-largest-component", "--no-fill-holes", "--no-ellipse-head"],
+    "largest component only": ["--no-complete", "--no-fill-holes", "--no-ellipse-head"],
+    "fill holes only": ["--no-complete", "--no-largest-component", "--no-ellipse-head"],
     "default + flip TTA": ["--flip"],
 }
 

@@ -394,3 +394,25 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(dataset, tm
         assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-4), key
     assert straight["dice"] == pytest.approx(resumed["dice"], abs=1e-3)
     assert [r["epoch"] for r in csv.DictReader((tmp_path / "b" / "log.csv").open())] == ["1", "2", "3"]
+
+
+def test_a_structure_the_argmax_missed_is_completed_only_on_standard_planes():
+    from baseline.postprocess import STANDARD, Steps, finish
+
+    probs = np.zeros((3, 64, 64), np.float32)
+    probs[0] = 0.7
+    probs[1] = 0.1
+    probs[1, 10:20, 20:40] = 0.4  # the PS is likely here, but never the argmax
+    probs[1, 50:52, 5:7] = 0.35  # a smaller, separate likely patch: not taken
+    probs[2, 30:60, 20:50] = 0.9  # the head wins the argmax
+    probs[0, 30:60, 20:50] = 0.05
+    completed = finish(probs, STANDARD, (128, 128), Steps(ellipse=False))
+    ps = completed == 1
+    assert ps[20:40, 40:80].all() and ps.sum() == 20 * 40  # the PS region, at the frame's size
+    assert (completed == 2).sum() == 60 * 60  # the head untouched
+    assert not (finish(probs, STANDARD - 0.01, (128, 128)) == 1).any()  # not a standard plane: left missing
+    assert not (finish(probs, 0.99, (128, 128), Steps(complete=False)) == 1).any()  # switched off
+    with pytest.raises(ValueError, match=r"\(3, H, W\).*\(2, 64, 64\)"):
+        from baseline.postprocess import complete_structures
+
+        complete_structures(np.zeros((64, 64), np.uint8), probs[:2])
