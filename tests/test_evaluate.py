@@ -182,42 +182,46 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     assert not (tmp_path / "o.json").exists()
 
 
-def _child_swallows_sigterm(init_name: str) -> None:
-    """A forked pool worker: the parent's SIGTERM-raising handler installed, then the
-    initializer, then a SIGTERM during a case (inside the per-case ``except``)."""
-    import os
-    import signal
-    import time
+_SIGTERM_PROBE = """
+import json, multiprocessing, os, signal, sys, time
 
-    from challenge.definition import load_challenge
-    from evaluator import evaluate
+from challenge.definition import load_challenge
+from evaluator import evaluate
+from evaluator.cli import _raise_on_sigterm
 
+
+def child(init_name):
+    # a forked pool worker: the parent's handler, then the initializer, then a SIGTERM
+    # arriving during a case (inside the per-case except, as _work has it)
     getattr(evaluate, init_name)(load_challenge("psfhs2023"), None)
     try:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.5)
-    except Exception:  # noqa: BLE001, S110 - what the per-case handler does
+    except Exception:
         pass
+
+
+_raise_on_sigterm()  # as `iugc evaluate-image` does before it scores
+codes = {}
+for name in ("_init_pool_worker", "_init_worker"):
+    proc = multiprocessing.get_context("fork").Process(target=child, args=(name,))
+    proc.start()
+    proc.join(60)
+    codes[name] = proc.exitcode
+    if proc.exitcode is None:
+        proc.kill()
+print(json.dumps(codes))
+"""
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the pool forks only on Linux")
 def test_forked_evaluation_workers_die_on_sigterm_even_under_evaluate_image():
-    import multiprocessing
+    # In a fresh interpreter: forking the pytest worker itself (with torch's threads
+    # running) can deadlock the child, which would say nothing about our handlers.
     import signal
 
-    from evaluator.cli import _raise_on_sigterm
-
-    previous = signal.getsignal(signal.SIGTERM)
-    _raise_on_sigterm()  # as `iugc evaluate-image` does before it scores
-    try:
-        context = multiprocessing.get_context("fork")
-        codes = {}
-        for init_name in ("_init_pool_worker", "_init_worker"):
-            child = context.Process(target=_child_swallows_sigterm, args=(init_name,))
-            child.start()
-            child.join(30)
-            codes[init_name] = child.exitcode
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    run = subprocess.run([sys.executable, "-c", _SIGTERM_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    codes = json.loads(run.stdout.strip().splitlines()[-1])
     assert codes["_init_pool_worker"] == -signal.SIGTERM  # killed, as Pool.terminate expects
     assert codes["_init_worker"] == 0  # the inherited handler alone: SIGTERM swallowed (the old hang)
