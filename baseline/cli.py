@@ -79,15 +79,20 @@ def finetune_cmd(**options):
 
 @baseline_group.command("export")
 @click.option("--weights", default="default", show_default=True, help="'default' (shipped) or a checkpoint path.")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "fp16"]), default="onnx", show_default=True,
-              help="onnx: for ONNX Runtime (what the submission container runs); fp16: compact weights to ship.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "fp16", "int8"]), default="onnx", show_default=True,
+              help="onnx: for ONNX Runtime (what the submission container runs); fp16 / int8: compact weights to ship "
+                   "(int8: convolution weights per output channel, a quarter of float32).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="The file to write (.onnx or .pt).")
 def export_cmd(weights, fmt, out):
-    """Export the network for ONNX Runtime, or as compact fp16 weights (no optimizer state)."""
+    """Export the network for ONNX Runtime, or as compact fp16/int8 weights (no optimizer state)."""
     from baseline.export import export_onnx, export_release
+    from baseline.predict import weights_path
 
     try:
-        (export_onnx if fmt == "onnx" else export_release)(weights, out)
+        if fmt == "onnx":
+            export_onnx(weights, out)
+        else:
+            export_release(weights_path(weights), out, precision=fmt)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out}")

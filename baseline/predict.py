@@ -36,10 +36,15 @@ def weights_path(weights: str | Path) -> Path:
 def read_checkpoint(weights: str | Path, device: str = "cpu") -> dict:
     """A checkpoint ('default' or a path) as written by training or export, normalised:
     ``model_config`` gains ``input_norm="none"`` when it predates the option, and the
-    ``model`` weights are float32 (the shipped weights are stored as fp16)."""
+    ``model`` weights are float32 (release weights are stored as fp16, or int8 with
+    per-channel scales: see :func:`baseline.export.export_release`)."""
     state = torch.load(weights_path(weights), map_location=device, weights_only=False)
     state["model_config"] = {"input_norm": "none", **state["model_config"]}
-    state["model"] = {k: v.float() for k, v in state["model"].items()}
+    scales = state.pop("int8_scales", {})
+    state["model"] = {
+        k: v.float() * scales[k].reshape(-1, *[1] * (v.ndim - 1)) if k in scales else (v.float() if v.is_floating_point() else v)
+        for k, v in state["model"].items()
+    }
     return state
 
 

@@ -97,12 +97,12 @@ def render_card(meta: dict) -> str:
     t = meta["training"]
     lines = [
         "# Baseline weights: model card", "",
-        f"`baseline/weights/{meta['file']}` ({meta['bytes'] / 2**20:.1f} MB, fp16), sha256 `{meta['sha256']}`.",
+        f"`baseline/weights/{meta['file']}` ({meta['bytes'] / 2**20:.1f} MB, {meta['precision']}), sha256 `{meta['sha256']}`.",
         f"Date: {meta['date']}. Architecture: {meta['architecture']}.", "",
         "## Training", "",
         f"- Data: {t['data']}", f"- Command: `{t['command']}`", f"- Seed: {t['seed']}; device: {t['device']}",
         f"- Epochs: {t['epochs']}; best epoch by validation PSFHS score: {t['best_epoch']}",
-        f"- Then: `iugc baseline export --format fp16 --weights RUN_DIR/best.pt --out baseline/weights/{meta['file']}`", "",
+        f"- Then: `iugc baseline export --format {meta['precision']} --weights RUN_DIR/best.pt --out baseline/weights/{meta['file']}`", "",
         "## Validation block (`python benchmarks/baseline_card.py`)", "",
         meta["validation_note"], "",
         "| variant | " + " | ".join(KEYS) + " |",
@@ -131,6 +131,7 @@ def write_card(args, results: dict) -> None:
         "file": path.name,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "bytes": path.stat().st_size,
+        "precision": "int8" if "int8_scales" in state else "fp16",
         "date": datetime.date.today().isoformat(),
         "architecture": (f"smp U-Net, encoder {config['encoder_name']} (from scratch, depth {config['encoder_depth']}), "
                          f"decoder {tuple(config['decoder_channels'])}, auxiliary classification head, input {state['size']}x{state['size']} grey"),
@@ -175,13 +176,17 @@ def main() -> None:
     parser.add_argument("--device", default="")
     parser.add_argument("--assessment", default="")
     parser.add_argument("--note", action="append", default=[], help="A line for the card's notes (repeatable).")
+    parser.add_argument("--figures", type=Path, default=None,
+                        help="With --write-card: the figures an earlier run wrote with --json for these same weights, "
+                             "instead of measuring again (the model-card test re-measures the default row).")
     args = parser.parse_args()
     names = list(VARIANTS) if args.variants == "all" else list(VARIANTS)[:1]
-    results = {}
+    results = json.loads(args.figures.read_text()) if args.figures else {}
     keys = KEYS
     print(f"weights {args.weights}; validation block 04301-04401 ({'|'.join(keys)})")
     for name in names:
-        results[name] = figures(args.work, args.weights, VARIANTS[name], name)
+        if name not in results:
+            results[name] = figures(args.work, args.weights, VARIANTS[name], name)
         print(f"{name:<56}" + " ".join(f"{results[name][k]:.4f}" if results[name][k] is not None else "-" for k in keys), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -416,3 +416,29 @@ def test_a_structure_the_argmax_missed_is_completed_only_on_standard_planes():
         from baseline.postprocess import complete_structures
 
         complete_structures(np.zeros((64, 64), np.uint8), probs[:2])
+
+
+def test_int8_release_weights_are_a_quarter_of_float32_and_predict_alike(tmp_path):
+    from baseline.export import export_release, quantize_int8
+    from baseline.predict import load_model
+
+    weight = torch.randn(8, 4, 3, 3)
+    q, scale = quantize_int8(weight)
+    assert q.dtype == torch.int8 and scale.shape == (8,)
+    assert (q.float() * scale[:, None, None, None] - weight).abs().max() <= scale.max() / 2 + 1e-6
+
+    torch.manual_seed(0)
+    net = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(32, 16, 8)).eval()
+    full = tmp_path / "full.pt"
+    torch.save({"model": net.state_dict(), "model_config": net.config, "size": 64, "epoch": 3}, full)
+    release = export_release(full, tmp_path / "release.pt", precision="int8")
+    assert release.stat().st_size < 0.3 * full.stat().st_size
+    a, _ = load_model(full)
+    b, size = load_model(release)
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        (ma, sa), (mb, sb) = a(x), b(x)
+    assert size == 64 and (ma.argmax(1) == mb.argmax(1)).float().mean() > 0.99
+    assert torch.allclose(sa, sb, rtol=0.01, atol=0.02)
+    with pytest.raises(ValueError, match="'fp16' or 'int8'"):
+        export_release(full, tmp_path / "x.pt", precision="int4")

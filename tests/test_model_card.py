@@ -24,13 +24,15 @@ def test_weights_match_their_checksum_and_size_limit():
     assert len(data) == META["bytes"] <= 16 * 2**20
 
 
-def test_weights_are_fp16_and_load_as_a_model():
+def test_weights_are_stored_compactly_and_load_as_a_model():
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
     from baseline.predict import load_model
 
     state = torch.load(WEIGHTS / META["file"], map_location="cpu", weights_only=False)
-    floats = [v for v in state["model"].values() if v.is_floating_point()]
-    assert floats and all(v.dtype == torch.float16 for v in floats)
+    stored = {str(v.dtype) for v in state["model"].values() if v.is_floating_point() or v.dtype == torch.int8}
+    expected = {"fp16": {"torch.float16"}, "int8": {"torch.float16", "torch.int8"}}[META["precision"]]
+    assert stored == expected
+    assert set(state.get("int8_scales", {})) == {k for k, v in state["model"].items() if v.dtype == torch.int8}
     model, size = load_model("default")
     assert size == state["size"] and not model.training
 
