@@ -101,7 +101,9 @@ def export_cmd(weights, fmt, out):
 @baseline_group.command("predict")
 @click.option("--input", "input_dir", required=True, type=click.Path(exists=True, path_type=Path), help="Folder of frames (.png, .mha, .nii.gz) and/or .avi clips (every frame, ids <video>_<frame>).")
 @click.option("--output", "output_dir", required=True, type=click.Path(path_type=Path), help="Where masks and predictions.json go.")
-@click.option("--weights", default="default", show_default=True, help="'default' (shipped) or a checkpoint path.")
+@click.option("--weights", multiple=True, default=["default"], show_default=True,
+              help="'default' (shipped) or a checkpoint path; repeat it to average several networks (an ensemble, "
+                   "same input size; as slow as its members together).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--flip", is_flag=True, help="Test-time flip augmentation.")
 @click.option("--complete/--no-complete", default=True, show_default=True,
@@ -117,8 +119,8 @@ def predict_cmd(input_dir, output_dir, weights, device, flip, complete, largest_
 
     try:
         steps = Steps(complete=complete, largest=largest_component, holes=fill_holes, ellipse=ellipse_head)
-        summary = predict_folder(input_dir, output_dir, weights, device, flip, steps=steps)
-    except FileNotFoundError as exc:
+        summary = predict_folder(input_dir, output_dir, list(weights), device, flip, steps=steps)
+    except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     for case, error in summary["errors"].items():
         click.echo(f"case {case}: {error}", err=True)

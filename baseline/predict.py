@@ -64,8 +64,45 @@ def load_model(weights: str | Path, device: str = "cpu") -> tuple[BaselineNet, i
     return model.to(device).eval(), int(state["size"])
 
 
+class Ensemble(torch.nn.Module):
+    """Several trained networks of one input size as one: ``forward`` returns the log of
+    their averaged class probabilities (so a softmax gives the average back) and the logit
+    of their averaged p(standard plane), shapes as :class:`BaselineNet`.
+
+    >>> a, b = BaselineNet(encoder_depth=3, decoder_channels=(16, 8, 4)), BaselineNet(encoder_depth=3, decoder_channels=(16, 8, 4))
+    >>> masks, standard = Ensemble([a, b]).eval()(torch.zeros(1, 1, 64, 64))
+    >>> tuple(masks.shape), tuple(standard.shape)
+    ((1, 3, 64, 64), (1,))
+    """
+
+    def __init__(self, members: list[torch.nn.Module]):
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 networks, got {len(members)}")
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = [member(x) for member in self.members]
+        probs = torch.stack([masks.softmax(1) for masks, _ in outputs]).mean(0)
+        p = torch.stack([torch.sigmoid(standard) for _, standard in outputs]).mean(0)
+        return probs.clamp_min(1e-12).log(), torch.logit(p, eps=1e-7)
+
+
+def load_models(weights: list[str | Path] | tuple[str | Path, ...], device: str = "cpu") -> tuple[torch.nn.Module, int]:
+    """One checkpoint as :func:`load_model`, or several as an :class:`Ensemble` (all trained
+    at the same input size)."""
+    if len(weights) == 1:
+        return load_model(weights[0], device)
+    loaded = [load_model(w, device) for w in weights]
+    sizes = {size for _, size in loaded}
+    if len(sizes) > 1:
+        listed = ", ".join(f"{w}: {size}" for w, (_, size) in zip(weights, loaded))
+        raise ValueError(f"ensemble members must share one input size, got {listed}")
+    return Ensemble([model for model, _ in loaded]).eval(), sizes.pop()
+
+
 @torch.no_grad()
-def predict_frame(model: BaselineNet, size: int, image: np.ndarray, device: str = "cpu", flip: bool = False,
+def predict_frame(model: torch.nn.Module, size: int, image: np.ndarray, device: str = "cpu", flip: bool = False,
                   steps: Steps = Steps()):
     """Canonical mask (input size) and p(standard plane) for one grey uint8 frame.
 
@@ -104,9 +141,11 @@ def _video_frames(path: Path, errors: dict) -> list[tuple[str, np.ndarray]]:
 
 def predict_folder(input_dir: Path, output_dir: Path, weights="default", device="cpu", flip=False, progress=True,
                    steps: Steps = Steps()) -> dict:
+    """Predict every frame of ``input_dir`` into ``output_dir``. ``weights``: 'default', a
+    checkpoint path, or a list of them (averaged as an :class:`Ensemble`)."""
     from tqdm import tqdm
 
-    model, size = load_model(weights, device)
+    model, size = load_models([weights] if isinstance(weights, (str, Path)) else list(weights), device)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results, errors = {}, {}

@@ -442,3 +442,49 @@ def test_int8_release_weights_are_a_quarter_of_float32_and_predict_alike(tmp_pat
     assert torch.allclose(sa, sb, rtol=0.01, atol=0.02)
     with pytest.raises(ValueError, match="'fp16' or 'int8'"):
         export_release(full, tmp_path / "x.pt", precision="int4")
+
+
+def test_an_ensemble_averages_its_members_probabilities():
+    from baseline.predict import Ensemble
+
+    torch.manual_seed(0)
+    a = BaselineNet(encoder_depth=3, decoder_channels=(16, 8, 4)).eval()
+    b = BaselineNet(encoder_depth=3, decoder_channels=(16, 8, 4)).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        (ma, sa), (mb, sb) = a(x), b(x)
+        masks, standard = Ensemble([a, b]).eval()(x)
+    assert not torch.allclose(ma.softmax(1), mb.softmax(1), atol=1e-3)  # the members differ
+    assert torch.allclose(masks.softmax(1), (ma.softmax(1) + mb.softmax(1)) / 2, atol=1e-5)
+    assert torch.allclose(torch.sigmoid(standard), (torch.sigmoid(sa) + torch.sigmoid(sb)) / 2, atol=1e-5)
+    with pytest.raises(ValueError, match="at least 2 networks, got 1"):
+        Ensemble([a])
+
+
+def test_predict_takes_several_weights_of_one_input_size(psfhs_dir, tmp_path):
+    from baseline.predict import read_checkpoint
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for case in ("04310", "04350"):
+        (frames / f"{case}.png").write_bytes((psfhs_dir / "images" / f"{case}.png").read_bytes())
+
+    def predict(out, *weights):
+        args = [a for w in weights for a in ("--weights", str(w))]
+        return subprocess.run([sys.executable, "-m", "iugc", "baseline", "predict", "--input", str(frames), "--output", str(out), *args],
+                              capture_output=True, text=True, cwd=ROOT)
+
+    assert predict(tmp_path / "one", "default").returncode == 0
+    run = predict(tmp_path / "two", "default", "default")
+    assert run.returncode == 0, run.stderr
+    one, two = (json.loads((tmp_path / d / "predictions.json").read_text()) for d in ("one", "two"))
+    for case in one:  # two copies of one network average to that network
+        assert two[case]["p_standard_plane"] == pytest.approx(one[case]["p_standard_plane"], abs=1e-5)
+        a, b = (cv2.imread(str(tmp_path / d / f"{case}.png"), cv2.IMREAD_UNCHANGED) for d in ("one", "two"))
+        assert (a == b).mean() > 0.999
+    state = read_checkpoint("default")
+    state["size"] = 128
+    torch.save(state, tmp_path / "small.pt")
+    run = predict(tmp_path / "mixed", "default", tmp_path / "small.pt")
+    assert run.returncode != 0 and "must share one input size" in run.stderr and "small.pt: 128" in run.stderr
+    assert not (tmp_path / "mixed" / "predictions.json").exists()
