@@ -86,13 +86,12 @@ def finetune_cmd(**options):
 def export_cmd(weights, fmt, out):
     """Export the network for ONNX Runtime, or as compact fp16/int8 weights (no optimizer state)."""
     from baseline.export import export_onnx, export_release
-    from baseline.predict import weights_path
 
     try:
         if fmt == "onnx":
             export_onnx(weights, out)
         else:
-            export_release(weights_path(weights), out, precision=fmt)
+            export_release(weights, out, precision=fmt)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out}")

@@ -59,7 +59,7 @@ def quantize_int8(tensor):
 
 
 def export_release(weights: str | Path, out: str | Path, precision: str = "fp16") -> Path:
-    """A training checkpoint as shippable weights: the model, its config and input size only
+    """A checkpoint ('default' or a path; training or release) as shippable weights: the model, its config and input size only
     (no optimizer, no log); loads like any checkpoint (:func:`baseline.predict.read_checkpoint`).
 
     ``precision``: "fp16" (every float tensor in half precision, half the size) or "int8"
@@ -69,9 +69,11 @@ def export_release(weights: str | Path, out: str | Path, precision: str = "fp16"
     """
     import torch
 
+    from baseline.predict import read_checkpoint
+
     if precision not in ("fp16", "int8"):
         raise ValueError(f"precision must be 'fp16' or 'int8', got {precision!r}")
-    state = torch.load(weights, map_location="cpu", weights_only=False)
+    state = read_checkpoint(weights)  # float32 whatever it was stored as: release weights re-export correctly
     model, scales = {}, {}
     for key, value in state["model"].items():
         if precision == "int8" and value.is_floating_point() and value.ndim >= 2:

@@ -440,6 +440,11 @@ def test_int8_release_weights_are_a_quarter_of_float32_and_predict_alike(tmp_pat
         (ma, sa), (mb, sb) = a(x), b(x)
     assert size == 64 and (ma.argmax(1) == mb.argmax(1)).float().mean() > 0.99
     assert torch.allclose(sa, sb, rtol=0.01, atol=0.02)
+    for precision in ("fp16", "int8"):  # release weights re-export to what they hold, not their raw int8
+        again, _ = load_model(export_release(release, tmp_path / f"again-{precision}.pt", precision=precision))
+        with torch.no_grad():
+            mc, sc = again(x)
+        assert (mc.argmax(1) == mb.argmax(1)).float().mean() > 0.99 and torch.allclose(sc, sb, rtol=0.01, atol=0.02)
     with pytest.raises(ValueError, match="'fp16' or 'int8'"):
         export_release(full, tmp_path / "x.pt", precision="int4")
 
