@@ -59,8 +59,9 @@ def quantize_int8(tensor):
 
 
 def export_release(weights: str | Path, out: str | Path, precision: str = "fp16") -> Path:
-    """A checkpoint ('default' or a path; training or release) as shippable weights: the model, its config and input size only
-    (no optimizer, no log); loads like any checkpoint (:func:`baseline.predict.read_checkpoint`).
+    """A checkpoint ('default' or a path; training or release) as shippable weights: the
+    model, its config and input size only (no optimizer, no log); loads like any
+    checkpoint (:func:`baseline.predict.read_checkpoint`).
 
     ``precision``: "fp16" (every float tensor in half precision, half the size) or "int8"
     (convolution and linear weights as int8 per output channel with float32 scales under

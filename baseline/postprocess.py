@@ -48,10 +48,9 @@ def complete_structures(mask: np.ndarray, probs: np.ndarray) -> np.ndarray:
         peak = float(probs[label].max())
         if peak <= 0 or (out == label).any():
             continue
-        region = (probs[label] >= peak / 2).astype(np.uint8)
-        count, components, stats, _ = cv2.connectedComponentsWithStats(region, connectivity=8)
+        region = largest_component((probs[label] >= peak / 2).astype(np.uint8), 1)
         out = out.copy()
-        out[components == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))] = label
+        out[region == 1] = label
     return out
 
 
