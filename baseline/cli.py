@@ -23,6 +23,12 @@ def _train_options(f):
         click.option("--encoder-weights", default=None, help="Pretrained encoder weights to download (e.g. imagenet); default: from scratch."),
         click.option("--ema-decay", type=float, default=0.99, show_default=True,
                      help="Validate and save an exponential moving average of the weights (0: the raw weights)."),
+        click.option("--workers", type=int, default=0, show_default=True,
+                     help="DataLoader processes preparing augmented batches (a GPU waits on them; same results as 0)."),
+        click.option("--val-every", type=int, default=1, show_default=True,
+                     help="Validate every N epochs (and after the last); the best checkpoint is chosen among these."),
+        click.option("--boundary-weight", type=float, default=0.0, show_default=True,
+                     help="Weigh the cross-entropy within 2 px of a label edge 1+W times (0: plain cross-entropy)."),
         click.option("--decoder-channels", default="128,64,32,16,8", show_default=True,
                      help="Decoder widths, one per encoder stage (smp's default, 256,128,64,32,16, is slower on CPU)."),
     ]):

@@ -203,6 +203,11 @@ class FrameDataset(Dataset):
     def __len__(self) -> int:
         return len(self.cases)
 
+    def preload(self) -> None:
+        """Decode every frame now (before DataLoader workers fork, so they share the cache)."""
+        for index in range(len(self.cases)):
+            self._load(index)
+
     def _load(self, index: int):
         if index not in self._cache:
             case = self.cases[index]

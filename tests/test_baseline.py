@@ -493,3 +493,63 @@ def test_predict_takes_several_weights_of_one_input_size(psfhs_dir, tmp_path):
     run = predict(tmp_path / "mixed", "default", tmp_path / "small.pt")
     assert run.returncode != 0 and "must share one input size" in run.stderr and "small.pt: 128" in run.stderr
     assert not (tmp_path / "mixed" / "predictions.json").exists()
+
+
+def test_data_loader_workers_change_nothing_but_the_speed(dataset, tmp_path):
+    config = dict(TINY, epochs=1, seed=5)
+    train(TrainConfig(data=str(dataset), out=str(tmp_path / "main"), **config), progress=False)
+    train(TrainConfig(data=str(dataset), out=str(tmp_path / "workers"), workers=2, **config), progress=False)
+    a = torch.load(tmp_path / "main" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "workers" / "last.pt", weights_only=False)["model"]
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+
+
+def test_validation_every_n_epochs_and_after_the_last(dataset, tmp_path):
+    best = train(TrainConfig(data=str(dataset), out=str(tmp_path / "run"), epochs=3, val_every=2, **TINY), progress=False)
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [bool(r["dice"]) for r in rows] == [False, True, True]
+    assert all(r["train_loss"] for r in rows)
+    assert best["epoch"] in (2, 3)
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=False)["epoch"] + 1 == best["epoch"]
+    with pytest.raises(ValueError, match="val_every must be at least 1, got 0"):
+        train(TrainConfig(data=str(dataset), out=str(tmp_path / "bad"), epochs=1, val_every=0, **TINY), progress=False)
+
+
+def test_boundary_band_is_the_pixels_near_a_label_edge():
+    from baseline.train import boundary_band
+
+    mask = np.zeros((40, 50), np.uint8)
+    cv2.circle(mask, (20, 20), 9, 2, -1)
+    mask[30:36, 5:45] = 1
+    kernel = np.ones((5, 5), np.uint8)
+    expected = np.zeros(mask.shape, bool)
+    for label in (0, 1, 2):  # an independent oracle: dilation differs from erosion, per label (border not an edge)
+        region = np.pad((mask == label).astype(np.uint8), 2, mode="edge")
+        expected |= (cv2.dilate(region, kernel) != cv2.erode(region, kernel))[2:-2, 2:-2]
+    band = boundary_band(torch.from_numpy(mask.astype(np.int64))[None], 5)[0].numpy()
+    assert band.shape == mask.shape
+    assert np.array_equal(band, expected)
+
+
+def test_boundary_weight_makes_a_mistake_on_an_outline_cost_more_than_one_inside():
+    from baseline.train import loss_fn
+
+    masks = torch.zeros(1, 32, 32, dtype=torch.long)
+    masks[0, 8:24, 8:24] = 2
+    logits = _confident_logits(masks)
+    on_edge, inside = logits.clone(), logits.clone()
+    on_edge[0, :, 8, 16] = torch.tensor([10.0, 0.0, 0.0])  # a head pixel on its outline called background
+    inside[0, :, 16, 16] = torch.tensor([10.0, 0.0, 0.0])  # the same mistake in the middle of the head
+    standard, label = torch.zeros(1), torch.ones(1)
+
+    def cost(wrong, weight):  # what the one mistake adds to the loss of the correct prediction
+        return float(loss_fn(wrong, masks, standard, label, weight) - loss_fn(logits, masks, standard, label, weight))
+
+    assert cost(on_edge, 0.0) == pytest.approx(cost(inside, 0.0), rel=1e-4)
+    assert cost(on_edge, 4.0) > 2 * cost(inside, 4.0) > 0
+
+
+def _confident_logits(masks):
+    """Confident, correct logits (N, 3, H, W) for int64 masks (N, H, W)."""
+    return torch.nn.functional.one_hot(masks, 3).permute(0, 3, 1, 2).float() * 10.0
