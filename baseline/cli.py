@@ -117,14 +117,17 @@ def export_cmd(weights, fmt, out):
 @click.option("--fill-holes/--no-fill-holes", default=True, show_default=True, help="Fill holes inside each structure.")
 @click.option("--ellipse-head/--no-ellipse-head", default=True, show_default=True,
               help="Replace the fetal head by the ellipse fitted to its convex outline (a shape prior).")
-def predict_cmd(input_dir, output_dir, weights, device, flip, complete, largest_component, fill_holes, ellipse_head):
+@click.option("--adapt-bn", is_flag=True,
+              help="First re-estimate the BatchNorm statistics on the input frames (AdaBN: label-free adaptation to a "
+                   "scanner the network was not trained on; each prediction then depends on the whole folder; at least 8 frames).")
+def predict_cmd(input_dir, output_dir, weights, device, flip, complete, largest_component, fill_holes, ellipse_head, adapt_bn):
     """Write <case_id>.png masks (0/1/2, input size) and predictions.json (p, AoP, HSD)."""
     from baseline.postprocess import Steps
     from baseline.predict import predict_folder
 
     try:
         steps = Steps(complete=complete, largest=largest_component, holes=fill_holes, ellipse=ellipse_head)
-        summary = predict_folder(input_dir, output_dir, list(weights), device, flip, steps=steps)
+        summary = predict_folder(input_dir, output_dir, list(weights), device, flip, steps=steps, adapt_bn=adapt_bn)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     for case, error in summary["errors"].items():

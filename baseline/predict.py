@@ -101,6 +101,52 @@ def load_models(weights: list[str | Path] | tuple[str | Path, ...], device: str 
     return Ensemble([model for model, _ in loaded]).eval(), sizes.pop()
 
 
+MIN_ADAPT_FRAMES = 8
+
+
+@torch.no_grad()
+def adapt_batchnorm(model: torch.nn.Module, frames, size: int, device: str = "cpu", batch_size: int = 16,
+                    progress: bool = False) -> torch.nn.Module:
+    """A copy of ``model`` whose BatchNorm statistics are re-estimated on ``frames`` (AdaBN).
+
+    Label-free adaptation to a new scanner (Li et al., "Revisiting batch normalization for
+    practical domain adaptation", 2016): the weights stay as trained; each BatchNorm
+    layer's running mean and variance become the average of its batch statistics over the
+    frames, fed in batches of ``batch_size`` as they come. ``frames`` is an iterable of grey
+    uint8 (H, W) frames (any sizes; unlabelled, e.g. the frames about to be predicted), at
+    least ``MIN_ADAPT_FRAMES`` of them. ``model`` itself is not changed.
+
+    >>> net = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(16, 8, 4)).eval()
+    >>> frames = [np.full((64, 64), 40 * i % 255, np.uint8) for i in range(8)]
+    >>> adapted = adapt_batchnorm(net, frames, 64)
+    >>> bool(torch.equal(adapted.net.encoder.conv1.weight, net.net.encoder.conv1.weight)), adapted.training
+    (True, False)
+    """
+    import copy
+
+    from tqdm import tqdm
+
+    adapted = copy.deepcopy(model)
+    layers = [m for m in adapted.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a cumulative average of the batches' statistics
+    adapted.train()
+    batch, seen = [], 0
+    for frame in tqdm(frames, desc="adapting BatchNorm", unit="frame", disable=not progress):
+        batch.append(torch.from_numpy(to_network(frame, size))[None])
+        seen += 1
+        if len(batch) == batch_size:
+            adapted(torch.stack(batch).to(device))
+            batch = []
+    if seen < MIN_ADAPT_FRAMES:
+        raise ValueError(f"BatchNorm adaptation needs at least {MIN_ADAPT_FRAMES} frames to estimate statistics, got {seen}; "
+                         "predict without it, or with more frames of the same scanner")
+    if len(batch) > 1:  # a last batch of one frame has no spatial variance in its deepest layers worth using
+        adapted(torch.stack(batch).to(device))
+    return adapted.eval()
+
+
 @torch.no_grad()
 def predict_frame(model: torch.nn.Module, size: int, image: np.ndarray, device: str = "cpu", flip: bool = False,
                   steps: Steps = Steps()):
@@ -139,26 +185,35 @@ def _video_frames(path: Path, errors: dict) -> list[tuple[str, np.ndarray]]:
     return frames
 
 
+def _readable(frames: list, errors: dict):
+    """(case_id, grey frame) for each entry of ``frames`` that reads; the others go to ``errors``."""
+    for case_id, source in frames:
+        try:
+            yield case_id, (read_image(source) if isinstance(source, Path) else source)
+        except ReadError as exc:
+            errors[case_id] = str(exc)
+
+
 def predict_folder(input_dir: Path, output_dir: Path, weights="default", device="cpu", flip=False, progress=True,
-                   steps: Steps = Steps()) -> dict:
+                   steps: Steps = Steps(), adapt_bn: bool = False) -> dict:
     """Predict every frame of ``input_dir`` into ``output_dir``. ``weights``: 'default', a
-    checkpoint path, or a list of them (averaged as an :class:`Ensemble`)."""
+    checkpoint path, or a list of them (averaged as an :class:`Ensemble`). ``adapt_bn``:
+    first re-estimate BatchNorm statistics on these frames (:func:`adapt_batchnorm`; each
+    prediction then depends on the whole folder)."""
     from tqdm import tqdm
 
     model, size = load_models([weights] if isinstance(weights, (str, Path)) else list(weights), device)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     results, errors = {}, {}
     folder = Path(input_dir)
     paths = sorted(p for p in folder.iterdir() if case_id_of(p) and p.name.lower().endswith(IMAGE_SUFFIXES))
     videos = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".avi")
     frames = [(case_id_of(p), p) for p in paths] + [item for v in videos for item in _video_frames(v, errors)]
-    for case_id, source in tqdm(frames, desc="predicting", unit="frame", disable=not progress):
-        try:
-            image = read_image(source) if isinstance(source, Path) else source
-        except ReadError as exc:
-            errors[case_id] = str(exc)
-            continue
+    if adapt_bn:  # before anything is written: too few frames is an error that leaves nothing behind
+        model = adapt_batchnorm(model, (image for _, image in _readable(frames, {})), size, device, progress=progress)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for case_id, image in tqdm(_readable(frames, errors), total=len(frames), desc="predicting", unit="frame",
+                               disable=not progress):
         mask, p = predict_frame(model, size, image, device, flip, steps)
         cv2.imwrite(str(output_dir / f"{case_id}.png"), mask)
         ellipse, contour = biometry(mask, "ellipse"), biometry(mask, "contour")

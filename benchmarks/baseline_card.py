@@ -26,6 +26,8 @@ VARIANTS = {
     "largest component only": ["--no-complete", "--no-fill-holes", "--no-ellipse-head"],
     "fill holes only": ["--no-complete", "--no-largest-component", "--no-ellipse-head"],
     "default + flip TTA": ["--flip"],
+    "default + AdaBN": ["--adapt-bn"],
+    "default + AdaBN + flip TTA": ["--adapt-bn", "--flip"],
 }
 
 

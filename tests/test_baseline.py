@@ -553,3 +553,65 @@ def test_boundary_weight_makes_a_mistake_on_an_outline_cost_more_than_one_inside
 def _confident_logits(masks):
     """Confident, correct logits (N, 3, H, W) for int64 masks (N, H, W)."""
     return torch.nn.functional.one_hot(masks, 3).permute(0, 3, 1, 2).float() * 10.0
+
+
+def test_batchnorm_adaptation_takes_the_statistics_of_the_new_frames(psfhs_dir):
+    from baseline.predict import adapt_batchnorm, load_model
+
+    model, size = load_model("default")
+    frames = [cv2.imread(str(psfhs_dir / "images" / f"{4302 + i:05d}.png"), cv2.IMREAD_GRAYSCALE) for i in range(10)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapted = adapt_batchnorm(model, frames, size, batch_size=16)  # one batch: the statistics are the frames'
+    seen = []
+    hook = model.net.encoder.conv1.register_forward_hook(lambda module, args, out: seen.append(out))
+    with torch.no_grad():  # an oracle: what the first BatchNorm receives, from the unadapted network
+        model(torch.stack([torch.from_numpy(_to_network(f, size))[None] for f in frames]))
+    hook.remove()
+    features = seen[0].transpose(0, 1).flatten(1)  # (channels, N * H * W)
+    bn = adapted.net.encoder.bn1
+    assert torch.allclose(bn.running_mean, features.mean(1), atol=1e-4)
+    assert torch.allclose(bn.running_var, features.var(1, unbiased=True), rtol=1e-3, atol=1e-5)
+    assert not torch.allclose(bn.running_mean, before["net.encoder.bn1.running_mean"], rtol=0.1, atol=0)
+    for key, value in model.state_dict().items():  # the shipped model itself is untouched
+        assert torch.equal(value, before[key]), key
+    for key, value in adapted.state_dict().items():  # and only statistics changed in the copy
+        if "running_" not in key and "num_batches" not in key:
+            assert torch.equal(value, before[key]), key
+    with pytest.raises(ValueError, match="at least 8 frames to estimate statistics, got 3"):
+        adapt_batchnorm(model, frames[:3], size)
+
+
+def _to_network(frame, size):
+    from baseline.frames import to_network
+
+    return to_network(frame, size)
+
+
+def test_predict_adapt_bn_predicts_with_the_folders_statistics(psfhs_dir, tmp_path):
+    from baseline.predict import adapt_batchnorm, load_model, predict_frame
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cases = [f"{4330 + i:05d}" for i in range(9)]
+    for case in cases:
+        (frames / f"{case}.png").write_bytes((psfhs_dir / "images" / f"{case}.png").read_bytes())
+    run = subprocess.run([sys.executable, "-m", "iugc", "baseline", "predict", "--input", str(frames), "--output",
+                          str(tmp_path / "out"), "--adapt-bn"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    model, size = load_model("default")
+    images = [cv2.imread(str(frames / f"{case}.png"), cv2.IMREAD_GRAYSCALE) for case in cases]
+    adapted = adapt_batchnorm(model, images, size)
+    predictions = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    differs = 0
+    for case, image in zip(cases, images):
+        mask, p = predict_frame(adapted, size, image)
+        written = cv2.imread(str(tmp_path / "out" / f"{case}.png"), cv2.IMREAD_UNCHANGED)
+        assert (written == mask).mean() > 0.999 and predictions[case]["p_standard_plane"] == pytest.approx(p, abs=1e-5)
+        differs += int((predict_frame(model, size, image)[0] != mask).sum())
+    assert differs > 0, "the adapted network predicted exactly as the shipped one"
+    for case in cases[3:]:
+        (frames / f"{case}.png").unlink()
+    run = subprocess.run([sys.executable, "-m", "iugc", "baseline", "predict", "--input", str(frames), "--output",
+                          str(tmp_path / "few"), "--adapt-bn"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode != 0 and "at least 8 frames" in run.stderr and "got 3" in run.stderr
+    assert not (tmp_path / "few").exists()
