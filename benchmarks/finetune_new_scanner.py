@@ -1,6 +1,7 @@
 """What fine-tuning buys on a new scanner: the shipped weights (trained on PSFHS ids
 03744-04300, all from one scanner) fine-tuned on the first clips of the second scanner
 (ids 04302-04343) and measured on its later clips (04344-04401), before and after,
+beside AdaBN (`--adapt-bn`: no labels, BatchNorm statistics of the later clips' frames),
 through `iugc baseline finetune` + `iugc baseline predict` + `iugc evaluate`.
 
     python benchmarks/finetune_new_scanner.py [--weights default] [--epochs 10] [--lr 3e-4]
@@ -40,10 +41,10 @@ def scanner_counts() -> dict:
 KEYS = ("dice_ps", "dice_fh", "dice_all", "hd", "asd", "aop_error", "score")
 
 
-def measure(weights: str, data: Path, work: Path) -> dict:
+def measure(weights: str, data: Path, work: Path, *flags: str) -> dict:
     preds = work / "preds"
     shutil.rmtree(preds, ignore_errors=True)
-    iugc("baseline", "predict", "--input", str(data / "images"), "--output", str(preds), "--weights", weights)
+    iugc("baseline", "predict", "--input", str(data / "images"), "--output", str(preds), "--weights", weights, *flags)
     iugc("evaluate", "--predictions", str(preds), "--ground-truth", str(data), "--challenge", "psfhs2023",
          "--out", str(work / "r.json"), "--quiet", "--no-cache")
     result = json.loads((work / "r.json").read_text())
@@ -67,6 +68,7 @@ def main() -> None:
     iugc("data", "nonstandard", "--source", str(work / "psfhs"), "--dest", str(work / "ns"), "--per-frame", "0.5", "--seed", "0")
     held_out = subset(work / "ns", work / "held-out", lambda c: c["split"] == "validation" and "_ns" not in c["case_id"])
     before = measure(args.weights, held_out, work)
+    adapted = measure(args.weights, held_out, work, "--adapt-bn")  # no labels: BatchNorm statistics of the held-out frames
     iugc("baseline", "finetune", "--from", args.weights, "--data", str(work / "ns"), "--out", str(work / "run"),
          "--epochs", args.epochs, "--lr", args.lr, "--seed", "0")
     # last.pt, not best.pt: best.pt is chosen on the validation split, which is the held-out block here
@@ -74,7 +76,7 @@ def main() -> None:
     print(f"second scanner, held-out ids 04344-04401 ({before['n_cases']} frames); "
           f"fine-tuned on ids 04302-04343 (+ generated non-standard frames) for {args.epochs} epochs, last epoch kept")
     print(f"{'':<22}" + " ".join(f"{k:>10}" for k in KEYS))
-    for name, figures in (("before fine-tuning", before), ("after fine-tuning", after)):
+    for name, figures in (("before fine-tuning", before), ("AdaBN, no labels", adapted), ("after fine-tuning", after)):
         print(f"{name:<22}" + " ".join(f"{figures[k]:>10.4f}" for k in KEYS))
 
 
