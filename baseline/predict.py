@@ -142,7 +142,7 @@ def adapt_batchnorm(model: torch.nn.Module, frames, size: int, device: str = "cp
     if seen < MIN_ADAPT_FRAMES:
         raise ValueError(f"BatchNorm adaptation needs at least {MIN_ADAPT_FRAMES} frames to estimate statistics, got {seen}; "
                          "predict without it, or with more frames of the same scanner")
-    if len(batch) > 1:  # a last batch of one frame has no spatial variance in its deepest layers worth using
+    if len(batch) > 1:  # each batch counts once in the average: a lone last frame would weigh as much as 16
         adapted(torch.stack(batch).to(device))
     return adapted.eval()
 
