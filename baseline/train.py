@@ -236,6 +236,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     """Train (or resume) into ``config.out``; returns the best validation figures."""
     from tqdm import tqdm
 
+    if config.val_every < 1:  # before anything is built or written
+        raise ValueError(f"val_every must be at least 1, got {config.val_every}")
     init_state = None
     if config.init_from:
         config, init_state = _from_checkpoint(config)
@@ -256,8 +258,6 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device == "cuda")
-    if config.val_every < 1:
-        raise ValueError(f"val_every must be at least 1, got {config.val_every}")
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
     train_set = FrameDataset(config.data, tuple(config.train_splits), config.size, augment=True, seed=config.seed)

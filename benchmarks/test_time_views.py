@@ -87,11 +87,12 @@ def main() -> None:
     model, size = load_model(args.weights)
     cases = [(read_image(PSFHS / "images" / f"{i:05d}.png"), read_mask(PSFHS / "masks" / f"{i:05d}.png")) for i in range(4301, 4402)]
     truths = [biometry(truth, "ellipse") for _, truth in cases]
+    wholes = [network_probs(model, size, image) for image, _ in cases]  # the whole frame, once: every view needs its logit
 
     def report(name: str, predict) -> None:
         table = {}
-        for index, ((image, truth), truth_aop) in enumerate(zip(cases, truths)):
-            probs, logit = predict(image)
+        for index, ((image, truth), truth_aop, whole) in enumerate(zip(cases, truths, wholes)):
+            probs, logit = predict(image, whole)
             mask = finish(probs, 1 / (1 + np.exp(-logit)), truth.shape)
             values = segmentation_values(mask, truth)
             values.update(biometry_values(biometry(mask, "ellipse"), truth_aop, challenge))
@@ -102,8 +103,8 @@ def main() -> None:
               f"{challenge_score(agg, challenge)[0]:.4f}", flush=True)
 
     def views(zooms):
-        def predict(image):
-            whole, logit = network_probs(model, size, image)
+        def predict(image, whole_and_logit):
+            whole, logit = whole_and_logit
             total, cover = np.zeros_like(whole), np.zeros(image.shape, np.float32)
             for zoom in zooms:
                 probs, where = (whole, np.ones(image.shape, np.float32)) if zoom == 1 else zoomed(model, size, image, zoom)
@@ -118,9 +119,9 @@ def main() -> None:
     for zooms in [(1.0,), (1.2,), (1.4,), (0.85,), (1.0, 1.2), (1.0, 1.2, 1.4), (0.85, 1.0, 1.2)]:
         report("zoom " + "+".join(f"{z:g}" for z in zooms), views(zooms))
     for down in (10, 20, 30):
-        report(f"shifted down {down} px", lambda image, d=down: (shifted(model, size, image, d), network_probs(model, size, image)[1]))
+        report(f"shifted down {down} px", lambda image, whole, d=down: (shifted(model, size, image, d), whole[1]))
     adapted = adapt_batchnorm(model, [image for image, _ in cases], size)
-    report("AdaBN (these 101 frames)", lambda image: network_probs(adapted, size, image))
+    report("AdaBN (these 101 frames)", lambda image, whole: network_probs(adapted, size, image))
 
 
 if __name__ == "__main__":

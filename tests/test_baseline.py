@@ -514,6 +514,7 @@ def test_validation_every_n_epochs_and_after_the_last(dataset, tmp_path):
     assert torch.load(tmp_path / "run" / "best.pt", weights_only=False)["epoch"] + 1 == best["epoch"]
     with pytest.raises(ValueError, match="val_every must be at least 1, got 0"):
         train(TrainConfig(data=str(dataset), out=str(tmp_path / "bad"), epochs=1, val_every=0, **TINY), progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_boundary_band_is_the_pixels_near_a_label_edge():
