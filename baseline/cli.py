@@ -29,6 +29,9 @@ def _train_options(f):
                      help="Validate every N epochs (and after the last); the best checkpoint is chosen among these."),
         click.option("--boundary-weight", type=float, default=0.0, show_default=True,
                      help="Weigh the cross-entropy within 2 px of a label edge 1+W times (0: plain cross-entropy)."),
+        click.option("--style-noise", type=float, default=0.0, show_default=True,
+                     help="Probability per training step of perturbing the shallow encoder features' per-channel "
+                          "mean and spread (DSU; against a new scanner's look; ResNet encoders; 0: off)."),
         click.option("--decoder-channels", default="128,64,32,16,8", show_default=True,
                      help="Decoder widths, one per encoder stage (smp's default, 256,128,64,32,16, is slower on CPU)."),
     ]):

@@ -79,3 +79,57 @@ class BaselineNet(nn.Module):
 
     def encoder_parameters(self):
         return self.net.encoder.parameters()
+
+
+class StyleNoise:
+    """Feature-statistics noise for training (Li et al., ICLR 2022, "Uncertainty modeling
+    for out-of-distribution generalization", DSU), as a forward hook.
+
+    A scanner changes the per-channel mean and spread of shallow features more than their
+    pattern (which is why AdaBN helps). With probability ``p`` per forward pass in training
+    mode, each frame's per-channel feature mean ``mu`` and standard deviation ``sigma``
+    (over H, W) are replaced by ``mu + e1 * spread(mu)`` and ``sigma + e2 * spread(sigma)``,
+    where ``spread`` is the standard deviation of that statistic across the batch and
+    ``e1, e2`` are standard normal per frame and channel (the new sigma at least a tenth of
+    the old: a negative one would invert the pattern); the normalised pattern
+    ``(x - mu) / sigma`` is kept. In eval mode, or for a batch of one, the output is
+    untouched, so exported and predicting networks are unaffected.
+    """
+
+    def __init__(self, p: float):
+        if not 0 <= p <= 1:
+            raise ValueError(f"style noise probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def __call__(self, module: nn.Module, inputs, x: torch.Tensor):
+        if not module.training or x.shape[0] < 2 or float(torch.rand(())) >= self.p:
+            return None
+        mu = x.mean(dim=(2, 3), keepdim=True)
+        sigma = (x.var(dim=(2, 3), keepdim=True) + 1e-6).sqrt()
+        mu_spread = (mu.var(dim=0, keepdim=True) + 1e-6).sqrt().detach()
+        sigma_spread = (sigma.var(dim=0, keepdim=True) + 1e-6).sqrt().detach()
+        new_mu = mu + torch.randn_like(mu) * mu_spread
+        new_sigma = torch.maximum(sigma + torch.randn_like(sigma) * sigma_spread, sigma / 10)  # a negative one would invert the pattern
+        return (x - mu) / sigma * new_sigma + new_mu
+
+
+STYLE_NOISE_STAGES = ("layer1", "layer2")
+"""Where :func:`add_style_noise` perturbs a ResNet encoder: after its two shallowest stages."""
+
+
+def add_style_noise(model: BaselineNet, p: float) -> list:
+    """Hook :class:`StyleNoise` onto the encoder's shallow stages (ResNet encoders only);
+    returns the hook handles (``handle.remove()`` takes them off). Parameters and the
+    state dict are unchanged.
+
+    >>> net = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(32, 16, 8))
+    >>> len(add_style_noise(net, 0.5))
+    2
+    """
+    encoder = model.net.encoder
+    missing = [name for name in STYLE_NOISE_STAGES if not hasattr(encoder, name)]
+    if missing:
+        raise ValueError(f"style noise needs a ResNet encoder (stages {list(STYLE_NOISE_STAGES)}); "
+                         f"{model.config['encoder_name']} has no {missing}")
+    hook = StyleNoise(p)
+    return [getattr(encoder, name).register_forward_hook(hook) for name in STYLE_NOISE_STAGES]

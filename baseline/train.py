@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from baseline.data import FrameDataset
-from baseline.model import NUM_CLASSES, BaselineNet
+from baseline.model import NUM_CLASSES, BaselineNet, add_style_noise
 from baseline.postprocess import finish
 from challenge.biometry import biometry
 from challenge.definition import load_challenge
@@ -56,6 +56,7 @@ class TrainConfig:
     workers: int = 0
     val_every: int = 1
     boundary_weight: float = 0.0
+    style_noise: float = 0.0
 
 
 def seed_everything(seed: int) -> None:
@@ -255,6 +256,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         for p in model.encoder_parameters():
             p.requires_grad = False
     average = WeightAverage(model, config.ema_decay)
+    if config.style_noise:  # on the trained network only: the average is evaluated, never perturbed
+        add_style_noise(model, config.style_noise)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device == "cuda")

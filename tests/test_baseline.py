@@ -495,12 +495,15 @@ def test_predict_takes_several_weights_of_one_input_size(psfhs_dir, tmp_path):
     assert not (tmp_path / "mixed" / "predictions.json").exists()
 
 
+def _one_epoch_weights(dataset, out, **options) -> dict:
+    """The state dict after one epoch of the TINY network trained into ``out``."""
+    train(TrainConfig(data=str(dataset), out=str(out), epochs=1, **TINY, **options), progress=False)
+    return torch.load(out / "last.pt", weights_only=False)["model"]
+
+
 def test_data_loader_workers_change_nothing_but_the_speed(dataset, tmp_path):
-    config = dict(TINY, epochs=1, seed=5)
-    train(TrainConfig(data=str(dataset), out=str(tmp_path / "main"), **config), progress=False)
-    train(TrainConfig(data=str(dataset), out=str(tmp_path / "workers"), workers=2, **config), progress=False)
-    a = torch.load(tmp_path / "main" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "workers" / "last.pt", weights_only=False)["model"]
+    a = _one_epoch_weights(dataset, tmp_path / "main", seed=5)
+    b = _one_epoch_weights(dataset, tmp_path / "workers", seed=5, workers=2)
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
 
@@ -616,3 +619,40 @@ def test_predict_adapt_bn_predicts_with_the_folders_statistics(psfhs_dir, tmp_pa
                           str(tmp_path / "few"), "--adapt-bn"], capture_output=True, text=True, cwd=ROOT)
     assert run.returncode != 0 and "at least 8 frames" in run.stderr and "got 3" in run.stderr
     assert not (tmp_path / "few").exists()
+
+
+def test_style_noise_moves_each_channels_statistics_and_keeps_its_pattern():
+    from baseline.model import StyleNoise
+
+    torch.manual_seed(0)
+    layer = torch.nn.Identity().train()
+    x = torch.randn(8, 4, 16, 16) * torch.rand(8, 4, 1, 1) * 3 + torch.randn(8, 4, 1, 1) * 2
+    out = StyleNoise(1.0)(layer, (x,), x)
+
+    def pattern(t):  # each frame's channels standardised over H, W (numpy, independently)
+        a = t.numpy().astype(np.float64)
+        return (a - a.mean((2, 3), keepdims=True)) / a.std((2, 3), keepdims=True)
+
+    np.testing.assert_allclose(pattern(out), pattern(x), atol=1e-3)
+    moved = (out.mean((2, 3)) - x.mean((2, 3))).abs()
+    assert float(moved.mean()) > 0.1  # the means moved by about their spread across the batch (~2)
+    same = torch.randn(1, 4, 16, 16).repeat(8, 1, 1, 1)  # no spread across the batch: nothing to draw from
+    assert torch.allclose(StyleNoise(1.0)(layer, (same,), same), same, atol=3e-2)  # vs moves of ~2
+    assert StyleNoise(1.0)(layer.eval(), (x,), x) is None  # eval mode: untouched
+    assert StyleNoise(0.0)(layer.train(), (x,), x) is None
+    assert StyleNoise(1.0)(layer, (x[:1],), x[:1]) is None  # a batch of one has no spread
+    with pytest.raises(ValueError, match="must be in \\[0, 1\\], got 1.5"):
+        StyleNoise(1.5)
+
+
+def test_style_noise_trains_differently_and_leaves_the_checkpoint_alone(dataset, tmp_path):
+    from baseline.model import add_style_noise
+
+    a = _one_epoch_weights(dataset, tmp_path / "plain", seed=3)
+    b = _one_epoch_weights(dataset, tmp_path / "noisy", seed=3, style_noise=1.0)
+    assert a.keys() == b.keys()  # no new parameters or buffers
+    assert any(not torch.allclose(a[k].float(), b[k].float()) for k in a)  # the noise changed what was learnt
+    net = BaselineNet(TINY["encoder_name"], encoder_depth=3, decoder_channels=tuple(TINY["decoder_channels"]))
+    net.load_state_dict(b)
+    with pytest.raises(ValueError, match="needs a ResNet encoder.*mobilenet_v2 has no"):
+        add_style_noise(BaselineNet("mobilenet_v2", encoder_depth=3, decoder_channels=(32, 16, 8)), 0.5)

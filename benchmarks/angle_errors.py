@@ -1,0 +1,95 @@
+"""Where the baseline's angle-of-progression error comes from.
+
+    python benchmarks/angle_errors.py [--weights default] [--every 5]
+
+For the validation block (PSFHS ids 04301-04401, the second scanner) and, for contrast,
+every 5th training frame (03744-04300, seen in training), with the default
+post-processing and the PSFHS ellipse AoP:
+
+- dAoP from the predicted masks (mean, median);
+- dAoP when one structure is swapped for the expert's: the true PS with the predicted FH
+  (what is left is the head's share of the error) and the predicted PS with the true FH
+  (the symphysis' share);
+- the signed error (predicted minus true AoP: median, share of frames over-estimated);
+- Dice of PS and the predicted PS area over the expert's (median).
+
+A frame whose AoP cannot be measured counts as the worst case (180 degrees) in the means,
+as in the evaluator. Needs ../shared/data/psfhs.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PSFHS = ROOT.parent / "shared" / "data" / "psfhs"
+WORST = 180.0
+
+
+def swapped(pred: np.ndarray, truth: np.ndarray, label: int) -> np.ndarray:
+    """``pred`` with structure ``label`` replaced by the expert's (the other one kept where it does not overlap)."""
+    out = pred.copy()
+    out[out == label] = 0
+    out[truth == label] = label
+    return out
+
+
+def main() -> None:
+    from tqdm import tqdm
+
+    from baseline.predict import load_model, predict_frame
+    from challenge.biometry import biometry
+    from challenge.labels import FH, PS
+    from data_manifest.io import read_image, read_mask
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default="default")
+    parser.add_argument("--every", type=int, default=5, help="take every N-th training frame for the contrast row")
+    args = parser.parse_args()
+    if not (PSFHS / "images").is_dir():
+        raise SystemExit(f"{PSFHS}: the PSFHS frames are needed (see its README)")
+    torch.set_num_threads(1)  # figures, not speed: one thread leaves a core for other work
+    model, size = load_model(args.weights)
+
+    def aop(mask):
+        value = biometry(mask, "ellipse").aop
+        return None if value is None else float(value)
+
+    def error(value, truth):
+        return WORST if value is None else abs(value - truth)
+
+    print(f"weights {args.weights}; ellipse AoP; degrees")
+    print(f"{'frames':<26} {'n':>4} {'dAoP mean':>9} {'median':>7} {'true PS':>8} {'true FH':>8} "
+          f"{'signed med':>10} {'over':>5} {'Dice PS':>7} {'PS area':>7}")
+    blocks = [("validation 04301-04401", range(4301, 4402)), (f"training, every {args.every}th", range(3744, 4301, args.every))]
+    for name, ids in blocks:
+        rows = []
+        for i in tqdm(ids, desc=name, leave=False):
+            image, truth = read_image(PSFHS / "images" / f"{i:05d}.png"), read_mask(PSFHS / "masks" / f"{i:05d}.png")
+            pred, _ = predict_frame(model, size, image)
+            true_aop = aop(truth)
+            predicted = aop(pred)
+            ps_pred, ps_true = pred == PS, truth == PS
+            rows.append((
+                error(predicted, true_aop),
+                error(aop(swapped(pred, truth, PS)), true_aop),  # true PS, predicted FH
+                error(aop(swapped(pred, truth, FH)), true_aop),  # predicted PS, true FH
+                np.nan if predicted is None else predicted - true_aop,
+                2 * (ps_pred & ps_true).sum() / (ps_pred.sum() + ps_true.sum()),
+                ps_pred.sum() / ps_true.sum(),
+            ))
+        r = np.array(rows)
+        signed = r[:, 3][~np.isnan(r[:, 3])]
+        print(f"{name:<26} {len(r):>4} {r[:, 0].mean():>9.2f} {np.median(r[:, 0]):>7.2f} {r[:, 1].mean():>8.2f} "
+              f"{r[:, 2].mean():>8.2f} {np.median(signed):>+10.2f} {(signed > 0).mean():>5.2f} {r[:, 4].mean():>7.3f} "
+              f"{np.median(r[:, 5]):>7.2f}")
+    print("true PS: dAoP mean with the expert's symphysis and the predicted head (the head's share); "
+          "true FH: the predicted symphysis with the expert's head (the symphysis' share); "
+          "over: share of frames whose AoP is over-estimated; PS area: predicted over expert (median)")
+
+
+if __name__ == "__main__":
+    main()
