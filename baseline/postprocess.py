@@ -1,6 +1,6 @@
 """Mask post-processing the biometry needs: a missing structure completed from the
 probabilities on standard planes, the largest connected component per structure, filled
-holes and an elliptical fetal head, each switchable."""
+holes, an elliptical fetal head and (optionally) an elliptical symphysis, each switchable."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ class Steps:
     largest: bool = True
     holes: bool = True
     ellipse: bool = True
+    ellipse_ps: bool = False
 
 
 def complete_structures(mask: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -77,25 +78,26 @@ def fill_holes(mask: np.ndarray, label: int) -> np.ndarray:
     return out
 
 
-def ellipse_head(mask: np.ndarray) -> np.ndarray:
-    """The fetal head replaced by the filled ellipse fitted to its convex outline (a shape prior).
+def ellipse_structure(mask: np.ndarray, label: int) -> np.ndarray:
+    """Structure ``label`` replaced by the filled ellipse fitted to its convex outline (a shape prior).
 
-    The head is close to an ellipse, and both AoP methods take its outline; a notched or
-    ragged prediction (a faint stretch of skull) tilts the tangent. The outline of the
-    largest head component is made convex (a notch would pull the fit inwards), then
-    OpenCV's least-squares ``fitEllipse`` (as in the PSFHS biometry) is fitted to it.
-    PS pixels stay PS; a frame without a head, an outline of fewer than 5 points or a
-    degenerate fit is returned unchanged.
+    Both AoP methods read the angle off outlines: the PSFHS method fits ellipses to them,
+    the IUGC one takes extreme and tangent points. A notched or ragged prediction (a faint
+    stretch of skull, a symphysis cut short) tilts the fit. The outline of the largest
+    component is made convex (a notch would pull the fit inwards), then OpenCV's
+    least-squares ``fitEllipse`` (as in the PSFHS biometry) is fitted to it. The other
+    structure's pixels stay; a frame without the structure, an outline of fewer than 5
+    points or a degenerate fit is returned unchanged.
 
     >>> m = np.zeros((40, 40), np.uint8); _ = cv2.circle(m, (20, 20), 12, 2, -1); m[18:23, 8:14] = 0
-    >>> int((ellipse_head(m) == 2).sum() - (m == 2).sum()) > 20  # the notch is filled
+    >>> int((ellipse_structure(m, FH) == 2).sum() - (m == 2).sum()) > 20  # the notch is filled
     True
     """
-    head = (mask == FH).astype(np.uint8)
-    contours, _ = cv2.findContours(head, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    structure = (mask == label).astype(np.uint8)
+    contours, _ = cv2.findContours(structure, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return mask
-    convex = np.zeros_like(head)
+    convex = np.zeros_like(structure)
     cv2.fillPoly(convex, [cv2.convexHull(max(contours, key=cv2.contourArea))], 1)
     outline = cv2.findContours(convex, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0][0]
     if len(outline) < 5:
@@ -103,17 +105,24 @@ def ellipse_head(mask: np.ndarray) -> np.ndarray:
     (cx, cy), (width, height), angle = cv2.fitEllipse(outline)
     if not np.isfinite([cx, cy, width, height, angle]).all() or min(width, height) < 1:
         return mask
-    filled = np.zeros_like(head)
+    filled = np.zeros_like(structure)
     cv2.ellipse(filled, ((cx, cy), (width, height), angle), 1, -1)
     out = mask.copy()
-    out[out == FH] = 0
-    out[(filled == 1) & (out == 0)] = FH
+    out[out == label] = 0
+    out[(filled == 1) & (out == 0)] = label
     return out
 
 
-def postprocess(mask: np.ndarray, *, largest: bool = True, holes: bool = True, ellipse: bool = True) -> np.ndarray:
+def ellipse_head(mask: np.ndarray) -> np.ndarray:
+    """The fetal head as a fitted ellipse (:func:`ellipse_structure` for FH)."""
+    return ellipse_structure(mask, FH)
+
+
+def postprocess(mask: np.ndarray, *, largest: bool = True, holes: bool = True, ellipse: bool = True,
+                ellipse_ps: bool = False) -> np.ndarray:
     """Apply the switched-on steps to PS and FH of a canonical (H, W) mask: largest
-    component and hole filling per structure, then the head as a fitted ellipse.
+    component and hole filling per structure, then the symphysis (``ellipse_ps``) and the
+    head (``ellipse``) as fitted ellipses.
 
     >>> m = np.zeros((9, 9), np.uint8); m[1:4, 1:4] = 2; m[6, 6] = 2; m[2, 2] = 0
     >>> int(postprocess(m)[6, 6]), int(postprocess(m)[2, 2])
@@ -124,6 +133,8 @@ def postprocess(mask: np.ndarray, *, largest: bool = True, holes: bool = True, e
             mask = largest_component(mask, label)
         if holes:
             mask = fill_holes(mask, label)
+    if ellipse_ps:
+        mask = ellipse_structure(mask, PS)
     return ellipse_head(mask) if ellipse else mask
 
 
@@ -143,4 +154,4 @@ def finish(probs: np.ndarray, p_standard: float, shape: tuple[int, ...], steps: 
     if steps.complete and p_standard >= STANDARD:
         mask = complete_structures(mask, probs)
     mask = to_input_size(mask, shape)
-    return postprocess(mask, largest=steps.largest, holes=steps.holes, ellipse=steps.ellipse)
+    return postprocess(mask, largest=steps.largest, holes=steps.holes, ellipse=steps.ellipse, ellipse_ps=steps.ellipse_ps)

@@ -25,6 +25,7 @@ VARIANTS = {
     "no post-processing": ["--no-complete", "--no-largest-component", "--no-fill-holes", "--no-ellipse-head"],
     "largest component only": ["--no-complete", "--no-fill-holes", "--no-ellipse-head"],
     "fill holes only": ["--no-complete", "--no-largest-component", "--no-ellipse-head"],
+    "default + ellipse symphysis": ["--ellipse-ps"],
     "default + flip TTA": ["--flip"],
     "default + AdaBN": ["--adapt-bn"],
     "default + AdaBN + flip TTA": ["--adapt-bn", "--flip"],
