@@ -239,11 +239,12 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
 
     if config.val_every < 1:  # before anything is built or written
         raise ValueError(f"val_every must be at least 1, got {config.val_every}")
+    if not 0 <= config.style_noise <= 1:
+        raise ValueError(f"style_noise is a probability in [0, 1], got {config.style_noise}")
     init_state = None
     if config.init_from:
         config, init_state = _from_checkpoint(config)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     device = config.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -278,6 +279,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         start, best, rows = state["epoch"] + 1, state["best"], state["rows"]
         torch.set_rng_state(state["torch_rng"])
+    out.mkdir(parents=True, exist_ok=True)  # only now: a bad option or encoder above leaves no RUN_DIR behind
     (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
     for epoch in range(start, config.epochs):
         began = time.time()

@@ -674,3 +674,8 @@ def test_style_noise_trains_differently_and_leaves_the_checkpoint_alone(dataset,
     net.load_state_dict(b)
     with pytest.raises(ValueError, match="needs a ResNet encoder.*mobilenet_v2 has no"):
         add_style_noise(BaselineNet("mobilenet_v2", encoder_depth=3, decoder_channels=(32, 16, 8)), 0.5)
+    bad = {"style_noise": 1.5, "encoder_name": "resnet18"}, {"style_noise": 0.5, "encoder_name": "mobilenet_v2"}
+    for number, options in enumerate(bad):
+        with pytest.raises(ValueError, match="probability in \\[0, 1\\], got 1.5|needs a ResNet encoder"):
+            train(TrainConfig(data=str(dataset), out=str(tmp_path / f"bad{number}"), epochs=1, **{**TINY, **options}), progress=False)
+        assert not (tmp_path / f"bad{number}").exists()  # refused before anything was written
