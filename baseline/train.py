@@ -239,8 +239,6 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
 
     if config.val_every < 1:  # before anything is built or written
         raise ValueError(f"val_every must be at least 1, got {config.val_every}")
-    if not 0 <= config.style_noise <= 1:
-        raise ValueError(f"style_noise is a probability in [0, 1], got {config.style_noise}")
     init_state = None
     if config.init_from:
         config, init_state = _from_checkpoint(config)

@@ -50,37 +50,56 @@ def test_postprocess_keeps_largest_component_and_fills_holes():
     assert postprocess(m, largest=False, holes=False, ellipse=False).tolist() == m.tolist()
 
 
-@pytest.mark.parametrize("label", [2, 1])
-def test_ellipse_step_restores_a_notched_structure_and_leaves_the_other(label):
-    from baseline.postprocess import ellipse_structure
+def test_ellipse_head_restores_a_notched_head_and_leaves_the_rest():
+    from baseline.postprocess import ellipse_head
 
-    other = 3 - label
-    rng = np.random.default_rng(label)
+    rng = np.random.default_rng(0)
     for _ in range(20):
         truth = np.zeros((256, 256), np.uint8)
-        if label == 2:  # a round head, a block of symphysis above it
-            centre, axes = (int(rng.integers(100, 156)), int(rng.integers(110, 150))), (int(rng.integers(40, 70)), int(rng.integers(40, 70)))
-        else:  # an elongated symphysis, a block of head below it
-            centre, axes = (int(rng.integers(90, 166)), int(rng.integers(50, 70))), (int(rng.integers(22, 32)), int(rng.integers(9, 14)))
+        centre = (int(rng.integers(100, 156)), int(rng.integers(110, 150)))
+        axes = (int(rng.integers(40, 70)), int(rng.integers(40, 70)))
+        cv2.ellipse(truth, centre, axes, float(rng.uniform(0, 180)), 0, 360, 2, -1)
+        truth[20:40, 100:150] = 1  # a PS above the head
+        damaged = truth.copy()  # a faint stretch of skull: a wedge of the head missed
+        start = float(rng.uniform(0, 360))
+        cv2.ellipse(damaged, centre, (axes[0] + 5, axes[1] + 5), 0.0, start, start + 50, 0, -1)
+        damaged[truth == 1] = 1
+
+        def head_dice(m, truth=truth):
+            return 2 * ((m == 2) & (truth == 2)).sum() / ((m == 2).sum() + (truth == 2).sum())
+
+        fixed = ellipse_head(damaged)
+        assert head_dice(fixed) > max(0.96, head_dice(damaged) + 0.04)
+        assert np.array_equal(fixed == 1, truth == 1)  # PS untouched
+    no_head = np.where(truth == 1, 1, 0).astype(np.uint8)
+    assert np.array_equal(ellipse_head(no_head), no_head)
+
+
+def test_ellipse_symphysis_restores_a_bitten_symphysis_and_leaves_the_head():
+    from baseline.postprocess import ellipse_structure
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        truth = np.zeros((256, 256), np.uint8)
+        centre, axes = (int(rng.integers(90, 166)), int(rng.integers(50, 70))), (int(rng.integers(22, 32)), int(rng.integers(9, 14)))
         angle = float(rng.uniform(0, 180))
-        cv2.ellipse(truth, centre, axes, angle, 0, 360, label, -1)
-        block = (slice(20, 40), slice(100, 150)) if label == 2 else (slice(160, 220), slice(60, 200))
-        truth[block] = other
+        cv2.ellipse(truth, centre, axes, angle, 0, 360, 1, -1)  # an elongated symphysis
+        truth[160:220, 60:200] = 2  # a block of head below it
         damaged = truth.copy()  # a faint stretch of outline: a bite out of one side, 0.8 of the short half-axis deep
         t, a = rng.uniform(0, 2 * np.pi), np.radians(angle)
         x, y = axes[0] * np.cos(t), axes[1] * np.sin(t)
         side = (int(round(centre[0] + x * np.cos(a) - y * np.sin(a))), int(round(centre[1] + x * np.sin(a) + y * np.cos(a))))
         cv2.circle(damaged, side, int(0.8 * min(axes)), 0, -1)
-        damaged[truth == other] = other
+        damaged[truth == 2] = 2
 
-        def dice(m, truth=truth):
-            return 2 * ((m == label) & (truth == label)).sum() / ((m == label).sum() + (truth == label).sum())
+        def ps_dice(m, truth=truth):
+            return 2 * ((m == 1) & (truth == 1)).sum() / ((m == 1).sum() + (truth == 1).sum())
 
-        fixed = ellipse_structure(damaged, label)
-        assert dice(fixed) > max(0.92, dice(damaged))
-        assert np.array_equal(fixed == other, truth == other)  # the other structure untouched
-    without = np.where(truth == other, other, 0).astype(np.uint8)
-    assert np.array_equal(ellipse_structure(without, label), without)
+        fixed = ellipse_structure(damaged, 1)
+        assert ps_dice(fixed) > max(0.92, ps_dice(damaged))
+        assert np.array_equal(fixed == 2, truth == 2)  # the head untouched
+    no_ps = np.where(truth == 2, 2, 0).astype(np.uint8)
+    assert np.array_equal(ellipse_structure(no_ps, 1), no_ps)
 
 
 def test_postprocess_turns_the_symphysis_into_an_ellipse_only_when_asked():
@@ -676,6 +695,6 @@ def test_style_noise_trains_differently_and_leaves_the_checkpoint_alone(dataset,
         add_style_noise(BaselineNet("mobilenet_v2", encoder_depth=3, decoder_channels=(32, 16, 8)), 0.5)
     bad = {"style_noise": 1.5, "encoder_name": "resnet18"}, {"style_noise": 0.5, "encoder_name": "mobilenet_v2"}
     for number, options in enumerate(bad):
-        with pytest.raises(ValueError, match="probability in \\[0, 1\\], got 1.5|needs a ResNet encoder"):
+        with pytest.raises(ValueError, match="probability must be in \\[0, 1\\], got 1.5|needs a ResNet encoder"):
             train(TrainConfig(data=str(dataset), out=str(tmp_path / f"bad{number}"), epochs=1, **{**TINY, **options}), progress=False)
         assert not (tmp_path / f"bad{number}").exists()  # refused before anything was written
