@@ -14,7 +14,7 @@ def _train_options(f):
         click.option("--batch-size", type=int, default=16, show_default=True),
         click.option("--lr", type=float, default=1e-3, show_default=True),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
-        click.option("--amp", is_flag=True, help="Mixed precision (CUDA only)."),
+        click.option("--amp", is_flag=True, help="Mixed precision: float16 on CUDA, bfloat16 on CPU (about 2x faster on CPUs with AVX512-BF16 or AMX; slower elsewhere, with a warning)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--resume", is_flag=True, help="Continue from RUN_DIR/last.pt after a kill."),
         click.option("--size", type=int, default=256, show_default=True, help="Network input size (multiple of 32)."),

@@ -698,3 +698,24 @@ def test_style_noise_trains_differently_and_leaves_the_checkpoint_alone(dataset,
         with pytest.raises(ValueError, match="probability must be in \\[0, 1\\], got 1.5|needs a ResNet encoder"):
             train(TrainConfig(data=str(dataset), out=str(tmp_path / f"bad{number}"), epochs=1, **{**TINY, **options}), progress=False)
         assert not (tmp_path / f"bad{number}").exists()  # refused before anything was written
+
+
+def test_amp_on_cpu_trains_in_bfloat16_along_the_float32_path(dataset, tmp_path, monkeypatch):
+    import baseline.train as training
+
+    seed_config = TrainConfig(data=str(dataset), out="unused", seed=4, **TINY)
+    training.seed_everything(4)
+    start = training.build_model(seed_config).state_dict()  # what train() starts from with this seed
+    plain = _one_epoch_weights(dataset, tmp_path / "fp32", seed=4)
+    mixed = _one_epoch_weights(dataset, tmp_path / "bf16", seed=4, amp=True)
+    moved = differ = 0.0
+    for key, value in plain.items():
+        if value.is_floating_point() and "num_batches" not in key:
+            moved += float((value - start[key]).abs().sum())
+            differ += float((mixed[key] - value).abs().sum())
+    assert differ > 0  # bfloat16 was used: the arithmetic is not float32's
+    assert differ < 0.3 * moved, (differ, moved)  # yet it follows float32's path (0.16 measured)
+
+    monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: False)
+    with pytest.warns(UserWarning, match="no native bfloat16.*leave --amp off"):
+        _one_epoch_weights(dataset, tmp_path / "slow", seed=4, amp=True)
