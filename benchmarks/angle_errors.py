@@ -14,7 +14,8 @@ post-processing and the PSFHS ellipse AoP:
 - Dice of PS and the predicted PS area over the expert's (median).
 
 A frame whose AoP cannot be measured counts as the worst case (180 degrees) in the means,
-as in the evaluator. Needs ../shared/data/psfhs.
+as in the evaluator. A frame whose expert masks give no AoP (a structure missing from the
+annotation) has nothing to compare with: it is left out and counted. Needs ../shared/data/psfhs.
 """
 from __future__ import annotations
 
@@ -66,11 +67,14 @@ def main() -> None:
           f"{'signed med':>10} {'over':>5} {'Dice PS':>7} {'PS area':>7}")
     blocks = [("validation 04301-04401", range(4301, 4402)), (f"training, every {args.every}th", range(3744, 4301, args.every))]
     for name, ids in blocks:
-        rows = []
+        rows, unmeasurable = [], 0
         for i in tqdm(ids, desc=name, leave=False):
             image, truth = read_image(PSFHS / "images" / f"{i:05d}.png"), read_mask(PSFHS / "masks" / f"{i:05d}.png")
             pred, _ = predict_frame(model, size, image)
             true_aop = aop(truth)
+            if true_aop is None:
+                unmeasurable += 1
+                continue
             predicted = aop(pred)
             ps_pred, ps_true = pred == PS, truth == PS
             rows.append((
@@ -85,7 +89,7 @@ def main() -> None:
         signed = r[:, 3][~np.isnan(r[:, 3])]
         print(f"{name:<26} {len(r):>4} {r[:, 0].mean():>9.2f} {np.median(r[:, 0]):>7.2f} {r[:, 1].mean():>8.2f} "
               f"{r[:, 2].mean():>8.2f} {np.median(signed):>+10.2f} {(signed > 0).mean():>5.2f} {r[:, 4].mean():>7.3f} "
-              f"{np.median(r[:, 5]):>7.2f}")
+              f"{np.median(r[:, 5]):>7.2f}" + (f"  ({unmeasurable} left out: no expert AoP)" if unmeasurable else ""))
     print("true PS: dAoP mean with the expert's symphysis and the predicted head (the head's share); "
           "true FH: the predicted symphysis with the expert's head (the symphysis' share); "
           "over: share of frames whose AoP is over-estimated; PS area: predicted over expert (median)")
