@@ -70,11 +70,11 @@ def main() -> None:
         rows, unmeasurable = [], 0
         for i in tqdm(ids, desc=name, leave=False):
             image, truth = read_image(PSFHS / "images" / f"{i:05d}.png"), read_mask(PSFHS / "masks" / f"{i:05d}.png")
-            pred, _ = predict_frame(model, size, image)
             true_aop = aop(truth)
-            if true_aop is None:
+            if true_aop is None:  # nothing to compare with: not worth a prediction
                 unmeasurable += 1
                 continue
+            pred, _ = predict_frame(model, size, image)
             predicted = aop(pred)
             ps_pred, ps_true = pred == PS, truth == PS
             rows.append((

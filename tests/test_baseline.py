@@ -717,5 +717,5 @@ def test_amp_on_cpu_trains_in_bfloat16_along_the_float32_path(dataset, tmp_path,
     assert differ < 0.3 * moved, (differ, moved)  # yet it follows float32's path (0.16 measured)
 
     monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: False)
-    with pytest.warns(UserWarning, match="no native bfloat16.*leave --amp off"):
-        _one_epoch_weights(dataset, tmp_path / "slow", seed=4, amp=True)
+    with pytest.warns(UserWarning, match="no native bfloat16.*leave --amp off"):  # warned before any epoch runs
+        train(TrainConfig(data=str(dataset), out=str(tmp_path / "slow"), epochs=0, amp=True, **TINY), progress=False)
