@@ -11,7 +11,9 @@ post-processing and the PSFHS ellipse AoP:
   (what is left is the head's share of the error) and the predicted PS with the true FH
   (the symphysis' share);
 - the signed error (predicted minus true AoP: median, share of frames over-estimated);
-- Dice of PS and the predicted PS area over the expert's (median).
+- Dice of PS and the predicted PS area over the expert's (median);
+- how far the predicted symphysis' axis (the major axis of its ellipse, the AoP's first
+  arm) is turned from the expert's (signed median, degrees).
 
 A frame whose AoP cannot be measured counts as the worst case (180 degrees) in the means,
 as in the evaluator. A frame whose expert masks give no AoP (a structure missing from the
@@ -20,6 +22,7 @@ annotation) has nothing to compare with: it is left out and counted. Needs ../sh
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +62,21 @@ def main() -> None:
         value = biometry(mask, "ellipse").aop
         return None if value is None else float(value)
 
+    def axis(mask):
+        """Direction of the symphysis' ellipse axis, degrees (an axis: modulo 180), or None."""
+        ends = biometry(mask, "ellipse").ps_endpoints
+        return None if ends is None else math.degrees(math.atan2(ends[1][1] - ends[0][1], ends[1][0] - ends[0][0]))
+
+    def turn(pred, truth):
+        a, b = axis(pred), axis(truth)
+        return np.nan if a is None or b is None else (a - b + 90) % 180 - 90
+
     def error(value, truth):
         return WORST if value is None else abs(value - truth)
 
     print(f"weights {args.weights}; ellipse AoP; degrees")
     print(f"{'frames':<26} {'n':>4} {'dAoP mean':>9} {'median':>7} {'true PS':>8} {'true FH':>8} "
-          f"{'signed med':>10} {'over':>5} {'Dice PS':>7} {'PS area':>7}")
+          f"{'signed med':>10} {'over':>5} {'Dice PS':>7} {'PS area':>7} {'PS turn':>7}")
     blocks = [("validation 04301-04401", range(4301, 4402)), (f"training, every {args.every}th", range(3744, 4301, args.every))]
     for name, ids in blocks:
         rows, unmeasurable = [], 0
@@ -84,15 +96,17 @@ def main() -> None:
                 np.nan if predicted is None else predicted - true_aop,
                 2 * (ps_pred & ps_true).sum() / (ps_pred.sum() + ps_true.sum()),
                 ps_pred.sum() / ps_true.sum(),
+                turn(pred, truth),
             ))
         r = np.array(rows)
         signed = r[:, 3][~np.isnan(r[:, 3])]
         print(f"{name:<26} {len(r):>4} {r[:, 0].mean():>9.2f} {np.median(r[:, 0]):>7.2f} {r[:, 1].mean():>8.2f} "
               f"{r[:, 2].mean():>8.2f} {np.median(signed):>+10.2f} {(signed > 0).mean():>5.2f} {r[:, 4].mean():>7.3f} "
-              f"{np.median(r[:, 5]):>7.2f}" + (f"  ({unmeasurable} left out: no expert AoP)" if unmeasurable else ""))
+              f"{np.median(r[:, 5]):>7.2f} {np.nanmedian(r[:, 6]):>+7.2f}" + (f"  ({unmeasurable} left out: no expert AoP)" if unmeasurable else ""))
     print("true PS: dAoP mean with the expert's symphysis and the predicted head (the head's share); "
           "true FH: the predicted symphysis with the expert's head (the symphysis' share); "
-          "over: share of frames whose AoP is over-estimated; PS area: predicted over expert (median)")
+          "over: share of frames whose AoP is over-estimated; PS area: predicted over expert (median); "
+          "PS turn: the predicted symphysis axis minus the expert's (median, degrees)")
 
 
 if __name__ == "__main__":
