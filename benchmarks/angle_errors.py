@@ -58,17 +58,19 @@ def main() -> None:
     torch.set_num_threads(1)  # figures, not speed: one thread leaves a core for other work
     model, size = load_model(args.weights)
 
-    def aop(mask):
-        value = biometry(mask, "ellipse").aop
-        return None if value is None else float(value)
+    def ellipse(mask):
+        return biometry(mask, "ellipse")
 
-    def axis(mask):
+    def aop(fit):
+        return None if fit.aop is None else float(fit.aop)
+
+    def axis(fit):
         """Direction of the symphysis' ellipse axis, degrees (an axis: modulo 180), or None."""
-        ends = biometry(mask, "ellipse").ps_endpoints
+        ends = fit.ps_endpoints
         return None if ends is None else math.degrees(math.atan2(ends[1][1] - ends[0][1], ends[1][0] - ends[0][0]))
 
-    def turn(pred, truth):
-        a, b = axis(pred), axis(truth)
+    def turn(pred_fit, truth_fit):
+        a, b = axis(pred_fit), axis(truth_fit)
         return np.nan if a is None or b is None else (a - b + 90) % 180 - 90
 
     def error(value, truth):
@@ -82,21 +84,23 @@ def main() -> None:
         rows, unmeasurable = [], 0
         for i in tqdm(ids, desc=name, leave=False):
             image, truth = read_image(PSFHS / "images" / f"{i:05d}.png"), read_mask(PSFHS / "masks" / f"{i:05d}.png")
-            true_aop = aop(truth)
+            truth_fit = ellipse(truth)  # each mask's ellipses fitted once, for its AoP and its axis
+            true_aop = aop(truth_fit)
             if true_aop is None:  # nothing to compare with: not worth a prediction
                 unmeasurable += 1
                 continue
             pred, _ = predict_frame(model, size, image)
-            predicted = aop(pred)
+            pred_fit = ellipse(pred)
+            predicted = aop(pred_fit)
             ps_pred, ps_true = pred == PS, truth == PS
             rows.append((
                 error(predicted, true_aop),
-                error(aop(swapped(pred, truth, PS)), true_aop),  # true PS, predicted FH
-                error(aop(swapped(pred, truth, FH)), true_aop),  # predicted PS, true FH
+                error(aop(ellipse(swapped(pred, truth, PS))), true_aop),  # true PS, predicted FH
+                error(aop(ellipse(swapped(pred, truth, FH))), true_aop),  # predicted PS, true FH
                 np.nan if predicted is None else predicted - true_aop,
                 2 * (ps_pred & ps_true).sum() / (ps_pred.sum() + ps_true.sum()),
                 ps_pred.sum() / ps_true.sum(),
-                turn(pred, truth),
+                turn(pred_fit, truth_fit),
             ))
         r = np.array(rows)
         signed = r[:, 3][~np.isnan(r[:, 3])]
