@@ -122,18 +122,23 @@ def export_cmd(weights, fmt, out):
               help="Replace the fetal head by the ellipse fitted to its convex outline (a shape prior).")
 @click.option("--ellipse-ps/--no-ellipse-ps", default=False, show_default=True,
               help="Replace the pubic symphysis by the ellipse fitted to its convex outline (a shape prior for its axis).")
+@click.option("--smooth", type=click.FloatRange(min=0), default=None,
+              help="Gaussian sigma (network pixels) with which each frame is smoothed before the network; 0: none "
+                   "[default: 1.0, against a new scanner's finer speckle; see the model card].")
 @click.option("--adapt-bn", is_flag=True,
               help="First re-estimate the BatchNorm statistics on the input frames (AdaBN: label-free adaptation to a "
                    "scanner the network was not trained on; each prediction then depends on the whole folder; at least 8 frames).")
 def predict_cmd(input_dir, output_dir, weights, device, flip, complete, largest_component, fill_holes, ellipse_head, ellipse_ps,
-                adapt_bn):
+                smooth, adapt_bn):
     """Write <case_id>.png masks (0/1/2, input size) and predictions.json (p, AoP, HSD)."""
+    from baseline.frames import SMOOTH
     from baseline.postprocess import Steps
     from baseline.predict import predict_folder
 
     try:
         steps = Steps(complete=complete, largest=largest_component, holes=fill_holes, ellipse=ellipse_head, ellipse_ps=ellipse_ps)
-        summary = predict_folder(input_dir, output_dir, list(weights), device, flip, steps=steps, adapt_bn=adapt_bn)
+        summary = predict_folder(input_dir, output_dir, list(weights), device, flip, steps=steps, adapt_bn=adapt_bn,
+                                 smooth=SMOOTH if smooth is None else smooth)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     for case, error in summary["errors"].items():

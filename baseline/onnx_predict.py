@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from baseline.frames import to_network
+from baseline.frames import SMOOTH, to_network
 from baseline.postprocess import Steps, finish
 
 
@@ -18,8 +18,8 @@ class OnnxPredictor:
     >>> # OnnxPredictor("model.onnx").predict(np.zeros((300, 400), np.uint8))
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None, steps: Steps = Steps()):
-        self.steps = steps
+    def __init__(self, path: str | Path, threads: int | None = None, steps: Steps = Steps(), smooth: float = SMOOTH):
+        self.steps, self.smooth = steps, smooth
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -32,7 +32,7 @@ class OnnxPredictor:
         self.size = int(meta["iugc_input_size"])
 
     def predict_batch(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
-        batch = np.stack([to_network(f, self.size) for f in frames])[:, None]
+        batch = np.stack([to_network(f, self.size, self.smooth) for f in frames])[:, None]
         logits, standard = self.session.run(None, {"image": batch})
         p_standard = 1 / (1 + np.exp(-standard.reshape(-1).astype(np.float64)))
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))

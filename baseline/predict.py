@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import torch
 
-from baseline.frames import to_network
+from baseline.frames import SMOOTH, to_network
 from baseline.model import BaselineNet
 from baseline.postprocess import Steps, finish
 from challenge.biometry import biometry
@@ -106,13 +106,14 @@ MIN_ADAPT_FRAMES = 8
 
 @torch.no_grad()
 def adapt_batchnorm(model: torch.nn.Module, frames, size: int, device: str = "cpu", batch_size: int = 16,
-                    progress: bool = False) -> torch.nn.Module:
+                    progress: bool = False, smooth: float = SMOOTH) -> torch.nn.Module:
     """A copy of ``model`` whose BatchNorm statistics are re-estimated on ``frames`` (AdaBN).
 
     Label-free adaptation to a new scanner (Li et al., "Revisiting batch normalization for
     practical domain adaptation", 2016): the weights stay as trained; each BatchNorm
     layer's running mean and variance become the average of its batch statistics over the
-    frames, fed in batches of ``batch_size`` as they come. ``frames`` is an iterable of grey
+    frames, fed in batches of ``batch_size`` as they come, smoothed as prediction will smooth
+    them (``smooth``, :func:`baseline.frames.to_network`). ``frames`` is an iterable of grey
     uint8 (H, W) frames (any sizes; unlabelled, e.g. the frames about to be predicted), at
     least ``MIN_ADAPT_FRAMES`` of them. ``model`` itself is not changed.
 
@@ -134,7 +135,7 @@ def adapt_batchnorm(model: torch.nn.Module, frames, size: int, device: str = "cp
     adapted.train()
     batch, seen = [], 0
     for frame in tqdm(frames, desc="adapting BatchNorm", unit="frame", disable=not progress):
-        batch.append(torch.from_numpy(to_network(frame, size))[None])
+        batch.append(torch.from_numpy(to_network(frame, size, smooth))[None])
         seen += 1
         if len(batch) == batch_size:
             adapted(torch.stack(batch).to(device))
@@ -149,13 +150,14 @@ def adapt_batchnorm(model: torch.nn.Module, frames, size: int, device: str = "cp
 
 @torch.no_grad()
 def predict_frame(model: torch.nn.Module, size: int, image: np.ndarray, device: str = "cpu", flip: bool = False,
-                  steps: Steps = Steps()):
+                  steps: Steps = Steps(), smooth: float = SMOOTH):
     """Canonical mask (input size) and p(standard plane) for one grey uint8 frame.
 
     ``steps`` switches the post-processing steps (:class:`baseline.postprocess.Steps`);
-    ``flip`` averages with the horizontally flipped frame.
+    ``flip`` averages with the horizontally flipped frame; ``smooth`` is the Gaussian sigma
+    applied to the frame first (:func:`baseline.frames.to_network`; 0: none).
     """
-    x = torch.from_numpy(to_network(image, size))[None, None].to(device)
+    x = torch.from_numpy(to_network(image, size, smooth))[None, None].to(device)
     logits, standard = model(x)
     probs = logits.softmax(1)
     if flip:  # test-time augmentation: average with the horizontally flipped frame
@@ -195,11 +197,11 @@ def _readable(frames: list, errors: dict):
 
 
 def predict_folder(input_dir: Path, output_dir: Path, weights="default", device="cpu", flip=False, progress=True,
-                   steps: Steps = Steps(), adapt_bn: bool = False) -> dict:
+                   steps: Steps = Steps(), adapt_bn: bool = False, smooth: float = SMOOTH) -> dict:
     """Predict every frame of ``input_dir`` into ``output_dir``. ``weights``: 'default', a
     checkpoint path, or a list of them (averaged as an :class:`Ensemble`). ``adapt_bn``:
     first re-estimate BatchNorm statistics on these frames (:func:`adapt_batchnorm`; each
-    prediction then depends on the whole folder)."""
+    prediction then depends on the whole folder). ``smooth``: see :func:`predict_frame`."""
     from tqdm import tqdm
 
     model, size = load_models([weights] if isinstance(weights, (str, Path)) else list(weights), device)
@@ -209,12 +211,13 @@ def predict_folder(input_dir: Path, output_dir: Path, weights="default", device=
     videos = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".avi")
     frames = [(case_id_of(p), p) for p in paths] + [item for v in videos for item in _video_frames(v, errors)]
     if adapt_bn:  # before anything is written: too few frames is an error that leaves nothing behind
-        model = adapt_batchnorm(model, (image for _, image in _readable(frames, {})), size, device, progress=progress)
+        model = adapt_batchnorm(model, (image for _, image in _readable(frames, {})), size, device, progress=progress,
+                                smooth=smooth)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for case_id, image in tqdm(_readable(frames, errors), total=len(frames), desc="predicting", unit="frame",
                                disable=not progress):
-        mask, p = predict_frame(model, size, image, device, flip, steps)
+        mask, p = predict_frame(model, size, image, device, flip, steps, smooth)
         cv2.imwrite(str(output_dir / f"{case_id}.png"), mask)
         ellipse, contour = biometry(mask, "ellipse"), biometry(mask, "contour")
         results[case_id] = {

@@ -19,7 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PSFHS = ROOT.parent / "shared" / "data" / "psfhs"
 VARIANTS = {
-    "default (completion + largest component + fill holes + ellipse head)": [],
+    "default (smoothing + completion + largest component + fill holes + ellipse head)": [],
+    "no smoothing": ["--smooth", "0"],
     "no completion": ["--no-complete"],
     "no ellipse head": ["--no-ellipse-head"],
     "no post-processing": ["--no-complete", "--no-largest-component", "--no-fill-holes", "--no-ellipse-head"],
@@ -27,6 +28,7 @@ VARIANTS = {
     "fill holes only": ["--no-complete", "--no-largest-component", "--no-ellipse-head"],
     "default + ellipse symphysis": ["--ellipse-ps"],
     "default + flip TTA": ["--flip"],
+    "default + flip TTA + ellipse symphysis": ["--flip", "--ellipse-ps"],
     "default + AdaBN": ["--adapt-bn"],
     "default + AdaBN + flip TTA": ["--adapt-bn", "--flip"],
 }

@@ -1,7 +1,8 @@
 """What fine-tuning buys on a new scanner: the shipped weights (trained on PSFHS ids
 03744-04300, all from one scanner) fine-tuned on the first clips of the second scanner
 (ids 04302-04343) and measured on its later clips (04344-04401), before and after,
-beside AdaBN (`--adapt-bn`: no labels, BatchNorm statistics of the later clips' frames),
+beside AdaBN (`--adapt-bn`: no labels, BatchNorm statistics of the later clips' frames) and
+without the default smoothing (`--smooth 0`),
 through `iugc baseline finetune` + `iugc baseline predict` + `iugc evaluate`.
 
     python benchmarks/finetune_new_scanner.py [--weights default] [--epochs 10] [--lr 3e-4]
@@ -68,15 +69,20 @@ def main() -> None:
     iugc("data", "nonstandard", "--source", str(work / "psfhs"), "--dest", str(work / "ns"), "--per-frame", "0.5", "--seed", "0")
     held_out = subset(work / "ns", work / "held-out", lambda c: c["split"] == "validation" and "_ns" not in c["case_id"])
     before = measure(args.weights, held_out, work)
+    before_plain = measure(args.weights, held_out, work, "--smooth", "0")
     adapted = measure(args.weights, held_out, work, "--adapt-bn")  # no labels: BatchNorm statistics of the held-out frames
     iugc("baseline", "finetune", "--from", args.weights, "--data", str(work / "ns"), "--out", str(work / "run"),
          "--epochs", args.epochs, "--lr", args.lr, "--seed", "0")
     # last.pt, not best.pt: best.pt is chosen on the validation split, which is the held-out block here
     after = measure(str(work / "run" / "last.pt"), held_out, work)
+    # fine-tuning trains on unsmoothed frames, as training does; prediction smooths by default (baseline.frames.SMOOTH)
+    after_plain = measure(str(work / "run" / "last.pt"), held_out, work, "--smooth", "0")
     print(f"second scanner, held-out ids 04344-04401 ({before['n_cases']} frames); "
           f"fine-tuned on ids 04302-04343 (+ generated non-standard frames) for {args.epochs} epochs, last epoch kept")
     print(f"{'':<22}" + " ".join(f"{k:>10}" for k in KEYS))
-    for name, figures in (("before fine-tuning", before), ("AdaBN, no labels", adapted), ("after fine-tuning", after)):
+    rows = (("before fine-tuning", before), ("before, --smooth 0", before_plain), ("AdaBN, no labels", adapted),
+            ("after fine-tuning", after), ("after, --smooth 0", after_plain))
+    for name, figures in rows:
         print(f"{name:<22}" + " ".join(f"{figures[k]:>10.4f}" for k in KEYS))
 
 

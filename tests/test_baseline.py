@@ -623,9 +623,57 @@ def test_batchnorm_adaptation_takes_the_statistics_of_the_new_frames(psfhs_dir):
 
 
 def _to_network(frame, size):
-    from baseline.frames import to_network
+    """What prediction feeds the network, for a frame already at the network size: an
+    oracle with SciPy (the default smoothing, sigma 1, mirrored edges)."""
+    from scipy.ndimage import gaussian_filter
 
-    return to_network(frame, size)
+    assert frame.shape == (size, size)
+    return gaussian_filter(frame.astype(np.float32) / 255, 1.0, mode="reflect", truncate=4.0)
+
+
+def test_smoothing_is_a_gaussian_low_pass_that_prediction_applies_and_training_does_not():
+    from baseline.frames import SMOOTH, to_network
+
+    rng = np.random.default_rng(0)
+    speckle = rng.integers(0, 256, (64, 64), dtype=np.uint8)
+    plain = to_network(speckle, 64)
+    assert np.array_equal(plain, speckle.astype(np.float32) / 255)  # training: the frame as it is
+    smoothed = to_network(speckle, 64, SMOOTH)
+    assert SMOOTH == 1.0 and np.allclose(smoothed, _to_network(speckle, 64), atol=1e-5)
+    assert smoothed.std() < 0.4 * plain.std()  # pixel-scale speckle is mostly gone
+    edge = np.zeros((64, 64), np.uint8)
+    edge[:, 32:] = 255
+    kept = to_network(edge, 64, SMOOTH)
+    assert kept[:, :28].max() < 0.01 and kept[:, 36:].min() > 0.99  # a structure's edge stays where it was
+    with pytest.raises(ValueError, match="smooth must be a sigma >= 0.*got -1"):
+        to_network(speckle, 64, smooth=-1)
+
+
+def test_predict_smooths_by_default_and_not_with_smooth_0(psfhs_dir, tmp_path):
+    from baseline.predict import load_model, predict_frame
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cases = ["04310", "04360"]  # the second scanner, where smoothing matters
+    for case in cases:
+        (frames / f"{case}.png").write_bytes((psfhs_dir / "images" / f"{case}.png").read_bytes())
+    model, size = load_model("default")
+    differs = 0
+    for flags, out, smooth in (([], "smoothed", 1.0), (["--smooth", "0"], "plain", 0.0)):
+        run = subprocess.run([sys.executable, "-m", "iugc", "baseline", "predict", "--input", str(frames), "--output",
+                              str(tmp_path / out), *flags], capture_output=True, text=True, cwd=ROOT)
+        assert run.returncode == 0, run.stderr
+        for case in cases:
+            image = cv2.imread(str(frames / f"{case}.png"), cv2.IMREAD_GRAYSCALE)
+            written = cv2.imread(str(tmp_path / out / f"{case}.png"), cv2.IMREAD_UNCHANGED)
+            assert (written == predict_frame(model, size, image, smooth=smooth)[0]).mean() > 0.999, (case, out)
+    for case in cases:
+        differs += int((cv2.imread(str(tmp_path / "smoothed" / f"{case}.png"), cv2.IMREAD_UNCHANGED)
+                        != cv2.imread(str(tmp_path / "plain" / f"{case}.png"), cv2.IMREAD_UNCHANGED)).sum())
+    assert differs > 0, "smoothing changed no pixel"
+    bad = subprocess.run([sys.executable, "-m", "iugc", "baseline", "predict", "--input", str(frames), "--output",
+                          str(tmp_path / "bad"), "--smooth", "-1"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "--smooth" in bad.stderr and not (tmp_path / "bad").exists()
 
 
 def test_predict_adapt_bn_predicts_with_the_folders_statistics(psfhs_dir, tmp_path):
