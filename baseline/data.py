@@ -185,16 +185,19 @@ class FrameDataset(Dataset):
 
     Item: ``(image (1, size, size) float32, mask (size, size) int64, standard (float32))``;
     frames without a mask get an all-background mask and ``has_mask`` False in ``cases``.
-    ``set_epoch`` changes the augmentation draw; (seed, epoch, index) fixes it.
+    ``set_epoch`` changes the augmentation draw; (seed, epoch, index) fixes it. ``smooth``:
+    the Gaussian sigma of :func:`baseline.frames.to_network` (validation frames are
+    smoothed as prediction smooths them; training frames are not).
     """
 
-    def __init__(self, dataset: Path, splits: tuple[str, ...], size: int, augment: bool = False, seed: int = 0):
+    def __init__(self, dataset: Path, splits: tuple[str, ...], size: int, augment: bool = False, seed: int = 0,
+                 smooth: float = 0.0):
         self.root = Path(dataset)
         manifest = load_manifest(self.root)
         self.cases = [c for c in manifest.cases if c.split in splits]
         if not self.cases:
             raise ValueError(f"{dataset}: no cases in splits {list(splits)}; assign them with `iugc data split`")
-        self.size, self.augment, self.seed, self.epoch = size, augment, seed, 0
+        self.size, self.augment, self.seed, self.epoch, self.smooth = size, augment, seed, 0, smooth
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
 
     def set_epoch(self, epoch: int) -> None:
@@ -211,7 +214,7 @@ class FrameDataset(Dataset):
     def _load(self, index: int):
         if index not in self._cache:
             case = self.cases[index]
-            image = to_network(read_image(self.root / case.image), self.size)
+            image = to_network(read_image(self.root / case.image), self.size, self.smooth)
             mask = read_mask(self.root / case.mask) if case.mask else None
             label = standard_label(mask, case.standard_plane)
             if mask is None:

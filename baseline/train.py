@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from baseline.data import FrameDataset
+from baseline.frames import SMOOTH
 from baseline.model import NUM_CLASSES, BaselineNet, add_style_noise
 from baseline.postprocess import finish
 from challenge.biometry import biometry
@@ -278,7 +279,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     train_set = FrameDataset(config.data, tuple(config.train_splits), config.size, augment=True, seed=config.seed)
     if config.workers:
         train_set.preload()  # the workers are forked every epoch: they inherit the decoded frames
-    val_set = FrameDataset(config.data, tuple(config.val_splits), config.size)
+    # validated as `iugc baseline predict` predicts (smoothed), so the best epoch is the best for prediction
+    val_set = FrameDataset(config.data, tuple(config.val_splits), config.size, smooth=SMOOTH)
     rows, start, best, truths = [], 0, {"psfhs_score": -np.inf}, {}
     last = out / "last.pt"
     if config.resume and last.is_file():

@@ -139,6 +139,30 @@ def test_train_one_epoch_resume_and_predict(dataset, tmp_path):
     assert all(0 <= v["p_standard_plane"] <= 1 for v in predictions.values())
 
 
+def test_validation_during_training_scores_what_predict_will_write(dataset, tmp_path):
+    from baseline.predict import load_model, predict_frame
+    from challenge.definition import load_challenge
+    from data_manifest.io import read_image, read_mask
+    from evaluator.scores import CaseTable, aggregate, segmentation_values
+
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(dataset), out=str(run), epochs=2, ema_decay=0, **TINY), progress=False)
+    logged = [float(r["dice"]) for r in csv.DictReader((run / "log.csv").open())]
+    model, size = load_model(run / "best.pt")
+    best_epoch = torch.load(run / "best.pt", map_location="cpu", weights_only=False)["epoch"]
+    cases = [c for c in load_manifest(dataset).cases if c.split == "validation" and c.mask]
+    psfhs = load_challenge("psfhs2023")
+
+    def mean_dice(smooth):
+        values = {c.case_id: segmentation_values(predict_frame(model, size, read_image(dataset / c.image), smooth=smooth)[0],
+                                                 read_mask(dataset / c.mask)) for c in cases}
+        return aggregate(CaseTable.from_cases(values), psfhs)["dice"]
+
+    default, plain = mean_dice(1.0), mean_dice(0.0)
+    assert default != pytest.approx(plain, abs=1e-4), "smoothing made no difference: the check below could not fail"
+    assert logged[best_epoch] == pytest.approx(default, abs=1e-6)
+
+
 def test_finetune_from_a_checkpoint_with_a_frozen_encoder(dataset, tmp_path):
     run = tmp_path / "a"
     train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
