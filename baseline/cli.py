@@ -120,7 +120,7 @@ def export_cmd(weights, fmt, out):
 @click.option("--fill-holes/--no-fill-holes", default=True, show_default=True, help="Fill holes inside each structure.")
 @click.option("--ellipse-head/--no-ellipse-head", default=True, show_default=True,
               help="Replace the fetal head by the ellipse fitted to its convex outline (a shape prior).")
-@click.option("--ellipse-ps/--no-ellipse-ps", default=False, show_default=True,
+@click.option("--ellipse-ps/--no-ellipse-ps", default=True, show_default=True,
               help="Replace the pubic symphysis by the ellipse fitted to its convex outline (a shape prior for its axis).")
 @click.option("--smooth", type=click.FloatRange(min=0), default=None,
               help="Gaussian sigma (network pixels) with which each frame is smoothed before the network; 0: none "

@@ -11,9 +11,9 @@ Training does not smooth every frame (its augmentation blurs 30% of them, sigma 
 so the network knows smoothed frames). On the scanner it was not trained on (the PSFHS
 validation block) the speckle is finer from top to bottom, and the network outlines only
 the bright streaks inside the pubic symphysis, too small a structure, which over-estimates
-the angle; a light low-pass before the network makes the symphysis whole again (area 0.81
--> 0.95 of the expert's, `python benchmarks/angle_errors.py`), and leaves the training
-scanner's frames as they were (`python benchmarks/smoothing.py`)."""
+the angle; a light low-pass before the network makes the symphysis whole again (its
+area 0.81 -> 0.95 of the expert's; model card), and leaves the training scanner's frames
+as they were (`python benchmarks/smoothing.py`)."""
 
 
 def to_network(image: np.ndarray, size: int, smooth: float = 0.0) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Mask post-processing the biometry needs: a missing structure completed from the
 probabilities on standard planes, the largest connected component per structure, filled
-holes, an elliptical fetal head and (optionally) an elliptical symphysis, each switchable."""
+holes, an elliptical symphysis and an elliptical fetal head, each switchable."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,7 +23,7 @@ class Steps:
     largest: bool = True
     holes: bool = True
     ellipse: bool = True
-    ellipse_ps: bool = False
+    ellipse_ps: bool = True
 
 
 def complete_structures(mask: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -119,7 +119,7 @@ def ellipse_head(mask: np.ndarray) -> np.ndarray:
 
 
 def postprocess(mask: np.ndarray, *, largest: bool = True, holes: bool = True, ellipse: bool = True,
-                ellipse_ps: bool = False) -> np.ndarray:
+                ellipse_ps: bool = True) -> np.ndarray:
     """Apply the switched-on steps to PS and FH of a canonical (H, W) mask: largest
     component and hole filling per structure, then the symphysis (``ellipse_ps``) and the
     head (``ellipse``) as fitted ellipses.

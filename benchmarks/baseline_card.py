@@ -19,16 +19,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PSFHS = ROOT.parent / "shared" / "data" / "psfhs"
 VARIANTS = {
-    "default (smoothing + completion + largest component + fill holes + ellipse head)": [],
+    "default (smoothing + completion + largest component + fill holes + ellipse symphysis + ellipse head)": [],
     "no smoothing": ["--smooth", "0"],
+    "no ellipse symphysis": ["--no-ellipse-ps"],
+    "no smoothing, no ellipse symphysis (the defaults before)": ["--smooth", "0", "--no-ellipse-ps"],
     "no completion": ["--no-complete"],
     "no ellipse head": ["--no-ellipse-head"],
-    "no post-processing": ["--no-complete", "--no-largest-component", "--no-fill-holes", "--no-ellipse-head"],
-    "largest component only": ["--no-complete", "--no-fill-holes", "--no-ellipse-head"],
-    "fill holes only": ["--no-complete", "--no-largest-component", "--no-ellipse-head"],
-    "default + ellipse symphysis": ["--ellipse-ps"],
+    "no post-processing": ["--no-complete", "--no-largest-component", "--no-fill-holes", "--no-ellipse-ps", "--no-ellipse-head"],
+    "largest component only": ["--no-complete", "--no-fill-holes", "--no-ellipse-ps", "--no-ellipse-head"],
+    "fill holes only": ["--no-complete", "--no-largest-component", "--no-ellipse-ps", "--no-ellipse-head"],
     "default + flip TTA": ["--flip"],
-    "default + flip TTA + ellipse symphysis": ["--flip", "--ellipse-ps"],
     "default + AdaBN": ["--adapt-bn"],
     "default + AdaBN + flip TTA": ["--adapt-bn", "--flip"],
 }

@@ -102,12 +102,12 @@ def test_ellipse_symphysis_restores_a_bitten_symphysis_and_leaves_the_head():
     assert np.array_equal(ellipse_structure(no_ps, 1), no_ps)
 
 
-def test_postprocess_turns_the_symphysis_into_an_ellipse_only_when_asked():
+def test_postprocess_turns_the_symphysis_into_an_ellipse_unless_switched_off():
     m = np.zeros((64, 64), np.uint8)
     m[10:20, 10:40] = 1  # a rectangle of symphysis: its ellipse differs at the corners
     m[35:60, 20:50] = 2
-    assert np.array_equal(postprocess(m, ellipse=False) == 1, m == 1)
-    rounded = postprocess(m, ellipse=False, ellipse_ps=True)
+    assert np.array_equal(postprocess(m, ellipse=False, ellipse_ps=False) == 1, m == 1)
+    rounded = postprocess(m, ellipse=False)
     assert rounded[10, 10] == 0 and rounded[15, 25] == 1
     assert np.array_equal(rounded == 2, m == 2)
 
@@ -467,7 +467,7 @@ def test_a_structure_the_argmax_missed_is_completed_only_on_standard_planes():
     probs[1, 50:52, 5:7] = 0.35  # a smaller, separate likely patch: not taken
     probs[2, 30:60, 20:50] = 0.9  # the head wins the argmax
     probs[0, 30:60, 20:50] = 0.05
-    completed = finish(probs, STANDARD, (128, 128), Steps(ellipse=False))
+    completed = finish(probs, STANDARD, (128, 128), Steps(ellipse=False, ellipse_ps=False))
     ps = completed == 1
     assert ps[20:40, 40:80].all() and ps.sum() == 20 * 40  # the PS region, at the frame's size
     assert (completed == 2).sum() == 60 * 60  # the head untouched
