@@ -185,6 +185,9 @@ def main() -> None:
                         help="With --write-card: the figures an earlier run wrote with --json for these same weights, "
                              "instead of measuring again (the model-card test re-measures the default row).")
     args = parser.parse_args()
+    repeated = sorted({note[:60] for note in args.note if args.note.count(note) > 1})
+    if repeated:
+        parser.error(f"--note given twice with the same text: {repeated}; the card would repeat it")
     names = list(VARIANTS) if args.variants == "all" else list(VARIANTS)[:1]
     results = json.loads(args.figures.read_text()) if args.figures else {}
     keys = KEYS

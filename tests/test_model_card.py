@@ -41,6 +41,12 @@ def test_model_card_is_rendered_from_the_figures():
     assert (WEIGHTS / "MODEL_CARD.md").read_text() == _card_module().render_card(META)
 
 
+def test_model_card_notes_each_say_one_thing_once():
+    topics = [note.split("(")[0].split(":")[0].strip() for note in META["notes"]]
+    assert len(set(META["notes"])) == len(META["notes"])
+    assert [t for t in topics if topics.count(t) > 1 and not t.startswith("Measured")] == []
+
+
 def test_shipped_weights_reproduce_the_card_through_predict_and_evaluate(psfhs_dir, tmp_path):
     pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
     card = _card_module()
