@@ -206,7 +206,12 @@ def _limits(challenge, phase_name, timeout, memory, cpus, output_limit, gpus):
     return replace(limits, **{k: v for k, v in changes.items() if v is not None}), phases[phase_name]
 
 
-def _raise_on_sigterm():
+def _cancel_on_signals():
+    """SIGTERM and SIGINT cancel the run (the container and its folders are removed, exit 130).
+
+    SIGINT is set here too, not left to Python's default: a worker started in the
+    background (`cmd &`, many supervisors) inherits SIGINT ignored, and `kill -INT` then
+    left its submission running until the time limit."""
     import signal
 
     from evaluator.exceptions import CancelledError
@@ -215,6 +220,7 @@ def _raise_on_sigterm():
         raise CancelledError(f"interrupted by signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 @click.command("evaluate-image")
@@ -247,7 +253,7 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, phase, timeout, memo
 
     challenge = _challenge(challenge_name)
     limits, phase_def = _limits(challenge, phase, timeout, memory, cpus, output_limit, gpus)
-    _raise_on_sigterm()
+    _cancel_on_signals()
     loaded = None
     try:
         if image.endswith(".tar") or Path(image).is_file():

@@ -237,12 +237,14 @@ def _init_worker(challenge: ChallengeDefinition, cache_dir: Path | None) -> None
 
 
 def _init_pool_worker(challenge: ChallengeDefinition, cache_dir: Path | None) -> None:
-    """A forked pool worker: SIGTERM kills it again. A forked worker inherits the parent's
-    handlers, and `iugc evaluate-image` turns SIGTERM into an exception, which the
-    worker's per-case ``except`` would swallow: the pool's terminate then waited forever."""
+    """A forked pool worker: SIGTERM kills it again and SIGINT raises KeyboardInterrupt.
+    A forked worker inherits the parent's handlers, and `iugc evaluate-image` turns both
+    into an exception, which the worker's per-case ``except`` would swallow: the pool's
+    terminate then waited forever."""
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _init_worker(challenge, cache_dir)
 
 

@@ -287,11 +287,17 @@ def _wait_for_container(engine, timeout=60, ignore=()):
     raise AssertionError("the runner's container never started")
 
 
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _evaluate_image_process(image, cases, out, work):
+    """The worker as a background job starts it (`cmd &`): with SIGINT ignored, inherited."""
     env = {**os.environ, "IUGC_WORK_DIR": str(work)}
     return subprocess.Popen([sys.executable, "-m", "iugc", "evaluate-image", "--image", image, "--data", str(cases),
                              "--challenge", "psfhs2023", "--out", str(out), "--timeout", "120", "--quiet"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ignore_sigint)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

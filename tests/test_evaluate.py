@@ -182,12 +182,14 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     assert not (tmp_path / "o.json").exists()
 
 
-_SIGTERM_PROBE = """
+_SIGNAL_PROBE = """
 import json, multiprocessing, os, signal, sys, time
 
 from challenge.definition import load_challenge
 from evaluator import evaluate
-from evaluator.cli import _raise_on_sigterm
+from evaluator.cli import _cancel_on_signals
+
+SIG = int(sys.argv[1])
 
 
 def child(init_name):
@@ -195,13 +197,13 @@ def child(init_name):
     # arriving during a case (inside the per-case except, as _work has it)
     getattr(evaluate, init_name)(load_challenge("psfhs2023"), None)
     try:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), SIG)
         time.sleep(0.5)
     except Exception:
         pass
 
 
-_raise_on_sigterm()  # as `iugc evaluate-image` does before it scores
+_cancel_on_signals()  # as `iugc evaluate-image` does before it scores
 codes = {}
 for name in ("_init_pool_worker", "_init_worker"):
     proc = multiprocessing.get_context("fork").Process(target=child, args=(name,))
@@ -215,13 +217,17 @@ print(json.dumps(codes))
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the pool forks only on Linux")
-def test_forked_evaluation_workers_die_on_sigterm_even_under_evaluate_image():
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_forked_evaluation_workers_stop_on_a_signal_even_under_evaluate_image(sig):
     # In a fresh interpreter: forking the pytest worker itself (with torch's threads
     # running) can deadlock the child, which would say nothing about our handlers.
     import signal
 
-    run = subprocess.run([sys.executable, "-c", _SIGTERM_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    number = int(getattr(signal, sig))
+    run = subprocess.run([sys.executable, "-c", _SIGNAL_PROBE, str(number)], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr
     codes = json.loads(run.stdout.strip().splitlines()[-1])
-    assert codes["_init_pool_worker"] == -signal.SIGTERM  # killed, as Pool.terminate expects
-    assert codes["_init_worker"] == 0  # the inherited handler alone: SIGTERM swallowed (the old hang)
+    # SIGTERM kills the pool worker, as Pool.terminate expects; SIGINT raises KeyboardInterrupt,
+    # which the per-case `except Exception` does not catch, so the worker exits with status 1.
+    assert codes["_init_pool_worker"] == {"SIGTERM": -number, "SIGINT": 1}[sig]
+    assert codes["_init_worker"] == 0  # the inherited handler alone: the signal swallowed (the old hang)
