@@ -3,7 +3,8 @@
     python benchmarks/test_time_views.py [--weights default]
 
 Side by side on the 101 real validation frames (PSFHS ids 04301-04401), one network, the
-default post-processing, figures through the evaluator (psfhs2023, ellipse AoP):
+default smoothing and post-processing (as `iugc baseline predict`: each view is smoothed
+after it is resized for the network), figures through the evaluator (psfhs2023, ellipse AoP):
 
 - as trained;
 - zoom about the probe: the network sees the top-centre 1/z of the frame (z > 1, closer)
@@ -29,10 +30,10 @@ PSFHS = ROOT.parent / "shared" / "data" / "psfhs"
 
 def network_probs(model, size: int, image: np.ndarray) -> tuple[np.ndarray, float]:
     """Class probabilities (3, H, W) at the image's size and the standard-plane logit."""
-    from baseline.frames import to_network
+    from baseline.frames import SMOOTH, to_network
 
     with torch.no_grad():
-        logits, standard = model(torch.from_numpy(to_network(image, size))[None, None])
+        logits, standard = model(torch.from_numpy(to_network(image, size, SMOOTH))[None, None])
     h, w = image.shape
     probs = logits.softmax(1)[0].numpy()
     return np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in probs]), float(standard[0])
