@@ -1,0 +1,23 @@
+"""What `pip install iugc-platform` (not editable) gets: the shipped weights and the challenge definitions."""
+import hashlib
+import json
+import subprocess
+import sys
+import zipfile
+
+from tests.conftest import ROOT
+
+
+def test_the_wheel_carries_the_weights_and_the_challenge_definitions(tmp_path):
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--wheel-dir", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr
+    assert "absent from the `packages` configuration" not in build.stderr  # setuptools would stop shipping it
+    (wheel,) = tmp_path.glob("iugc_platform-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        definitions = {p.relative_to(ROOT).as_posix() for p in (ROOT / "challenge" / "definitions").glob("*.yaml")}
+        assert definitions and definitions <= names
+        meta = json.loads(archive.read("baseline/weights/baseline.json"))
+        weights = archive.read(f"baseline/weights/{meta['file']}")
+    assert hashlib.sha256(weights).hexdigest() == meta["sha256"]
