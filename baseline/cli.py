@@ -115,7 +115,8 @@ def export_cmd(weights, fmt, out):
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--flip", is_flag=True, help="Test-time flip augmentation.")
 @click.option("--complete/--no-complete", default=True, show_default=True,
-              help="On a frame judged standard, give a structure the argmax missed the region where it is most likely.")
+              help="On a frame the classification head judges standard, give a structure the argmax missed the region "
+                   "where it is most likely.")
 @click.option("--largest-component/--no-largest-component", default=True, show_default=True, help="Keep only the largest component per structure.")
 @click.option("--fill-holes/--no-fill-holes", default=True, show_default=True, help="Fill holes inside each structure.")
 @click.option("--ellipse-head/--no-ellipse-head", default=True, show_default=True,
@@ -128,15 +129,20 @@ def export_cmd(weights, fmt, out):
 @click.option("--adapt-bn", is_flag=True,
               help="First re-estimate the BatchNorm statistics on the input frames (AdaBN: label-free adaptation to a "
                    "scanner the network was not trained on; each prediction then depends on the whole folder; at least 8 frames).")
+@click.option("--standard-from", type=click.Choice(["mean", "segmentation", "head"]), default="mean", show_default=True,
+              help="Where p(standard plane) comes from: 'segmentation' applies the IUGC rule (both PS and FH visible) "
+                   "to the masks, the lower of the two structures' highest probability; 'head': the network's "
+                   "classification head; 'mean': the mean of the two (see the model card). Masks are the same.")
 def predict_cmd(input_dir, output_dir, weights, device, flip, complete, largest_component, fill_holes, ellipse_head, ellipse_ps,
-                smooth, adapt_bn):
+                smooth, adapt_bn, standard_from):
     """Write <case_id>.png masks (0/1/2, input size) and predictions.json (p, AoP, HSD)."""
     from baseline.frames import SMOOTH
     from baseline.postprocess import Steps
     from baseline.predict import predict_folder
 
     try:
-        steps = Steps(complete=complete, largest=largest_component, holes=fill_holes, ellipse=ellipse_head, ellipse_ps=ellipse_ps)
+        steps = Steps(complete=complete, largest=largest_component, holes=fill_holes, ellipse=ellipse_head, ellipse_ps=ellipse_ps,
+                      standard_from=standard_from)
         summary = predict_folder(input_dir, output_dir, list(weights), device, flip, steps=steps, adapt_bn=adapt_bn,
                                  smooth=SMOOTH if smooth is None else smooth)
     except (FileNotFoundError, ValueError) as exc:

@@ -34,11 +34,10 @@ class OnnxPredictor:
     def predict_batch(self, frames: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
         batch = np.stack([to_network(f, self.size, self.smooth) for f in frames])[:, None]
         logits, standard = self.session.run(None, {"image": batch})
-        p_standard = 1 / (1 + np.exp(-standard.reshape(-1).astype(np.float64)))
+        p_head = 1 / (1 + np.exp(-standard.reshape(-1).astype(np.float64)))
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         softmax = shifted / shifted.sum(axis=1, keepdims=True)
-        return [(finish(softmax[i], float(p_standard[i]), frame.shape, self.steps), float(p_standard[i]))
-                for i, frame in enumerate(frames)]
+        return [finish(softmax[i], float(p_head[i]), frame.shape, self.steps) for i, frame in enumerate(frames)]
 
     def predict(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         return self.predict_batch([frame])[0]

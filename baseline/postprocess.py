@@ -1,6 +1,8 @@
 """Mask post-processing the biometry needs: a missing structure completed from the
 probabilities on standard planes, the largest connected component per structure, filled
-holes, an elliptical symphysis and an elliptical fetal head, each switchable."""
+holes, an elliptical symphysis and an elliptical fetal head, each switchable; and where
+p(standard plane) comes from (the IUGC rule on the segmentation, the network's head, or
+their mean)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,17 +15,52 @@ from challenge.labels import FH, PS
 
 STANDARD = 0.5
 """p(standard plane) from which a frame must show both structures (the IUGC rule)."""
+STANDARD_SOURCES = ("mean", "segmentation", "head")
 
 
 @dataclass(frozen=True)
 class Steps:
-    """Which post-processing steps run (all by default); see :func:`finish`."""
+    """Which post-processing steps run (all by default) and where p(standard plane) comes
+    from (``standard_from``, one of :data:`STANDARD_SOURCES`); see :func:`finish`."""
 
     complete: bool = True
     largest: bool = True
     holes: bool = True
     ellipse: bool = True
     ellipse_ps: bool = True
+    standard_from: str = "mean"
+
+    def __post_init__(self):
+        if self.standard_from not in STANDARD_SOURCES:
+            raise ValueError(f"standard_from must be one of {STANDARD_SOURCES}: got {self.standard_from!r}")
+
+
+def standard_probability(probs: np.ndarray, p_head: float, source: str = "mean") -> float:
+    """p(standard plane) of one frame, from the network's softmax ``probs`` (3, H, W) and
+    its classification head's probability ``p_head`` (in [0, 1]).
+
+    ``source``:
+
+    - "segmentation": the IUGC rule (a standard plane shows both the pubic symphysis and
+      the fetal head) applied to the segmentation: the lower of PS's and FH's highest
+      probability in the frame. It reaches 0.5 only if the argmax shows both somewhere (a
+      pixel where one class has probability >= 0.5 is that class's);
+    - "head": ``p_head`` unchanged;
+    - "mean" (the default): the mean of the two. On a scanner that training never saw the
+      head calls many real standard planes non-standard while the masks still show both
+      structures; on the training scanner the segmentation sees both structures in some
+      frames that lack one; the mean is never the worst of the three (see the model card).
+
+    >>> probs = np.zeros((3, 4, 4), np.float32); probs[0] = 1; probs[:, 0, 0] = (0.25, 0.5, 0.25)
+    >>> [standard_probability(probs, 0.75, s) for s in ("segmentation", "head", "mean")]  # no head in view
+    [0.25, 0.75, 0.5]
+    """
+    if probs.ndim != 3 or probs.shape[0] != 3:
+        raise ValueError(f"probs must be a (3, H, W) softmax: got shape {probs.shape}")
+    if source not in STANDARD_SOURCES:
+        raise ValueError(f"source must be one of {STANDARD_SOURCES}: got {source!r}")
+    segmentation = float(min(probs[PS].max(), probs[FH].max()))
+    return {"segmentation": segmentation, "head": float(p_head), "mean": (segmentation + float(p_head)) / 2}[source]
 
 
 def complete_structures(mask: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -138,20 +175,25 @@ def postprocess(mask: np.ndarray, *, largest: bool = True, holes: bool = True, e
     return ellipse_head(mask) if ellipse else mask
 
 
-def finish(probs: np.ndarray, p_standard: float, shape: tuple[int, ...], steps: Steps = Steps()) -> np.ndarray:
-    """The network's softmax (3, h, w) -> the canonical uint8 mask at the frame's (H, W).
+def finish(probs: np.ndarray, p_head: float, shape: tuple[int, ...], steps: Steps = Steps()) -> tuple[np.ndarray, float]:
+    """The network's softmax (3, h, w) and its head's p(standard plane) -> the canonical
+    uint8 mask at the frame's (H, W) and the reported p(standard plane).
 
-    Argmax; on a frame judged standard (``p_standard >= STANDARD``) a structure the argmax
-    left out is completed from the probabilities (:func:`complete_structures`); the mask
-    goes back to the frame's size with nearest neighbour; then :func:`postprocess`. The
-    PyTorch and ONNX Runtime paths and training's validation all end here.
+    Argmax; on a frame the head judges standard (``p_head >= STANDARD``) a structure the
+    argmax left out is completed from the probabilities (:func:`complete_structures`); the
+    mask goes back to the frame's size with nearest neighbour; then :func:`postprocess`.
+    The masks do not depend on ``steps.standard_from``; the reported probability is
+    :func:`standard_probability` from that source. The PyTorch and ONNX Runtime paths and
+    training's validation all end here.
 
     >>> probs = np.zeros((3, 4, 4), np.float32); probs[0] = 1
-    >>> finish(probs, 0.9, (8, 8)).shape
-    (8, 8)
+    >>> mask, p = finish(probs, 0.9, (8, 8)); mask.shape, p
+    ((8, 8), 0.0)
     """
+    p_standard = standard_probability(probs, p_head, steps.standard_from)
     mask = probs.argmax(0).astype(np.uint8)
-    if steps.complete and p_standard >= STANDARD:
+    if steps.complete and p_head >= STANDARD:
         mask = complete_structures(mask, probs)
     mask = to_input_size(mask, shape)
-    return postprocess(mask, largest=steps.largest, holes=steps.holes, ellipse=steps.ellipse, ellipse_ps=steps.ellipse_ps)
+    mask = postprocess(mask, largest=steps.largest, holes=steps.holes, ellipse=steps.ellipse, ellipse_ps=steps.ellipse_ps)
+    return mask, p_standard

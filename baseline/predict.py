@@ -153,7 +153,8 @@ def predict_frame(model: torch.nn.Module, size: int, image: np.ndarray, device: 
                   steps: Steps = Steps(), smooth: float = SMOOTH):
     """Canonical mask (input size) and p(standard plane) for one grey uint8 frame.
 
-    ``steps`` switches the post-processing steps (:class:`baseline.postprocess.Steps`);
+    ``steps`` switches the post-processing steps and picks where p(standard plane) comes
+    from (:class:`baseline.postprocess.Steps`);
     ``flip`` averages with the horizontally flipped frame; ``smooth`` is the Gaussian sigma
     applied to the frame first (:func:`baseline.frames.to_network`; 0: none).
     """
@@ -164,8 +165,7 @@ def predict_frame(model: torch.nn.Module, size: int, image: np.ndarray, device: 
         flipped, standard_f = model(torch.flip(x, dims=[3]))
         probs = (probs + torch.flip(flipped.softmax(1), dims=[3])) / 2
         standard = (standard + standard_f) / 2
-    p = float(torch.sigmoid(standard)[0])
-    return finish(probs[0].float().cpu().numpy(), p, image.shape, steps), p
+    return finish(probs[0].float().cpu().numpy(), float(torch.sigmoid(standard)[0]), image.shape, steps)
 
 
 def _video_frames(path: Path, errors: dict) -> list[tuple[str, np.ndarray]]:

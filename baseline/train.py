@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from baseline.data import FrameDataset
 from baseline.frames import SMOOTH
 from baseline.model import NUM_CLASSES, BaselineNet, add_style_noise
-from baseline.postprocess import finish
+from baseline.postprocess import finish, standard_probability
 from challenge.biometry import biometry
 from challenge.definition import load_challenge
 from data_manifest.io import read_mask
@@ -118,16 +118,17 @@ def validate(model: BaselineNet, dataset: FrameDataset, device: str, truths: dic
     for index, case in enumerate(dataset.cases):
         image, _, label = dataset[index]
         logits, standard = model(image[None].to(device))
-        p_standard = float(torch.sigmoid(standard)[0])
-        probs.append(p_standard)
+        softmax, p_head = logits[0].softmax(0).float().cpu().numpy(), float(torch.sigmoid(standard)[0])
         labels.append(int(label))
         if not case.mask:
+            probs.append(standard_probability(softmax, p_head))
             continue
         if case.case_id not in truths:
             truth = read_mask(dataset.root / case.mask)
             truths[case.case_id] = (truth, biometry(truth, "ellipse"), biometry(truth, "contour"))
         truth, truth_ellipse, truth_contour = truths[case.case_id]
-        pred = finish(logits[0].softmax(0).float().cpu().numpy(), p_standard, truth.shape)
+        pred, p_standard = finish(softmax, p_head, truth.shape)
+        probs.append(p_standard)
         values = segmentation_values(pred, truth)
         values.update(biometry_values(biometry(pred, "ellipse"), truth_ellipse, psfhs))
         contour = biometry_values(biometry(pred, "contour"), truth_contour, iugc)

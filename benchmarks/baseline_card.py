@@ -28,6 +28,8 @@ VARIANTS = {
     "no post-processing": ["--no-complete", "--no-largest-component", "--no-fill-holes", "--no-ellipse-ps", "--no-ellipse-head"],
     "largest component only": ["--no-complete", "--no-fill-holes", "--no-ellipse-ps", "--no-ellipse-head"],
     "fill holes only": ["--no-complete", "--no-largest-component", "--no-ellipse-ps", "--no-ellipse-head"],
+    "default, p(standard) from the head alone": ["--standard-from", "head"],
+    "default, p(standard) from the segmentation alone": ["--standard-from", "segmentation"],
     "default + flip TTA": ["--flip"],
     "default + AdaBN": ["--adapt-bn"],
     "default + AdaBN + flip TTA": ["--adapt-bn", "--flip"],
@@ -147,7 +149,9 @@ def write_card(args, results: dict) -> None:
             "epochs": len(log), "best_epoch": int(state["epoch"]) + 1,
         },
         "validation_note": ("Segmentation and biometry on the 101 real frames (Dice/HD/ASD/dAoP ellipse: psfhs2023; dAoP contour "
-                            "and dHSD: iugc2024); classification on the 150 frames (101 standard + 49 generated non-standard). "
+                            "and dHSD: iugc2024); classification on the 150 frames (101 standard + 49 generated non-standard), with "
+                            "p(standard plane) as `iugc baseline predict` reports it by default (the mean of the head's and the "
+                            "segmentation's) unless the row says otherwise. "
                             "HD and ASD in pixels, angles in degrees."),
         "validation": results,
         "assessment": args.assessment or (

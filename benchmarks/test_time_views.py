@@ -94,7 +94,7 @@ def main() -> None:
         table = {}
         for index, ((image, truth), truth_aop, whole) in enumerate(zip(cases, truths, wholes)):
             probs, logit = predict(image, whole)
-            mask = finish(probs, 1 / (1 + np.exp(-logit)), truth.shape)
+            mask, _ = finish(probs, 1 / (1 + np.exp(-logit)), truth.shape)
             values = segmentation_values(mask, truth)
             values.update(biometry_values(biometry(mask, "ellipse"), truth_aop, challenge))
             table[str(index)] = values

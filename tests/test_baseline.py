@@ -457,7 +457,7 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(dataset, tm
     assert [r["epoch"] for r in csv.DictReader((tmp_path / "b" / "log.csv").open())] == ["1", "2", "3"]
 
 
-def test_a_structure_the_argmax_missed_is_completed_only_on_standard_planes():
+def test_a_structure_the_argmax_missed_is_completed_only_where_the_head_sees_a_standard_plane():
     from baseline.postprocess import STANDARD, Steps, finish
 
     probs = np.zeros((3, 64, 64), np.float32)
@@ -467,16 +467,41 @@ def test_a_structure_the_argmax_missed_is_completed_only_on_standard_planes():
     probs[1, 50:52, 5:7] = 0.35  # a smaller, separate likely patch: not taken
     probs[2, 30:60, 20:50] = 0.9  # the head wins the argmax
     probs[0, 30:60, 20:50] = 0.05
-    completed = finish(probs, STANDARD, (128, 128), Steps(ellipse=False, ellipse_ps=False))
+    completed, p = finish(probs, STANDARD, (128, 128), Steps(ellipse=False, ellipse_ps=False))
     ps = completed == 1
     assert ps[20:40, 40:80].all() and ps.sum() == 20 * 40  # the PS region, at the frame's size
     assert (completed == 2).sum() == 60 * 60  # the head untouched
-    assert not (finish(probs, STANDARD - 0.01, (128, 128)) == 1).any()  # not a standard plane: left missing
-    assert not (finish(probs, 0.99, (128, 128), Steps(complete=False)) == 1).any()  # switched off
+    assert p == pytest.approx((0.4 + STANDARD) / 2)  # the segmentation's 0.4 (the PS is never the argmax) and the head's
+    assert not (finish(probs, STANDARD - 0.01, (128, 128))[0] == 1).any()  # not a standard plane: left missing
+    assert not (finish(probs, 0.99, (128, 128), Steps(complete=False))[0] == 1).any()  # switched off
     with pytest.raises(ValueError, match=r"\(3, H, W\).*\(2, 64, 64\)"):
         from baseline.postprocess import complete_structures
 
         complete_structures(np.zeros((64, 64), np.uint8), probs[:2])
+
+
+def test_p_standard_averages_the_iugc_rule_on_the_segmentation_and_the_head():
+    from baseline.postprocess import Steps, finish, standard_probability
+
+    probs = np.zeros((3, 32, 32), np.float32)
+    probs[0] = 1.0
+    probs[:, 2:6, 10:20] = np.array([0.2, 0.8, 0.0])[:, None, None]  # a symphysis, p(PS) 0.8
+    probs[:, 15:30, 5:25] = np.array([0.4, 0.0, 0.6])[:, None, None]  # a head, p(FH) 0.6
+    assert standard_probability(probs, 0.1, "segmentation") == pytest.approx(0.6)  # the weaker structure decides
+    assert standard_probability(probs, 0.1, "head") == pytest.approx(0.1)
+    assert standard_probability(probs, 0.1) == pytest.approx(0.35)  # the default: their mean
+    no_head = probs.copy()
+    no_head[:, 15:30, 5:25] = np.array([0.7, 0.0, 0.3])[:, None, None]  # the head never the argmax
+    assert standard_probability(no_head, 0.9, "segmentation") == pytest.approx(0.3)  # below 0.5: not standard
+    # the source changes what is reported, never the mask
+    reported = {source: finish(no_head, 0.9, (64, 64), Steps(standard_from=source)) for source in ("mean", "segmentation", "head")}
+    assert all((mask == reported["head"][0]).all() for mask, _ in reported.values())
+    assert [p for _, p in reported.values()] == [pytest.approx(0.6), pytest.approx(0.3), 0.9]
+    assert finish(no_head, 0.9, (64, 64))[1] == pytest.approx(0.6)  # the default is the mean
+    with pytest.raises(ValueError, match="standard_from must be one of .*'both'"):
+        Steps(standard_from="both")
+    with pytest.raises(ValueError, match=r"\(3, H, W\) softmax: got shape \(32, 32\)"):
+        standard_probability(probs[0], 0.5)
 
 
 def test_int8_release_weights_are_a_quarter_of_float32_and_predict_alike(tmp_path):
