@@ -188,7 +188,7 @@ def finish(probs: np.ndarray, p_head: float, shape: tuple[int, ...], steps: Step
 
     >>> probs = np.zeros((3, 4, 4), np.float32); probs[0] = 1
     >>> mask, p = finish(probs, 0.9, (8, 8)); mask.shape, p
-    ((8, 8), 0.0)
+    ((8, 8), 0.45)
     """
     p_standard = standard_probability(probs, p_head, steps.standard_from)
     mask = probs.argmax(0).astype(np.uint8)

@@ -212,8 +212,10 @@ def contour_biometry(mask: np.ndarray) -> Biometry:
     >>> m[40:44, 10:30] = 1                    # a horizontal PS
     >>> m[10:30, 30:50] = 2                    # the head, above and to the right
     >>> b = contour_biometry(m)
-    >>> round(b.hsd, 3)
-    10.0
+    >>> b.ps_endpoints, b.hsd_point            # (x, y): S, P (the PS's lower right corner); the head's nearest
+    (((10.0, 40.0), (29.0, 43.0)), (30.0, 29.0))
+    >>> round(b.hsd, 3)                        # from P to that point: sqrt(1 + 14 ** 2)
+    14.036
     """
     mask = canonical_labels(mask)
     ps = largest_contour(mask == PS)
