@@ -56,16 +56,36 @@ def subset(source: Path, dest: Path, keep) -> Path:
     return dest
 
 
+def make_dataset(work: Path, blocks: str) -> Path:
+    """PSFHS imported into ``work``, split by id ``blocks`` (as `iugc data split --blocks`),
+    with non-standard frames generated from every frame's split (`--per-frame 0.5`, seed 0):
+    ``work/psfhs-ns``, reused when it is already there."""
+    dataset = work / "psfhs-ns"
+    if not (dataset / "manifest.json").is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(work / "psfhs", ignore_errors=True)
+        iugc("data", "import", "--layout", "png", "--source", str(PSFHS), "--dest", str(work / "psfhs"))
+        iugc("data", "split", str(work / "psfhs"), "--blocks", blocks)
+        iugc("data", "nonstandard", "--source", str(work / "psfhs"), "--dest", str(dataset), "--per-frame", "0.5", "--seed", "0")
+    return dataset
+
+
+def split_subsets(dataset: Path, work: Path, split: str) -> tuple[Path, Path]:
+    """``split``'s real frames (``work/val-real``) and all its frames, generated ones
+    included (``work/val-all``), as :func:`figures` reads them; reused when already there."""
+    real, every = work / "val-real", work / "val-all"
+    if not (every / "manifest.json").is_file():
+        subset(dataset, real, lambda c: c["split"] == split and "_ns" not in c["case_id"])
+        subset(dataset, every, lambda c: c["split"] == split)
+    return real, every
+
+
 def prepare(work: Path) -> tuple[Path, Path]:
+    """The validation block's subsets in ``work``; subsets already there are used as they
+    are (other benchmarks put other blocks there, through :func:`split_subsets`)."""
     if (work / "val-all" / "manifest.json").is_file():
         return work / "val-real", work / "val-all"
-    work.mkdir(parents=True, exist_ok=True)
-    iugc("data", "import", "--layout", "png", "--source", str(PSFHS), "--dest", str(work / "psfhs"))
-    iugc("data", "split", str(work / "psfhs"), "--blocks", "train=03744-04300,validation=04301-04401")
-    iugc("data", "nonstandard", "--source", str(work / "psfhs"), "--dest", str(work / "psfhs-ns"), "--per-frame", "0.5", "--seed", "0")
-    real = subset(work / "psfhs-ns", work / "val-real", lambda c: c["split"] == "validation" and "_ns" not in c["case_id"])
-    every = subset(work / "psfhs-ns", work / "val-all", lambda c: c["split"] == "validation")
-    return real, every
+    return split_subsets(make_dataset(work, "train=03744-04300,validation=04301-04401"), work, "validation")
 
 
 def figures(work: Path, weights: str, flags: list[str], name: str) -> dict:

@@ -21,7 +21,7 @@ import json
 import shutil
 from pathlib import Path
 
-from baseline_card import PSFHS, ROOT, iugc, subset
+from baseline_card import PSFHS, ROOT, iugc, make_dataset, split_subsets
 
 
 def scanner_of(image) -> str:
@@ -64,14 +64,12 @@ def main() -> None:
     work = args.work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    iugc("data", "import", "--layout", "png", "--source", str(PSFHS), "--dest", str(work / "psfhs"))
-    iugc("data", "split", str(work / "psfhs"), "--blocks", "train=04302-04343,validation=04344-04401")
-    iugc("data", "nonstandard", "--source", str(work / "psfhs"), "--dest", str(work / "ns"), "--per-frame", "0.5", "--seed", "0")
-    held_out = subset(work / "ns", work / "held-out", lambda c: c["split"] == "validation" and "_ns" not in c["case_id"])
+    dataset = make_dataset(work, "train=04302-04343,validation=04344-04401")
+    held_out, _ = split_subsets(dataset, work, "validation")
     before = measure(args.weights, held_out, work)
     before_plain = measure(args.weights, held_out, work, "--smooth", "0")
     adapted = measure(args.weights, held_out, work, "--adapt-bn")  # no labels: BatchNorm statistics of the held-out frames
-    iugc("baseline", "finetune", "--from", args.weights, "--data", str(work / "ns"), "--out", str(work / "run"),
+    iugc("baseline", "finetune", "--from", args.weights, "--data", str(dataset), "--out", str(work / "run"),
          "--epochs", args.epochs, "--lr", args.lr, "--seed", "0")
     # last.pt, not best.pt: best.pt is chosen on the validation split, which is the held-out block here
     after = measure(str(work / "run" / "last.pt"), held_out, work)

@@ -15,12 +15,11 @@ classification figures. Needs ../shared/data/psfhs.
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from baseline_card import KEYS, PSFHS, ROOT, figures, iugc, subset
+from baseline_card import KEYS, ROOT, figures, make_dataset, split_subsets
 
 BLOCKS = "train=03744-04200,validation=04201-04301,test=04302-04401"
 TRAIN = ["--epochs", "40", "--encoder", "resnet18", "--decoder-channels", "128,64,32,16,8", "--seed", "0",
@@ -28,32 +27,12 @@ TRAIN = ["--epochs", "40", "--encoder", "resnet18", "--decoder-channels", "128,6
 SOURCES = ("mean", "segmentation", "head")
 
 
-def prepare(work: Path) -> Path:
-    dataset = work / "ns"
-    if not (dataset / "manifest.json").is_file():
-        shutil.rmtree(work / "psfhs", ignore_errors=True)
-        iugc("data", "import", "--layout", "png", "--source", str(PSFHS), "--dest", str(work / "psfhs"))
-        iugc("data", "split", str(work / "psfhs"), "--blocks", BLOCKS)
-        iugc("data", "nonstandard", "--source", str(work / "psfhs"), "--dest", str(dataset), "--per-frame", "0.5", "--seed", "0")
-    return dataset
-
-
-def block(dataset: Path, work: Path, split: str) -> Path:
-    """A work folder holding ``split``'s real frames (val-real) and all its frames (val-all),
-    as :func:`baseline_card.figures` reads them."""
-    if not (work / "val-all" / "manifest.json").is_file():
-        subset(dataset, work / "val-real", lambda c: c["split"] == split and "_ns" not in c["case_id"])
-        subset(dataset, work / "val-all", lambda c: c["split"] == split)
-    return work
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=None, help="A checkpoint trained as this script would (default: train it).")
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "same-scanner")
     args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    dataset = prepare(args.work)
+    dataset = make_dataset(args.work, BLOCKS)
     weights = args.weights
     if weights is None:
         run = args.work / "run"
@@ -65,7 +44,8 @@ def main() -> None:
     print(f"weights {weights}; trained on ids 03744-04200 (first scanner), best epoch chosen on 04201-04301")
     print(f"{'block':<44}{'p(standard) from':<18}" + " ".join(f"{k:>9}" for k in KEYS))
     for name, split in (("04201-04301, first scanner, held out", "validation"), ("04302-04401, second scanner, unseen", "test")):
-        work = block(dataset, args.work / split, split)
+        work = args.work / split
+        split_subsets(dataset, work, split)
         for source in SOURCES:
             result = figures(work, weights, ["--standard-from", source], f"{split}-{source}")
             print(f"{name:<44}{source:<18}" + " ".join(f"{result[k]:>9.4f}" for k in KEYS), flush=True)
