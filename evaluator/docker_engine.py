@@ -188,12 +188,14 @@ def remove_container(engine, container_id: str) -> None:
 
 
 def stale_containers(engine) -> list[str]:
-    """Ids of runner containers whose worker no longer runs (left by a crash)."""
-    stale = []
-    for container in engine.containers.list(all=True, filters={"label": RUNNER_LABEL}):
-        if not owner_alive(container.labels.get(OWNER_LABEL, "")):
-            stale.append(container.id)
-    return stale
+    """Ids of runner containers whose worker no longer runs (left by a crash).
+
+    One list call and no per-container inspect: other workers create and
+    remove their containers meanwhile, and inspecting one that just went away
+    raised ``NotFound`` and crashed this worker's start-up.
+    """
+    listed = engine.api.containers(all=True, filters={"label": RUNNER_LABEL})
+    return [c["Id"] for c in listed if not owner_alive((c.get("Labels") or {}).get(OWNER_LABEL, ""))]
 
 
 def inspect_image(engine, reference: str) -> dict:
@@ -206,7 +208,9 @@ def inspect_image(engine, reference: str) -> dict:
 
 
 def image_ids(engine) -> set[str]:
-    return {image.id for image in engine.images.list(all=True)}
+    """Ids of every image on the engine, from one list call (no per-image
+    inspect, which fails on an image another worker removes meanwhile)."""
+    return {image["Id"] for image in engine.api.images(all=True)}
 
 
 def load_image(engine, archive: Path) -> list[str]:

@@ -65,8 +65,9 @@ def run(engine, image, cases, limits=FAST, challenge=PSFHS23):
     return evaluate_image(image, cases, challenge, limits, engine=engine, cache_dir=None, jobs=1)
 
 
-def leftovers(engine) -> list:
-    return engine.containers.list(all=True, filters={"label": docker_engine.RUNNER_LABEL})
+def leftovers(engine) -> list[str]:
+    """Ids of the runner's containers, from one list call (see stale_containers)."""
+    return [c["Id"] for c in engine.api.containers(all=True, filters={"label": docker_engine.RUNNER_LABEL})]
 
 
 def test_hardened_container_config_on_the_engine(engine, images, tmp_path):
@@ -277,14 +278,28 @@ def test_no_label_map_anywhere_in_the_container(engine, images, cases, psfhs_dir
     assert "found 0 label maps" not in logs.decode()
 
 
-def _wait_for_container(engine, timeout=60, ignore=()):
+def _wait_for_container(engine, timeout=60, ignore=()) -> str:
+    """The id of the runner's container once it runs."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        found = [c for c in leftovers(engine) if c.id not in ignore]
-        if found and found[0].status == "running":
+        found = engine.api.containers(filters={"label": docker_engine.RUNNER_LABEL, "status": "running"})
+        found = [c["Id"] for c in found if c["Id"] not in ignore]
+        if found:
             return found[0]
         time.sleep(0.2)
     raise AssertionError("the runner's container never started")
+
+
+@pytest.fixture
+def workers():
+    """Background workers a test starts; killed afterwards if the test failed
+    before they ended, so one failure does not leave a container to the next test."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for worker in started:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
 
 
 def _ignore_sigint():
@@ -301,9 +316,10 @@ def _evaluate_image_process(image, cases, out, work):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_interrupted_worker_removes_everything(engine, images, cases, tmp_path, own_work_dir, sig):
-    before = {c.id for c in leftovers(engine)}
+def test_interrupted_worker_removes_everything(engine, images, cases, tmp_path, own_work_dir, workers, sig):
+    before = set(leftovers(engine))
     worker = _evaluate_image_process(images["sleep"], cases, tmp_path / "r.json", own_work_dir)
+    workers.append(worker)
     _wait_for_container(engine, ignore=before)
     worker.send_signal(sig)
     _, err = worker.communicate(timeout=60)
@@ -312,15 +328,52 @@ def test_interrupted_worker_removes_everything(engine, images, cases, tmp_path, 
     assert not (tmp_path / "r.json").exists()
 
 
-def test_a_crashed_worker_is_cleaned_up_by_the_next(engine, images, cases, tmp_path, own_work_dir):
+def test_a_crashed_worker_is_cleaned_up_by_the_next(engine, images, cases, tmp_path, own_work_dir, workers):
     worker = _evaluate_image_process(images["sleep"], cases, tmp_path / "r.json", own_work_dir)
+    workers.append(worker)
     stale = _wait_for_container(engine)
     worker.kill()  # SIGKILL: no clean-up of its own
     worker.wait()
-    assert [c.id for c in leftovers(engine)] == [stale.id]
+    assert leftovers(engine) == [stale]
     result = run(engine, images["good"], cases)
     assert result["status"] == "succeeded"
     assert leftovers(engine) == [] and list(own_work_dir.iterdir()) == []
+
+
+def test_engine_listings_survive_other_workers_creating_and_removing(engine, images):
+    """Other workers create and remove containers and images while this one lists
+    them (clean-up at start, the images an archive loaded). Listing then
+    inspecting each one raised NotFound for one that went away in between: the
+    last CI run failed so, and 8% of calls did under this churn."""
+    stop = threading.Event()
+    churned = {"cycles": 0}
+    base = engine.api.create_container(images["good"], command=["true"])
+
+    def churn():
+        while not stop.is_set():
+            created = engine.api.create_container(images["good"], command=["true"],
+                                                  labels={docker_engine.RUNNER_LABEL: "1", docker_engine.OWNER_LABEL: "gone:1"})
+            engine.api.remove_container(created["Id"], force=True)
+            committed = engine.api.commit(base["Id"], repository="iugc-test/churn", tag=str(churned["cycles"]))
+            engine.api.remove_image(committed["Id"], force=True)
+            churned["cycles"] += 1
+
+    known = {engine.api.inspect_image(images[name])["Id"] for name in ("good", "sleep")}
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 8
+        calls = 0
+        while time.monotonic() < deadline or calls < 40:
+            assert all(len(i) == 64 for i in docker_engine.stale_containers(engine))  # full container ids
+            assert known <= docker_engine.image_ids(engine)
+            calls += 1
+    finally:
+        stop.set()
+        thread.join()
+        engine.api.remove_container(base["Id"], force=True)
+    assert churned["cycles"] > 20, churned  # the churn did overlap the listings
+    assert leftovers(engine) == []
 
 
 def test_cli_exit_status_and_result_file(engine, images, cases, tmp_path, own_work_dir):
