@@ -177,14 +177,34 @@ def container_logs(container, *, stdout: bool = True, stderr: bool = True, max_b
     return raw[-max_bytes:].decode("utf-8", errors="replace")
 
 
-def remove_container(engine, container_id: str) -> None:
-    """Force-remove a container and its anonymous volumes; absent is fine."""
-    from docker.errors import NotFound
+def remove_container(engine, container_id: str, wait_seconds: float = 60.0) -> None:
+    """Force-remove a container and its anonymous volumes; on return it is gone.
+
+    Absent is fine. When another worker is removing it already (two workers
+    cleaning up the same crashed one; the engine answers 409), wait for that
+    removal to finish rather than fail. Any other engine error, or a removal
+    still running after ``wait_seconds``, raises RetryableError.
+    """
+    import time
+
+    from docker.errors import APIError, NotFound
 
     try:
         engine.api.remove_container(container_id, force=True, v=True)
+        return
     except NotFound:
-        pass
+        return
+    except APIError as exc:
+        if exc.status_code != 409 or "already in progress" not in str(exc.explanation):
+            raise RetryableError(f"the engine could not remove container {container_id[:12]}: {exc.explanation or exc}") from None
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        try:
+            engine.api.inspect_container(container_id)
+        except NotFound:
+            return
+        time.sleep(0.1)
+    raise RetryableError(f"container {container_id[:12]} was still being removed after {wait_seconds:g} s; check `docker ps -a`")
 
 
 def stale_containers(engine) -> list[str]:

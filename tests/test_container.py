@@ -21,6 +21,7 @@ import pytest
 from challenge.definition import load_challenge
 from data_manifest.importers import import_dataset
 from evaluator import docker_engine
+from evaluator.container_runner import cleanup_stale
 from evaluator.docker_engine import Limits
 from evaluator.evaluate_image import evaluate_image
 from tests.docker_support import build_hostile_images, require_engine
@@ -340,6 +341,41 @@ def test_a_crashed_worker_is_cleaned_up_by_the_next(engine, images, cases, tmp_p
     assert leftovers(engine) == [] and list(own_work_dir.iterdir()) == []
 
 
+def _dead_owner() -> str:
+    """An OWNER_LABEL naming a worker of this host that has exited."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    return f"{socket.gethostname()}:{gone.pid}"
+
+
+def test_two_workers_cleaning_up_the_same_crash_both_succeed(engine, images, own_work_dir):
+    """Workers started together after a crash both remove its containers; the
+    engine answers the second removal with 409 (already in progress), which
+    crashed that worker's start-up before it waited for the first instead."""
+    labels = {docker_engine.RUNNER_LABEL: "1", docker_engine.OWNER_LABEL: _dead_owner()}
+    stale = []
+    for _ in range(4):
+        created = engine.api.create_container(images["sleep"], labels=labels)
+        engine.api.start(created["Id"])
+        stale.append(created["Id"])
+    own_work_dir.mkdir()
+    errors = []
+
+    def worker_start():
+        try:
+            cleanup_stale(engine)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker_start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert not set(stale) & set(leftovers(engine))  # gone when cleanup_stale returned
+
+
 def test_engine_listings_survive_other_workers_creating_and_removing(engine, images):
     """Other workers create and remove containers and images while this one lists
     them (clean-up at start, the images an archive loaded). Listing then
@@ -347,12 +383,12 @@ def test_engine_listings_survive_other_workers_creating_and_removing(engine, ima
     last CI run failed so, and 8% of calls did under this churn."""
     stop = threading.Event()
     churned = {"cycles": 0}
+    labels = {docker_engine.RUNNER_LABEL: "1", docker_engine.OWNER_LABEL: _dead_owner()}
     base = engine.api.create_container(images["good"], command=["true"])
 
     def churn():
         while not stop.is_set():
-            created = engine.api.create_container(images["good"], command=["true"],
-                                                  labels={docker_engine.RUNNER_LABEL: "1", docker_engine.OWNER_LABEL: "gone:1"})
+            created = engine.api.create_container(images["good"], command=["true"], labels=labels)
             engine.api.remove_container(created["Id"], force=True)
             committed = engine.api.commit(base["Id"], repository="iugc-test/churn", tag=str(churned["cycles"]))
             engine.api.remove_image(committed["Id"], force=True)
@@ -363,16 +399,18 @@ def test_engine_listings_survive_other_workers_creating_and_removing(engine, ima
     thread.start()
     try:
         deadline = time.monotonic() + 8
-        calls = 0
+        calls = seen_stale = 0
         while time.monotonic() < deadline or calls < 40:
-            assert all(len(i) == 64 for i in docker_engine.stale_containers(engine))  # full container ids
+            stale = docker_engine.stale_containers(engine)
+            assert all(len(i) == 64 for i in stale)  # full container ids
             assert known <= docker_engine.image_ids(engine)
+            seen_stale += bool(stale)
             calls += 1
     finally:
         stop.set()
         thread.join()
         engine.api.remove_container(base["Id"], force=True)
-    assert churned["cycles"] > 20, churned  # the churn did overlap the listings
+    assert churned["cycles"] > 20 and seen_stale > 0, (churned, seen_stale)  # the churn did overlap the listings
     assert leftovers(engine) == []
 
 
