@@ -5,12 +5,14 @@ Rules (each rejection names the rule and the member): the archive is at most
 an absolute path or a ``..`` component; no link points outside the archive; no device,
 FIFO or other special file; ``manifest.json`` lists exactly one image whose config and
 layers are in the archive. Only then is it loaded, and if loading or the image checks
-fail, whatever was loaded is removed again.
+fail, the image it loaded is removed again (that one only: other workers load theirs
+meanwhile).
 """
 from __future__ import annotations
 
 import json
 import posixpath
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,8 +112,9 @@ def load_archive(engine, path: str | Path, limits) -> tuple[str, bool]:
     from evaluator import docker_engine as engine_api
     from evaluator.container_runner import check_image
 
-    check_archive(path, max_bytes=int(limits.image_size_limit_mb * 2**20))
+    info = check_archive(path, max_bytes=int(limits.image_size_limit_mb * 2**20))
     before = engine_api.image_ids(engine)
+    loaded: set[str] = set()
     try:
         loaded = set(engine_api.load_image(engine, Path(path)))
         if len(loaded) != 1:
@@ -120,6 +123,24 @@ def load_archive(engine, path: str | Path, limits) -> tuple[str, bool]:
         check_image(engine_api.inspect_image(engine, image_id), limits)
         return image_id, image_id not in before
     except BaseException:
-        for image_id in engine_api.image_ids(engine) - before:
+        # Only what this archive added: other workers load their images meanwhile,
+        # so "every image that appeared since" would remove theirs too. When the
+        # load itself was interrupted, its image is known by the config's digest.
+        added = (loaded or {config_image_id(info.config)}) - before - {None}
+        for image_id in added:
             engine_api.remove_image(engine, image_id)
         raise
+
+
+def config_image_id(config: str) -> str | None:
+    """The id the engine gives an archive's image: the sha256 its config is named by.
+
+    >>> config_image_id("8f8bd6929a6dfd8ee348d3cf6956a2c8089463fe39931299efe5dc1b3d8c1492.json")[:15]
+    'sha256:8f8bd692'
+    >>> config_image_id("blobs/sha256/" + "ab" * 32)[:15]
+    'sha256:abababab'
+    >>> config_image_id("config.json") is None
+    True
+    """
+    digest = posixpath.basename(config).removesuffix(".json")
+    return f"sha256:{digest}" if re.fullmatch("[0-9a-f]{64}", digest) else None

@@ -120,6 +120,73 @@ def test_real_archives_load_once_and_failures_leave_nothing(engine_and_images, t
     assert docker_engine.image_ids(engine) == before  # both were present already: none removed
 
 
+class _AnotherWorkerLoadsMeanwhile:
+    """The real engine, where another worker's archive lands while this one loads
+    (the interleaving of two workers, made deterministic)."""
+
+    def __init__(self, engine, other_archive):
+        self.api, self._engine, self._other = engine.api, engine, other_archive
+        self.images = self
+
+    def load(self, fh):
+        with open(self._other, "rb") as other:
+            self._engine.images.load(other)
+        return self._engine.images.load(fh)
+
+
+@pytest.mark.xdist_group("docker")
+def test_a_rejected_archive_removes_its_image_only(engine_and_images, tmp_path):
+    """Clean-up after a rejection used to remove every image that appeared during
+    the load, including the one another worker had just loaded for its run."""
+    engine, images = engine_and_images
+    from evaluator import docker_engine
+
+    theirs, ours = tmp_path / "theirs.tar", tmp_path / "ours.tar"
+    subprocess_save([images["good"]], theirs)
+    subprocess_save([images["root"]], ours)
+    their_id = docker_engine.inspect_image(engine, images["good"])["Id"]
+    our_id = docker_engine.inspect_image(engine, images["root"])["Id"]
+    try:
+        engine.images.remove(images["good"], force=True)
+        engine.images.remove(images["root"], force=True)
+        with pytest.raises(SubmissionError, match="runs as root"):
+            load_archive(_AnotherWorkerLoadsMeanwhile(engine, theirs), ours, Limits())
+        ids = docker_engine.image_ids(engine)
+        assert their_id in ids and our_id not in ids
+    finally:
+        build_hostile_images(engine)  # restore the removed test images for other tests
+
+
+class _InterruptedOnceLoaded:
+    """The real engine; the worker is interrupted after the engine loaded the
+    archive but before the load's answer reached it."""
+
+    def __init__(self, engine):
+        self.api, self._engine = engine.api, engine
+        self.images = self
+
+    def load(self, fh):
+        self._engine.images.load(fh)
+        raise KeyboardInterrupt
+
+
+@pytest.mark.xdist_group("docker")
+def test_an_interrupted_load_removes_the_archives_image(engine_and_images, tmp_path):
+    engine, images = engine_and_images
+    from evaluator import docker_engine
+
+    ours = tmp_path / "ours.tar"
+    subprocess_save([images["good"]], ours)
+    our_id = docker_engine.inspect_image(engine, images["good"])["Id"]
+    try:
+        engine.images.remove(images["good"], force=True)
+        with pytest.raises(KeyboardInterrupt):
+            load_archive(_InterruptedOnceLoaded(engine), ours, Limits())
+        assert our_id not in docker_engine.image_ids(engine)  # found by its config's digest
+    finally:
+        build_hostile_images(engine)
+
+
 @pytest.mark.xdist_group("docker")
 def test_evaluate_image_takes_an_archive_and_unloads_it(engine_and_images, psfhs_dir, tmp_path):
     import subprocess
