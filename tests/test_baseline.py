@@ -32,6 +32,12 @@ def dataset(psfhs_dir, tmp_path_factory):
     return root / "ds"
 
 
+def log_rows(path) -> list[dict]:
+    """The rows of a run's log.csv (the file closed again)."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def test_model_outputs_masks_and_a_standard_logit():
     net = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(16, 8, 4))
     masks, standard = net(torch.zeros(3, 1, 32, 32))
@@ -115,13 +121,13 @@ def test_postprocess_turns_the_symphysis_into_an_ellipse_unless_switched_off():
 def test_train_one_epoch_resume_and_predict(dataset, tmp_path):
     run = tmp_path / "run"
     best = train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
-    rows = list(csv.DictReader((run / "log.csv").open()))
+    rows = log_rows(run / "log.csv")
     assert len(rows) == 1 and rows[0]["epoch"] == "1"
     assert 0 <= float(rows[0]["dice"]) <= 1 and float(rows[0]["psfhs_score"]) == pytest.approx(best["psfhs_score"])
     assert (run / "curves.png").stat().st_size > 1000 and (run / "best.pt").is_file()
     # resume: a second call for 2 epochs runs only epoch 2 and keeps epoch 1's row
     train(TrainConfig(data=str(dataset), out=str(run), epochs=2, resume=True, **TINY), progress=False)
-    rows = list(csv.DictReader((run / "log.csv").open()))
+    rows = log_rows(run / "log.csv")
     assert [r["epoch"] for r in rows] == ["1", "2"]
     frames = dataset / "images"
     out = tmp_path / "pred"
@@ -147,7 +153,7 @@ def test_validation_during_training_scores_what_predict_will_write(dataset, tmp_
 
     run = tmp_path / "run"
     train(TrainConfig(data=str(dataset), out=str(run), epochs=2, ema_decay=0, **TINY), progress=False)
-    logged = [float(r["dice"]) for r in csv.DictReader((run / "log.csv").open())]
+    logged = [float(r["dice"]) for r in log_rows(run / "log.csv")]
     model, size = load_model(run / "best.pt")
     best_epoch = torch.load(run / "best.pt", map_location="cpu", weights_only=False)["epoch"]
     cases = [c for c in load_manifest(dataset).cases if c.split == "validation" and c.mask]
@@ -454,7 +460,7 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(dataset, tm
     for key in a["model"]:
         assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-4), key
     assert straight["dice"] == pytest.approx(resumed["dice"], abs=1e-3)
-    assert [r["epoch"] for r in csv.DictReader((tmp_path / "b" / "log.csv").open())] == ["1", "2", "3"]
+    assert [r["epoch"] for r in log_rows(tmp_path / "b" / "log.csv")] == ["1", "2", "3"]
 
 
 def test_a_structure_the_argmax_missed_is_completed_only_where_the_head_sees_a_standard_plane():
@@ -596,7 +602,7 @@ def test_data_loader_workers_change_nothing_but_the_speed(dataset, tmp_path):
 
 def test_validation_every_n_epochs_and_after_the_last(dataset, tmp_path):
     best = train(TrainConfig(data=str(dataset), out=str(tmp_path / "run"), epochs=3, val_every=2, **TINY), progress=False)
-    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    rows = log_rows(tmp_path / "run" / "log.csv")
     assert [bool(r["dice"]) for r in rows] == [False, True, True]
     assert all(r["train_loss"] for r in rows)
     assert best["epoch"] in (2, 3)
