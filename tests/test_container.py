@@ -376,6 +376,26 @@ def test_two_workers_cleaning_up_the_same_crash_both_succeed(engine, images, own
     assert not set(stale) & set(leftovers(engine))  # gone when cleanup_stale returned
 
 
+def test_workers_sharing_an_engine_and_work_folder_after_a_crash(engine, images, cases, tmp_path, own_work_dir, workers):
+    """Two workers start together where a crashed one left a running container:
+    both clean up, both run, each removes only its own, and nothing is left."""
+    crashed = _evaluate_image_process(images["sleep"], cases, tmp_path / "crashed.json", own_work_dir)
+    workers.append(crashed)
+    stale = _wait_for_container(engine)
+    crashed.kill()
+    crashed.wait()
+    outs = [tmp_path / f"r{i}.json" for i in range(2)]
+    pair = [_evaluate_image_process(images["good"], cases, out, own_work_dir) for out in outs]
+    workers.extend(pair)
+    for worker in pair:
+        _, err = worker.communicate(timeout=180)
+        assert worker.returncode == 0, err
+    results = [json.loads(out.read_text()) for out in outs]
+    assert [r["status"] for r in results] == ["succeeded", "succeeded"]
+    assert results[0]["aggregates"] == results[1]["aggregates"]
+    assert stale not in leftovers(engine) and leftovers(engine) == [] and list(own_work_dir.iterdir()) == []
+
+
 def test_engine_listings_survive_other_workers_creating_and_removing(engine, images):
     """Other workers create and remove containers and images while this one lists
     them (clean-up at start, the images an archive loaded). Listing then
