@@ -19,12 +19,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from baseline.postprocess import STANDARD_SOURCES
 from baseline_card import KEYS, ROOT, figures, make_dataset, split_subsets
 
 BLOCKS = "train=03744-04200,validation=04201-04301,test=04302-04401"
 TRAIN = ["--epochs", "40", "--encoder", "resnet18", "--decoder-channels", "128,64,32,16,8", "--seed", "0",
          "--style-noise", "0.5", "--amp", "--val-every", "2"]
-SOURCES = ("mean", "segmentation", "head")
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     for name, split in (("04201-04301, first scanner, held out", "validation"), ("04302-04401, second scanner, unseen", "test")):
         work = args.work / split
         split_subsets(dataset, work, split)
-        for source in SOURCES:
+        for source in STANDARD_SOURCES:
             result = figures(work, weights, ["--standard-from", source], f"{split}-{source}")
             print(f"{name:<44}{source:<18}" + " ".join(f"{result[k]:>9.4f}" for k in KEYS), flush=True)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,8 +186,6 @@ def remove_container(engine, container_id: str, wait_seconds: float = 60.0) -> N
     removal to finish rather than fail. Any other engine error, or a removal
     still running after ``wait_seconds``, raises RetryableError.
     """
-    import time
-
     from docker.errors import APIError, NotFound
 
     try:
