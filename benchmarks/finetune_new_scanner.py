@@ -64,7 +64,7 @@ def main() -> None:
     work = args.work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    dataset = make_dataset(work, "train=04302-04343,validation=04344-04401")
+    dataset = make_dataset(work, "train=04302-04343,validation=04344-04401", subset=True)
     held_out, _ = split_subsets(dataset, work, "validation")
     before = measure(args.weights, held_out, work)
     before_plain = measure(args.weights, held_out, work, "--smooth", "0")

@@ -55,13 +55,17 @@ def verify_cmd(dataset):
 
 @data_group.command("split")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--blocks", help='Contiguous id blocks, e.g. "train=03744-04300,validation=04301-04401".')
+@click.option("--blocks", help='Contiguous id blocks, e.g. "train=03744-04300,validation=04301-04401"; "+" joins several blocks of one split: "train=03744-04205+04302-04343,...".')
 @click.option("--by-video", "fractions", help='Whole videos in fractions, e.g. "train=0.8,validation=0.2".')
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the video shuffle.")
-def split_cmd(dataset, blocks, fractions, seed):
+@click.option("--allow-unassigned", is_flag=True, help="Write the split even when some cases fall in no block or a split gets no case (they stay 'unassigned').")
+def split_cmd(dataset, blocks, fractions, seed, allow_unassigned):
     """Assign train/validation/test splits in DATASET's manifest.
 
     Never by random frames: neighbouring frames of a clip would leak across the split.
+    Generated frames (`iugc data nonstandard`) follow the frame they were made from. A
+    split that leaves cases unassigned or a split empty is refused (nothing is written)
+    unless --allow-unassigned.
     """
     from data_manifest.manifest import ManifestError, load_manifest, write_manifest
     from data_manifest.split import parse_blocks, split_by_blocks, split_by_video
@@ -71,13 +75,16 @@ def split_cmd(dataset, blocks, fractions, seed):
     try:
         manifest = load_manifest(dataset)
         if blocks:
-            updated = split_by_blocks(manifest, parse_blocks(blocks))
+            updated = split_by_blocks(manifest, parse_blocks(blocks), allow_unassigned=allow_unassigned)
         else:
             parsed = {}
             for part in fractions.split(","):
                 key, _, value = part.partition("=")
-                parsed[key.strip()] = float(value)
-            updated = split_by_video(manifest, parsed, seed)
+                try:
+                    parsed[key.strip()] = float(value)
+                except ValueError:
+                    raise ValueError(f"bad fraction {part!r}: expected SPLIT=FRACTION, e.g. train=0.8") from None
+            updated = split_by_video(manifest, parsed, seed, allow_unassigned=allow_unassigned)
     except (ManifestError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     write_manifest(dataset, updated)

@@ -27,7 +27,7 @@ TINY = {"encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [32,
 def dataset(psfhs_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("baseline")
     import_dataset("psfhs", psfhs_dir / "release_sample", root / "real", progress=False)
-    write_manifest(root / "real", split_by_blocks(load_manifest(root / "real"), {"train": ("03744", "03771"), "validation": ("03772", "03783")}))
+    write_manifest(root / "real", split_by_blocks(load_manifest(root / "real"), {"train": [("03744", "03771")], "validation": [("03772", "03783")]}))
     generate_nonstandard_dataset(root / "real", root / "ds", per_frame=0.3, seed=0, progress=False)
     return root / "ds"
 
