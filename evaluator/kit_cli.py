@@ -33,7 +33,7 @@ def kit_new_cmd(dest, challenge, base):
         kit = new_kit(dest, challenge, base=base or DEFAULT_BASE)
     except KitError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wrote a {challenge} submission kit to {dest} (image {kit.image}, base {base or DEFAULT_BASE})")
+    click.echo(f"wrote the {challenge} submission kit to {dest} (image {kit.image}, base {base or DEFAULT_BASE})")
     click.echo(f"next: put your model into predict() in {dest / 'predict.py'}, then `iugc kit check {dest}`")
 
 
