@@ -209,7 +209,8 @@ def build_kit(engine, folder: Path, kit: Kit) -> float:
     try:
         docker_engine.build_image(engine, folder, kit.image, network=kit.build_network)
     except RetryableError as exc:
-        raise KitError(f"the kit does not build: {exc}") from None
+        offline = " (it builds with no network: every package not in the base must be a wheel in wheels/)" if kit.build_network == "none" else ""
+        raise KitError(f"the kit does not build{offline}: {exc}") from None
     return time.monotonic() - began
 
 

@@ -180,6 +180,17 @@ def test_the_template_passes_kit_check_and_evaluate_image_on_real_frames(challen
     assert platform["image_digest"] == kit_result["image_digest"]
 
 
+def test_a_kit_that_does_not_build_is_refused_with_the_build_log(kits, tmp_path):
+    new_kit(tmp_path / "kit", "psfhs2023", base=BASE)
+    with open(tmp_path / "kit" / "requirements.txt", "a") as fh:
+        fh.write("onnxruntime==1.23.2\n")  # not in the base and no wheel given
+    run = iugc("kit", "check", tmp_path / "kit")
+    assert run.returncode == 1
+    first = run.stderr.splitlines()[0]
+    assert first.startswith("Error: the kit does not build (it builds with no network: every package not in the base must be a wheel in wheels/)")
+    assert "No matching distribution found for onnxruntime==1.23.2" in run.stderr
+
+
 def _with_main_prefix(code: str):
     """A predict.py whose main() first runs ``code`` (a mistake at start-up)."""
     return "\n_template_main = main\n\n\ndef main():\n" + "".join(f"    {line}\n" for line in code.splitlines()) + "    return _template_main()\n"
