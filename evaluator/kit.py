@@ -214,6 +214,23 @@ def build_kit(engine, folder: Path, kit: Kit) -> float:
     return time.monotonic() - began
 
 
+def _cases(data: Path | None, scratch: Path) -> tuple[Path, str]:
+    """The dataset to run on (``data``, else phantoms written under ``scratch``) and
+    its description in words."""
+    from data_manifest.manifest import ManifestError, load_manifest
+    from data_manifest.sample import write_sample
+
+    where = f" from {data}" if data is not None else " (no --data given)"
+    if data is None:
+        data = scratch / "sample"
+        write_sample(data, SAMPLE_CASES, source=None)
+    try:
+        manifest = load_manifest(data)
+    except ManifestError as exc:
+        raise KitError(f"--data: {exc}") from None
+    return data, f"{len(manifest.cases)} {'SYNTHETIC phantom' if manifest.synthetic else 'real'} cases{where}"
+
+
 def check(target: str, *, challenge: str | None = None, data: Path | None = None, engine=None,
           cache_dir: Path | None = None, jobs: int | None = None) -> CheckReport:
     """Build (a kit folder) or load (a ``docker save`` archive) ``target``, or take it as an
@@ -223,51 +240,39 @@ def check(target: str, *, challenge: str | None = None, data: Path | None = None
     canonical dataset (``iugc data sample``); without it, SYNTHETIC phantom cases.
     Raises KitError for bad input, RetryableError when the engine is missing.
     """
-    from data_manifest.manifest import ManifestError, load_manifest
-    from data_manifest.sample import write_sample
     from evaluator import docker_engine
     from evaluator.docker_engine import Limits
     from evaluator.evaluate_image import evaluate_image
     from evaluator.intake import load_archive
 
-    folder = Path(target)
-    kit = read_kit(folder) if folder.is_dir() else None
+    path = Path(target)
+    kit = read_kit(path) if path.is_dir() else None
     if kit is not None and challenge is None:
-        challenge = str(folder / kit.challenge) if kit.challenge == CHALLENGE_COPY else kit.challenge
+        challenge = str(path / kit.challenge) if kit.challenge == CHALLENGE_COPY else kit.challenge
     if challenge is None:
         raise KitError(f"{target} is an image or archive: say which challenge with --challenge ({', '.join(available_challenges())} or a .yaml file)")
     definition = _challenge(challenge)
     phase = sanity_check_phase(definition)
     limits = Limits.from_phase(phase)
     engine = engine or docker_engine.client()
-    build_seconds, loaded, image = None, None, target
-    with tempfile.TemporaryDirectory(prefix="iugc-kit-") as tmp:
-        where = f" from {data}" if data is not None else " (no --data given)"
-        if data is None:
-            data = Path(tmp) / "sample"
-            write_sample(data, SAMPLE_CASES, source=None)
+    with tempfile.TemporaryDirectory(prefix="iugc-kit-") as scratch:
+        dataset, described = _cases(data, Path(scratch))
+        build_seconds = build_kit(engine, path, kit) if kit is not None else None
+        image, loaded = (kit.image if kit is not None else target), None
         try:
-            manifest = load_manifest(data)
-        except ManifestError as exc:
-            raise KitError(f"--data: {exc}") from None
-        described = f"{len(manifest.cases)} {'SYNTHETIC phantom' if manifest.synthetic else 'real'} cases{where}"
-        if kit is not None:
-            build_seconds = build_kit(engine, folder, kit)
-            image = kit.image
-        try:
-            if kit is None and folder.is_file():
+            if kit is None and path.is_file():
                 try:
-                    image, added = load_archive(engine, folder, limits)
+                    image, added = load_archive(engine, path, limits)
                     loaded = image if added else None  # remove afterwards only what this check loaded
                 except SubmissionError as exc:
                     result = {"image": target, "status": "failed", "failure": exc.reason, "error": str(exc), "logs": ""}
                     return CheckReport(target, definition, phase, described, result, *verdict(result))
-            result = evaluate_image(image, data, definition, limits, engine=engine, cache_dir=cache_dir, jobs=jobs)
+            result = evaluate_image(image, dataset, definition, limits, engine=engine, cache_dir=cache_dir, jobs=jobs)
         finally:
             if loaded is not None:
                 docker_engine.remove_image(engine, loaded)
     result["phase"] = phase.name
-    return CheckReport(image if kit else target, definition, phase, described, result, *verdict(result), build_seconds)
+    return CheckReport(kit.image if kit else target, definition, phase, described, result, *verdict(result), build_seconds)
 
 
 def _fmt(value) -> str:
@@ -287,7 +292,7 @@ def format_report(report: CheckReport, *, max_cases: int = 10, log_lines: int = 
         lines.append(f"  time      {result['runtime_seconds']:.2f} s of the phase's {limits.time_limit_seconds:g} s limit")
     memory = result.get("memory_peak_mb")
     if result.get("runtime_seconds") is not None:
-        shown = f"{memory:.0f} MB peak" if memory is not None else "not measured (the run ended before the first sample)"
+        shown = f"{memory:.0f} MB peak" if memory is not None else "not measured"
         lines.append(f"  memory    {shown} of the phase's {limits.memory_mb} MB limit")
     for warning in result.get("warnings", []):
         lines.append(f"  warning   {warning}")
