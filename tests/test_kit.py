@@ -32,6 +32,7 @@ from evaluator.outputs import collect_outputs
 from tests.conftest import ROOT
 from tests.docker_support import require_engine
 
+pytestmark = pytest.mark.xdist_group("docker")  # with the other engine tests: they count the runner's containers
 BASE = "iugc/base:latest"
 CHALLENGES = ("psfhs2023", "iugc2024")
 

@@ -1,5 +1,6 @@
 """`iugc data sample`: the public sample cases teams run `iugc kit check` on (issue 20)."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -77,3 +78,16 @@ def test_bad_requests_write_nothing(release, tmp_path):
         assert run.returncode == 1 and words in run.stderr, run.stderr
         assert len(run.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full"]  # no dest, no staging folder left
+
+
+def test_clips_of_the_sampled_cases_come_along(tmp_path):
+    from data_manifest.phantom import write_phantom_iugc2024
+
+    write_phantom_iugc2024(tmp_path / "raw", 3, 4, seed=0, size=128)
+    import_dataset("iugc2024", tmp_path / "raw", tmp_path / "ds", progress=False)
+    shutil.copytree(tmp_path / "raw" / "videos", tmp_path / "ds" / "videos")  # clips beside the frames, where evaluate-image looks
+    sample = write_sample(tmp_path / "s", 2, source=tmp_path / "ds")
+    videos = {c.video for c in sample.cases}
+    assert all(videos) and sorted(p.stem for p in (tmp_path / "s" / "videos").iterdir()) == sorted(videos)
+    for video in videos:
+        assert (tmp_path / "s" / "videos" / f"{video}.avi").read_bytes() == (tmp_path / "ds" / "videos" / f"{video}.avi").read_bytes()
