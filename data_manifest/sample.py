@@ -69,6 +69,11 @@ def write_sample(dest: Path, n_cases: int, *, source: Path | None = None, seed: 
     SYNTHETIC phantoms (seeded) when ``source`` is None. Nothing is left at ``dest`` on
     failure. Raises ManifestError for a bad source, FileExistsError for a non-empty
     ``dest``, ValueError for ``n_cases`` < 1.
+
+    >>> import tempfile
+    >>> sample = write_sample(Path(tempfile.mkdtemp()) / "public", 3)
+    >>> sample.synthetic, len(sample.cases)
+    (True, 3)
     """
     if n_cases < 1:
         raise ValueError(f"--cases must be at least 1, got {n_cases}")

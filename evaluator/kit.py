@@ -66,6 +66,12 @@ def new_kit(dest: str | Path, challenge: str, *, base: str = DEFAULT_BASE) -> Ki
 
     Raises KitError, writing nothing, for an unknown challenge or a non-empty ``dest``.
     The files appear together (written beside ``dest``, then renamed into place).
+
+    >>> folder = Path(tempfile.mkdtemp()) / "team"
+    >>> new_kit(folder, "psfhs2023", base="iugc/base:latest")
+    Kit(challenge='psfhs2023', image='team/team:latest', build_network='none')
+    >>> sorted(p.name for p in folder.iterdir())
+    ['.dockerignore', 'Dockerfile', 'README.md', 'kit.json', 'predict.py', 'requirements.txt', 'wheels']
     """
     dest = Path(dest)
     definition = _challenge(challenge)
