@@ -137,3 +137,28 @@ def phantom_cmd(dest, layout, cases, videos, frames, size, nonstandard_fraction,
     except (FileExistsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote SYNTHETIC phantom data ({layout}) to {dest}")
+
+
+@data_group.command("sample")
+@click.option("--from", "source", type=click.Path(path_type=Path), default=None, help="Canonical dataset (from `iugc data import`) whose frames may be published; without it, SYNTHETIC phantoms.")
+@click.option("--dest", required=True, type=click.Path(path_type=Path), help="New (or empty) folder for the sample.")
+@click.option("--cases", "n_cases", type=int, default=8, show_default=True, help="How many cases.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the phantoms (without --from).")
+def sample_cmd(source, dest, n_cases, seed):
+    """Public sample cases for teams, the data `iugc kit check --data` runs on.
+
+    Real cases from --from, evenly spread over its ids and in proportion to its
+    standard-plane labels, or SYNTHETIC phantoms (marked so in the manifest and on every
+    frame) when the release may not be published. Masks and labels are included: teams
+    see the scores the platform would give. Nothing is written on failure.
+    """
+    from data_manifest.manifest import ManifestError
+    from data_manifest.sample import write_sample
+
+    try:
+        manifest = write_sample(dest, n_cases, source=source, seed=seed)
+    except (ManifestError, FileExistsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    standard = sum(1 for c in manifest.cases if c.standard_plane)
+    kind = "SYNTHETIC phantom" if manifest.synthetic else "real"
+    click.echo(f"{len(manifest.cases)} {kind} cases in {dest} ({standard} standard planes)")

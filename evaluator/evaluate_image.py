@@ -3,8 +3,10 @@ outputs (``outputs``), score them (``evaluate``), and say what happened.
 
 The result is the evaluator's document plus ``status`` ("succeeded" | "failed"),
 ``failure`` (a reason code or null), ``error`` (participant-safe message or null),
-``runtime_seconds`` (the submission's own time), ``image_digest``, ``logs`` (bounded tail,
-for organizers) and ``timings`` (the platform's overhead, step by step).
+``runtime_seconds`` (the submission's own time), ``memory_peak_mb`` (the container's
+memory peak, page cache included, sampled while it runs; null when not measured),
+``image_digest``, ``logs`` (bounded tail, for organizers) and ``timings`` (the platform's
+overhead, step by step).
 """
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def evaluate_image(
 
         engine = engine or docker_engine.client()
     cleanup_stale(engine if runner == "docker" else None)
-    result: dict = {"image": image, "runner": runner, "image_digest": None, "runtime_seconds": None, "logs": ""}
+    result: dict = {"image": image, "runner": runner, "image_digest": None, "runtime_seconds": None,
+                    "memory_peak_mb": None, "logs": ""}
     try:
         job = DockerRunner(image, limits, engine=engine) if runner == "docker" else LocalRunner(image, limits)
     except SubmissionError as exc:  # --runner local refuses untrusted images
@@ -65,6 +68,7 @@ def evaluate_image(
             execution = job.execute()
             result["runtime_seconds"] = round(execution.runtime_seconds, 3)
             result["logs"] = execution.logs
+            result["memory_peak_mb"] = execution.memory_peak_mb
             failure = failure_of(execution, limits)
             if failure is not None:
                 raise failure
