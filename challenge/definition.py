@@ -57,12 +57,20 @@ class WorstCase(_Strict):
 
 
 class UndefinedPolicy(_Strict):
-    """What to do when AoP/HSD is undefined (no tangent, a structure missing)."""
+    """What an undefined AoP/HSD (a structure missing, no ellipse fit, no tangent) becomes.
 
-    ground_truth: Literal["exclude"] = "exclude"
-    """Truth undefined: the case leaves that aggregate and is counted in ``n_excluded_*``."""
-    prediction: Literal["worst_case"] = "worst_case"
-    """Prediction undefined (truth defined): the error is the worst-case value."""
+    ``zero`` is the PSFHS 2023 convention: its official code starts each AoP at 0 and
+    keeps it there whenever either ellipse cannot be fitted, so the value counts as 0 and
+    the error is ``|0 - the other side|``. ``exclude`` / ``worst_case`` are the IUGC 2024
+    policy (whose official code crashes there) and a new challenge's other choice.
+    """
+
+    ground_truth: Literal["exclude", "zero"] = "exclude"
+    """Truth undefined: ``exclude`` leaves the case out of that aggregate (counted in
+    ``n_excluded_*``); ``zero`` takes the truth value as 0."""
+    prediction: Literal["worst_case", "zero"] = "worst_case"
+    """Prediction undefined (or missing, unreadable): ``worst_case`` scores the worst-case
+    error; ``zero`` takes the predicted value as 0."""
 
 
 class ScoreTerm(_Strict):

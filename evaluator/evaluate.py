@@ -38,7 +38,7 @@ from evaluator.scores import (
 )
 
 PROBABILITIES_FILE = "predictions.json"
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"  # 3: the ellipse method leaves AoP undefined (not 0) at 5 points or fewer
 
 
 def valid_probability(p) -> bool:

@@ -38,32 +38,41 @@ def segmentation_values(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return out
 
 
-def _error(pred: float | None, gt: float | None, worst: float) -> float | None:
+def _error(pred: float | None, gt: float | None, worst: float, policy) -> tuple[float | None, float | None, float | None]:
+    """``(pred, gt, error)`` after the challenge's undefined-value policy (see UndefinedPolicy)."""
+    if gt is None and policy.ground_truth == "zero":
+        gt = 0.0
+    if pred is None and policy.prediction == "zero":
+        pred = 0.0
     if gt is None:
-        return None  # truth undefined: excluded from the aggregate, counted
+        return pred, None, None  # truth undefined: excluded from the aggregate, counted
     if pred is None:
-        return worst  # prediction undefined: worst case
-    return abs(pred - gt)
+        return None, gt, worst  # prediction undefined: worst case
+    return pred, gt, abs(pred - gt)
 
 
 def biometry_values(pred: Biometry | None, gt: Biometry, challenge: ChallengeDefinition) -> dict:
     """AoP/HSD of prediction and truth and their absolute errors, with the undefined policy.
 
-    ``pred`` None means no usable prediction. HSD is only scored when the challenge has
+    ``pred`` None means no usable prediction. Undefined values become what the
+    challenge's ``undefined_biometry`` says: with ``zero`` (PSFHS 2023) the reported value
+    is 0.0 and the error is measured from it. HSD is only scored when the challenge has
     the ``hsd_error`` metric (the ellipse method defines no HSD).
+
+    >>> from challenge.definition import load_challenge
+    >>> v = biometry_values(None, Biometry(aop=110.0, hsd=None), load_challenge("psfhs2023"))
+    >>> v["aop_pred"], v["aop_error"]
+    (0.0, 110.0)
+    >>> biometry_values(None, Biometry(aop=110.0, hsd=None), load_challenge("iugc2024"))["aop_error"]
+    180.0
     """
-    worst = challenge.worst_case
-    pred_aop = None if pred is None else pred.aop
-    pred_hsd = None if pred is None else pred.hsd
-    scores_hsd = "hsd_error" in challenge.metrics
-    return {
-        "aop_pred": pred_aop,
-        "aop_gt": gt.aop,
-        "aop_error": _error(pred_aop, gt.aop, worst.aop_error),
-        "hsd_pred": pred_hsd,
-        "hsd_gt": gt.hsd,
-        "hsd_error": _error(pred_hsd, gt.hsd, worst.hsd_error) if scores_hsd else None,
-    }
+    worst, policy = challenge.worst_case, challenge.undefined_biometry
+    aop_pred, aop_gt, aop_error = _error(None if pred is None else pred.aop, gt.aop, worst.aop_error, policy)
+    out = {"aop_pred": aop_pred, "aop_gt": aop_gt, "aop_error": aop_error,
+           "hsd_pred": None if pred is None else pred.hsd, "hsd_gt": gt.hsd, "hsd_error": None}
+    if "hsd_error" in challenge.metrics:
+        out["hsd_pred"], out["hsd_gt"], out["hsd_error"] = _error(out["hsd_pred"], gt.hsd, worst.hsd_error, policy)
+    return out
 
 
 def worst_case_values(challenge: ChallengeDefinition, gt: Biometry | None) -> dict:
