@@ -34,6 +34,9 @@ METRIC_DIRECTIONS: dict[str, bool] = {
 SEGMENTATION_METRICS = ("dice", "hd", "asd")
 BIOMETRY_METRICS = ("aop_error", "hsd_error")
 CLASSIFICATION_METRICS = ("accuracy", "auc", "f1", "mcc")
+PER_CASE_METRICS = SEGMENTATION_METRICS + BIOMETRY_METRICS
+"""Metrics with a value per case (paired tests need one); classification has none."""
+RankingMethod = Literal["score", "mean-rank", "test-then-rank"]
 
 MetricName = Literal["dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc"]
 
@@ -100,7 +103,10 @@ class Score(_Strict):
 
 
 class Ranking(_Strict):
-    methods: tuple[Literal["score", "mean-rank"], ...] = ("score", "mean-rank")
+    """How teams are ranked; ``mean_rank_metrics`` are the ranking metrics of ``mean-rank``
+    and ``test-then-rank``."""
+
+    methods: tuple[RankingMethod, ...] = ("score", "mean-rank")
     mean_rank_metrics: tuple[MetricName, ...] = Field(min_length=1)
     bootstrap_samples: int = Field(default=1000, ge=10)
     significance: Literal["wilcoxon"] = "wilcoxon"
@@ -125,6 +131,8 @@ class Phase(_Strict):
     public_cases: bool
     logs_visible_to_participants: bool
     limits: Limits
+    ranking_method: RankingMethod = "score"
+    """The method that ranks this phase's results (``iugc rank`` uses it by default)."""
 
 
 class ChallengeDefinition(_Strict):
@@ -160,6 +168,13 @@ class ChallengeDefinition(_Strict):
         for metric in self.ranking.mean_rank_metrics:
             if metric not in self.metrics:
                 raise ValueError(f"mean-rank metric {metric!r} is not in metrics")
+        if "test-then-rank" in self.ranking.methods:
+            no_cases = [m for m in self.ranking.mean_rank_metrics if m not in PER_CASE_METRICS]
+            if no_cases:
+                raise ValueError(f"test-then-rank needs per-case metrics; {no_cases} have no per-case value")
+        for phase in self.phases:
+            if phase.ranking_method not in self.ranking.methods:
+                raise ValueError(f"phase {phase.name!r} ranks by {phase.ranking_method!r}, which is not in ranking.methods")
         names = [p.name for p in self.phases]
         if len(set(names)) != len(names):
             raise ValueError(f"phase names must be unique, got {names}")

@@ -5,17 +5,25 @@
   equal values sharing the lower rank, then ordered by their mean rank.
 * Bootstrap rank stability: cases resampled with replacement, the ranking recomputed,
   per-team rank distributions and Kendall's tau against the full-data ranking.
-* Pairwise Wilcoxon signed-rank tests on per-case scores (the PSFHS final-ranking rule):
-  a team's significance rank is one plus the number of teams significantly better.
+* ``test-then-rank`` -- the PSFHS 2023 final-ranking rule: on each ranking metric, one-sided
+  Wilcoxon signed-rank tests on paired per-case values; a team's rank on the metric is
+  1 + the number of teams significantly better; teams ordered by the mean of those ranks,
+  ties broken by the score (see docs/CHALLENGE_DEFINITION.md).
+* Pairwise two-sided Wilcoxon tests on per-case scores (``--wilcoxon``, a summary column).
 
+Results ranked together must cover the same cases (:func:`case_set_problem`);
+:func:`fill_missing_cases` gives a team's missing cases the worst-case values instead.
 All ranks are 1-based; a team with an undefined score or metric ranks last.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from challenge.definition import METRIC_DIRECTIONS, ChallengeDefinition
-from evaluator.scores import CaseTable, aggregate, case_score, challenge_score
+from challenge.biometry import Biometry
+from challenge.definition import METRIC_DIRECTIONS, PER_CASE_METRICS, ChallengeDefinition
+from evaluator.scores import CaseTable, aggregate, case_score, challenge_score, worst_case_values
+
+METHODS = ("score", "mean-rank", "test-then-rank")
 
 
 def min_ranks(values: list[float | None], higher_is_better: bool) -> list[int]:
@@ -42,7 +50,13 @@ def _method_values(aggregates: list[dict], challenge: ChallengeDefinition, metho
 
 
 def rank_teams(results: dict[str, dict], challenge: ChallengeDefinition, method: str = "score") -> list[dict]:
-    """Ranked rows ``{"team", "rank", "score", "mean_rank"?, **aggregates}``, best first."""
+    """Ranked rows ``{"team", "rank", "score", "mean_rank"?, **aggregates}``, best first.
+
+    ``method`` is one of :data:`METHODS`; ``test-then-rank`` rows also carry
+    ``significance_ranks`` ({metric: rank}).
+    """
+    if method == "test-then-rank":
+        return test_then_rank(results, challenge)["rows"]
     teams = list(results)
     aggregates = [results[t]["aggregates"] for t in teams]
     values = _method_values(aggregates, challenge, method)
@@ -57,14 +71,186 @@ def rank_teams(results: dict[str, dict], challenge: ChallengeDefinition, method:
     return sorted(rows, key=lambda r: (r["rank"], r["team"]))
 
 
-def _aligned_tables(results: dict[str, dict]) -> tuple[list[str], dict[str, CaseTable]]:
-    ids = None
+def per_case_values(results: dict[str, dict], challenge: ChallengeDefinition, metric: str) -> tuple[list[str], np.ndarray]:
+    """``(case_ids, values)``: one per-case value per team (rows, in ``results`` order).
+
+    ``dice``, ``hd``, ``asd``: the mean of the challenge's structures (PS, FH, all), the
+    per-case terms the PSFHS score averages; ``aop_error``, ``hsd_error``: the case's value.
+    A value missing for some teams is that metric's worst case; a case missing for every
+    team (its truth undefined and excluded) is left out. The results must cover the same
+    cases (:func:`fill_missing_cases`).
+    """
+    if metric not in PER_CASE_METRICS:
+        raise ValueError(f"metric {metric!r} has no per-case value; expected one of {PER_CASE_METRICS}")
+    case_ids = _common_cases(results)
+    worst = getattr(challenge.worst_case, metric)
+    table = np.full((len(results), len(case_ids)), np.nan)
+    for i, result in enumerate(results.values()):
+        for j, case_id in enumerate(case_ids):
+            case = result["cases"][case_id]
+            if metric in ("aop_error", "hsd_error"):
+                value = case.get(metric)
+            else:
+                parts = [case.get(f"{metric}_{s}") for s in challenge.structures]
+                value = None if any(v is None for v in parts) else float(np.mean(parts))
+            table[i, j] = np.nan if value is None else value
+    measured = ~np.all(np.isnan(table), axis=0)
+    table = np.where(np.isnan(table), worst, table)[:, measured]
+    return [c for c, keep in zip(case_ids, measured) if keep], table
+
+
+def _one_sided_p(a: np.ndarray, b: np.ndarray, higher_is_better: bool) -> float:
+    """p of "a better than b": one-sided Wilcoxon signed-rank, scipy's default zero handling."""
+    from scipy.stats import wilcoxon
+
+    if not np.any(a != b):
+        return 1.0  # no difference at all: nothing to test
+    return float(wilcoxon(a, b, alternative="greater" if higher_is_better else "less").pvalue)
+
+
+def significance_ranks(values: np.ndarray, higher_is_better: bool, alpha: float) -> tuple[list[int], np.ndarray]:
+    """Ranks from pairwise one-sided tests on a (teams, cases) array of paired values.
+
+    Returns ``(ranks, p)``: ``p[i, j]`` is the p-value of "team i is better than team j"
+    (NaN on the diagonal), and a team's rank is 1 + the number of teams significantly
+    better than it (p < alpha).
+
+    >>> v = np.array([[0.9, 0.8, 0.95, 0.9, 0.85, 0.9], [0.5, 0.4, 0.6, 0.5, 0.45, 0.5]])
+    >>> significance_ranks(v, higher_is_better=True, alpha=0.05)[0]
+    [1, 2]
+    """
+    n = len(values)
+    p = np.full((n, n), np.nan)
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                p[i, j] = _one_sided_p(values[i], values[j], higher_is_better)
+    ranks = [1 + int(np.count_nonzero(p[:, j] < alpha)) for j in range(n)]
+    return ranks, p
+
+
+def test_then_rank(results: dict[str, dict], challenge: ChallengeDefinition) -> dict:
+    """The PSFHS 2023 final ranking ("test, then rank") over the definition's ranking metrics.
+
+    Returns ``{"alpha", "metrics", "rows": [...best first], "p_values": {metric: {a: {b: p}}}}``;
+    ``p_values[m][a][b]`` is the one-sided p of "a better than b" on metric m. Each row has
+    ``team``, ``rank``, ``mean_rank``, ``score``, ``significance_ranks`` ({metric: rank})
+    and the aggregates. Order: mean rank, lower first; ties by score, higher first; equal
+    on both share the lower rank.
+    """
+    teams = list(results)
+    alpha = challenge.ranking.alpha
+    metrics = challenge.ranking.mean_rank_metrics
+    per_metric, p_values = {}, {}
+    for metric in metrics:
+        _, values = per_case_values(results, challenge, metric)
+        ranks, p = significance_ranks(values, METRIC_DIRECTIONS[metric], alpha)
+        per_metric[metric] = ranks
+        p_values[metric] = {a: {b: None if i == j else float(p[i, j]) for j, b in enumerate(teams)} for i, a in enumerate(teams)}
+    rows = []
+    for i, team in enumerate(teams):
+        agg = results[team]["aggregates"]
+        sig = {m: per_metric[m][i] for m in metrics}
+        rows.append({"team": team, "score": challenge_score(agg, challenge)[0],
+                     "mean_rank": float(np.mean(list(sig.values()))), "significance_ranks": sig, **agg})
+    keys = [(r["mean_rank"], -r["score"] if r["score"] is not None else np.inf) for r in rows]
+    for row, key in zip(rows, keys):
+        row["rank"] = 1 + sum(1 for other in keys if other < key)
+    rows.sort(key=lambda r: (r["rank"], r["team"]))
+    return {"alpha": alpha, "metrics": list(metrics), "rows": rows, "p_values": p_values}
+
+
+def _common_cases(results: dict[str, dict]) -> list[str]:
+    sets = [set(r["cases"]) for r in results.values()]
+    if any(s != sets[0] for s in sets):
+        raise ValueError("the results cover different cases; check them with case_set_problem and fill_missing_cases first")
+    if not sets or not sets[0]:
+        raise ValueError("the results have no case")
+    return sorted(sets[0])
+
+
+def case_set_problem(case_sets: dict[str, set[str]], truth_hashes: dict[str, str | None] | None = None) -> str | None:
+    """Why these results cannot be ranked together, or None when they cover the same cases.
+
+    ``case_sets`` maps a label (a file name) to its case ids; ``truth_hashes`` optionally
+    to the result's ``provenance.truth_manifest_sha256`` (None where absent): equal case
+    ids scored against different truth are refused too.
+
+    >>> case_set_problem({"a.json": {"1", "2", "3"}, "b.json": {"1", "2"}})
+    'a.json and b.json cover different cases: b.json lacks 1 of the 3 (3)'
+    """
+    labels = list(case_sets)
+    union = set().union(*case_sets.values())
+    if any(case_sets[label] != union for label in labels):
+        parts = []
+        for label in labels:
+            lacks = sorted(union - case_sets[label])
+            if lacks:
+                shown = ", ".join(lacks[:3]) + (" ..." if len(lacks) > 3 else "")
+                parts.append(f"{label} lacks {len(lacks)} of the {len(union)} ({shown})")
+        return f"{', '.join(labels[:-1])} and {labels[-1]} cover different cases: " + "; ".join(parts)
+    hashes = {label: h for label, h in (truth_hashes or {}).items() if h is not None}
+    if len(set(hashes.values())) > 1:
+        groups = {}
+        for label, h in hashes.items():
+            groups.setdefault(h, []).append(label)
+        described = "; ".join(f"{', '.join(names)}: truth {h[:12]}" for h, names in groups.items())
+        return f"the results name the same cases but were scored against different truth (truth_manifest_sha256 differs: {described})"
+    return None
+
+
+def fill_missing_cases(results: dict[str, dict], challenge: ChallengeDefinition) -> tuple[dict[str, dict], dict[str, int]]:
+    """Results over the union of their cases, a team's missing cases at their worst case.
+
+    Returns ``(results, missing)``: a team that lacked cases gets new ``cases`` (the
+    missing ones scored as a missing prediction is, with the truth's AoP/HSD and label
+    taken from the teams that have the case), recomputed ``aggregates`` and ``score``, and
+    ``missing_cases``; ``missing`` is {team: number of cases filled}. Other teams are
+    returned as they were.
+    """
+    union: dict[str, dict] = {}
     for result in results.values():
-        keys = set(result["cases"])
-        ids = keys if ids is None else ids & keys
-    common = sorted(ids or ())
-    if not common:
-        raise ValueError("the results share no case: were they evaluated on the same ground truth?")
+        for case_id, case in result["cases"].items():
+            union.setdefault(case_id, case)
+    out, missing = {}, {}
+    for team, result in results.items():
+        lacking = [c for c in union if c not in result["cases"]]
+        if not lacking:
+            out[team] = result
+            continue
+        cases = dict(result["cases"])
+        for case_id in lacking:
+            known = union[case_id]
+            filled = {key: None for key in known}
+            filled.update(worst_case_values(challenge, Biometry(aop=known.get("aop_gt"), hsd=known.get("hsd_gt"))))
+            if known.get("standard_plane") is not None:
+                filled["standard_plane"] = known["standard_plane"]
+                filled["p_standard_plane"] = float(1 - known["standard_plane"])
+            filled["error"] = "missing from this team's result (scored as worst case by iugc rank --allow-missing)"
+            cases[case_id] = filled
+        aggregates = aggregate(CaseTable.from_cases(cases), challenge)
+        aggregates["n_errors"] = sum(1 for c in cases.values() if c.get("error"))
+        out[team] = {**result, "cases": cases, "aggregates": aggregates,
+                     "score": challenge_score(aggregates, challenge)[0], "missing_cases": len(lacking)}
+        missing[team] = len(lacking)
+    return out, missing
+
+
+def with_failed_teams(rows: list[dict], failed: dict[str, str]) -> list[dict]:
+    """Ranked rows followed by teams whose evaluation failed, sharing the last rank.
+
+    ``failed`` maps a team to its failure reason; its row is ``{"team", "rank",
+    "status": "failed", "reason", "score": None}``.
+
+    >>> with_failed_teams([{"team": "a", "rank": 1}], {"b": "time_limit"})[1]
+    {'team': 'b', 'rank': 2, 'status': 'failed', 'reason': 'time_limit', 'score': None}
+    """
+    last = len(rows) + 1
+    return rows + [{"team": t, "rank": last, "status": "failed", "reason": r, "score": None} for t, r in failed.items()]
+
+
+def _aligned_tables(results: dict[str, dict]) -> tuple[list[str], dict[str, CaseTable]]:
+    common = _common_cases(results)
     tables = {t: CaseTable.from_cases({c: r["cases"][c] for c in common}) for t, r in results.items()}
     return common, tables
 
