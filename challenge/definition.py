@@ -28,17 +28,25 @@ METRIC_DIRECTIONS: dict[str, bool] = {
     "auc": True,
     "f1": True,
     "mcc": True,
+    "hd95": False,
+    "nsd": True,
+    "sensitivity": True,
+    "precision": True,
 }
 """Metric families known to the evaluator and whether a higher value is better."""
 
-SEGMENTATION_METRICS = ("dice", "hd", "asd")
+SEGMENTATION_METRICS = ("dice", "hd", "asd", "hd95", "nsd", "sensitivity", "precision")
+CATALOGUE_METRICS = ("hd95", "nsd", "sensitivity", "precision")
+"""Segmentation metrics computed only for challenges that list them (evaluator/metrics.py)."""
 BIOMETRY_METRICS = ("aop_error", "hsd_error")
 CLASSIFICATION_METRICS = ("accuracy", "auc", "f1", "mcc")
 PER_CASE_METRICS = SEGMENTATION_METRICS + BIOMETRY_METRICS
 """Metrics with a value per case (paired tests need one); classification has none."""
 RankingMethod = Literal["score", "mean-rank", "test-then-rank"]
 
-MetricName = Literal["dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc"]
+MetricName = Literal[
+    "dice", "hd", "asd", "hd95", "nsd", "sensitivity", "precision", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc"
+]
 
 
 class DefinitionError(ValueError):
@@ -57,6 +65,10 @@ class WorstCase(_Strict):
     asd: float = 100.0
     aop_error: float = 180.0
     hsd_error: float = 100.0
+    hd95: float = 100.0
+    nsd: float = 0.0
+    sensitivity: float = 0.0
+    precision: float = 0.0
 
 
 class UndefinedPolicy(_Strict):
@@ -145,6 +157,8 @@ class ChallengeDefinition(_Strict):
     structures: tuple[Literal["ps", "fh", "all"], ...] = ("ps", "fh", "all")
     metrics: tuple[MetricName, ...] = Field(min_length=1)
     aop_method: Literal["ellipse", "contour"]
+    nsd_tolerance_px: float = Field(default=2.0, gt=0)
+    """Tolerance of the ``nsd`` metric, in pixels (a surface pixel within it counts as matched)."""
     worst_case: WorstCase = WorstCase()
     undefined_biometry: UndefinedPolicy = UndefinedPolicy()
     score: Score

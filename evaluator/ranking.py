@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from challenge.biometry import Biometry
-from challenge.definition import METRIC_DIRECTIONS, PER_CASE_METRICS, ChallengeDefinition
+from challenge.definition import BIOMETRY_METRICS, METRIC_DIRECTIONS, PER_CASE_METRICS, ChallengeDefinition
 from evaluator.scores import CaseTable, aggregate, case_score, challenge_score, worst_case_values
 
 METHODS = ("score", "mean-rank", "test-then-rank")
@@ -74,8 +74,9 @@ def rank_teams(results: dict[str, dict], challenge: ChallengeDefinition, method:
 def per_case_values(results: dict[str, dict], challenge: ChallengeDefinition, metric: str) -> tuple[list[str], np.ndarray]:
     """``(case_ids, values)``: one per-case value per team (rows, in ``results`` order).
 
-    ``dice``, ``hd``, ``asd``: the mean of the challenge's structures (PS, FH, all), the
-    per-case terms the PSFHS score averages; ``aop_error``, ``hsd_error``: the case's value.
+    Segmentation metrics (``dice``, ``hd``, ``asd``, ...): the mean of the challenge's
+    structures (PS, FH, all), the per-case terms the PSFHS score averages; ``aop_error``,
+    ``hsd_error``: the case's value.
     A value missing for some teams is that metric's worst case; a case missing for every
     team (its truth undefined and excluded) is left out. The results must cover the same
     cases (:func:`fill_missing_cases`).
@@ -88,7 +89,7 @@ def per_case_values(results: dict[str, dict], challenge: ChallengeDefinition, me
     for i, result in enumerate(results.values()):
         for j, case_id in enumerate(case_ids):
             case = result["cases"][case_id]
-            if metric in ("aop_error", "hsd_error"):
+            if metric in BIOMETRY_METRICS:
                 value = case.get(metric)
             else:
                 parts = [case.get(f"{metric}_{s}") for s in challenge.structures]

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from challenge.biometry import Biometry
-from challenge.definition import ChallengeDefinition, ScoreTerm
+from challenge.definition import CATALOGUE_METRICS, SEGMENTATION_METRICS, ChallengeDefinition, ScoreTerm
 from challenge.labels import STRUCTURES
 from evaluator.classification import CLASSIFICATION_FUNCTIONS
-from evaluator.metrics import structure_metrics
+from evaluator.metrics import hd95, nsd, precision, sensitivity, structure_metrics
 
 SEGMENTATION_KEYS = tuple(f"{m}_{s}" for m in ("dice", "hd", "asd") for s in STRUCTURES)
 BIOMETRY_KEYS = ("aop_pred", "aop_gt", "aop_error", "hsd_pred", "hsd_gt", "hsd_error")
 CASE_KEYS = SEGMENTATION_KEYS + BIOMETRY_KEYS + ("error",)
+CATALOGUE_KEYS = tuple(f"{m}_{s}" for m in CATALOGUE_METRICS for s in STRUCTURES)
 CLASSIFICATION_KEYS = ("standard_plane", "p_standard_plane")
 
 
@@ -35,6 +36,24 @@ def segmentation_values(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     for name, values in structure_metrics(pred, gt, STRUCTURES).items():
         for metric, value in values.items():
             out[f"{metric}_{name}"] = value
+    return out
+
+
+def catalogue_values(pred: np.ndarray, gt: np.ndarray, challenge: ChallengeDefinition) -> dict[str, float]:
+    """The catalogue metrics the challenge lists (hd95, nsd, sensitivity, precision) for PS,
+    FH and all of canonical (H, W) label masks: ``{"hd95_ps", ..., "precision_all"}``,
+    unreduced; empty when the challenge lists none. Empty-mask rules: evaluator/metrics.py.
+    """
+    wanted = [m for m in CATALOGUE_METRICS if m in challenge.metrics]
+    if pred.shape != gt.shape:
+        raise ValueError(f"shapes differ: prediction {pred.shape} vs ground truth {gt.shape}")
+    functions = {"hd95": hd95, "sensitivity": sensitivity, "precision": precision,
+                 "nsd": lambda p, g: nsd(p, g, challenge.nsd_tolerance_px)}
+    out = {}
+    for name, labels in STRUCTURES.items():
+        p, g = np.isin(pred, labels), np.isin(gt, labels)
+        for metric in wanted:
+            out[f"{metric}_{name}"] = functions[metric](p, g)
     return out
 
 
@@ -79,10 +98,10 @@ def worst_case_values(challenge: ChallengeDefinition, gt: Biometry | None) -> di
     """Values of a case whose prediction is missing or invalid (Metrics Reloaded practice)."""
     worst = challenge.worst_case
     out = {}
+    families = ["dice", "hd", "asd"] + [m for m in CATALOGUE_METRICS if m in challenge.metrics]
     for name in STRUCTURES:
-        out[f"dice_{name}"] = worst.dice
-        out[f"hd_{name}"] = worst.hd
-        out[f"asd_{name}"] = worst.asd
+        for metric in families:
+            out[f"{metric}_{name}"] = getattr(worst, metric)
     if gt is not None:
         out.update(biometry_values(None, gt, challenge))
     return out
@@ -102,7 +121,7 @@ class CaseTable:
     @classmethod
     def from_cases(cls, cases: dict[str, dict]) -> "CaseTable":
         ids = list(cases)
-        keys = SEGMENTATION_KEYS + ("aop_error", "hsd_error") + CLASSIFICATION_KEYS
+        keys = SEGMENTATION_KEYS + CATALOGUE_KEYS + ("aop_error", "hsd_error") + CLASSIFICATION_KEYS
         values = {}
         for key in keys:
             column = [cases[c].get(key) for c in ids]
@@ -129,7 +148,7 @@ def aggregate(table: CaseTable, challenge: ChallengeDefinition, index: np.ndarra
     """
     v = table.values if index is None else {k: a[index] for k, a in table.values.items()}
     out: dict = {}
-    for metric in ("dice", "hd", "asd"):
+    for metric in ("dice", "hd", "asd") + tuple(m for m in CATALOGUE_METRICS if m in challenge.metrics):
         per_structure = [v[f"{metric}_{s}"] for s in STRUCTURES]
         for s, column in zip(STRUCTURES, per_structure):
             out[f"{metric}_{s}"] = _mean(column)
@@ -179,7 +198,7 @@ def case_score(case: dict, challenge: ChallengeDefinition) -> float | None:
     """
     total, weight = 0.0, 0.0
     for term in challenge.score.terms:
-        if term.metric in ("dice", "hd", "asd"):
+        if term.metric in SEGMENTATION_METRICS:
             values = [case.get(f"{term.metric}_{s}") for s in STRUCTURES]
             if any(x is None for x in values):
                 continue
