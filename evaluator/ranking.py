@@ -258,14 +258,72 @@ def _aligned_tables(results: dict[str, dict]) -> tuple[list[str], dict[str, Case
 
 def kendall_tau(a: list[float], b: list[float]) -> float:
     """Kendall's tau-b of two rankings (ties handled as in scipy.stats.kendalltau)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    da = np.sign(a[:, None] - a[None, :])
-    db = np.sign(b[:, None] - b[None, :])
-    iu = np.triu_indices(len(a), k=1)
-    da, db = da[iu], db[iu]
-    concordant_minus_discordant = float((da * db).sum())
-    denominator = np.sqrt(np.count_nonzero(da) * np.count_nonzero(db))
-    return concordant_minus_discordant / denominator if denominator else float("nan")
+    return float(_kendall_tau_rows(np.asarray(a, float), np.asarray(b, float)[None, :])[0])
+
+
+def _kendall_tau_rows(full: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of ``full`` (teams,) against each row of ``ranks`` (samples, teams)."""
+    iu = np.triu_indices(len(full), k=1)
+    da = np.sign(full[:, None] - full[None, :])[iu]
+    db = np.sign(ranks[:, :, None] - ranks[:, None, :])[:, iu[0], iu[1]]
+    numerator = (db * da).sum(axis=1)
+    denominator = np.sqrt(np.count_nonzero(da) * np.count_nonzero(db, axis=1).astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
+
+
+def _min_ranks_rows(values: np.ndarray) -> np.ndarray:
+    """Competition ranks along the last axis of ``values`` (lower is better, NaN last)."""
+    v = np.where(np.isnan(values), np.inf, values)
+    return 1 + (v[..., None, :] < v[..., :, None]).sum(axis=-1)
+
+
+def _bootstrap_means(tables: list[CaseTable], metric: str, weights: np.ndarray) -> np.ndarray:
+    """(teams, samples) means of a per-case metric under case multiplicities ``weights``
+    (samples, cases), with :func:`aggregate`'s semantics (NaN left out; NaN when none)."""
+    from challenge.definition import SEGMENTATION_METRICS
+    from challenge.labels import STRUCTURES
+
+    sums, counts = [], []
+    for table in tables:
+        if metric in SEGMENTATION_METRICS:
+            columns = np.stack([table.values[f"{metric}_{s}"] for s in STRUCTURES])
+        else:
+            columns = table.values[metric][None, :]
+        known = ~np.isnan(columns)
+        sums.append(np.where(known, columns, 0.0).sum(axis=0))
+        counts.append(known.sum(axis=0).astype(float))
+    total, n = np.array(sums) @ weights.T, np.array(counts) @ weights.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.where(n > 0, n, 1), np.nan)
+
+
+def _bootstrap_values(tables, challenge, method, index, weights) -> np.ndarray:
+    """(samples, teams) values, lower better, of ``method`` on every resample at once.
+
+    Per-case metrics are reduced with one matrix product; classification metrics (AUC
+    ...) have no per-case value and are recomputed on each resample. Rounding uses
+    ``np.round``, which may differ from Python's ``round`` in the last digit."""
+    needed = {t.metric for t in challenge.score.terms} if method == "score" else set(challenge.ranking.mean_rank_metrics)
+    means = {}
+    for metric in needed:
+        if metric in PER_CASE_METRICS:
+            means[metric] = _bootstrap_means(tables, metric, weights)
+        else:
+            means[metric] = np.array([[aggregate(t, challenge, rows)[metric] for rows in index] for t in tables], dtype=float)
+    if method == "score":
+        total = 0.0
+        for term in challenge.score.terms:
+            x = means[term.metric] / term.scale
+            if term.round is not None:
+                x = np.round(x, term.round)
+            value = 1 - x if term.transform == "one_minus" else x
+            total = total + term.weight * (np.clip(value, 0.0, 1.0) if term.clip else value)
+        return -total.T  # NaN (undefined) ranks last
+    if method == "mean-rank":
+        ranks = [_min_ranks_rows((-means[m] if METRIC_DIRECTIONS[m] else means[m]).T) for m in challenge.ranking.mean_rank_metrics]
+        return np.mean(ranks, axis=0)
+    raise ValueError(f"bootstrap ranks by 'score' or 'mean-rank', not {method!r}")
 
 
 def bootstrap_ranks(
@@ -278,26 +336,20 @@ def bootstrap_ranks(
 ) -> dict:
     """Rank stability over ``samples`` bootstrap resamples of the cases.
 
-    Returns ``{"samples", "kendall_tau": {"mean", "median", "p2.5", "p97.5"},
-    "teams": {team: {"rank_counts": {rank: n}, "median_rank", "p2.5", "p97.5", "p_first"}}}``.
+    ``method`` is ``score`` or ``mean-rank``. Returns ``{"samples", "method",
+    "kendall_tau": {"mean", "median", "p2.5", "p97.5"}, "teams": {team: {"rank_counts":
+    {rank: n}, "median_rank", "p2.5", "p97.5", "p_first"}}}``. All resamples are computed
+    at once (``progress`` is accepted for the callers' sake; it takes well under a second).
     """
-    from tqdm import tqdm
-
     teams = list(results)
-    _, tables = _aligned_tables(results)
-    n = len(next(iter(tables.values())))
-    full = min_ranks(
-        _method_values([aggregate(tables[t], challenge) for t in teams], challenge, method), higher_is_better=False
-    )
-    rng = np.random.default_rng(seed)
-    all_ranks = np.empty((samples, len(teams)), dtype=np.int64)
-    taus = np.empty(samples)
-    for s in tqdm(range(samples), desc="bootstrap", unit="resample", disable=not progress):
-        index = rng.integers(0, n, size=n)
-        values = _method_values([aggregate(tables[t], challenge, index) for t in teams], challenge, method)
-        ranks = min_ranks(values, higher_is_better=False)
-        all_ranks[s] = ranks
-        taus[s] = kendall_tau(full, ranks) if len(teams) > 1 else 1.0
+    _, by_team = _aligned_tables(results)
+    tables = [by_team[t] for t in teams]
+    n = len(tables[0])
+    full = np.array(min_ranks(_method_values([aggregate(t, challenge) for t in tables], challenge, method), higher_is_better=False), float)
+    index = np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    weights = np.bincount((index + n * np.arange(samples)[:, None]).ravel(), minlength=samples * n).reshape(samples, n).astype(float)
+    all_ranks = _min_ranks_rows(_bootstrap_values(tables, challenge, method, index, weights))
+    taus = _kendall_tau_rows(full, all_ranks.astype(float)) if len(teams) > 1 else np.ones(samples)
     out_teams = {}
     for j, team in enumerate(teams):
         column = all_ranks[:, j]

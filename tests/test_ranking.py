@@ -281,3 +281,29 @@ def test_a_failed_image_result_ranks_last_with_its_reason(close_results, tmp_pat
     assert last[:2] == ["3", "slow"] and "failed: time_limit: ran past the 300 s limit" in run.stdout.splitlines()[3]
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert rows[-1] == {"team": "slow", "rank": 3, "status": "failed", "reason": "time_limit: ran past the 300 s limit", "score": None}
+
+
+@pytest.mark.parametrize("method", ["score", "mean-rank"])
+def test_vectorised_bootstrap_equals_a_loop_over_resamples(close_results, method):
+    """Every resample at once (one matrix product) against the plain loop: aggregate each
+    resampled table, rank, count."""
+    from evaluator.scores import challenge_score
+
+    samples, seed = 60, 5
+    boot = bootstrap_ranks(close_results, PSFHS, method, samples=samples, seed=seed)
+    teams = list(close_results)
+    ids = sorted(close_results[teams[0]]["cases"])
+    tables = [CaseTable.from_cases({c: close_results[t]["cases"][c] for c in ids}) for t in teams]
+    index = np.random.default_rng(seed).integers(0, len(ids), size=(samples, len(ids)))
+    counts = {t: {} for t in teams}
+    for rows in index:
+        aggs = [aggregate(table, PSFHS, rows) for table in tables]
+        if method == "score":
+            ranks = min_ranks([challenge_score(a, PSFHS)[0] for a in aggs], higher_is_better=True)
+        else:
+            per_metric = [min_ranks([a[m] for a in aggs], higher_is_better=(m == "dice")) for m in ("dice", "hd", "asd", "aop_error")]
+            ranks = min_ranks([float(np.mean(col)) for col in zip(*per_metric)], higher_is_better=False)
+        for team, rank in zip(teams, ranks):
+            counts[team][rank] = counts[team].get(rank, 0) + 1
+    assert {t: boot["teams"][t]["rank_counts"] for t in teams} == counts
+    assert len({frozenset(c.items()) for c in counts.values()}) > 1 and any(len(c) > 1 for c in counts.values())
