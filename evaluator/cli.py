@@ -145,7 +145,11 @@ def _default_method(results: dict[str, dict], challenge) -> str:
 @click.option("--wilcoxon", is_flag=True, help="Add pairwise Wilcoxon signed-rank significance ranks.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--json-out", type=click.Path(path_type=Path), help="Also write the table (and stability) as JSON.")
-def rank_cmd(results_files, method, allow_missing, samples, wilcoxon, seed, json_out):
+@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Write the robustness report to this new folder: blob plot of bootstrap ranks, a significance map and a "
+                   "podium plot per ranking metric (PNG and SVG), Kendall's tau between the methods, report.json. "
+                   "Uses --bootstrap N resamples (default: the definition's bootstrap_samples).")
+def rank_cmd(results_files, method, allow_missing, samples, wilcoxon, seed, json_out, report_dir):
     """Rank teams from `iugc evaluate` / `iugc evaluate-image` results (team = the file's
     stem or its "team" key).
 
@@ -193,6 +197,64 @@ def rank_cmd(results_files, method, allow_missing, samples, wilcoxon, seed, json
     if json_out:
         doc = {"challenge": name, "method": method, "rows": rows, "bootstrap": stability, "wilcoxon": significance, "notes": notes}
         atomic_write_text(json_out, json.dumps(doc, indent=1) + "\n")
+    if report_dir:
+        written = _write_report(report_dir, results, failed, notes, challenge, samples or challenge.ranking.bootstrap_samples, seed)
+        click.echo(f"report: {len(written)} files in {report_dir} ({', '.join(written[:3])} ...)")
+
+
+def _render_figure(item) -> None:
+    """Draw one report figure and save it as PNG and SVG (a pool worker's task)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from evaluator.report import report_figure
+
+    report, stem, folder = item
+    figure = report_figure(report, stem)
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: smaller, faster
+        figure.savefig(folder / f"{stem}.png", dpi=100)
+        figure.savefig(folder / f"{stem}.svg")
+    plt.close(figure)
+
+
+def _write_report(report_dir: Path, results, failed, notes, challenge, samples, seed) -> list[str]:
+    """Render the report into a temporary sibling folder, then rename it into place."""
+    import shutil
+    import tempfile
+
+    import multiprocessing
+    import os
+
+    from evaluator.report import figure_names, ranking_report
+
+    if report_dir.exists() and (not report_dir.is_dir() or any(report_dir.iterdir())):
+        raise click.ClickException(f"--report {report_dir}: exists and is not an empty folder; name a new folder")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise click.ClickException("--report needs matplotlib (pip install -e .)") from None
+    report = ranking_report(results, challenge, samples, seed)
+    report.update(failed=failed, notes=notes)
+    report_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{report_dir.name}.", dir=report_dir.parent))
+    try:
+        stems = list(figure_names(report))
+        jobs = max(1, min(len(os.sched_getaffinity(0)), len(stems)))
+        if jobs == 1:
+            for stem in stems:
+                _render_figure((report, stem, tmp))
+        else:  # figures are independent: drawn in parallel, one process per core
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            with context.Pool(jobs) as pool:
+                pool.map(_render_figure, [(report, stem, tmp) for stem in stems], chunksize=1)
+        (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        if report_dir.exists():
+            report_dir.rmdir()  # empty, checked above
+        tmp.rename(report_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sorted(p.name for p in report_dir.iterdir())
 
 
 def format_table(rows, challenge, method, stability=None, significance=None) -> str:

@@ -76,56 +76,59 @@ def per_case_values(results: dict[str, dict], challenge: ChallengeDefinition, me
 
     Segmentation metrics (``dice``, ``hd``, ``asd``, ...): the mean of the challenge's
     structures (PS, FH, all), the per-case terms the PSFHS score averages; ``aop_error``,
-    ``hsd_error``: the case's value.
-    A value missing for some teams is that metric's worst case; a case missing for every
-    team (its truth undefined and excluded) is left out. The results must cover the same
-    cases (:func:`fill_missing_cases`).
+    ``hsd_error``: the case's value. A value missing for some teams is that metric's worst
+    case; a case missing for every team (its truth undefined and excluded) is left out.
+    The results must cover the same cases (:func:`fill_missing_cases`).
     """
+    case_ids, tables = aligned_tables(results)
+    return per_case_matrix(case_ids, list(tables.values()), challenge, metric)
+
+
+def per_case_matrix(case_ids: list[str], tables: list[CaseTable], challenge: ChallengeDefinition, metric: str):
+    """:func:`per_case_values` from tables built once (:func:`aligned_tables`)."""
     if metric not in PER_CASE_METRICS:
         raise ValueError(f"metric {metric!r} has no per-case value; expected one of {PER_CASE_METRICS}")
-    case_ids = _common_cases(results)
-    worst = getattr(challenge.worst_case, metric)
-    table = np.full((len(results), len(case_ids)), np.nan)
-    for i, result in enumerate(results.values()):
-        for j, case_id in enumerate(case_ids):
-            case = result["cases"][case_id]
-            if metric in BIOMETRY_METRICS:
-                value = case.get(metric)
-            else:
-                parts = [case.get(f"{metric}_{s}") for s in challenge.structures]
-                value = None if any(v is None for v in parts) else float(np.mean(parts))
-            table[i, j] = np.nan if value is None else value
+    if metric in BIOMETRY_METRICS:
+        table = np.array([t.values[metric] for t in tables])
+    else:  # a structure's value missing leaves the case's mean undefined (NaN)
+        table = np.array([np.mean([t.values[f"{metric}_{s}"] for s in challenge.structures], axis=0) for t in tables])
     measured = ~np.all(np.isnan(table), axis=0)
-    table = np.where(np.isnan(table), worst, table)[:, measured]
+    table = np.where(np.isnan(table), getattr(challenge.worst_case, metric), table)[:, measured]
     return [c for c, keep in zip(case_ids, measured) if keep], table
-
-
-def _one_sided_p(a: np.ndarray, b: np.ndarray, higher_is_better: bool) -> float:
-    """p of "a better than b": one-sided Wilcoxon signed-rank, scipy's default zero handling."""
-    from scipy.stats import wilcoxon
-
-    if not np.any(a != b):
-        return 1.0  # no difference at all: nothing to test
-    return float(wilcoxon(a, b, alternative="greater" if higher_is_better else "less").pvalue)
 
 
 def significance_ranks(values: np.ndarray, higher_is_better: bool, alpha: float) -> tuple[list[int], np.ndarray]:
     """Ranks from pairwise one-sided tests on a (teams, cases) array of paired values.
 
     Returns ``(ranks, p)``: ``p[i, j]`` is the p-value of "team i is better than team j"
-    (NaN on the diagonal), and a team's rank is 1 + the number of teams significantly
-    better than it (p < alpha).
+    (one-sided Wilcoxon signed-rank, ``scipy.stats.wilcoxon`` with its default zero
+    handling; 1.0 where the values are identical; NaN on the diagonal), and a team's rank
+    is 1 + the number of teams significantly better than it (p < alpha).
 
     >>> v = np.array([[0.9, 0.8, 0.95, 0.9, 0.85, 0.9], [0.5, 0.4, 0.6, 0.5, 0.45, 0.5]])
     >>> significance_ranks(v, higher_is_better=True, alpha=0.05)[0]
     [1, 2]
     """
+    from scipy.stats import wilcoxon
+
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"values must be (teams, cases), got shape {values.shape}")
     n = len(values)
+    alternative = "greater" if higher_is_better else "less"
+    first, second = np.nonzero(~np.eye(n, dtype=bool))
+    differs = np.any(values[first] != values[second], axis=1)
     p = np.full((n, n), np.nan)
-    for i in range(n):
-        for j in range(n):
-            if i != j:
-                p[i, j] = _one_sided_p(values[i], values[j], higher_is_better)
+    p[first[~differs], second[~differs]] = 1.0  # no difference at all: nothing to test
+    first, second = first[differs], second[differs]
+    if len(first) and values.shape[1] > 50:
+        # scipy takes the asymptotic test beyond 50 cases whatever the data, so one call
+        # over all pairs equals the calls pair by pair; below, exactness depends on each
+        # pair's ties and zeros, and pairs are tested one at a time.
+        p[first, second] = wilcoxon(values[first], values[second], alternative=alternative, axis=1).pvalue
+    else:
+        for i, j in zip(first, second):
+            p[i, j] = wilcoxon(values[i], values[j], alternative=alternative).pvalue
     ranks = [1 + int(np.count_nonzero(p[:, j] < alpha)) for j in range(n)]
     return ranks, p
 
@@ -135,16 +138,17 @@ def test_then_rank(results: dict[str, dict], challenge: ChallengeDefinition) -> 
 
     Returns ``{"alpha", "metrics", "rows": [...best first], "p_values": {metric: {a: {b: p}}}}``;
     ``p_values[m][a][b]`` is the one-sided p of "a better than b" on metric m. Each row has
-    ``team``, ``rank``, ``mean_rank``, ``score``, ``significance_ranks`` ({metric: rank})
-    and the aggregates. Order: mean rank, lower first; ties by score, higher first; equal
+    ``team``, ``rank``, ``mean_rank``, ``score``, ``significance_ranks`` ({metric: rank}),
+    ``p_values`` ({metric: {other team: p of this team better}}) and the aggregates. Order: mean rank, lower first; ties by score, higher first; equal
     on both share the lower rank.
     """
     teams = list(results)
     alpha = challenge.ranking.alpha
     metrics = challenge.ranking.mean_rank_metrics
+    case_ids, tables = aligned_tables(results)
     per_metric, p_values = {}, {}
     for metric in metrics:
-        _, values = per_case_values(results, challenge, metric)
+        _, values = per_case_matrix(case_ids, list(tables.values()), challenge, metric)
         ranks, p = significance_ranks(values, METRIC_DIRECTIONS[metric], alpha)
         per_metric[metric] = ranks
         p_values[metric] = {a: {b: None if i == j else float(p[i, j]) for j, b in enumerate(teams)} for i, a in enumerate(teams)}
@@ -152,8 +156,9 @@ def test_then_rank(results: dict[str, dict], challenge: ChallengeDefinition) -> 
     for i, team in enumerate(teams):
         agg = results[team]["aggregates"]
         sig = {m: per_metric[m][i] for m in metrics}
-        rows.append({"team": team, "score": challenge_score(agg, challenge)[0],
-                     "mean_rank": float(np.mean(list(sig.values()))), "significance_ranks": sig, **agg})
+        p_row = {m: p_values[m][team] for m in metrics}
+        rows.append({"team": team, "score": challenge_score(agg, challenge)[0], "mean_rank": float(np.mean(list(sig.values()))),
+                     "significance_ranks": sig, "p_values": p_row, **agg})
     keys = [(r["mean_rank"], -r["score"] if r["score"] is not None else np.inf) for r in rows]
     for row, key in zip(rows, keys):
         row["rank"] = 1 + sum(1 for other in keys if other < key)
@@ -250,7 +255,8 @@ def with_failed_teams(rows: list[dict], failed: dict[str, str]) -> list[dict]:
     return rows + [{"team": t, "rank": last, "status": "failed", "reason": r, "score": None} for t, r in failed.items()]
 
 
-def _aligned_tables(results: dict[str, dict]) -> tuple[list[str], dict[str, CaseTable]]:
+def aligned_tables(results: dict[str, dict]) -> tuple[list[str], dict[str, CaseTable]]:
+    """``(case_ids, {team: CaseTable})`` of results covering the same cases (sorted ids)."""
     common = _common_cases(results)
     tables = {t: CaseTable.from_cases({c: r["cases"][c] for c in common}) for t, r in results.items()}
     return common, tables
@@ -278,24 +284,27 @@ def _min_ranks_rows(values: np.ndarray) -> np.ndarray:
     return 1 + (v[..., None, :] < v[..., :, None]).sum(axis=-1)
 
 
-def _bootstrap_means(tables: list[CaseTable], metric: str, weights: np.ndarray) -> np.ndarray:
-    """(teams, samples) means of a per-case metric under case multiplicities ``weights``
-    (samples, cases), with :func:`aggregate`'s semantics (NaN left out; NaN when none)."""
+def _bootstrap_means(tables: list[CaseTable], metrics: list[str], weights: np.ndarray) -> dict[str, np.ndarray]:
+    """{metric: (teams, samples) means} of per-case metrics under case multiplicities
+    ``weights`` (samples, cases), with :func:`aggregate`'s semantics (NaN values left out;
+    NaN when none is left): the sums and counts of every metric and team in one product."""
     from challenge.definition import SEGMENTATION_METRICS
     from challenge.labels import STRUCTURES
 
-    sums, counts = [], []
-    for table in tables:
-        if metric in SEGMENTATION_METRICS:
-            columns = np.stack([table.values[f"{metric}_{s}"] for s in STRUCTURES])
-        else:
-            columns = table.values[metric][None, :]
-        known = ~np.isnan(columns)
-        sums.append(np.where(known, columns, 0.0).sum(axis=0))
-        counts.append(known.sum(axis=0).astype(float))
-    total, n = np.array(sums) @ weights.T, np.array(counts) @ weights.T
+    rows = []
+    for metric in metrics:
+        for table in tables:
+            if metric in SEGMENTATION_METRICS:
+                columns = np.stack([table.values[f"{metric}_{s}"] for s in STRUCTURES])
+            else:
+                columns = table.values[metric][None, :]
+            known = ~np.isnan(columns)
+            rows += [np.where(known, columns, 0.0).sum(axis=0), known.sum(axis=0)]
+    product = (np.array(rows, dtype=np.float64) @ weights.T).reshape(len(metrics), len(tables), 2, -1)
+    total, n = product[:, :, 0], product[:, :, 1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, total / np.where(n > 0, n, 1), np.nan)
+        means = np.where(n > 0, total / np.where(n > 0, n, 1), np.nan)
+    return dict(zip(metrics, means))
 
 
 def _bootstrap_values(tables, challenge, method, index, weights) -> np.ndarray:
@@ -305,12 +314,9 @@ def _bootstrap_values(tables, challenge, method, index, weights) -> np.ndarray:
     ...) have no per-case value and are recomputed on each resample. Rounding uses
     ``np.round``, which may differ from Python's ``round`` in the last digit."""
     needed = {t.metric for t in challenge.score.terms} if method == "score" else set(challenge.ranking.mean_rank_metrics)
-    means = {}
-    for metric in needed:
-        if metric in PER_CASE_METRICS:
-            means[metric] = _bootstrap_means(tables, metric, weights)
-        else:
-            means[metric] = np.array([[aggregate(t, challenge, rows)[metric] for rows in index] for t in tables], dtype=float)
+    means = _bootstrap_means(tables, sorted(needed & set(PER_CASE_METRICS)), weights)
+    for metric in sorted(needed - set(PER_CASE_METRICS)):
+        means[metric] = np.array([[aggregate(t, challenge, rows)[metric] for rows in index] for t in tables], dtype=float)
     if method == "score":
         total = 0.0
         for term in challenge.score.terms:
@@ -342,7 +348,7 @@ def bootstrap_ranks(
     at once (``progress`` is accepted for the callers' sake; it takes well under a second).
     """
     teams = list(results)
-    _, by_team = _aligned_tables(results)
+    _, by_team = aligned_tables(results)
     tables = [by_team[t] for t in teams]
     n = len(tables[0])
     full = np.array(min_ranks(_method_values([aggregate(t, challenge) for t in tables], challenge, method), higher_is_better=False), float)
@@ -381,7 +387,7 @@ def wilcoxon_significance(results: dict[str, dict], challenge: ChallengeDefiniti
     from scipy.stats import wilcoxon
 
     teams = list(results)
-    common, _ = _aligned_tables(results)
+    common, _ = aligned_tables(results)
     per_case = {}
     for team in teams:
         scores = [case_score(results[team]["cases"][c], challenge) for c in common]

@@ -122,12 +122,10 @@ class CaseTable:
     def from_cases(cls, cases: dict[str, dict]) -> "CaseTable":
         ids = list(cases)
         keys = SEGMENTATION_KEYS + CATALOGUE_KEYS + ("aop_error", "hsd_error") + CLASSIFICATION_KEYS
-        values = {}
-        for key in keys:
-            column = [cases[c].get(key) for c in ids]
-            values[key] = np.array([np.nan if v is None else float(v) for v in column], dtype=np.float64)
-        has_mask = [cases[c].get("dice_ps") is not None for c in ids]
-        values["_segmented"] = np.array(has_mask, dtype=bool)
+        # numpy turns None into NaN in a float array, one row per case
+        matrix = np.array([[case.get(key) for key in keys] for case in cases.values()], dtype=np.float64).reshape(len(ids), len(keys))
+        values = {key: np.ascontiguousarray(matrix[:, k]) for k, key in enumerate(keys)}
+        values["_segmented"] = ~np.isnan(values["dice_ps"])
         return cls(ids, values)
 
     def __len__(self) -> int:
