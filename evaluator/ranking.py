@@ -145,6 +145,10 @@ def test_then_rank(results: dict[str, dict], challenge: ChallengeDefinition) -> 
     teams = list(results)
     alpha = challenge.ranking.alpha
     metrics = challenge.ranking.mean_rank_metrics
+    no_cases = [m for m in metrics if m not in PER_CASE_METRICS]
+    if no_cases:
+        raise ValueError(f"{challenge.name}'s ranking metrics {no_cases} have no per-case value to test, so test-then-rank "
+                         f"cannot rank it; its methods: {', '.join(challenge.ranking.methods)}")
     case_ids, tables = aligned_tables(results)
     per_metric, p_values = {}, {}
     for metric in metrics:

@@ -307,3 +307,31 @@ def test_vectorised_bootstrap_equals_a_loop_over_resamples(close_results, method
             counts[team][rank] = counts[team].get(rank, 0) + 1
     assert {t: boot["teams"][t]["rank_counts"] for t in teams} == counts
     assert len({frozenset(c.items()) for c in counts.values()}) > 1 and any(len(c) > 1 for c in counts.values())
+
+
+def test_significance_over_many_cases_equals_scipy_pair_by_pair():
+    # beyond 50 cases all pairs go to scipy in one call; zeros and ties must not change a p
+    from evaluator.ranking import significance_ranks
+
+    rng = np.random.default_rng(4)
+    values = np.round(rng.normal(0, 1, (5, 80)) + np.arange(5)[:, None] * 0.25, 1)  # rounding: ties
+    values[1, :30] = values[0, :30]  # zero differences between teams 0 and 1
+    values[3] = values[2]  # identical teams
+    ranks, p = significance_ranks(values, higher_is_better=False, alpha=0.05)
+    for i in range(5):
+        for j in range(5):
+            if i == j:
+                assert np.isnan(p[i, j])
+            elif np.array_equal(values[i], values[j]):
+                assert p[i, j] == 1.0
+            else:
+                assert p[i, j] == pytest.approx(stats.wilcoxon(values[i], values[j], alternative="less").pvalue, rel=1e-12)
+    assert ranks == [1 + sum(p[i, j] < 0.05 for i in range(5) if i != j) for j in range(5)]
+    assert ranks[2] == ranks[3] and len(set(ranks)) > 2
+
+
+def test_test_then_rank_refuses_a_challenge_without_per_case_metrics(tmp_path):
+    rng = np.random.default_rng(0)
+    result = dict(make_result(rng, 10, 0.9, 5), challenge="iugc2024")
+    run = _rank(*_write(tmp_path, {"a": result, "b": result}), "--method", "test-then-rank")
+    assert run.returncode != 0 and "iugc2024's ranking metrics ['auc', 'f1']" in run.stderr and "Traceback" not in run.stderr
