@@ -402,8 +402,4 @@ def precision(pred: np.ndarray, gt: np.ndarray) -> float:
     >>> precision(p, g), precision(np.zeros_like(g), g)
     (0.5, 0.0)
     """
-    pred, gt = _check_pair(pred, gt)
-    n_pred = np.count_nonzero(pred)
-    if n_pred == 0:
-        return 0.0 if np.any(gt) else 1.0
-    return float(np.count_nonzero(pred & gt) / n_pred)
+    return sensitivity(gt, pred)  # the same ratio and rule with the roles swapped

@@ -106,12 +106,17 @@ def test_wilcoxon_matches_scipy_on_per_case_scores(results):
     assert sig["significance_rank"] == {"strong": 1, "middle": 2, "weak": 3}
 
 
-def test_rank_cli_prints_the_table(results, tmp_path):
+def _write(tmp_path, results):
     paths = []
     for team, result in results.items():
         path = tmp_path / f"{team}.json"
         path.write_text(json.dumps(result))
         paths.append(path)
+    return paths
+
+
+def test_rank_cli_prints_the_table(results, tmp_path):
+    paths = _write(tmp_path, results)
     run = subprocess.run([sys.executable, "-m", "iugc", "rank", *map(str, paths), "--bootstrap", "50", "--wilcoxon"],
                          capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr
@@ -215,15 +220,6 @@ def test_test_then_rank_ties_go_to_the_score_then_share_the_rank():
 def test_psfhs_final_phase_ranks_by_test_then_rank():
     assert PSFHS.phase("final-test").ranking_method == "test-then-rank"
     assert PSFHS.phase("validation").ranking_method == "score"
-
-
-def _write(tmp_path, results):
-    paths = []
-    for team, result in results.items():
-        path = tmp_path / f"{team}.json"
-        path.write_text(json.dumps(result))
-        paths.append(path)
-    return paths
 
 
 def _rank(*args):
