@@ -230,7 +230,10 @@ def _write_report(report_dir: Path, results, failed, notes, challenge, samples, 
     if report_dir.exists() and (not report_dir.is_dir() or any(report_dir.iterdir())):
         raise click.ClickException(f"--report {report_dir}: exists and is not an empty folder; name a new folder")
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401 - imported once here, inherited by the forked workers
     except ImportError:
         raise click.ClickException("--report needs matplotlib (pip install -e .)") from None
     report = ranking_report(results, challenge, samples, seed)
