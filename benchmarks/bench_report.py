@@ -59,7 +59,7 @@ def whole_report(results, challenge, samples, folder: Path) -> None:
     """What `iugc rank --report` does once the files are loaded (report.json, PNG, SVG)."""
     from evaluator.cli import _write_report
 
-    _write_report(folder, results, {}, [], challenge, samples, seed=0)
+    _write_report(folder, results, {}, [], challenge, samples, seed=0, progress=False)
 
 
 def _cpu_seconds() -> float:

@@ -217,7 +217,7 @@ def _render_figure(item) -> None:
     plt.close(figure)
 
 
-def _write_report(report_dir: Path, results, failed, notes, challenge, samples, seed) -> list[str]:
+def _write_report(report_dir: Path, results, failed, notes, challenge, samples, seed, progress: bool = True) -> list[str]:
     """Render the report into a temporary sibling folder, then rename it into place."""
     import shutil
     import tempfile
@@ -241,15 +241,21 @@ def _write_report(report_dir: Path, results, failed, notes, challenge, samples, 
     report_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{report_dir.name}.", dir=report_dir.parent))
     try:
-        stems = list(figure_names(report))
-        jobs = max(1, min(len(os.sched_getaffinity(0)), len(stems)))
+        from tqdm import tqdm
+
+        items = [(report, stem, tmp) for stem in figure_names(report)]
+        jobs = max(1, min(len(os.sched_getaffinity(0)), len(items)))
+        bar = tqdm(total=len(items), desc="report figures", unit="figure", file=sys.stderr, disable=not progress)
         if jobs == 1:
-            for stem in stems:
-                _render_figure((report, stem, tmp))
+            for item in items:
+                _render_figure(item)
+                bar.update()
         else:  # figures are independent: drawn in parallel, one process per core
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
             with context.Pool(jobs) as pool:
-                pool.map(_render_figure, [(report, stem, tmp) for stem in stems], chunksize=1)
+                for _ in pool.imap_unordered(_render_figure, items, chunksize=1):
+                    bar.update()
+        bar.close()
         (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
         if report_dir.exists():
             report_dir.rmdir()  # empty, checked above
