@@ -198,7 +198,7 @@ def rank_cmd(results_files, method, allow_missing, samples, wilcoxon, seed, json
         doc = {"challenge": name, "method": method, "rows": rows, "bootstrap": stability, "wilcoxon": significance, "notes": notes}
         atomic_write_text(json_out, json.dumps(doc, indent=1) + "\n")
     if report_dir:
-        written = _write_report(report_dir, results, failed, notes, challenge, samples or challenge.ranking.bootstrap_samples, seed)
+        written = _write_report(report_dir, results, failed, notes, challenge, samples or challenge.ranking.bootstrap_samples, seed, method)
         click.echo(f"report: {len(written)} files in {report_dir} ({', '.join(written[:3])} ...)")
 
 
@@ -217,7 +217,7 @@ def _render_figure(item) -> None:
     plt.close(figure)
 
 
-def _write_report(report_dir: Path, results, failed, notes, challenge, samples, seed, progress: bool = True) -> list[str]:
+def _write_report(report_dir: Path, results, failed, notes, challenge, samples, seed, method=None, progress=True) -> list[str]:
     """Render the report into a temporary sibling folder, then rename it into place."""
     import shutil
     import tempfile
@@ -236,7 +236,7 @@ def _write_report(report_dir: Path, results, failed, notes, challenge, samples, 
         import matplotlib.pyplot  # noqa: F401 - imported once here, inherited by the forked workers
     except ImportError:
         raise click.ClickException("--report needs matplotlib (pip install -e .)") from None
-    report = ranking_report(results, challenge, samples, seed)
+    report = ranking_report(results, challenge, samples, seed, order_by=method)
     report.update(failed=failed, notes=notes)
     report_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{report_dir.name}.", dir=report_dir.parent))

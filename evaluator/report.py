@@ -30,8 +30,14 @@ def _podium(values: np.ndarray, higher_is_better: bool) -> np.ndarray:
     return 1 + (v[None, :, :] < v[:, None, :]).sum(axis=1)
 
 
-def ranking_report(results: dict[str, dict], challenge: ChallengeDefinition, samples: int = 1000, seed: int = 0) -> dict:
+def ranking_report(
+    results: dict[str, dict], challenge: ChallengeDefinition, samples: int = 1000, seed: int = 0, order_by: str | None = None
+) -> dict:
     """Everything the report shows, from results covering the same cases.
+
+    The methods are the definition's ``ranking.methods`` (plus ``order_by``); teams are
+    listed in the order of ``order_by`` (default: test-then-rank when the definition has
+    it, else score).
 
     Returns ``{"challenge", "alpha", "teams" (final order), "final_method", "rankings":
     {method: {team: rank}}, "kendall_tau": {"a vs b": tau}, "bootstrap": {method: ...},
@@ -41,10 +47,10 @@ def ranking_report(results: dict[str, dict], challenge: ChallengeDefinition, sam
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    methods = [m for m in ("test-then-rank", "score", "mean-rank") if m in challenge.ranking.methods]
+    methods = [m for m in ("test-then-rank", "score", "mean-rank") if m in challenge.ranking.methods or m == order_by]
     rows = {m: rank_teams(results, challenge, m) for m in methods}
     rankings = {m: {r["team"]: r["rank"] for r in rows[m]} for m in methods}
-    final = methods[0]
+    final = order_by or methods[0]
     teams = [r["team"] for r in rows[final]]
     taus = {}
     for i, a in enumerate(methods):
@@ -57,8 +63,8 @@ def ranking_report(results: dict[str, dict], challenge: ChallengeDefinition, sam
     case_ids, tables = aligned_tables(ordered)
     for metric in [m for m in challenge.ranking.mean_rank_metrics if m in PER_CASE_METRICS]:
         _, values = per_case_matrix(case_ids, list(tables.values()), challenge, metric)
-        if final == "test-then-rank":  # the tests are done already: reuse them
-            by_team = {r["team"]: r for r in rows[final]}
+        if "test-then-rank" in rows:  # the tests are done already: reuse them
+            by_team = {r["team"]: r for r in rows["test-then-rank"]}
             ranks = [by_team[t]["significance_ranks"][metric] for t in teams]
             p = [[by_team[a]["p_values"][metric][b] for b in teams] for a in teams]
         else:

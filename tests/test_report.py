@@ -100,3 +100,11 @@ def test_rank_report_cli_writes_the_folder(results, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".report")]  # no temporary folder left
     again = subprocess.run([sys.executable, "-m", "iugc", "rank", *paths, "--report", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert again.returncode != 0 and "not an empty folder" in again.stderr
+
+
+def test_report_lists_teams_in_the_chosen_method_order(results):
+    by_score = ranking_report(results, PSFHS, samples=20, seed=0, order_by="score")
+    assert by_score["final_method"] == "score"
+    assert by_score["teams"] == [r["team"] for r in rank_teams(results, PSFHS, "score")]
+    # the significance maps are the same tests whatever the order
+    assert set(by_score["significance"]) == {"dice", "hd", "asd", "aop_error"}
