@@ -198,7 +198,8 @@ def podium_figure(report: dict, metric: str):
                                       gridspec_kw={"height_ratios": [3.0, max(1.5, 0.28 * n)]})
     jitter = np.random.default_rng(0).uniform(-0.3, 0.3, values.shape)
     xs = np.arange(n)[:, None] + jitter
-    top.scatter(xs.ravel(), values.ravel(), s=3, c=np.repeat(np.array(colours), n_cases, axis=0), alpha=0.45,
+    dot = float(np.clip(2400 / (n_cases * max(1, n / 4)), 3, 16))  # fewer dots drawn larger
+    top.scatter(xs.ravel(), values.ravel(), s=dot, c=np.repeat(np.array(colours), n_cases, axis=0), alpha=0.45,
                 linewidths=0, rasterized=True)
     top.hlines(np.median(values, axis=1), np.arange(n) - 0.38, np.arange(n) + 0.38, color="black", lw=1.5, label="median")
     top.set_xticks(range(n), teams, rotation=60, ha="right", fontsize=8)
