@@ -331,3 +331,23 @@ def test_test_then_rank_refuses_a_challenge_without_per_case_metrics(tmp_path):
     result = dict(make_result(rng, 10, 0.9, 5), challenge="iugc2024")
     run = _rank(*_write(tmp_path, {"a": result, "b": result}), "--method", "test-then-rank")
     assert run.returncode != 0 and "iugc2024's ranking metrics ['auc', 'f1']" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_fill_missing_cases_scores_a_missing_case_as_a_missing_prediction():
+    from evaluator.ranking import fill_missing_cases
+
+    iugc = load_challenge("iugc2024")
+    full = {f"c{i}": {**{f"{m}_{s}": 0.9 if m == "dice" else 5.0 for m in ("dice", "hd", "asd") for s in STRUCTURES},
+                      "aop_gt": 100.0 + i, "aop_error": 3.0, "hsd_gt": None if i == 0 else 40.0, "hsd_error": None if i == 0 else 2.0,
+                      "standard_plane": i % 2, "p_standard_plane": 0.6, "error": None} for i in range(4)}
+    short = {k: v for k, v in full.items() if k not in ("c0", "c1")}
+    agg = lambda cases: aggregate(CaseTable.from_cases(cases), iugc)  # noqa: E731
+    filled, missing = fill_missing_cases({"full": {"cases": full, "aggregates": agg(full)},
+                                          "short": {"cases": short, "aggregates": agg(short)}}, iugc)
+    assert missing == {"short": 2}
+    c0, c1 = filled["short"]["cases"]["c0"], filled["short"]["cases"]["c1"]
+    assert (c0["dice_fh"], c0["hd_all"], c0["aop_error"], c1["hsd_error"]) == (0.0, 100.0, 180.0, 100.0)
+    assert c0["hsd_error"] is None  # the truth's HSD is undefined there: excluded, as for every team
+    assert (c0["p_standard_plane"], c1["p_standard_plane"]) == (1.0, 0.0)  # 1 - label: the worst case
+    assert filled["short"]["aggregates"]["n_cases"] == 4 and filled["short"]["aggregates"]["n_errors"] == 2
+    assert filled["full"]["cases"] is full  # a team lacking nothing is returned as it was
