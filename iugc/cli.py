@@ -9,6 +9,7 @@ from baseline.cli import baseline_group, build_baseline_cmd
 from challenge.cli import challenge_group
 from data_manifest.cli import data_group
 from evaluator.cli import biometry_cmd, docker_group, evaluate_cmd, evaluate_image_cmd, rank_cmd
+from submissions.cli import db_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +40,7 @@ main.add_command(rank_cmd)
 main.add_command(evaluate_image_cmd)
 docker_group.add_command(build_baseline_cmd)
 main.add_command(docker_group)
+main.add_command(db_group)
 
 if __name__ == "__main__":
     main()

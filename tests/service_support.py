@@ -1,0 +1,126 @@
+"""Fixtures of the service tests: a throwaway PostgreSQL cluster, a fresh database per test
+on SQLite and on PostgreSQL, and helpers to start real servers on 127.0.0.1.
+
+Import the fixtures into a test module (``from tests.service_support import database_url``).
+PostgreSQL needs Debian's postgresql (``/usr/lib/postgresql/*/bin``); without it those
+tests skip with the reason, and ``IUGC_REQUIRE_POSTGRES=1`` (CI) turns the skip into a
+failure.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def _missing(what: str, env: str):
+    if os.environ.get(env) == "1":
+        pytest.fail(f"{what}; {env}=1 makes this a failure")
+    pytest.skip(what)
+
+
+class PostgresCluster:
+    """``initdb`` + ``pg_ctl`` in a temporary folder, listening on 127.0.0.1 only (trust auth).
+
+    As root the server runs as the ``postgres`` user (PostgreSQL refuses root).
+    """
+
+    def __init__(self, bin_dir: Path):
+        self.bin_dir = bin_dir
+        self.root = Path(tempfile.mkdtemp(prefix="iugc-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_user, *args], check=True, capture_output=True, text=True, cwd=self.root)
+
+    def init(self) -> None:
+        self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+
+    def start(self) -> None:
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=200"
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.root / "log"), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as conn:
+            conn.execute(sql)
+
+    def remove(self) -> None:
+        try:
+            self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    if not PG_BIN_DIRS or not (PG_BIN_DIRS[0] / "initdb").exists():
+        _missing("PostgreSQL binaries not found under /usr/lib/postgresql/*/bin (apt-get install postgresql)", "IUGC_REQUIRE_POSTGRES")
+    cluster = PostgresCluster(PG_BIN_DIRS[0])
+    try:
+        cluster.init()
+        cluster.start()
+    except subprocess.CalledProcessError as exc:
+        cluster.remove()
+        pytest.fail(f"could not start a PostgreSQL cluster: {exc.stderr or exc.stdout}")
+    yield cluster
+    cluster.remove()
+
+
+def _fresh_database(kind: str, tmp_path: Path, request) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'iugc.sqlite3'}"
+    cluster = request.getfixturevalue("postgres_cluster")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    cluster.admin(f"CREATE DATABASE {name}")
+    request.addfinalizer(lambda: cluster.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    return cluster.url(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """An empty database (no schema), on SQLite and on PostgreSQL."""
+    return _fresh_database(request.param, tmp_path, request)
