@@ -124,3 +124,30 @@ def _fresh_database(kind: str, tmp_path: Path, request) -> str:
 def database_url(request, tmp_path) -> str:
     """An empty database (no schema), on SQLite and on PostgreSQL."""
     return _fresh_database(request.param, tmp_path, request)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3-protocol server (``moto_server`` from PyPI's moto[server]) on 127.0.0.1."""
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("moto") is None:
+        _missing("moto[server] is not installed (pip install -e '.[dev]')", "IUGC_REQUIRE_SERVICES")
+    port = free_port()
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    try:
+        wait_for_port(port, process=server)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="test", aws_secret_access_key="test")
