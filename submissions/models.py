@@ -133,6 +133,11 @@ class Phase(Base):
     kind: Mapped[str] = mapped_column(String(32))
     opens_at: Mapped[dt.datetime | None]
     closes_at: Mapped[dt.datetime | None]
+    submissions_per_day: Mapped[int]
+    submissions_total: Mapped[int | None]
+    failures_count: Mapped[bool] = mapped_column(Boolean)
+    logs_visible: Mapped[bool] = mapped_column(Boolean)
+    limits: Mapped[dict] = mapped_column(JSON)
     results_published: Mapped[bool] = mapped_column(Boolean, default=False)
     published_at: Mapped[dt.datetime | None]
 

@@ -151,3 +151,86 @@ def s3_client(endpoint: str):
 
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id="test", aws_secret_access_key="test")
+
+
+def docker_like_archive(path: Path, salt: str = "", *, extra: list[tuple[str, bytes]] = (), manifest: bool = True) -> Path:
+    """A tar shaped like ``docker save`` output (manifest, config, one layer) that passes the
+    intake rules; ``salt`` makes its bytes (and sha256) unique; ``extra`` adds members."""
+    import io
+    import json
+    import tarfile
+
+    config = hashlib_hex(f"config{salt}") + ".json"
+    members = [(config, json.dumps({"salt": salt}).encode()), ("layer/layer.tar", f"layer{salt}".encode() * 100)]
+    if manifest:
+        members.append(("manifest.json", json.dumps([{"Config": config, "Layers": ["layer/layer.tar"], "RepoTags": [f"team/x:{salt or 'v'}"]}]).encode()))
+    with tarfile.open(path, "w") as tar:
+        for name, data in [*members, *extra]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def hashlib_hex(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def challenge_file(tmp_path: Path, **phase_changes) -> Path:
+    """The psfhs2023 definition as a file named ``svc``, its phases' fields changed.
+
+    ``limits`` entries are merged into each phase's limits."""
+    import yaml
+
+    from challenge.definition import DEFINITIONS_DIR
+
+    data = yaml.safe_load((DEFINITIONS_DIR / "psfhs2023.yaml").read_text())
+    data["name"] = "svc"
+    for phase in data["phases"]:
+        limits = phase_changes.get("limits", {})
+        phase.update({k: v for k, v in phase_changes.items() if k != "limits"})
+        phase["limits"].update(limits)
+    path = tmp_path / "svc.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class Service:
+    """A migrated database, its storage, one challenge and helpers to add people."""
+
+    def __init__(self, url: str, tmp_path: Path, definition: Path):
+        from submissions import admin, db
+        from submissions.storage import LocalStorage
+
+        self.engine = db.make_engine(url)
+        db.upgrade(self.engine)
+        self.sessions = db.session_factory(self.engine)
+        self.storage = LocalStorage(tmp_path / "storage")
+        self.tmp = tmp_path
+        with db.transaction(self.sessions) as session:
+            challenge, _ = admin.init_challenge(session, definition)
+            self.challenge = challenge.name
+            self.phases = [p.slug for p in challenge.phases]
+            self.organizer = admin.create_user(session, "org@example.org", "organizer").id
+
+    def participant(self, email: str, team: str | None = None) -> int:
+        from submissions import admin, db
+
+        with db.transaction(self.sessions) as session:
+            user = admin.create_user(session, email, "participant")
+            if team:
+                admin.create_team(session, user, team)
+            return user.id
+
+    def counts(self) -> dict:
+        from sqlalchemy import func, select
+
+        from submissions.models import AuditEntry, CaseResult, Evaluation, StatusChange, Submission
+
+        with self.sessions() as session:
+            tables = {m.__tablename__: session.execute(select(func.count()).select_from(m)).scalar()
+                      for m in (Submission, Evaluation, StatusChange, CaseResult, AuditEntry)}
+        staging = sorted(p.name for p in self.storage.staging.glob("*")) if self.storage.staging.exists() else []
+        return {**tables, "stored": self.storage.keys(), "staging": staging}
