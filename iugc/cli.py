@@ -9,7 +9,8 @@ from baseline.cli import baseline_group, build_baseline_cmd
 from challenge.cli import challenge_group
 from data_manifest.cli import data_group
 from evaluator.cli import biometry_cmd, docker_group, evaluate_cmd, evaluate_image_cmd, rank_cmd
-from submissions.cli import db_group
+from leaderboard.cli import serve_cmd, submit_cmd
+from submissions.cli import admin_group, db_group, worker_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,6 +42,10 @@ main.add_command(evaluate_image_cmd)
 docker_group.add_command(build_baseline_cmd)
 main.add_command(docker_group)
 main.add_command(db_group)
+main.add_command(admin_group)
+main.add_command(serve_cmd)
+main.add_command(worker_cmd)
+main.add_command(submit_cmd)
 
 if __name__ == "__main__":
     main()

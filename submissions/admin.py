@@ -62,6 +62,7 @@ def init_challenge(session: Session, name_or_path: str | Path, actor_id: int | N
             kind=phase.kind, opens_at=phase.opens, closes_at=phase.closes,
             submissions_per_day=phase.limits.submissions_per_day, submissions_total=phase.limits.submissions_total,
             failures_count=phase.failures_count_against_quota, logs_visible=phase.logs_visible_to_participants,
+            public_cases=phase.public_cases,
             limits={k: getattr(limits, k) for k in limits.__dataclass_fields__},
         ))
     session.flush()

@@ -23,6 +23,10 @@ class InvalidRequest(ServiceError):
     """The request or an uploaded archive is malformed (HTTP 400/422)."""
 
 
+class InvalidArchive(InvalidRequest):
+    """An uploaded archive breaks an intake rule (HTTP 422); the message names the rule."""
+
+
 class NotAuthenticated(ServiceError):
     """No valid credentials (HTTP 401)."""
 

@@ -137,6 +137,7 @@ class Phase(Base):
     submissions_total: Mapped[int | None]
     failures_count: Mapped[bool] = mapped_column(Boolean)
     logs_visible: Mapped[bool] = mapped_column(Boolean)
+    public_cases: Mapped[bool] = mapped_column(Boolean)
     limits: Mapped[dict] = mapped_column(JSON)
     results_published: Mapped[bool] = mapped_column(Boolean, default=False)
     published_at: Mapped[dt.datetime | None]

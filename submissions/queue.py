@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from submissions import admin
+from submissions import admin, reports
 from submissions.db import transaction
 from submissions.exceptions import IllegalTransition, InvalidRequest, NotFound
 from submissions.lifecycle import PLATFORM_REASONS, transition
@@ -208,20 +208,11 @@ def reap(sessions: sessionmaker[Session], timeout_seconds: float = HEARTBEAT_TIM
     return changed
 
 
-def _visible_submission(session: Session, user: User, submission_id: int) -> Submission:
-    submission = session.get(Submission, submission_id)
-    if submission is None:
-        raise NotFound(f"no submission {submission_id}")
-    if user.role != Role.organizer and admin.team_of(session, user, submission.phase.challenge_id) is not submission.team:
-        raise NotFound(f"no submission {submission_id}")  # another team's: not even its existence is shown
-    return submission
-
-
 def cancel(sessions: sessionmaker[Session], user_id: int, submission_id: int) -> State:
     """Cancel a submission's latest evaluation while it is received, queued or running."""
     with transaction(sessions) as session:
         user = session.get(User, user_id)
-        submission = _visible_submission(session, user, submission_id)
+        submission = reports.visible_submission(session, user, submission_id)
         latest = submission.evaluations[-1]
         if latest.status in TERMINAL:
             raise InvalidRequest(f"submission {submission_id} is already {latest.status.value}; nothing to cancel")

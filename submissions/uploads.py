@@ -20,7 +20,7 @@ from evaluator.exceptions import SubmissionError
 from evaluator.intake import check_archive
 from submissions import admin
 from submissions.db import transaction
-from submissions.exceptions import Conflict, Forbidden, InvalidRequest, QuotaExceeded
+from submissions.exceptions import Conflict, Forbidden, InvalidArchive, QuotaExceeded
 from submissions.lifecycle import transition
 from submissions.models import Evaluation, Phase, State, StatusChange, Submission, Team, User, utcnow
 from submissions.storage import stage
@@ -108,7 +108,7 @@ def submit(sessions: sessionmaker[Session], storage, user_id: int, slug: str, st
         try:
             check_archive(staged.path, max_bytes=max_bytes)
         except SubmissionError as exc:
-            raise InvalidRequest(str(exc)) from None
+            raise InvalidArchive(str(exc)) from None
         with transaction(sessions) as session:
             session.execute(select(Team.id).where(Team.id == team_id).with_for_update()).one()
             phase = admin.phase_by_slug(session, slug)

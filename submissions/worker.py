@@ -85,6 +85,7 @@ class WorkerPool:
         self.worker_id = queue.new_worker_id()
         self.version = evaluator_version()
         self._stop = threading.Event()
+        self._wakeup = threading.Event()
         self._held: dict[int, Job] = {}
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -112,10 +113,15 @@ class WorkerPool:
         if removed:
             log.info("removed %d leftovers of a previous run", removed)
 
+    def wake(self) -> None:
+        """A submission was queued: look now instead of at the next poll."""
+        self._wakeup.set()
+
     def stop(self, timeout: float | None = None) -> None:
         """Stop claiming; wait up to ``timeout`` for running evaluations, then give back
         (requeue) what is still held so the next start runs it."""
         self._stop.set()
+        self._wakeup.set()
         for thread in self._threads:
             thread.join(timeout)
         with self._lock:
@@ -132,7 +138,8 @@ class WorkerPool:
                 self._stop.wait(self.poll_seconds * 4)
                 continue
             if job is None:
-                self._stop.wait(self.poll_seconds)
+                self._wakeup.wait(self.poll_seconds)
+                self._wakeup.clear()
                 continue
             with self._lock:
                 self._held[job.evaluation_id] = job

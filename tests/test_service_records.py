@@ -43,7 +43,7 @@ def migrated(engine):
 def _team_and_submission(session):
     challenge = Challenge(name="psfhs2023", title="t", definition={}, definition_sha256="0" * 64)
     phase = Phase(challenge=challenge, name="p", slug="psfhs2023-p", title="P", kind="validation",
-                  submissions_per_day=2, failures_count=True, logs_visible=False, limits={})
+                  submissions_per_day=2, failures_count=True, logs_visible=False, public_cases=False, limits={})
     user = User(email="a@example.org", role=Role.participant)
     team = Team(challenge=challenge, name="alpha")
     session.add_all([challenge, phase, user, team])

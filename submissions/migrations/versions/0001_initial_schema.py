@@ -75,6 +75,7 @@ def upgrade() -> None:
     sa.Column('submissions_total', sa.Integer(), nullable=True),
     sa.Column('failures_count', sa.Boolean(), nullable=False),
     sa.Column('logs_visible', sa.Boolean(), nullable=False),
+    sa.Column('public_cases', sa.Boolean(), nullable=False),
     sa.Column('limits', sa.JSON(), nullable=False),
     sa.Column('results_published', sa.Boolean(), nullable=False),
     sa.Column('published_at', submissions.models.UTCDateTime(), nullable=True),
