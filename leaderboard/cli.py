@@ -46,10 +46,11 @@ def serve_cmd(host, port, threads, workers, grace):
     mode = "celery" if ctx.settings.broker_url else f"{workers} embedded worker(s)"
     click.echo(f"serving http://{host}:{server.effective_port}/api/v1 ({mode}); SIGTERM stops", err=True)
     try:
-        server.run()
+        server.run()  # returns on SIGTERM/SIGINT (waitress ends its loop on KeyboardInterrupt)
     except KeyboardInterrupt:
-        click.echo("stopping: finishing requests and evaluations", err=True)
+        pass
     finally:
+        click.echo("stopping: finishing requests and evaluations", err=True)
         server.task_dispatcher.shutdown(cancel_pending=False, timeout=grace)
         server.close()
         if pool is not None:
