@@ -29,7 +29,7 @@ from submissions import admin, reports
 from submissions.db import transaction
 from submissions.exceptions import IllegalTransition, InvalidRequest, NotFound
 from submissions.lifecycle import PLATFORM_REASONS, transition
-from submissions.models import TERMINAL, CaseResult, Evaluation, Phase, Role, State, StatusChange, Submission, User, utcnow
+from submissions.models import TERMINAL, CaseResult, Evaluation, LeaderboardEntry, Phase, Role, State, StatusChange, Submission, User, utcnow
 
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TIMEOUT_SECONDS = 60.0
@@ -174,12 +174,37 @@ def finish(sessions: sessionmaker[Session], job: Job, result: dict, storage=None
                 values.update(failure=result.get("failure"), error=result.get("error"))
                 transition(session, job.evaluation_id, State.running, State.failed, held_by=job.worker_id, **values)
                 _counts(session, job.evaluation_id, result.get("failure"), platform=False)
-            if result.get("image_digest"):
+            mirrored = {"image_digest": result["image_digest"]} if result.get("image_digest") else {}
+            if succeeded:
+                mirrored.update(result_evaluation_id=job.evaluation_id, score=result.get("score"))
+            if mirrored:
                 session.execute(update(Submission).where(Submission.id == select(Evaluation.submission_id).where(
-                    Evaluation.id == job.evaluation_id).scalar_subquery()).values(image_digest=result["image_digest"]))
+                    Evaluation.id == job.evaluation_id).scalar_subquery()).values(**mirrored))
+            if succeeded:
+                phase_id, team_id = session.execute(select(Submission.phase_id, Submission.team_id).join(
+                    Evaluation, Evaluation.submission_id == Submission.id).where(Evaluation.id == job.evaluation_id)).one()
+                refresh_entry(session, phase_id, team_id)
         return True
     except IllegalTransition:
         return False
+
+
+def refresh_entry(session: Session, phase_id: int, team_id: int) -> None:
+    """Point the team's leaderboard entry at its best-scoring submission (ties: the later)."""
+    best = session.execute(select(Submission.id, Submission.result_evaluation_id, Submission.score).where(
+        Submission.phase_id == phase_id, Submission.team_id == team_id, Submission.result_evaluation_id.is_not(None),
+    ).order_by(Submission.score.desc().nulls_last(), Submission.id.desc()).limit(1)).first()
+    entry = session.execute(select(LeaderboardEntry).where(
+        LeaderboardEntry.phase_id == phase_id, LeaderboardEntry.team_id == team_id)).scalar_one_or_none()
+    if best is None:
+        if entry is not None:
+            session.delete(entry)
+        return
+    if entry is None:
+        entry = LeaderboardEntry(phase_id=phase_id, team_id=team_id)
+        session.add(entry)
+    entry.submission_id, entry.evaluation_id, entry.score = best.id, best.result_evaluation_id, best.score
+    session.flush()
 
 
 def release(sessions: sessionmaker[Session], job: Job, reason: str, note: str, max_attempts: int = MAX_ATTEMPTS) -> State | None:

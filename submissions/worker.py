@@ -146,6 +146,11 @@ class WorkerPool:
         for job in held:
             queue.release(self.sessions, job, "worker_lost", "worker stopped", self.max_attempts + 1)
 
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the threads to end (after ``stop``): a job still in hand finishes first."""
+        for thread in self._threads:
+            thread.join(timeout)
+
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
