@@ -10,6 +10,8 @@ from challenge.cli import challenge_group
 from data_manifest.cli import data_group
 from evaluator.cli import biometry_cmd, docker_group, evaluate_cmd, evaluate_image_cmd, rank_cmd
 from evaluator.kit_cli import export_base_cmd, kit_group
+from leaderboard.cli import serve_cmd, submit_cmd
+from submissions.cli import admin_group, db_group, worker_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,6 +44,11 @@ docker_group.add_command(build_baseline_cmd)
 docker_group.add_command(export_base_cmd)
 main.add_command(kit_group)
 main.add_command(docker_group)
+main.add_command(db_group)
+main.add_command(admin_group)
+main.add_command(serve_cmd)
+main.add_command(worker_cmd)
+main.add_command(submit_cmd)
 
 if __name__ == "__main__":
     main()
