@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from evaluator.ranking import rank_teams
 from submissions import admin
-from submissions.exceptions import Forbidden, NotFound
+from submissions.exceptions import Forbidden, InvalidRequest, NotFound
 from submissions.models import TERMINAL, Evaluation, Phase, Role, State, Submission, Team, User
 from submissions.uploads import quota
 
@@ -105,14 +105,16 @@ def submission_cases(session: Session, user: User, submission_id: int) -> dict:
     return {"id": submission.id, "evaluation": result.number if result else None, "cases": cases}
 
 
-def leaderboard(session: Session, user: User, slug: str) -> dict:
-    """Ranked rows, one per team: its submission that ranks best (by the challenge's first
-    ranking method) among its submissions' latest successful evaluations."""
+def leaderboard(session: Session, user: User, slug: str, method: str | None = None) -> dict:
+    """Ranked rows, one per team: its submission that ranks best (by ``method``, default the
+    challenge's first ranking method) among its submissions' latest successful evaluations."""
     phase = admin.phase_by_slug(session, slug)
     if results_hidden(phase, user):
         raise Forbidden(f"the results of {slug} are not published yet")
     definition = admin.definition_of(phase.challenge)
-    method = definition.ranking.methods[0]
+    if method is not None and method not in definition.ranking.methods:
+        raise InvalidRequest(f"ranking method must be one of {', '.join(definition.ranking.methods)}, got {method!r}")
+    method = method or definition.ranking.methods[0]
     submissions = session.execute(select(Submission).where(Submission.phase_id == phase.id)).scalars().all()
     results, owners = {}, {}
     for submission in submissions:

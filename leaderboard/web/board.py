@@ -1,0 +1,67 @@
+"""Leaderboards: ``/leaderboard`` (the phases) and ``/leaderboard/<slug>`` (ranked rows,
+every metric column, sortable; ``?method=`` switches between the challenge's ranking
+methods). The rows are ``submissions.reports.leaderboard``, which ranks with
+``evaluator.ranking``. Who sees what: organizers every phase; participants every phase
+but a final-test one before it is published; anonymous visitors the phases an organizer
+has published (made public)."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, render_template, request
+from flask_login import current_user
+from sqlalchemy import select
+
+from submissions import admin, reports
+from submissions.exceptions import Forbidden
+from submissions.models import Phase, Role, User
+from leaderboard.web.security import page
+
+bp = Blueprint("leaderboard", __name__, url_prefix="/leaderboard")
+
+# (key, label, higher is better); shown when the rows have the key
+COLUMNS = [
+    ("score", "Score", True), ("mean_rank", "Mean rank", False),
+    ("dice_ps", "Dice PS", True), ("dice_fh", "Dice FH", True), ("dice_all", "Dice all", True),
+    ("hd", "HD (px)", False), ("asd", "ASD (px)", False),
+    ("aop_error", "ΔAoP (°)", False), ("hsd_error", "ΔHSD (px)", False),
+    ("accuracy", "Accuracy", True), ("f1", "F1", True), ("auc", "AUC", True), ("mcc", "MCC", True),
+    ("n_cases", "Cases", None),
+]
+ANONYMOUS = User(id=0, email="", role=Role.participant)
+"""Stands for an anonymous visitor where ``reports`` asks for a viewer (never stored)."""
+
+
+def viewer() -> User | None:
+    return current_user.user if current_user.is_authenticated else None
+
+
+def visible(phase: Phase, user: User | None) -> bool:
+    if user is None:
+        return phase.results_published
+    return not reports.results_hidden(phase, user)
+
+
+def board(session, user: User | None, slug: str, method: str | None) -> dict:
+    """The leaderboard of ``slug`` for ``user`` (None: anonymous), or Forbidden."""
+    phase = admin.phase_by_slug(session, slug)
+    if user is None and not phase.results_published:
+        raise Forbidden(f"the leaderboard of {slug} is not public yet; log in to see it")
+    data = reports.leaderboard(session, user or ANONYMOUS, slug, method)
+    columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in data["rows"]) or c[0] in ("score", "dice_all")]
+    ranks = [r["rank"] for r in data["rows"]]
+    return {**data, "phase_row": phase, "columns": columns, "tied": {r for r in ranks if ranks.count(r) > 1},
+            "methods": admin.definition_of(phase.challenge).ranking.methods}
+
+
+@page(bp, "", "public")
+def index():
+    user = viewer()
+    with current_app.extensions["iugc"].sessions() as session:
+        phases = session.execute(select(Phase).order_by(Phase.id)).scalars().all()
+        return render_template("leaderboard/index.html", phases=[(p, visible(p, user)) for p in phases])
+
+
+@page(bp, "/<slug>", "public")
+def phase(slug):
+    with current_app.extensions["iugc"].sessions() as session:
+        data = board(session, viewer(), slug, request.args.get("method") or None)
+        return render_template("leaderboard/phase.html", b=data)
