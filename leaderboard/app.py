@@ -51,5 +51,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(api)
     from leaderboard.web import init_web
 
-    init_web(app, settings.instance, testing=test_config is not None)
+    init_web(app, settings.instance, test_config)
     return app

@@ -21,14 +21,19 @@ TITLES = {400: "Bad request", 401: "Not logged in", 403: "Not allowed", 404: "No
           409: "Conflict", 413: "Too large", 422: "Not accepted", 429: "Too many requests", 500: "Server error", 503: "Not available"}
 
 
-def init_web(app: Flask, instance, testing: bool) -> None:
-    """Secret key, cookie flags, CSRF, rate limits, login and the page blueprints."""
+def init_web(app: Flask, instance, test_config: dict | None) -> None:
+    """Secret key, cookie flags, CSRF, rate limits, login and the page blueprints.
+
+    ``test_config`` (``create_app``'s): its entries win over the defaults below, and with
+    it (a test) a missing secret key is replaced by a random one.
+    """
     from leaderboard.api import STATUS, api
     from leaderboard.api import _http_error as api_http_error
     from leaderboard.web import admin_pages, auth, challenge, submission_pages, teams
     from leaderboard.web import board
 
-    app.config["SECRET_KEY"] = secret_key(app.config.get("SECRET_KEY"), instance, testing)
+    given = test_config or {}
+    app.config["SECRET_KEY"] = secret_key(given.get("SECRET_KEY"), instance, testing=test_config is not None)
     secure = os.environ.get("IUGC_COOKIE_SECURE", "1") != "0"
     defaults = dict(
         SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=secure,
@@ -37,8 +42,7 @@ def init_web(app: Flask, instance, testing: bool) -> None:
         RATE_LIMIT_LOGIN="10 per minute", RATE_LIMIT_REGISTER="10 per hour", RATE_LIMIT_UPLOAD="30 per hour",
         RATELIMIT_HEADERS_ENABLED=True,
     )
-    for key, value in defaults.items():
-        app.config.setdefault(key, value)
+    app.config.update({k: v for k, v in defaults.items() if k not in given})
     csrf.init_app(app)
     csrf.exempt(api)  # bearer tokens, not cookies: nothing for a forged form to ride on
     limiter.init_app(app)
