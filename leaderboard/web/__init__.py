@@ -70,6 +70,9 @@ def init_web(app: Flask, instance, test_config: dict | None) -> None:
     app.register_error_handler(CSRFError, web_error)
     app.register_error_handler(ServiceError, service_error)
 
+    app.add_template_filter(duration)
+    app.add_template_filter(gigabytes)
+
     @app.after_request
     def _headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -79,3 +82,26 @@ def init_web(app: Flask, instance, test_config: dict | None) -> None:
             response.headers.setdefault("Content-Security-Policy",
                                         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
         return response
+
+
+def duration(seconds: float) -> str:
+    """A time limit as people say it.
+
+    >>> duration(300), duration(1800), duration(3600), duration(5400), duration(45)
+    ('5 min', '30 min', '1 h', '1.5 h', '45 s')
+    """
+    if seconds < 60:
+        return f"{seconds:g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
+
+
+def gigabytes(megabytes: float) -> str:
+    """A size in MB as GB, one decimal only when needed.
+
+    >>> gigabytes(8192), gigabytes(10000), gigabytes(512)
+    ('8 GB', '9.8 GB', '0.5 GB')
+    """
+    value = round(megabytes / 1024, 1)
+    return f"{value:g} GB"

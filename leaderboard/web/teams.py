@@ -46,6 +46,7 @@ def create():
                 name = team.name
         except (InvalidRequest, Conflict, NotFound) as exc:
             form.name.errors.append(str(exc))
+            flash(f"The team was not created: {exc}", "error")
         else:
             flash(f"Team {name} created. Share the invitation link with your team-mates.", "success")
             return redirect(url_for("teams.index"))
