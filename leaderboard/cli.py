@@ -14,7 +14,9 @@ import click
 @click.option("--threads", type=int, default=8, show_default=True, help="HTTP request threads.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Embedded evaluation threads (no broker); 0: none, use `iugc worker`.")
 @click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds SIGTERM waits for requests and evaluations before requeueing them.")
-def serve_cmd(host, port, threads, workers, grace):
+@click.option("--evaluation", type=click.Choice(["docker", "noop"]), default="docker", hidden=True,
+              help="noop: run no image (queue benchmarks and tests).")
+def serve_cmd(host, port, threads, workers, grace, evaluation):
     """Serve API v1 (waitress) with embedded evaluation workers, until SIGTERM.
 
     With IUGC_BROKER_URL set, submissions go to Celery workers (`iugc worker`) instead.
@@ -26,34 +28,49 @@ def serve_cmd(host, port, threads, workers, grace):
     from leaderboard.app import create_app
     from submissions.cli import install_signal_handlers
     from submissions.exceptions import ServiceError
-    from submissions.worker import WorkerPool
+    from submissions.worker import EVALUATIONS, WorkerPool
 
     try:
         app = create_app()
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
     ctx = app.extensions["iugc"]
-    pool = None
+    pool = dispatch = None
     if ctx.settings.broker_url:
         from submissions.celery_queue import dispatcher
 
-        ctx.wake = dispatcher(ctx.settings, ctx.sessions)
+        dispatch = dispatcher(ctx.settings, ctx.sessions)
+        ctx.wake = dispatch.wake
     elif workers > 0:
-        pool = WorkerPool(ctx.sessions, ctx.storage, threads=workers).start()
+        storage = ctx.storage
+        pool = WorkerPool(ctx.sessions, storage, threads=workers, evaluate=lambda job: EVALUATIONS[evaluation](job, storage)).start()
         ctx.wake = pool.wake
-    server = create_server(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True)
+    server = create_server(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True,
+                           max_request_body_size=_largest_upload(ctx))
     install_signal_handlers()
     mode = "celery" if ctx.settings.broker_url else f"{workers} embedded worker(s)"
     click.echo(f"serving http://{host}:{server.effective_port}/api/v1 ({mode}); SIGTERM stops", err=True)
     try:
-        server.run()
+        server.run()  # returns on SIGTERM/SIGINT (waitress ends its loop on KeyboardInterrupt)
     except KeyboardInterrupt:
-        click.echo("stopping: finishing requests and evaluations", err=True)
+        pass
     finally:
+        click.echo("stopping: finishing requests and evaluations", err=True)
         server.task_dispatcher.shutdown(cancel_pending=False, timeout=grace)
         server.close()
         if pool is not None:
             pool.stop(grace)
+        if dispatch is not None:
+            dispatch.stop()
+
+
+def _largest_upload(ctx) -> int:
+    """Bytes waitress accepts in one request: the largest phase image limit plus the form."""
+    from submissions.models import Phase
+
+    with ctx.sessions() as session:
+        limits = [p.limits.get("image_size_limit_mb", 0) for p in session.query(Phase)]
+    return int(max(limits, default=1024) * 2**20) + 2**20
 
 
 @click.command("submit")

@@ -50,23 +50,36 @@ def save_image(reference: str, dest: Path, progress: bool = True) -> Path:
     return dest
 
 
-def _multipart(path: Path, boundary: str, progress: bool) -> tuple[Iterator[bytes], int]:
-    from tqdm import tqdm
+class MultipartFile:
+    """A ``multipart/form-data`` body with one file field, read from disk chunk by chunk.
 
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
-            "Content-Type: application/x-tar\r\n\r\n").encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
-    size = path.stat().st_size
+    Its ``len`` lets requests send a Content-Length (not chunked) without reading it.
+    """
 
-    def body():
-        yield head
-        with open(path, "rb") as fh, tqdm(total=size, desc="upload", unit="B", unit_scale=True, disable=not progress) as bar:
+    def __init__(self, path: Path, field: str = "image", progress: bool = True):
+        self.path, self.progress = path, progress
+        self.boundary = uuid.uuid4().hex
+        self.head = (f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{path.name}\"\r\n"
+                     "Content-Type: application/x-tar\r\n\r\n").encode()
+        self.tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self.size = path.stat().st_size
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def __len__(self) -> int:
+        return len(self.head) + self.size + len(self.tail)
+
+    def __iter__(self) -> Iterator[bytes]:
+        from tqdm import tqdm
+
+        yield self.head
+        with open(self.path, "rb") as fh, tqdm(total=self.size, desc="upload", unit="B", unit_scale=True, disable=not self.progress) as bar:
             while chunk := fh.read(CHUNK):
                 bar.update(len(chunk))
                 yield chunk
-        yield tail
-
-    return body(), len(head) + size + len(tail)
+        yield self.tail
 
 
 class Client:
@@ -82,10 +95,8 @@ class Client:
             raise ClientError(f"cannot reach {self.server}: is `iugc serve` running there?") from None
 
     def upload(self, phase: str, archive: Path, progress: bool = True) -> dict:
-        boundary = uuid.uuid4().hex
-        body, length = _multipart(archive, boundary, progress)
-        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(length)}
-        return self._call("POST", f"/phases/{phase}/submissions", data=body, headers=headers)
+        body = MultipartFile(archive, progress=progress)
+        return self._call("POST", f"/phases/{phase}/submissions", data=body, headers={"Content-Type": body.content_type})
 
     def status(self, submission_id: int) -> dict:
         return self._call("GET", f"/submissions/{submission_id}")

@@ -168,7 +168,9 @@ def install_signal_handlers():
 @click.command("worker")
 @click.option("--concurrency", type=int, default=1, show_default=True, help="Evaluations run at the same time on this machine.")
 @click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds a stop waits for running evaluations before requeueing them.")
-def worker_cmd(concurrency, grace):
+@click.option("--evaluation", type=click.Choice(["docker", "noop"]), default="docker", hidden=True,
+              help="noop: run no image (queue benchmarks and tests).")
+def worker_cmd(concurrency, grace, evaluation):
     """Run evaluations from the queue on this machine's Docker engine until SIGTERM.
 
     With IUGC_BROKER_URL set, a Celery worker; otherwise threads fed from the database.
@@ -178,19 +180,19 @@ def worker_cmd(concurrency, grace):
     import time
 
     from submissions.storage import open_storage
-    from submissions.worker import WorkerPool
+    from submissions.worker import EVALUATIONS, WorkerPool
 
     if concurrency < 1:
         raise click.BadParameter("must be at least 1", param_hint="--concurrency")
-    settings, engine, sessions = _service()
+    settings, _, sessions = _service()
+    storage = open_storage(settings.storage_url, settings.instance, settings.s3_endpoint_url)
     if settings.broker_url:
         from submissions.celery_queue import run_celery_worker
 
-        run_celery_worker(settings, concurrency)
+        run_celery_worker(settings, sessions, storage, concurrency, evaluation)
         return
-    storage = open_storage(settings.storage_url, settings.instance, settings.s3_endpoint_url)
     install_signal_handlers()
-    pool = WorkerPool(sessions, storage, threads=concurrency).start()
+    pool = WorkerPool(sessions, storage, threads=concurrency, evaluate=lambda job: EVALUATIONS[evaluation](job, storage)).start()
     click.echo(f"worker {pool.worker_id}: {concurrency} thread(s) on {settings.database_url.split('://')[0]}; SIGTERM stops it", err=True)
     try:
         while True:

@@ -91,6 +91,27 @@ def claim_next(sessions: sessionmaker[Session], worker_id: str) -> Job | None:
     return None
 
 
+def claim(sessions: sessionmaker[Session], worker_id: str, evaluation_id: int) -> Job | None:
+    """Take one named evaluation if it is still queued and its team has none running."""
+    now = utcnow()
+    try:
+        with transaction(sessions) as session:
+            transition(session, evaluation_id, State.queued, State.running, note=f"claimed by {worker_id}",
+                       at=now, worker_id=worker_id, worker_host=worker_id.split(":")[0],
+                       heartbeat_at=now, attempts=Evaluation.attempts + 1)
+            return _job(session, evaluation_id, worker_id)
+    except (IllegalTransition, IntegrityError):
+        return None  # taken, cancelled or finished meanwhile, or the team has one running
+
+
+def queued_ids(sessions: sessionmaker[Session], limit: int = 10_000) -> list[int]:
+    """Queued evaluations, oldest first, skipping teams that have one running."""
+    with sessions() as session:
+        running = select(Evaluation.team_id).where(Evaluation.status == State.running)
+        return list(session.execute(select(Evaluation.id).where(
+            Evaluation.status == State.queued, Evaluation.team_id.not_in(running)).order_by(Evaluation.id).limit(limit)).scalars())
+
+
 def _job(session: Session, evaluation_id: int, worker_id: str) -> Job:
     evaluation = session.get(Evaluation, evaluation_id)
     submission = evaluation.submission

@@ -70,14 +70,29 @@ def run_job(job: Job, storage) -> dict:
     return evaluate_image(image, dataset, challenge, limits, engine=engine, cache_dir=default_cache_dir())
 
 
+def noop_job(job: Job) -> dict:
+    """A no-op evaluation (``--evaluation noop``): measures and tests the queue's own
+    dispatch and bookkeeping; it runs no image. ``IUGC_NOOP_SECONDS`` makes it take time."""
+    import os
+    import time
+
+    time.sleep(float(os.environ.get("IUGC_NOOP_SECONDS") or 0))
+    return {"status": "succeeded", "failure": None, "error": None, "image_digest": None, "logs": "",
+            "cases": {}, "aggregates": {"n_cases": 0}, "score": None}
+
+
+EVALUATIONS = {"docker": run_job, "noop": lambda job, storage: noop_job(job)}
+"""``--evaluation`` choices: the real one, and the no-op for benchmarks and queue tests."""
+
+
 class WorkerPool:
     """``threads`` worker threads and a heartbeat/reaper thread in this process."""
 
     def __init__(self, sessions: sessionmaker[Session], storage, *, threads: int = 1, evaluate: Evaluate | None = None,
                  heartbeat_seconds: float = queue.HEARTBEAT_SECONDS, timeout_seconds: float = queue.HEARTBEAT_TIMEOUT_SECONDS,
                  max_attempts: int = queue.MAX_ATTEMPTS, poll_seconds: float = 0.5, cleanup: bool = True):
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: only heartbeats, jobs run by run_one), got {threads}")
         self.sessions, self.storage, self.n_threads = sessions, storage, threads
         self.evaluate = evaluate or (lambda job: run_job(job, storage))
         self.heartbeat_seconds, self.timeout_seconds = heartbeat_seconds, timeout_seconds
@@ -90,9 +105,11 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self.completed = 0
+        self.requeued_at_start: dict = {}
 
     def start(self) -> "WorkerPool":
-        queue.reap(self.sessions, self.timeout_seconds, self.max_attempts)  # our previous process's, at once
+        # our previous process's evaluations, at once (its pid is gone: no heartbeat timeout to wait)
+        self.requeued_at_start = queue.reap(self.sessions, self.timeout_seconds, self.max_attempts)
         if self.cleanup:
             self._cleanup_engine()
         self._threads = [threading.Thread(target=self._work, name=f"iugc-worker-{i}", daemon=True) for i in range(self.n_threads)]
@@ -141,13 +158,26 @@ class WorkerPool:
                 self._wakeup.wait(self.poll_seconds)
                 self._wakeup.clear()
                 continue
+            self.run(job)
+
+    def run_one(self, evaluation_id: int) -> bool:
+        """Claim and run one named evaluation (a Celery task), or, when it is not claimable
+        (its team has one running, it was taken), the next queued one; False when none is."""
+        job = queue.claim(self.sessions, self.worker_id, evaluation_id) or queue.claim_next(self.sessions, self.worker_id)
+        if job is None:
+            return False
+        self.run(job)
+        return True
+
+    def run(self, job: Job) -> None:
+        """Run a claimed job, heartbeating it meanwhile, and store its result once."""
+        with self._lock:
+            self._held[job.evaluation_id] = job
+        try:
+            self._run(job)
+        finally:
             with self._lock:
-                self._held[job.evaluation_id] = job
-            try:
-                self._run(job)
-            finally:
-                with self._lock:
-                    self._held.pop(job.evaluation_id, None)
+                self._held.pop(job.evaluation_id, None)
 
     def _run(self, job: Job) -> None:
         try:

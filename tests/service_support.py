@@ -234,3 +234,42 @@ class Service:
                       for m in (Submission, Evaluation, StatusChange, CaseResult, AuditEntry)}
         staging = sorted(p.name for p in self.storage.staging.glob("*")) if self.storage.staging.exists() else []
         return {**tables, "stored": self.storage.keys(), "staging": staging}
+
+
+class RedisServer:
+    """Debian's ``redis-server`` on 127.0.0.1 and a free port, without persistence."""
+
+    def __init__(self, binary: str):
+        self.binary, self.port = binary, free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="iugc-redis-"))
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                                         "--appendonly", "no", "--dir", str(self.dir), "--protected-mode", "yes"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, process=self.process)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server():
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _missing("redis-server not found (apt-get install redis-server)", "IUGC_REQUIRE_SERVICES")
+    server = RedisServer(binary)
+    server.start()
+    yield server
+    server.remove()
