@@ -64,6 +64,7 @@ def test_kill_9_of_serve_mid_evaluation_completes_it_once_after_a_restart(slow_i
     env = {**os.environ, "IUGC_INSTANCE": str(tmp_path), "IUGC_DATABASE_URL": url, "IUGC_STORAGE_URL": str(svc.storage.root),
            "IUGC_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("IUGC_BROKER_URL", None)
+    env["IUGC_SECRET_KEY"] = "k" * 40  # `iugc serve` refuses to start without one (the web sessions)
     port = free_port()
     first = _serve(env, port)
     second = None
