@@ -63,5 +63,7 @@ def index():
 @page(bp, "/<slug>", "public")
 def phase(slug):
     with current_app.extensions["iugc"].sessions() as session:
-        data = board(session, viewer(), slug, request.args.get("method") or None)
-        return render_template("leaderboard/phase.html", b=data)
+        user = viewer()
+        data = board(session, user, slug, request.args.get("method") or None)
+        team = admin.team_of(session, user, data["phase_row"].challenge_id) if user is not None else None
+        return render_template("leaderboard/phase.html", b=data, my_team=team.name if team else None)

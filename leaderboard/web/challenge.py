@@ -48,4 +48,9 @@ def overview():
     user = current_user.user if current_user.is_authenticated else None
     with current_app.extensions["iugc"].sessions() as session:
         challenges = challenge_views(session, user)
-        return render_template("challenge/overview.html", challenges=challenges, guide=guide_html())
+        return render_template("challenge/overview.html", challenges=challenges)
+
+
+@page(bp, "/how-to-submit", "public")
+def guide():
+    return render_template("challenge/guide.html", guide=guide_html())

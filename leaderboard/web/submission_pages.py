@@ -10,10 +10,15 @@ from submissions.exceptions import Forbidden, InvalidRequest, ServiceError
 from submissions.uploads import check_open, quota, submit
 from submissions.models import utcnow
 from leaderboard.web import queries
+from leaderboard.web.board import COLUMNS
 from leaderboard.web.forms import ActionForm
 from leaderboard.web.security import page
 
 bp = Blueprint("submissions", __name__)
+COUNTS = [("n_segmentation_cases", "Segmented cases", None), ("n_excluded_aop", "Cases without AoP", None), ("n_errors", "Cases with errors", None)]
+CASE_COLUMNS = [("dice_ps", "Dice PS"), ("dice_fh", "Dice FH"), ("dice_all", "Dice all"), ("hd_ps", "HD PS"), ("hd_fh", "HD FH"),
+                ("asd_all", "ASD all"), ("aop_pred", "AoP pred (°)"), ("aop_gt", "AoP expert (°)"), ("aop_error", "ΔAoP (°)"),
+                ("hsd_pred", "HSD pred"), ("hsd_gt", "HSD expert"), ("hsd_error", "ΔHSD"), ("p_standard_plane", "p(standard)")]
 
 
 def _ctx():
@@ -91,6 +96,7 @@ def detail(submission_id):
         submission = reports.visible_submission(session, user, submission_id)
         latest = submission.evaluations[-1]
         return render_template("submissions/detail.html", s=status, cases=cases, cases_note=cases_note,
+                               metric_columns=COLUMNS + COUNTS, case_columns=CASE_COLUMNS,
                                queue_position=queries.queue_position(session, latest),
                                runtime=queries.runtime_seconds(latest), form=ActionForm())
 
