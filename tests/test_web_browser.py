@@ -109,9 +109,9 @@ def server(psfhs_dir, tmp_path_factory, baseline_archive):
             assert queue.finish(sessions, job, {"status": "succeeded", "aggregates": aggregates, "score": None, "cases": {}})
     engine.dispose()
     port = free_port()
-    env = {**os.environ, "IUGC_INSTANCE": str(instance), "IUGC_SECRET_KEY": "s" * 64, "IUGC_CACHE_DIR": str(root / "cache"),
-           "IUGC_COOKIE_SECURE": "0"}  # plain http on 127.0.0.1; behind TLS in production
-    for key in ("IUGC_DATABASE_URL", "IUGC_STORAGE_URL", "IUGC_BROKER_URL"):
+    # Secure cookies as in production: chromium keeps them on http://127.0.0.1 (a loopback origin counts as secure)
+    env = {**os.environ, "IUGC_INSTANCE": str(instance), "IUGC_SECRET_KEY": "s" * 64, "IUGC_CACHE_DIR": str(root / "cache")}
+    for key in ("IUGC_DATABASE_URL", "IUGC_STORAGE_URL", "IUGC_BROKER_URL", "IUGC_COOKIE_SECURE"):
         env.pop(key, None)
     log = open(root / "serve.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "iugc", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
