@@ -303,3 +303,14 @@ def test_the_admin_page_lists_phases_the_queue_and_the_audit_log(site):
     assert organizer.form(f"/admin/phases/{SANITY}/reevaluate", page="/admin").status_code == 302  # the queued one is skipped
     with site.sessions() as session:
         assert session.execute(select(AuditEntry.action).order_by(AuditEntry.id.desc())).scalars().first() == "phase.reevaluate"
+
+
+def test_a_new_token_comes_with_the_submit_command_and_works_on_the_api(site):
+    site.person("a@example.org", "alpha")
+    client = site.client("a@example.org")
+    page = client.form("/account/token", {"phase": SANITY}, page=f"/phases/{SANITY}/upload")
+    body = text(page)
+    token = re.search(r"export IUGC_TOKEN=(iugc_\S+)", body).group(1)
+    assert f"iugc submit --phase {SANITY} --image" in body and page.headers["Cache-Control"] == "no-store"
+    assert site.app.test_client().get("/api/v1/phases", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert token not in text(client.get("/account"))  # shown once

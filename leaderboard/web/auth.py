@@ -93,7 +93,10 @@ def new_token():
         token = admin.issue_token(session, current_user.email, actor_id=current_user.id)
     with _sessions()() as session:
         tokens = admin_tokens(session, current_user.id)
-    response = current_app.make_response(render_template("auth/account.html", tokens=tokens, form=ActionForm(), new_token=token))
+    phase = request.form.get("phase", "")
+    phase = phase if phase.replace("-", "").isalnum() else ""
+    response = current_app.make_response(render_template("auth/account.html", tokens=tokens, form=ActionForm(), new_token=token,
+                                                         phase=phase or "PHASE"))
     response.headers["Cache-Control"] = "no-store"
     return response
 
