@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, insert, select, update
+from sqlalchemy.orm import Session, aliased
 
 from submissions.exceptions import IllegalTransition
 from submissions.models import TERMINAL, Evaluation, State, StatusChange, Submission, utcnow
@@ -83,15 +83,19 @@ def transition(
             raise IllegalTransition(f"evaluation {evaluation_id} does not exist")
         held = ", held by another worker" if held_by is not None and now.worker_id != held_by else ""
         raise IllegalTransition(f"evaluation {evaluation_id} is {now.status.value}{held}, not {current.value}: it was changed meanwhile")
-    session.add(StatusChange(evaluation_id=evaluation_id, from_state=current, to_state=target, at=at, actor_id=actor_id, note=note))
+    session.execute(insert(StatusChange).values(evaluation_id=evaluation_id, from_state=current, to_state=target, at=at,
+                                                actor_id=actor_id, note=note))
     _mirror_on_submission(session, evaluation_id, target)
 
 
 def _mirror_on_submission(session: Session, evaluation_id: int, target: State) -> None:
-    submission_id, number = session.execute(
-        select(Evaluation.submission_id, Evaluation.number).where(Evaluation.id == evaluation_id)
-    ).one()
-    latest = session.execute(select(func.max(Evaluation.number)).where(Evaluation.submission_id == submission_id)).scalar()
-    if number == latest:
-        session.execute(update(Submission).where(Submission.id == submission_id).values(status=target))
-    session.flush()
+    """The submission's status follows its latest evaluation (one statement)."""
+    this = aliased(Evaluation)
+    later = aliased(Evaluation)
+    session.execute(
+        update(Submission)
+        .where(Submission.id == select(this.submission_id).where(this.id == evaluation_id).scalar_subquery())
+        .where(~exists().where(later.submission_id == Submission.id,
+                               later.number > select(this.number).where(this.id == evaluation_id).scalar_subquery()))
+        .values(status=target)
+    )

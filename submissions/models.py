@@ -193,12 +193,14 @@ class Membership(Base):
 
 
 class Submission(Base):
-    """An uploaded image. ``status`` mirrors its latest evaluation's state."""
+    """An uploaded image. ``status`` mirrors its latest evaluation's state; ``score`` and
+    ``result_evaluation_id`` name its latest successful evaluation (the leaderboard's)."""
 
     __tablename__ = "submissions"
     __table_args__ = (
         UniqueConstraint("phase_id", "team_id", "archive_sha256"),
         Index("ix_submissions_team_phase_created", "team_id", "phase_id", "created_at"),
+        Index("ix_submissions_phase_team_score", "phase_id", "team_id", "score"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -211,6 +213,9 @@ class Submission(Base):
     status: Mapped[State] = mapped_column(_enum(State, "state"), default=State.received)
     counts_against_quota: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # the latest successful evaluation and its score (set with it): what the leaderboard reads
+    result_evaluation_id: Mapped[int | None]
+    score: Mapped[float | None] = mapped_column(Float)
 
     team: Mapped[Team] = relationship()
     phase: Mapped[Phase] = relationship()
@@ -229,6 +234,7 @@ class Evaluation(Base):
     __table_args__ = (
         UniqueConstraint("submission_id", "number"),
         Index("ix_evaluations_status_id", "status", "id"),
+        Index("ix_evaluations_submission_status", "submission_id", "status", "number"),
         Index(
             "uq_evaluations_one_running_per_team", "team_id", unique=True,
             sqlite_where=text("status = 'running'"), postgresql_where=text("status = 'running'"),
@@ -283,6 +289,21 @@ class StatusChange(Base):
     note: Mapped[str | None] = mapped_column(Text)
 
     evaluation: Mapped[Evaluation] = relationship(back_populates="history")
+
+
+class LeaderboardEntry(Base):
+    """Each team's best-scoring submission in a phase (its latest successful evaluation),
+    kept up to date when an evaluation succeeds, so the leaderboard reads one row per team."""
+
+    __tablename__ = "leaderboard_entries"
+    __table_args__ = (UniqueConstraint("phase_id", "team_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phase_id: Mapped[int] = mapped_column(ForeignKey("phases.id"))
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"))
+    evaluation_id: Mapped[int] = mapped_column(ForeignKey("evaluations.id"))
+    score: Mapped[float | None] = mapped_column(Float)
 
 
 class CaseResult(Base):

@@ -29,7 +29,7 @@ from submissions import admin, reports
 from submissions.db import transaction
 from submissions.exceptions import IllegalTransition, InvalidRequest, NotFound
 from submissions.lifecycle import PLATFORM_REASONS, transition
-from submissions.models import TERMINAL, CaseResult, Evaluation, Phase, Role, State, StatusChange, Submission, User, utcnow
+from submissions.models import TERMINAL, CaseResult, Challenge, Dataset, Evaluation, LeaderboardEntry, Phase, Role, State, StatusChange, Submission, User, utcnow
 
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TIMEOUT_SECONDS = 60.0
@@ -70,9 +70,17 @@ class Job:
     manifest_sha256: str | None
 
 
+def _take(session: Session, evaluation_id: int, worker_id: str) -> Job:
+    """queued -> running for ``worker_id`` (IllegalTransition/IntegrityError when it cannot)."""
+    now = utcnow()
+    transition(session, evaluation_id, State.queued, State.running, note=f"claimed by {worker_id}",
+               at=now, worker_id=worker_id, worker_host=worker_id.split(":")[0],
+               heartbeat_at=now, attempts=Evaluation.attempts + 1)
+    return _job(session, evaluation_id, worker_id)
+
+
 def claim_next(sessions: sessionmaker[Session], worker_id: str) -> Job | None:
     """Take the oldest queued evaluation of a team with none running; None when none is."""
-    now = utcnow()
     with transaction(sessions) as session:
         running = select(Evaluation.team_id).where(Evaluation.status == State.running)
         query = (select(Evaluation.id).where(Evaluation.status == State.queued, Evaluation.team_id.not_in(running))
@@ -82,24 +90,17 @@ def claim_next(sessions: sessionmaker[Session], worker_id: str) -> Job | None:
         for evaluation_id in session.execute(query).scalars().all():
             try:
                 with session.begin_nested():
-                    transition(session, evaluation_id, State.queued, State.running, note=f"claimed by {worker_id}",
-                               at=now, worker_id=worker_id, worker_host=worker_id.split(":")[0],
-                               heartbeat_at=now, attempts=Evaluation.attempts + 1)
+                    return _take(session, evaluation_id, worker_id)
             except (IllegalTransition, IntegrityError):
                 continue  # another worker took it, or this team got a running one meanwhile
-            return _job(session, evaluation_id, worker_id)
     return None
 
 
 def claim(sessions: sessionmaker[Session], worker_id: str, evaluation_id: int) -> Job | None:
     """Take one named evaluation if it is still queued and its team has none running."""
-    now = utcnow()
     try:
         with transaction(sessions) as session:
-            transition(session, evaluation_id, State.queued, State.running, note=f"claimed by {worker_id}",
-                       at=now, worker_id=worker_id, worker_host=worker_id.split(":")[0],
-                       heartbeat_at=now, attempts=Evaluation.attempts + 1)
-            return _job(session, evaluation_id, worker_id)
+            return _take(session, evaluation_id, worker_id)
     except (IllegalTransition, IntegrityError):
         return None  # taken, cancelled or finished meanwhile, or the team has one running
 
@@ -113,20 +114,25 @@ def queued_ids(sessions: sessionmaker[Session], limit: int = 10_000) -> list[int
 
 
 def _job(session: Session, evaluation_id: int, worker_id: str) -> Job:
-    evaluation = session.get(Evaluation, evaluation_id)
-    submission = evaluation.submission
-    phase = session.get(Phase, submission.phase_id)
-    dataset = admin.active_dataset(session, phase.id) if evaluation.dataset_id is None else None
-    if dataset is not None:
-        evaluation.dataset_id, evaluation.manifest_sha256 = dataset.id, dataset.manifest_sha256
-    elif evaluation.dataset_id is not None:
-        from submissions.models import Dataset
-
-        dataset = session.get(Dataset, evaluation.dataset_id)
-    evaluation.definition_sha256 = phase.challenge.definition_sha256
-    return Job(evaluation_id, worker_id, submission.archive_sha256, submission.image_digest, phase.challenge.definition,
-               phase.name, evaluation.limits or phase.limits, dataset.path if dataset else None,
-               dataset.manifest_sha256 if dataset else None)
+    """The job of a just-claimed evaluation; records the dataset and definition it runs on
+    (a re-evaluation keeps the dataset of its own time only if it was given one)."""
+    row = session.execute(
+        select(Evaluation.dataset_id, Evaluation.limits, Submission.archive_sha256, Submission.image_digest,
+               Submission.phase_id, Phase.name, Phase.limits.label("phase_limits"), Challenge.definition, Challenge.definition_sha256)
+        .join(Submission, Submission.id == Evaluation.submission_id).join(Phase, Phase.id == Submission.phase_id)
+        .join(Challenge, Challenge.id == Phase.challenge_id).where(Evaluation.id == evaluation_id)
+    ).one()
+    query = select(Dataset.id, Dataset.path, Dataset.manifest_sha256)
+    if row.dataset_id is None:
+        query = query.where(Dataset.phase_id == row.phase_id, Dataset.active.is_(True)).order_by(Dataset.id.desc()).limit(1)
+    else:
+        query = query.where(Dataset.id == row.dataset_id)
+    dataset = session.execute(query).first()
+    session.execute(update(Evaluation).where(Evaluation.id == evaluation_id).values(
+        dataset_id=dataset.id if dataset else None, manifest_sha256=dataset.manifest_sha256 if dataset else None,
+        definition_sha256=row.definition_sha256))
+    return Job(evaluation_id, worker_id, row.archive_sha256, row.image_digest, row.definition, row.name,
+               row.limits or row.phase_limits, dataset.path if dataset else None, dataset.manifest_sha256 if dataset else None)
 
 
 def heartbeat(sessions: sessionmaker[Session], worker_id: str, evaluation_ids: list[int]) -> set[int]:
@@ -174,12 +180,37 @@ def finish(sessions: sessionmaker[Session], job: Job, result: dict, storage=None
                 values.update(failure=result.get("failure"), error=result.get("error"))
                 transition(session, job.evaluation_id, State.running, State.failed, held_by=job.worker_id, **values)
                 _counts(session, job.evaluation_id, result.get("failure"), platform=False)
-            if result.get("image_digest"):
+            mirrored = {"image_digest": result["image_digest"]} if result.get("image_digest") else {}
+            if succeeded:
+                mirrored.update(result_evaluation_id=job.evaluation_id, score=result.get("score"))
+            if mirrored:
                 session.execute(update(Submission).where(Submission.id == select(Evaluation.submission_id).where(
-                    Evaluation.id == job.evaluation_id).scalar_subquery()).values(image_digest=result["image_digest"]))
+                    Evaluation.id == job.evaluation_id).scalar_subquery()).values(**mirrored))
+            if succeeded:
+                phase_id, team_id = session.execute(select(Submission.phase_id, Submission.team_id).join(
+                    Evaluation, Evaluation.submission_id == Submission.id).where(Evaluation.id == job.evaluation_id)).one()
+                refresh_entry(session, phase_id, team_id)
         return True
     except IllegalTransition:
         return False
+
+
+def refresh_entry(session: Session, phase_id: int, team_id: int) -> None:
+    """Point the team's leaderboard entry at its best-scoring submission (ties: the later)."""
+    best = session.execute(select(Submission.id, Submission.result_evaluation_id, Submission.score).where(
+        Submission.phase_id == phase_id, Submission.team_id == team_id, Submission.result_evaluation_id.is_not(None),
+    ).order_by(Submission.score.desc().nulls_last(), Submission.id.desc()).limit(1)).first()
+    entry = session.execute(select(LeaderboardEntry).where(
+        LeaderboardEntry.phase_id == phase_id, LeaderboardEntry.team_id == team_id)).scalar_one_or_none()
+    if best is None:
+        if entry is not None:
+            session.delete(entry)
+        return
+    if entry is None:
+        entry = LeaderboardEntry(phase_id=phase_id, team_id=team_id)
+        session.add(entry)
+    entry.submission_id, entry.evaluation_id, entry.score = best.id, best.result_evaluation_id, best.score
+    session.flush()
 
 
 def release(sessions: sessionmaker[Session], job: Job, reason: str, note: str, max_attempts: int = MAX_ATTEMPTS) -> State | None:

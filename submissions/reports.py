@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from evaluator.ranking import rank_teams
 from submissions import admin
 from submissions.exceptions import Forbidden, InvalidRequest, NotFound
-from submissions.models import TERMINAL, Evaluation, Phase, Role, State, Submission, Team, User
+from submissions.models import TERMINAL, Evaluation, LeaderboardEntry, Phase, Role, State, Submission, Team, User
 from submissions.uploads import quota
 
 
@@ -106,8 +106,9 @@ def submission_cases(session: Session, user: User, submission_id: int) -> dict:
 
 
 def leaderboard(session: Session, user: User, slug: str, method: str | None = None) -> dict:
-    """Ranked rows, one per team: its submission that ranks best (by ``method``, default the
-    challenge's first ranking method) among its submissions' latest successful evaluations."""
+    """Ranked rows, one per team, by ``method`` (default the challenge's first ranking
+    method): each team's best-scoring submission (its latest successful evaluation; ties:
+    the later submission), read from ``leaderboard_entries``."""
     phase = admin.phase_by_slug(session, slug)
     if results_hidden(phase, user):
         raise Forbidden(f"the results of {slug} are not published yet")
@@ -115,21 +116,17 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
     if method is not None and method not in definition.ranking.methods:
         raise InvalidRequest(f"ranking method must be one of {', '.join(definition.ranking.methods)}, got {method!r}")
     method = method or definition.ranking.methods[0]
-    submissions = session.execute(select(Submission).where(Submission.phase_id == phase.id)).scalars().all()
-    results, owners = {}, {}
-    for submission in submissions:
-        evaluation = latest_success(submission)
-        if evaluation is not None and evaluation.aggregates is not None:
-            results[str(submission.id)] = {"aggregates": evaluation.aggregates}
-            owners[str(submission.id)] = submission.team_id
-    best: dict[int, str] = {}
-    for row in rank_teams(results, definition, method) if results else []:
-        best.setdefault(owners[row["team"]], row["team"])
-    chosen = {sid: results[sid] for sid in best.values()}
-    names = dict(session.execute(select(Team.id, Team.name).where(Team.id.in_(list(best)))).all()) if best else {}
+    entries = session.execute(
+        select(LeaderboardEntry.submission_id, Team.name, Evaluation.aggregates)
+        .join(Team, Team.id == LeaderboardEntry.team_id).join(Evaluation, Evaluation.id == LeaderboardEntry.evaluation_id)
+        .where(LeaderboardEntry.phase_id == phase.id)
+    ).all()
+    if not entries:
+        return {"phase": slug, "method": method, "rows": []}
+    teams = {str(sid): name for sid, name, _ in entries}
     rows = []
-    for row in rank_teams(chosen, definition, method) if chosen else []:
-        sid = row.pop("team")
-        rows.append({"team": names[owners[sid]], "submission": int(sid), **row})
+    for ranked in rank_teams({str(sid): {"aggregates": agg or {}} for sid, _, agg in entries}, definition, method):
+        sid = ranked.pop("team")
+        rows.append({"team": teams[sid], "submission": int(sid), **ranked})
     rows.sort(key=lambda r: (r["rank"], r["team"]))
     return {"phase": slug, "method": method, "rows": rows}

@@ -76,7 +76,9 @@ def noop_job(job: Job) -> dict:
     import os
     import time
 
-    time.sleep(float(os.environ.get("IUGC_NOOP_SECONDS") or 0))
+    seconds = float(os.environ.get("IUGC_NOOP_SECONDS") or 0)
+    if seconds > 0:
+        time.sleep(seconds)
     return {"status": "succeeded", "failure": None, "error": None, "image_digest": None, "logs": "",
             "cases": {}, "aggregates": {"n_cases": 0}, "score": None}
 
@@ -145,6 +147,11 @@ class WorkerPool:
             held = list(self._held.values())
         for job in held:
             queue.release(self.sessions, job, "worker_lost", "worker stopped", self.max_attempts + 1)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the threads to end (after ``stop``): a job still in hand finishes first."""
+        for thread in self._threads:
+            thread.join(timeout)
 
     def _work(self) -> None:
         while not self._stop.is_set():

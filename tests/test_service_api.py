@@ -168,7 +168,8 @@ def test_other_teams_data_is_not_visible(service):
 def _score(service, headers, salt, slug, aggregates):
     sid = _upload(service, headers, salt, slug=slug).json["id"]
     job = queue.claim_next(service.sessions, f"h:{salt}:x")
-    assert queue.finish(service.sessions, job, {"status": "succeeded", "aggregates": aggregates, "score": None, "cases": {}})
+    result = {"status": "succeeded", "aggregates": aggregates, "score": _psfhs_score(aggregates), "cases": {}}  # as evaluate_image
+    assert queue.finish(service.sessions, job, result)
     return sid
 
 

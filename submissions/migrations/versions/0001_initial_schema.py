@@ -135,6 +135,8 @@ def upgrade() -> None:
     sa.Column('status', sa.Enum('received', 'validating', 'queued', 'running', 'succeeded', 'failed', 'cancelled', name='state', native_enum=False, length=16), nullable=False),
     sa.Column('counts_against_quota', sa.Boolean(), nullable=False),
     sa.Column('created_at', submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('result_evaluation_id', sa.Integer(), nullable=True),
+    sa.Column('score', sa.Float(), nullable=True),
     sa.ForeignKeyConstraint(['phase_id'], ['phases.id'], name=op.f('fk_submissions_phase_id_phases')),
     sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_submissions_team_id_teams')),
     sa.ForeignKeyConstraint(['uploader_id'], ['users.id'], name=op.f('fk_submissions_uploader_id_users')),
@@ -144,6 +146,7 @@ def upgrade() -> None:
     with op.batch_alter_table('submissions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_submissions_phase_id'), ['phase_id'], unique=False)
         batch_op.create_index('ix_submissions_team_phase_created', ['team_id', 'phase_id', 'created_at'], unique=False)
+        batch_op.create_index('ix_submissions_phase_team_score', ['phase_id', 'team_id', 'score'], unique=False)
 
     op.create_table('evaluations',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -180,6 +183,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('evaluations', schema=None) as batch_op:
         batch_op.create_index('ix_evaluations_status_id', ['status', 'id'], unique=False)
+        batch_op.create_index('ix_evaluations_submission_status', ['submission_id', 'status', 'number'], unique=False)
         batch_op.create_index('uq_evaluations_one_running_per_team', ['team_id'], unique=True, sqlite_where=sa.text("status = 'running'"), postgresql_where=sa.text("status = 'running'"))
 
     op.create_table('case_results',
@@ -191,6 +195,20 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['evaluation_id'], ['evaluations.id'], name=op.f('fk_case_results_evaluation_id_evaluations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_case_results')),
     sa.UniqueConstraint('evaluation_id', 'case_id', name=op.f('uq_case_results_evaluation_id'))
+    )
+    op.create_table('leaderboard_entries',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('phase_id', sa.Integer(), nullable=False),
+    sa.Column('team_id', sa.Integer(), nullable=False),
+    sa.Column('submission_id', sa.Integer(), nullable=False),
+    sa.Column('evaluation_id', sa.Integer(), nullable=False),
+    sa.Column('score', sa.Float(), nullable=True),
+    sa.ForeignKeyConstraint(['evaluation_id'], ['evaluations.id'], name=op.f('fk_leaderboard_entries_evaluation_id_evaluations')),
+    sa.ForeignKeyConstraint(['phase_id'], ['phases.id'], name=op.f('fk_leaderboard_entries_phase_id_phases')),
+    sa.ForeignKeyConstraint(['submission_id'], ['submissions.id'], name=op.f('fk_leaderboard_entries_submission_id_submissions')),
+    sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_leaderboard_entries_team_id_teams')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_leaderboard_entries')),
+    sa.UniqueConstraint('phase_id', 'team_id', name=op.f('uq_leaderboard_entries_phase_id'))
     )
     op.create_table('status_changes',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -237,14 +255,17 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_status_changes_evaluation_id'))
 
     op.drop_table('status_changes')
+    op.drop_table('leaderboard_entries')
     op.drop_table('case_results')
     with op.batch_alter_table('evaluations', schema=None) as batch_op:
         batch_op.drop_index('uq_evaluations_one_running_per_team', sqlite_where=sa.text("status = 'running'"), postgresql_where=sa.text("status = 'running'"))
+        batch_op.drop_index('ix_evaluations_submission_status')
         batch_op.drop_index('ix_evaluations_status_id')
 
     op.drop_table('evaluations')
     with op.batch_alter_table('submissions', schema=None) as batch_op:
         batch_op.drop_index('ix_submissions_team_phase_created')
+        batch_op.drop_index('ix_submissions_phase_team_score')
         batch_op.drop_index(batch_op.f('ix_submissions_phase_id'))
 
     op.drop_table('submissions')
