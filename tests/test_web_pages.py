@@ -314,3 +314,60 @@ def test_a_new_token_comes_with_the_submit_command_and_works_on_the_api(site):
     assert f"iugc submit --phase {SANITY} --image" in body and page.headers["Cache-Control"] == "no-store"
     assert site.app.test_client().get("/api/v1/phases", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     assert token not in text(client.get("/account"))  # shown once
+
+
+@pytest.fixture
+def two_evaluated(site, tmp_path):
+    """Two teams whose sanity-check results are real evaluations of degraded phantom masks."""
+    import cv2
+    import numpy as np
+
+    from challenge.definition import load_challenge
+    from data_manifest.io import read_mask
+    from data_manifest.manifest import load_manifest
+    from data_manifest.phantom import write_phantom_dataset
+    from evaluator.evaluate import evaluate_folder
+
+    truth = tmp_path / "truth"
+    write_phantom_dataset(truth, 12, seed=0, nonstandard_fraction=0.0)
+    results = {}
+    for team, iterations in (("alpha", 1), ("beta", 3)):
+        folder = tmp_path / team
+        folder.mkdir()
+        for case in load_manifest(truth).cases:
+            mask = cv2.erode(read_mask(truth / case.mask), np.ones((3, 3), np.uint8), iterations=iterations)
+            cv2.imwrite(str(folder / f"{case.case_id}.png"), mask)
+        results[team] = evaluate_folder(folder, truth, load_challenge("psfhs2023"),
+                                        progress=False, cache_dir=tmp_path / "cache")
+        site.person(f"{team}@example.org", team)
+        site.submission(f"{team}@example.org", SANITY, results[team]["aggregates"], results[team]["cases"])
+    return results
+
+
+def test_the_leaderboard_shows_rank_stability_and_pairwise_significance_from_the_evaluator(site, two_evaluated, monkeypatch):
+    from challenge.definition import load_challenge
+    from evaluator.ranking import bootstrap_ranks, wilcoxon_significance
+    from leaderboard.web import charts
+
+    definition = load_challenge("psfhs2023")  # the svc test challenge is psfhs2023 renamed
+    expected = bootstrap_ranks(two_evaluated, definition, "score", definition.ranking.bootstrap_samples, seed=0)
+    p_value = wilcoxon_significance(two_evaluated, definition)["p_values"]["alpha"]["beta"]
+    client = site.client("alpha@example.org")
+    page = client.get(f"/leaderboard/{SANITY}")
+    rows = table_rows(page, "bootstrap")
+    assert [(r[0], r[3]) for r in rows] == [(t, f"{expected['teams'][t]['p_first']:.3f}") for t in ("alpha", "beta")]
+    assert table_rows(page, "significance") == [["", f"{p_value:.3f}"], [f"{p_value:.3f}", ""]]  # row headers are <th>
+    svg = client.get(f"/leaderboard/{SANITY}/stability.svg")
+    assert svg.status_code == 200 and svg.mimetype == "image/svg+xml" and b"<svg" in svg.data
+    assert site.client().get(f"/leaderboard/{SANITY}/stability.svg").status_code == 403  # not public yet
+    monkeypatch.setattr(charts, "bootstrap_ranks", lambda *a, **k: pytest.fail("recomputed although cached"))
+    assert client.get(f"/leaderboard/{SANITY}").status_code == 200
+    assert client.get(f"/leaderboard/{SANITY}/stability.svg").data == svg.data
+
+
+def test_no_stability_analysis_without_per_case_values(site):
+    _two_teams(site, VALIDATION)
+    client = site.client("a@example.org")
+    assert 'id="bootstrap"' not in client.get(f"/leaderboard/{VALIDATION}").get_data(as_text=True)
+    missing = client.get(f"/leaderboard/{VALIDATION}/stability.svg")
+    assert missing.status_code == 404 and "needs two ranked teams with per-case values" in text(missing)

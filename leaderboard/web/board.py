@@ -6,13 +6,14 @@ but a final-test one before it is published; anonymous visitors the phases an or
 has published (made public)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request
 from flask_login import current_user
 from sqlalchemy import select
 
 from submissions import admin, reports
-from submissions.exceptions import Forbidden
+from submissions.exceptions import Forbidden, NotFound
 from submissions.models import Phase, Role, User
+from leaderboard.web import charts
 from leaderboard.web.security import page
 
 bp = Blueprint("leaderboard", __name__, url_prefix="/leaderboard")
@@ -66,4 +67,22 @@ def phase(slug):
         user = viewer()
         data = board(session, user, slug, request.args.get("method") or None)
         team = admin.team_of(session, user, data["phase_row"].challenge_id) if user is not None else None
-        return render_template("leaderboard/phase.html", b=data, my_team=team.name if team else None)
+        stats = charts.analysis(session, data["phase_row"], data["method"], _cache())
+        return render_template("leaderboard/phase.html", b=data, my_team=team.name if team else None, stats=stats,
+                               order=[r["team"] for r in data["rows"]])
+
+
+def _cache():
+    return current_app.extensions["iugc"].settings.instance / "cache" / "ranking"
+
+
+@page(bp, "/<slug>/stability.svg", "public")
+def stability(slug):
+    """The bootstrap rank-stability chart (same visibility as the leaderboard)."""
+    with current_app.extensions["iugc"].sessions() as session:
+        data = board(session, viewer(), slug, request.args.get("method") or None)
+        stats = charts.analysis(session, data["phase_row"], data["method"], _cache())
+        if stats is None:
+            raise NotFound(f"{slug} has no rank-stability analysis: it needs two ranked teams with per-case values")
+        svg = charts.stability_svg(stats, [r["team"] for r in data["rows"]], _cache())
+    return Response(svg, mimetype="image/svg+xml", headers={"Cache-Control": "private, max-age=60"})
