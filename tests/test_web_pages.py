@@ -15,16 +15,9 @@ from sqlalchemy import func, select
 
 from submissions import admin, db, queue
 from submissions.models import AuditEntry, Membership, Submission, Team
-from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, SANITY, VALIDATION, Site, psfhs_score
+from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, SANITY, VALIDATION, psfhs_score, site  # noqa: F401 (the site fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
-
-
-@pytest.fixture
-def site(tmp_path):
-    site = Site(tmp_path)
-    yield site
-    site.close()
 
 
 def text(response) -> str:

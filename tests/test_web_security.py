@@ -17,16 +17,9 @@ from leaderboard.web.security import ACCESS, write_secret_key
 from submissions import admin, db
 from submissions.exceptions import ConfigurationError
 from submissions.models import Membership, Submission, Team, User
-from tests.web_support import ORGANIZER, PASSWORD, SANITY, Site
+from tests.web_support import ORGANIZER, PASSWORD, SANITY, Site, site  # noqa: F401 (the site fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
-
-
-@pytest.fixture
-def site(tmp_path):
-    site = Site(tmp_path)
-    yield site
-    site.close()
 
 
 def _env(monkeypatch, tmp_path, site):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from leaderboard.app import create_app
 from leaderboard.web.security import hash_password
 from submissions import admin, db, queue
@@ -72,6 +74,14 @@ class Site:
             response = client.form("/login", {"email": email, "password": PASSWORD})
             assert response.status_code == 302, response.data[:500]
         return client
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A fresh site (import it into a test module to use it)."""
+    site = Site(tmp_path)
+    yield site
+    site.close()
 
 
 class Client:
