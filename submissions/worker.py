@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -190,19 +191,37 @@ class WorkerPool:
         try:
             result = self.evaluate(job)
         except RetryableError as exc:
-            queue.release(self.sessions, job, "platform_error", f"platform error: {exc}", self.max_attempts)
+            self._until_stored(queue.release, job, "platform_error", f"platform error: {exc}", self.max_attempts)
             return
         except (CancelledError, KeyboardInterrupt):
-            queue.release(self.sessions, job, "worker_lost", "worker interrupted", self.max_attempts + 1)
+            self._until_stored(queue.release, job, "worker_lost", "worker interrupted", self.max_attempts + 1)
             raise
         except Exception as exc:  # a bug or a broken engine: the team is not at fault
             log.exception("evaluation %d crashed", job.evaluation_id)
-            queue.release(self.sessions, job, "platform_error", f"{type(exc).__name__}: {exc}", self.max_attempts)
+            self._until_stored(queue.release, job, "platform_error", f"{type(exc).__name__}: {exc}", self.max_attempts)
             return
-        if queue.finish(self.sessions, job, result, self.storage, self.version):
+        if self._until_stored(queue.finish, job, result, self.storage, self.version):
             self.completed += 1
         else:
             log.info("evaluation %d was no longer ours (cancelled or reaped); result not stored", job.evaluation_id)
+
+    def _until_stored(self, write, job: Job, *args):
+        """Write a job's outcome, retrying while the database is unreachable (a restart):
+        a computed result is not dropped for that. After ``timeout_seconds`` of failures
+        it gives up; the reaper then requeues the row (its heartbeat has stopped)."""
+        from sqlalchemy.exc import DBAPIError
+
+        deadline, pause = time.monotonic() + self.timeout_seconds, 0.2
+        while True:
+            try:
+                return write(self.sessions, job, *args)
+            except DBAPIError as exc:
+                if time.monotonic() > deadline:
+                    log.error("evaluation %d: the database stayed unreachable; leaving it to the reaper", job.evaluation_id)
+                    return False
+                log.warning("evaluation %d: storing its outcome failed (%s); retrying", job.evaluation_id, exc.orig)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_seconds):

@@ -217,3 +217,42 @@ def test_a_platform_fault_in_the_pool_is_retried_and_a_stopped_pool_gives_work_b
     release.set()
     pool.join(30)  # the late result is not stored: the row is no longer this worker's
     assert [s for _, _, s, _ in _evaluations(service).values()] == [State.queued]
+
+
+def test_a_postgresql_restart_during_a_run_loses_nothing(postgres_cluster, tmp_path):
+    name = "t_restart"
+    postgres_cluster.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    postgres_cluster.admin(f"CREATE DATABASE {name}")
+    svc = Service(postgres_cluster.url(name), tmp_path, challenge_file(tmp_path, limits={"submissions_per_day": 1000}))
+    users = [svc.participant(f"u{i}@example.org", f"team{i}") for i in range(10)]
+    for i in range(100):
+        _submit(svc, users[i % 10], i)
+
+    def slow(job):
+        time.sleep(0.05)
+        return noop_result(job)
+
+    pool = WorkerPool(svc.sessions, svc.storage, threads=3, evaluate=slow, poll_seconds=0.05, heartbeat_seconds=0.2,
+                      cleanup=False).start()
+    try:
+        deadline = time.monotonic() + 60
+        while sum(s == State.succeeded for _, _, s, _ in _evaluations(svc).values()) < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        done_before = sum(s == State.succeeded for _, _, s, _ in _evaluations(svc).values())
+        postgres_cluster.stop("fast")  # connections drop mid-transaction
+        time.sleep(3)
+
+        postgres_cluster.start()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and any(s != State.succeeded for _, _, s, _ in _evaluations(svc).values()):
+            time.sleep(0.2)
+    finally:
+        pool.stop(10)
+        pool.join(10)
+    evaluations = _evaluations(svc)
+    assert done_before < 90  # the restart came in the middle of the run
+    assert len(evaluations) == 100 and all(s == State.succeeded for _, _, s, _ in evaluations.values())
+    with svc.sessions() as session:
+        assert session.query(CaseResult).count() == 200  # each result stored once
+    svc.engine.dispose()
+    postgres_cluster.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
