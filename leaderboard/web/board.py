@@ -49,8 +49,19 @@ def board(session, user: User | None, slug: str, method: str | None) -> dict:
     data = reports.leaderboard(session, user or ANONYMOUS, slug, method)
     columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in data["rows"]) or c[0] in ("score", "dice_all")]
     ranks = [r["rank"] for r in data["rows"]]
-    return {**data, "phase_row": phase, "columns": columns, "tied": {r for r in ranks if ranks.count(r) > 1},
+    digits = {key: 0 if key == "n_cases" else 4 if key == "score" else 3 for key, _, _ in columns}
+    cells = [[(cell(r.get(key), digits[key]), "" if r.get(key) is None else r.get(key)) for key, _, _ in columns] for r in data["rows"]]
+    return {**data, "phase_row": phase, "columns": columns, "cells": cells, "tied": {r for r in ranks if ranks.count(r) > 1},
             "methods": admin.definition_of(phase.challenge).ranking.methods}
+
+
+def cell(value, digits: int) -> str:
+    """A table cell's text: the number with ``digits`` decimals, "—" when undefined.
+
+    >>> cell(0.91234, 3), cell(None, 3), cell(20, 0)
+    ('0.912', '—', '20')
+    """
+    return "—" if value is None else f"{value:.{digits}f}"
 
 
 @page(bp, "", "public")
