@@ -364,3 +364,21 @@ def test_no_stability_analysis_without_per_case_values(site):
     assert 'id="bootstrap"' not in client.get(f"/leaderboard/{VALIDATION}").get_data(as_text=True)
     missing = client.get(f"/leaderboard/{VALIDATION}/stability.svg")
     assert missing.status_code == 404 and "needs two ranked teams with per-case values" in text(missing)
+
+
+def test_an_organizer_re_evaluates_one_submission_keeping_the_old_evaluation(site):
+    site.person("a@example.org", "alpha")
+    sid = site.submission("a@example.org", SANITY, GOOD)
+    organizer = site.client(ORGANIZER)
+    assert 'action="/admin/submissions/%d/reevaluate"' % sid in organizer.get(f"/submissions/{sid}").get_data(as_text=True)
+    assert 'reevaluate' not in site.client("a@example.org").get(f"/submissions/{sid}").get_data(as_text=True)
+    assert organizer.form(f"/admin/submissions/{sid}/reevaluate", page="/admin").status_code == 302
+    with site.sessions() as session:
+        evaluations = session.get(Submission, sid).evaluations
+        assert [(e.number, e.status.value) for e in evaluations] == [(1, "succeeded"), (2, "queued")]
+    again = organizer.form(f"/admin/submissions/{sid}/reevaluate", page="/admin")
+    assert again.status_code == 302 and "still pending" in text(organizer.get(f"/submissions/{sid}"))
+    assert organizer.form("/admin/submissions/999/reevaluate", page="/admin").status_code == 404
+    assert organizer.form(f"/submissions/{sid}/cancel", page="/admin").status_code == 302  # organizers cancel too
+    with site.sessions() as session:
+        assert session.get(Submission, sid).evaluations[-1].status.value == "cancelled"

@@ -11,6 +11,7 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from submissions import admin, db, queue, reports
+from submissions.exceptions import NotFound
 from submissions.models import AuditEntry, Evaluation, Phase, State, Submission, Team, User
 from leaderboard.web.forms import ActionForm
 from leaderboard.web.security import page
@@ -52,6 +53,20 @@ def reevaluate(slug):
     current_app.extensions["iugc"].wake()
     flash(f"{len(created)} evaluation(s) of {slug} queued again; the old ones are kept.", "success")
     return redirect(url_for("admin.index"))
+
+
+@page(bp, "/submissions/<int:submission_id>/reevaluate", "organizer", methods=("POST",))
+def reevaluate_one(submission_id):
+    with _sessions()() as session:
+        submission = session.get(Submission, submission_id)
+        if submission is None:
+            raise NotFound(f"no submission {submission_id}")
+        slug = submission.phase.slug
+    created = queue.reevaluate(_sessions(), current_user.id, slug, submission_id)
+    current_app.extensions["iugc"].wake()
+    flash(f"Submission {submission_id} queued for evaluation {'again' if created else '— skipped: an evaluation is still pending'}.",
+          "success" if created else "info")
+    return redirect(url_for("submissions.detail", submission_id=submission_id))
 
 
 @page(bp, "/audit", "organizer")
