@@ -1,7 +1,8 @@
-"""`kill -9` of `iugc serve` (embedded worker) in the middle of a real containerised
-evaluation: the restarted server requeues it at once (its owner process is gone), removes
-the dead run's container, runs it again, and stores it once; nothing is lost, duplicated
-or left on the engine. Real frames, the baseline image (slowed down at start)."""
+"""`kill -9` in the middle of a real containerised evaluation, of `iugc serve` (embedded
+worker) and of a Celery `iugc worker`: the restarted process requeues it at once (its
+owner process is gone), removes the dead run's container, runs it again, and stores it
+once; nothing is lost, duplicated or left on the engine. Real frames, the baseline image
+(slowed down at start), a real redis-server for Celery."""
 from __future__ import annotations
 
 import os
@@ -17,7 +18,7 @@ from submissions import db
 from submissions.models import CaseResult, Evaluation, State, StatusChange, Submission
 from submissions.uploads import submit
 from tests.conftest import ROOT
-from tests.service_support import Service, docker_like_archive, free_port, wait_for_port
+from tests.service_support import Service, docker_like_archive, free_port, redis_server, wait_for_port  # noqa: F401
 from tests.test_service_e2e import baseline_image, dataset  # noqa: F401 (fixtures)
 
 SLOW = "iugc-test/slow-baseline:latest"
@@ -36,9 +37,13 @@ def slow_image(baseline_image, tmp_path_factory):
     engine.images.remove(SLOW, force=True)
 
 
-def _serve(env, port):
-    return subprocess.Popen([sys.executable, "-m", "iugc", "serve", "--port", str(port)], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _start(mode, env, port):
+    command = ["serve", "--port", str(port)] if mode == "embedded" else ["worker", "--concurrency", "1"]
+    process = subprocess.Popen([sys.executable, "-m", "iugc", *command], env=env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if mode == "embedded":
+        wait_for_port(port, process=process)
+    return process
 
 
 def _owned(engine, pid):
@@ -46,7 +51,8 @@ def _owned(engine, pid):
 
 
 @pytest.mark.slow
-def test_kill_9_of_serve_mid_evaluation_completes_it_once_after_a_restart(slow_image, dataset, tmp_path):
+@pytest.mark.parametrize("mode", ["embedded", "celery"])
+def test_kill_9_mid_evaluation_completes_it_once_after_a_restart(mode, slow_image, dataset, tmp_path, request):
     engine, image_id = slow_image
     url = f"sqlite:///{tmp_path / 'iugc.sqlite3'}"
     from tests.service_support import challenge_file
@@ -65,11 +71,18 @@ def test_kill_9_of_serve_mid_evaluation_completes_it_once_after_a_restart(slow_i
            "IUGC_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("IUGC_BROKER_URL", None)
     env["IUGC_SECRET_KEY"] = "k" * 40  # `iugc serve` refuses to start without one (the web sessions)
+    dispatcher = None
+    if mode == "celery":
+        from submissions.celery_queue import Dispatcher
+        from submissions.config import Settings
+
+        env["IUGC_BROKER_URL"] = request.getfixturevalue("redis_server").url
+        settings = Settings(instance=tmp_path, database_url=url, storage_url=str(svc.storage.root), broker_url=env["IUGC_BROKER_URL"])
+        dispatcher = Dispatcher(settings, svc.sessions, sweep_seconds=0.5).start()
     port = free_port()
-    first = _serve(env, port)
+    first = _start(mode, env, port)
     second = None
     try:
-        wait_for_port(port, process=first)
         deadline = time.monotonic() + 120
         while not [c for c in _owned(engine, first.pid) if c.status == "running"] and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -78,8 +91,7 @@ def test_kill_9_of_serve_mid_evaluation_completes_it_once_after_a_restart(slow_i
         first.wait(30)
         assert _owned(engine, first.pid)  # the dead run's container is still there ...
         restarted = time.monotonic()
-        second = _serve(env, port)
-        wait_for_port(port, process=second)
+        second = _start(mode, env, port)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             with svc.sessions() as session:
@@ -88,6 +100,8 @@ def test_kill_9_of_serve_mid_evaluation_completes_it_once_after_a_restart(slow_i
             time.sleep(1)
         assert _owned(engine, first.pid) == []  # ... and the restart removed it
     finally:
+        if dispatcher is not None:
+            dispatcher.stop()
         for process in (first, second):
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGTERM)
