@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import exists, insert, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from submissions.exceptions import IllegalTransition
 from submissions.models import TERMINAL, Evaluation, State, StatusChange, Submission, utcnow
@@ -89,13 +89,8 @@ def transition(
 
 
 def _mirror_on_submission(session: Session, evaluation_id: int, target: State) -> None:
-    """The submission's status follows its latest evaluation (one statement)."""
-    this = aliased(Evaluation)
-    later = aliased(Evaluation)
-    session.execute(
-        update(Submission)
-        .where(Submission.id == select(this.submission_id).where(this.id == evaluation_id).scalar_subquery())
-        .where(~exists().where(later.submission_id == Submission.id,
-                               later.number > select(this.number).where(this.id == evaluation_id).scalar_subquery()))
-        .values(status=target)
-    )
+    """The submission's status follows its latest evaluation."""
+    submission_id, number = session.execute(
+        select(Evaluation.submission_id, Evaluation.number).where(Evaluation.id == evaluation_id)).one()
+    later = exists().where(Evaluation.submission_id == submission_id, Evaluation.number > number)
+    session.execute(update(Submission).where(Submission.id == submission_id, ~later).values(status=target))

@@ -1,8 +1,9 @@
 """End to end, as an organizer and two teams would run it: `iugc db upgrade`, `iugc admin
-init/add-dataset/create-user/token`, `iugc serve` (embedded worker), teams made through
-the API, `iugc submit` of the baseline image, and the leaderboard showing the numbers
-`iugc evaluate-image` gives for the same image and data; then SIGTERM stops the server
-cleanly with no container left. Real frames, a real engine, SQLite and PostgreSQL."""
+init/add-dataset/create-user/token`, `iugc serve` (its embedded worker, or Celery with a
+real redis-server and an `iugc worker` process), teams made through the API, `iugc
+submit` of the baseline image, and the leaderboard showing the numbers `iugc
+evaluate-image` gives for the same image and data; then SIGTERM stops everything cleanly
+with no container left. Real frames, a real engine, SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.docker_support import require_engine
-from tests.service_support import database_url, free_port, postgres_cluster, wait_for_port  # noqa: F401
+from tests.service_support import database_url, free_port, postgres_cluster, redis_server, wait_for_port  # noqa: F401
 
 PHASE = "psfhs2023-sanity-check"
 N_CASES = 20
@@ -64,7 +65,8 @@ def expected(baseline_image, dataset, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_upload_to_leaderboard_gives_the_numbers_of_evaluate_image(database_url, baseline_image, dataset, expected, tmp_path):
+@pytest.mark.parametrize("mode", ["embedded", "celery"])
+def test_upload_to_leaderboard_gives_the_numbers_of_evaluate_image(mode, database_url, baseline_image, dataset, expected, tmp_path, request):
     import requests
 
     engine, image = baseline_image
@@ -72,6 +74,8 @@ def test_upload_to_leaderboard_gives_the_numbers_of_evaluate_image(database_url,
            "IUGC_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("IUGC_BROKER_URL", None)
     env["IUGC_SECRET_KEY"] = "k" * 40  # `iugc serve` refuses to start without one (the web sessions)
+    if mode == "celery":
+        env["IUGC_BROKER_URL"] = request.getfixturevalue("redis_server").url
     steps = [
         ("db", "upgrade"),
         ("admin", "init", "--challenge", "psfhs2023"),
@@ -87,8 +91,12 @@ def test_upload_to_leaderboard_gives_the_numbers_of_evaluate_image(database_url,
         tokens[email] = iugc("admin", "token", email, env=env).stdout.split()[-1]
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "iugc", "serve", "--port", str(port)], env=env, cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
+    worker = None
+    if mode == "celery":
+        worker = subprocess.Popen([sys.executable, "-m", "iugc", "worker", "--concurrency", "1"], env=env, cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_port(port, process=server)
         for email, team in (("alice@example.org", "alpha"), ("bob@example.org", "beta")):
@@ -121,12 +129,15 @@ def test_upload_to_leaderboard_gives_the_numbers_of_evaluate_image(database_url,
                                   {"Authorization": f"Bearer {tokens['alice@example.org']}"}, timeout=30).json()
         assert set(with_cases["cases"]) == set(expected["cases"])
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            out, _ = server.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            out, _ = server.communicate()
-    assert server.returncode == 0, out
-    owner = f"{socket.gethostname()}:{server.pid}"
-    assert engine.containers.list(all=True, filters={"label": f"org.iugc.owner={owner}"}) == []
+        for process in filter(None, (server, worker)):
+            process.send_signal(signal.SIGTERM)
+        for process in filter(None, (server, worker)):
+            try:
+                process.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+    assert server.returncode == 0
+    for process in filter(None, (server, worker)):
+        owner = f"{socket.gethostname()}:{process.pid}"
+        assert engine.containers.list(all=True, filters={"label": f"org.iugc.owner={owner}"}) == []

@@ -26,8 +26,7 @@ def service(database_url, tmp_path):
 def _upload(service, user_id, salt, slug=None, **kw):
     path = docker_like_archive(service.tmp / f"a{salt}.tar", str(salt), **kw)
     with open(path, "rb") as stream:
-        return submit(service.sessions, service.storage, user_id, slug or service.phases[0], stream,
-                      now=kw.pop("now", None) if "now" in kw else None)
+        return submit(service.sessions, service.storage, user_id, slug or service.phases[0], stream)
 
 
 def _upload_at(service, user_id, salt, now, slug=None):

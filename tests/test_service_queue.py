@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from submissions import db, queue
+from submissions import queue
 from submissions.exceptions import InvalidRequest, NotFound
 from submissions.models import CaseResult, Evaluation, State, Submission
 from submissions.uploads import submit
