@@ -15,9 +15,16 @@ from sqlalchemy import func, select
 
 from submissions import admin, db, queue
 from submissions.models import AuditEntry, Membership, Submission, Team
-from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, SANITY, VALIDATION, psfhs_score, site  # noqa: F401 (the site fixture)
+from tests.service_support import database_url, postgres_cluster  # noqa: F401 (fixtures)
+from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, SANITY, VALIDATION, open_site, psfhs_score
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
+
+
+@pytest.fixture
+def site(database_url, tmp_path):
+    """A fresh site, on SQLite and on PostgreSQL."""
+    yield from open_site(tmp_path, database_url)
 
 
 def text(response) -> str:

@@ -29,8 +29,8 @@ def psfhs_score(a: dict) -> float:
 
 
 class Site:
-    def __init__(self, tmp_path: Path, **config):
-        url = f"sqlite:///{tmp_path / 'web.sqlite3'}"
+    def __init__(self, tmp_path: Path, url: str | None = None, **config):
+        url = url or f"sqlite:///{tmp_path / 'web.sqlite3'}"
         self.service = Service(url, tmp_path, challenge_file(tmp_path, limits={"submissions_per_day": 5, "image_size_limit_mb": 1}))
         self.sessions, self.storage, self.tmp = self.service.sessions, self.service.storage, tmp_path
         with db.transaction(self.sessions) as session:
@@ -76,12 +76,17 @@ class Site:
         return client
 
 
-@pytest.fixture
-def site(tmp_path):
-    """A fresh site (import it into a test module to use it)."""
-    site = Site(tmp_path)
+def open_site(tmp_path: Path, url: str | None = None):
+    """A fresh site for a fixture to yield (closed afterwards)."""
+    site = Site(tmp_path, url)
     yield site
     site.close()
+
+
+@pytest.fixture
+def site(tmp_path):
+    """A fresh site on SQLite (import it into a test module to use it)."""
+    yield from open_site(tmp_path)
 
 
 class Client:
