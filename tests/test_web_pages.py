@@ -389,3 +389,16 @@ def test_an_organizer_re_evaluates_one_submission_keeping_the_old_evaluation(sit
     assert organizer.form(f"/submissions/{sid}/cancel", page="/admin").status_code == 302  # organizers cancel too
     with site.sessions() as session:
         assert session.get(Submission, sid).evaluations[-1].status.value == "cancelled"
+
+
+def test_the_kept_leaderboard_follows_new_results_and_still_checks_who_sees_it(site):
+    site.person("a@example.org", "alpha")
+    site.person("b@example.org", "beta")
+    site.submission("b@example.org", FINAL, FAIR)
+    organizer, alpha = site.client(ORGANIZER), site.client("a@example.org")
+    assert [r[1].split()[0] for r in table_rows(organizer.get(f"/leaderboard/{FINAL}"), "leaderboard")] == ["beta"]
+    assert alpha.get(f"/leaderboard/{FINAL}").status_code == 403  # kept for the organizer, still hidden from her
+    assert site.client().get(f"/leaderboard/{FINAL}").status_code == 403
+    site.submission("a@example.org", FINAL, GOOD)
+    rows = table_rows(organizer.get(f"/leaderboard/{FINAL}"), "leaderboard")
+    assert [r[1].split()[0] for r in rows] == ["alpha", "beta"] and rows[0][2] == f"{psfhs_score(GOOD):.4f}"

@@ -6,13 +6,17 @@ but a final-test one before it is published; anonymous visitors the phases an or
 has published (made public)."""
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 from flask import Blueprint, Response, current_app, render_template, request
+from markupsafe import Markup
 from flask_login import current_user
 from sqlalchemy import select
 
 from submissions import admin, reports
 from submissions.exceptions import Forbidden, NotFound
-from submissions.models import Phase, Role, User
+from submissions.models import LeaderboardEntry, Phase, Role, Team, User
 from leaderboard.web import charts
 from leaderboard.web.security import page
 
@@ -41,17 +45,54 @@ def visible(phase: Phase, user: User | None) -> bool:
     return not reports.results_hidden(phase, user)
 
 
+def fingerprint(session, phase: Phase) -> tuple:
+    """What the ranked rows depend on: each team's name and ranked evaluation (a succeeded
+    evaluation never changes; a team's entry moves to another evaluation when one succeeds)."""
+    return tuple(session.execute(select(LeaderboardEntry.team_id, Team.name, LeaderboardEntry.evaluation_id)
+                                 .join(Team, Team.id == LeaderboardEntry.team_id)
+                                 .where(LeaderboardEntry.phase_id == phase.id).order_by(LeaderboardEntry.team_id)).all())
+
+
+CACHED_BOARDS = 64
+
+
+def _cached(key, compute):
+    """``compute()``, kept per app (least recently used dropped past ``CACHED_BOARDS``)."""
+    cache, lock = current_app.extensions.setdefault("iugc_boards", (OrderedDict(), threading.Lock()))
+    with lock:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    value = compute()
+    with lock:
+        cache[key] = value
+        while len(cache) > CACHED_BOARDS * 3:  # rows, view and tables of each board
+            cache.popitem(last=False)
+    return value
+
+
 def board(session, user: User | None, slug: str, method: str | None) -> dict:
-    """The leaderboard of ``slug`` for ``user`` (None: anonymous), or Forbidden."""
+    """The leaderboard of ``slug`` for ``user`` (None: anonymous), or Forbidden.
+
+    Who may see it is checked on every call; the ranked rows are kept (``CACHED_BOARDS``)
+    by phase, method and :func:`fingerprint`, and recomputed when that changes."""
     phase = admin.phase_by_slug(session, slug)
     if user is None and not phase.results_published:
         raise Forbidden(f"the leaderboard of {slug} is not public yet; log in to see it")
-    data = reports.leaderboard(session, user or ANONYMOUS, slug, method)
+    viewer_ = user or ANONYMOUS
+    if reports.results_hidden(phase, viewer_):
+        reports.leaderboard(session, viewer_, slug, method)  # raises its Forbidden
+    key = ("rows", phase.id, method, fingerprint(session, phase))
+    data = _cached(key, lambda: reports.leaderboard(session, viewer_, slug, method))
+    return {**_cached(("view",) + key[1:], lambda: _view(data, phase)), "phase_row": phase, "key": key}
+
+
+def _view(data: dict, phase: Phase) -> dict:
     columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in data["rows"]) or c[0] in ("score", "dice_all")]
     ranks = [r["rank"] for r in data["rows"]]
     digits = {key: 0 if key == "n_cases" else 4 if key == "score" else 3 for key, _, _ in columns}
     cells = [[(cell(r.get(key), digits[key]), "" if r.get(key) is None else r.get(key)) for key, _, _ in columns] for r in data["rows"]]
-    return {**data, "phase_row": phase, "columns": columns, "cells": cells, "tied": {r for r in ranks if ranks.count(r) > 1},
+    return {**data, "columns": columns, "cells": cells, "tied": {r for r in ranks if ranks.count(r) > 1},
             "methods": admin.definition_of(phase.challenge).ranking.methods}
 
 
@@ -79,8 +120,11 @@ def phase(slug):
         data = board(session, user, slug, request.args.get("method") or None)
         team = admin.team_of(session, user, data["phase_row"].challenge_id) if user is not None else None
         stats = charts.analysis(session, data["phase_row"], data["method"], _cache())
-        return render_template("leaderboard/phase.html", b=data, my_team=team.name if team else None, stats=stats,
-                               order=[r["team"] for r in data["rows"]])
+        my_team = team.name if team else None
+        organizer = user is not None and user.role == Role.organizer
+        table = _cached(("table", *data["key"][1:], my_team, organizer),
+                        lambda: Markup(render_template("leaderboard/_table.html", b=data, my_team=my_team, organizer=organizer)))
+        return render_template("leaderboard/phase.html", b=data, table=table, stats=stats, order=[r["team"] for r in data["rows"]])
 
 
 def _cache():
