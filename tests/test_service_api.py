@@ -10,7 +10,7 @@ import pytest
 from leaderboard.app import create_app
 from submissions import admin, db, queue
 from submissions.exceptions import SchemaNotCurrent
-from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster  # noqa: F401
+from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster, s3_endpoint  # noqa: F401
 
 SANITY, VALIDATION, FINAL = "svc-sanity-check", "svc-validation", "svc-final-test"
 
@@ -216,3 +216,29 @@ def test_an_unknown_api_path_is_json_and_the_app_refuses_an_unmigrated_database(
     assert response.status_code == 404 and "openapi.json" in response.json["error"]
     with pytest.raises(SchemaNotCurrent, match="iugc db upgrade"):
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}", "INSTANCE": str(tmp_path)})
+
+
+def test_uploads_go_to_an_s3_store_when_configured(database_url, tmp_path, monkeypatch, request):
+    import uuid
+
+    from tests.service_support import s3_client
+
+    endpoint = request.getfixturevalue("s3_endpoint")
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"iugc-{uuid.uuid4().hex[:10]}"
+    s3_client(endpoint).create_bucket(Bucket=bucket)
+    svc = Service(database_url, tmp_path, challenge_file(tmp_path))
+    app = create_app({"DATABASE_URL": database_url, "STORAGE_URL": f"s3://{bucket}/archives", "S3_ENDPOINT_URL": endpoint,
+                      "INSTANCE": str(tmp_path)})
+    svc.client, store = app.test_client(), app.extensions["iugc"].storage
+    alpha = _token(svc, "a@example.org", "alpha")
+    assert _upload(svc, alpha, "t", extra=[("../x", b"x")]).status_code == 422
+    assert store.keys() == []
+    accepted = _upload(svc, alpha, 1)
+    assert accepted.status_code == 202
+    status = svc.client.get(f"/api/v1/submissions/{accepted.json['id']}", headers=alpha).json
+    assert store.keys() == [status["archive_sha256"]]
+    assert list((tmp_path / "staging").glob("*")) == []  # staged, checked, uploaded, removed
+    app.extensions["iugc"].engine.dispose()
+    svc.engine.dispose()
