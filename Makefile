@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml setup.py evaluator/_fastmetrics.c
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/iugc demo
+	$(BIN)/iugc demo-site
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q

@@ -219,6 +219,7 @@ def upload_to_score() -> tuple[float, float] | None:
         env = {**os.environ, "IUGC_INSTANCE": str(tmp / "instance"), "PYTHONPATH": str(ROOT)}
         for var in ("IUGC_DATABASE_URL", "IUGC_BROKER_URL", "IUGC_STORAGE_URL"):
             env.pop(var, None)
+        env["IUGC_SECRET_KEY"] = "k" * 40  # `iugc serve` refuses to start without one (the web sessions)
 
         def iugc(*args, stdin=None):
             run = subprocess.run([sys.executable, "-m", "iugc", *args], env=env, input=stdin, capture_output=True, text=True)

@@ -33,6 +33,20 @@ def demo_cmd(workdir, data, cases):
     run_demo(workdir, data, cases)
 
 
+@main.command("demo-site")
+@click.option("--instance", type=click.Path(path_type=Path), default=Path(".demo/instance"), show_default=True,
+              help="Instance folder: database, storage, data, secret key, credentials (kept between runs).")
+@click.option("--cases", type=int, default=20, show_default=True, help="Frames per phase (real when ../shared/data/psfhs exists).")
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--no-serve", is_flag=True, help="Prepare everything, print the credentials, do not serve.")
+def demo_site_cmd(instance, cases, port, no_serve):
+    """The leaderboard site with challenges, data, an organizer, a demo team, the baseline
+    and stand-in teams ranked, served at http://127.0.0.1:PORT (what `make demo` runs)."""
+    from iugc.site_demo import run_site_demo
+
+    run_site_demo(instance, cases, port, serve=not no_serve)
+
+
 main.add_command(baseline_group)
 main.add_command(challenge_group)
 main.add_command(data_group)

@@ -3,7 +3,7 @@
 The app reads its settings from the environment (``submissions.config.Settings``) unless
 ``test_config`` gives them (``DATABASE_URL``, ``STORAGE_URL``, ``INSTANCE``), refuses a
 database whose schema is not current (run ``iugc db upgrade``), and registers the ``api``
-blueprint. Uploads are parsed by Werkzeug into a temporary file (kept in memory only up
+blueprint and the web pages (``leaderboard.web``; outside tests it needs a secret key). Uploads are parsed by Werkzeug into a temporary file (kept in memory only up
 to 500 KB), then streamed to the staging folder; never held whole in memory.
 """
 from __future__ import annotations
@@ -49,4 +49,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     storage = open_storage(settings.storage_url, settings.instance, settings.s3_endpoint_url)
     app.extensions["iugc"] = ServiceContext(settings, engine, db.session_factory(engine), storage)
     app.register_blueprint(api)
+    from leaderboard.web import init_web
+
+    init_web(app, settings.instance, test_config)
     return app

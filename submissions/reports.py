@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from evaluator.ranking import rank_teams
 from submissions import admin
-from submissions.exceptions import Forbidden, NotFound
+from submissions.exceptions import Forbidden, InvalidRequest, NotFound
 from submissions.models import TERMINAL, Evaluation, LeaderboardEntry, Phase, Role, State, Submission, Team, User
 from submissions.uploads import quota
 
@@ -105,15 +105,17 @@ def submission_cases(session: Session, user: User, submission_id: int) -> dict:
     return {"id": submission.id, "evaluation": result.number if result else None, "cases": cases}
 
 
-def leaderboard(session: Session, user: User, slug: str) -> dict:
-    """Ranked rows, one per team, by the challenge's first ranking method: each team's
-    best-scoring submission (its latest successful evaluation; ties: the later submission),
-    read from ``leaderboard_entries``."""
+def leaderboard(session: Session, user: User, slug: str, method: str | None = None) -> dict:
+    """Ranked rows, one per team, by ``method`` (default the challenge's first ranking
+    method): each team's best-scoring submission (its latest successful evaluation; ties:
+    the later submission), read from ``leaderboard_entries``."""
     phase = admin.phase_by_slug(session, slug)
     if results_hidden(phase, user):
         raise Forbidden(f"the results of {slug} are not published yet")
     definition = admin.definition_of(phase.challenge)
-    method = definition.ranking.methods[0]
+    if method is not None and method not in definition.ranking.methods:
+        raise InvalidRequest(f"ranking method must be one of {', '.join(definition.ranking.methods)}, got {method!r}")
+    method = method or definition.ranking.methods[0]
     entries = session.execute(
         select(LeaderboardEntry.submission_id, Team.name, Evaluation.aggregates)
         .join(Team, Team.id == LeaderboardEntry.team_id).join(Evaluation, Evaluation.id == LeaderboardEntry.evaluation_id)

@@ -24,6 +24,7 @@ def env(tmp_path):
     environ = {**os.environ, "IUGC_INSTANCE": str(tmp_path / "instance")}
     for name in ("IUGC_DATABASE_URL", "IUGC_BROKER_URL", "IUGC_STORAGE_URL", "IUGC_SERVER", "IUGC_TOKEN"):
         environ.pop(name, None)
+    environ["IUGC_SECRET_KEY"] = "k" * 40  # `iugc serve` refuses to start without one (the web sessions)
     return environ
 
 

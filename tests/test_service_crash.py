@@ -70,6 +70,7 @@ def test_kill_9_mid_evaluation_completes_it_once_after_a_restart(mode, slow_imag
     env = {**os.environ, "IUGC_INSTANCE": str(tmp_path), "IUGC_DATABASE_URL": url, "IUGC_STORAGE_URL": str(svc.storage.root),
            "IUGC_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("IUGC_BROKER_URL", None)
+    env["IUGC_SECRET_KEY"] = "k" * 40  # `iugc serve` refuses to start without one (the web sessions)
     dispatcher = None
     if mode == "celery":
         from submissions.celery_queue import Dispatcher

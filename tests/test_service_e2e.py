@@ -73,6 +73,7 @@ def test_upload_to_leaderboard_gives_the_numbers_of_evaluate_image(mode, databas
     env = {**os.environ, "IUGC_INSTANCE": str(tmp_path / "instance"), "IUGC_DATABASE_URL": database_url,
            "IUGC_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("IUGC_BROKER_URL", None)
+    env["IUGC_SECRET_KEY"] = "k" * 40  # `iugc serve` refuses to start without one (the web sessions)
     if mode == "celery":
         env["IUGC_BROKER_URL"] = request.getfixturevalue("redis_server").url
     steps = [
