@@ -3,7 +3,7 @@ import sys
 
 from tests.conftest import ROOT
 
-COMMANDS = ["admin", "baseline", "biometry", "challenge", "data", "db", "demo", "docker", "evaluate", "evaluate-image", "kit", "rank",
+COMMANDS = ["admin", "baseline", "biometry", "challenge", "data", "db", "demo", "demo-site", "docker", "evaluate", "evaluate-image", "kit", "rank",
             "serve", "submit", "worker"]
 
 
