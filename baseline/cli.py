@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 
-FINETUNE_LR = 1e-4  # chosen on benchmarks/finetune_new_scanner.py (docs/baseline.md)
+FINETUNE_LR = 3e-4  # chosen on benchmarks/finetune_new_scanner.py (docs/baseline.md)
 
 
 def _train_options(f, *, finetune: bool = False):
