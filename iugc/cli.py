@@ -1,6 +1,7 @@
 """Entry point of the `iugc` console script."""
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import click
@@ -11,7 +12,31 @@ from data_manifest.cli import data_group
 from evaluator.cli import biometry_cmd, docker_group, evaluate_cmd, evaluate_image_cmd, rank_cmd
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class _Cancellable(click.Group):
+    """Every command ends promptly on SIGINT and SIGTERM with exit status 130.
+
+    Both signals raise KeyboardInterrupt in the main process, so each command's own
+    clean-up runs (temporary files removed, staging folders aborted, worker pools
+    terminated). SIGINT is set here, not left to Python's default: a command started in
+    the background (`cmd &`, many supervisors) inherits SIGINT ignored, and `kill -INT`
+    then killed only its pool workers and left it waiting forever. Click's own handling
+    would print "Aborted!" and exit 1."""
+
+    def invoke(self, ctx):
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("cancelled: interrupted; nothing half-written was left behind", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Cancellable, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """IUGC challenge platform: data, evaluation and ranking for intrapartum ultrasound.
 
