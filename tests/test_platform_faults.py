@@ -169,3 +169,24 @@ def test_an_image_without_a_command_is_rejected_as_the_teams(engine, dataset):
         docker_engine.remove_image(engine, tag)
     assert result["status"] == "failed" and result["failure"] == "image_rejected"
     assert "No command specified" in result["error"], json.dumps(result)[:500]
+
+
+def test_a_full_work_disk_is_a_platform_error(engine, inert, dataset, tmp_path, monkeypatch):
+    """The frames do not fit in the work folder (a 256 KB tmpfs): ENOSPC while preparing
+    /input is the platform's, and the job folder is removed."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        monkeypatch.setenv("IUGC_WORK_DIR", str(small))
+        limits = Limits(time_limit_seconds=60, memory_mb=256, cpus=1, pids_limit=32, output_limit_mb=10)
+        with pytest.raises(RetryableError) as caught:
+            evaluate_image(inert, dataset, IUGC24, limits, engine=engine, cache_dir=None, jobs=1)
+        assert "No space left on device" in str(caught.value) and not isinstance(caught.value, SubmissionError)
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
