@@ -110,7 +110,7 @@ def test_baseline_train_ends_on_a_signal_with_whole_checkpoints(psfhs_dir, tmp_p
     torch = pytest.importorskip("torch")
     from data_manifest.importers import import_dataset
     from data_manifest.manifest import load_manifest, write_manifest
-    from data_manifest.split import split_by_blocks
+    from data_manifest.split import parse_blocks, split_by_blocks
 
     source = tmp_path / "source"
     for sub in ("images", "masks"):
@@ -119,7 +119,7 @@ def test_baseline_train_ends_on_a_signal_with_whole_checkpoints(psfhs_dir, tmp_p
             (source / sub / f"{case_id}.png").symlink_to(psfhs_dir / sub / f"{case_id}.png")
     ds = tmp_path / "ds"
     import_dataset("png", source, ds, progress=False)
-    write_manifest(ds, split_by_blocks(load_manifest(ds), {"train": ("03744", "04300"), "validation": ("04301", "04401")}))
+    write_manifest(ds, split_by_blocks(load_manifest(ds), parse_blocks("train=03744-04300,validation=04301-04401")))
     run_dir = tmp_path / "run"
     worker = start(["baseline", "train", "--data", ds, "--out", run_dir, "--epochs", "200", "--size", "64",
                     "--batch-size", "2", "--decoder-channels", "16,8,8,8,8"])

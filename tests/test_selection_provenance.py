@@ -13,7 +13,7 @@ import pytest
 from challenge.definition import load_challenge
 from data_manifest.importers import import_dataset
 from data_manifest.manifest import load_manifest, write_manifest
-from data_manifest.split import split_by_blocks
+from data_manifest.split import parse_blocks, split_by_blocks
 from tests.conftest import ROOT
 
 IDS_TRAIN = ["03744", "03745", "03746", "03747"]
@@ -35,7 +35,7 @@ def split_data(psfhs_dir, tmp_path_factory):
             (source / sub / f"{case_id}.png").symlink_to(psfhs_dir / sub / f"{case_id}.png")
     ds = root / "ds"
     import_dataset("png", source, ds, progress=False)
-    write_manifest(ds, split_by_blocks(load_manifest(ds), {"train": ("03744", "04300"), "validation": ("04301", "04401")}))
+    write_manifest(ds, split_by_blocks(load_manifest(ds), parse_blocks("train=03744-04300,validation=04301-04401")))
     preds = root / "preds"
     preds.mkdir()
     for case_id in IDS_TRAIN + IDS_VAL:
