@@ -1,26 +1,31 @@
 """`iugc baseline`: train, fine-tune and predict with the reference network."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
 
 
-def _train_options(f):
-    for option in reversed([
+FINETUNE_LR = 1e-4  # chosen on benchmarks/finetune_new_scanner.py (docs/baseline.md)
+
+
+def _train_options(f, *, finetune: bool = False):
+    """The options train and finetune share; architecture options only for training from
+    scratch (fine-tuning keeps the checkpoint's), and fine-tuning's own learning rate."""
+    options = [
         click.option("--data", required=True, type=click.Path(path_type=Path), help="Canonical dataset with train/validation splits (`iugc data split`)."),
         click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="RUN_DIR: log.csv, curves.png, last.pt, best.pt."),
-        click.option("--epochs", type=int, default=40, show_default=True),
+        click.option("--epochs", type=int, default=10 if finetune else 40, show_default=True),
         click.option("--batch-size", type=int, default=16, show_default=True),
-        click.option("--lr", type=float, default=1e-3, show_default=True),
+        click.option("--lr", type=float, default=FINETUNE_LR if finetune else 1e-3, show_default=True,
+                     help="Peak learning rate (AdamW, cosine schedule)."),
+        click.option("--warmup-epochs", type=float, default=1.0 if finetune else 0.0, show_default=True,
+                     help="Epochs over which the learning rate rises linearly to --lr."),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
         click.option("--amp", is_flag=True, help="Mixed precision: float16 on CUDA, bfloat16 on CPU (about 2x faster on CPUs with AVX512-BF16 or AMX; slower elsewhere, with a warning)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--resume", is_flag=True, help="Continue from RUN_DIR/last.pt after a kill."),
-        click.option("--size", type=int, default=256, show_default=True, help="Network input size (multiple of 32)."),
-        click.option("--encoder", "encoder_name", default="resnet18", show_default=True,
-                     help="smp encoder name (the shipped weights: resnet18; the issue's plain reference: resnet34)."),
-        click.option("--encoder-weights", default=None, help="Pretrained encoder weights to download (e.g. imagenet); default: from scratch."),
         click.option("--ema-decay", type=float, default=0.99, show_default=True,
                      help="Validate and save an exponential moving average of the weights (0: the raw weights)."),
         click.option("--workers", type=int, default=0, show_default=True,
@@ -32,9 +37,20 @@ def _train_options(f):
         click.option("--style-noise", type=float, default=0.0, show_default=True,
                      help="Probability per training step of perturbing the shallow encoder features' per-channel "
                           "mean and spread (DSU; against a new scanner's look; ResNet encoders; 0: off)."),
-        click.option("--decoder-channels", default="128,64,32,16,8", show_default=True,
-                     help="Decoder widths, one per encoder stage (smp's default, 256,128,64,32,16, is slower on CPU)."),
-    ]):
+    ]
+    if not finetune:
+        options += [
+            click.option("--size", type=int, default=256, show_default=True, help="Network input size (multiple of 32)."),
+            click.option("--encoder", "encoder_name", default="resnet18", show_default=True,
+                         help="smp encoder name (the shipped weights: resnet18; the issue's plain reference: resnet34)."),
+            click.option("--encoder-weights", default=None, help="Pretrained encoder weights to download (e.g. imagenet); default: from scratch."),
+            click.option("--decoder-channels", default="128,64,32,16,8", show_default=True,
+                         help="Decoder widths, one per encoder stage (smp's default, 256,128,64,32,16, is slower on CPU)."),
+            click.option("--refit", is_flag=True,
+                         help="Train on the train and validation splits together, with no validation; RUN_DIR/best.pt is "
+                              "the weight average after the last epoch (give --epochs of the split run it refits)."),
+        ]
+    for option in reversed(options):
         f = option(f)
     return f
 
@@ -49,8 +65,9 @@ def _check_device(device: str) -> None:
                                      param_hint="--device")
 
 
-def _check_training_data(data: Path) -> None:
-    """The dataset exists, has a valid manifest and both a train and a validation split."""
+def _check_training_data(data: Path, *, validation: bool = True) -> None:
+    """The dataset exists, has a valid manifest, a train split and (unless refitting) a
+    validation split."""
     from data_manifest.manifest import ManifestError, load_manifest
 
     try:
@@ -58,7 +75,7 @@ def _check_training_data(data: Path) -> None:
     except ManifestError as exc:
         raise click.BadParameter(str(exc), param_hint="--data") from None
     counts = {name: sum(1 for c in manifest.cases if c.split == name) for name in ("train", "validation", "unassigned")}
-    missing = [name for name in ("train", "validation") if counts[name] == 0]
+    missing = [name for name in ("train", "validation")[: 2 if validation else 1] if counts[name] == 0]
     if missing:
         shown = ", ".join(f"{k} {v}" for k, v in counts.items())
         raise click.BadParameter(
@@ -70,8 +87,10 @@ def _config(options: dict):
     from baseline.train import TrainConfig
 
     _check_device(options["device"])
-    _check_training_data(Path(options["data"]))
+    _check_training_data(Path(options["data"]), validation=not options.get("refit"))
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
+    if "decoder_channels" not in options:  # fine-tuning: the checkpoint's architecture replaces these
+        return TrainConfig(**options)
     try:
         channels = [int(c) for c in options.pop("decoder_channels").split(",")]
     except ValueError:
@@ -91,11 +110,14 @@ def train_cmd(**options):
     from baseline.train import train
 
     best = train(_config(options))
-    click.echo(f"best epoch {best.get('epoch')}: PSFHS score {best.get('psfhs_score')}, Dice {best.get('dice')}")
+    if options["refit"]:
+        click.echo(f"refit: {options['out']}/best.pt holds the weight average after epoch {best.get('epoch')}")
+    else:
+        click.echo(f"best epoch {best.get('epoch')}: PSFHS score {best.get('psfhs_score')}, Dice {best.get('dice')}")
 
 
 @baseline_group.command("finetune")
-@_train_options
+@partial(_train_options, finetune=True)
 @click.option("--from", "init_from", required=True,
               help="'default' (the shipped weights) or a checkpoint (RUN_DIR/best.pt); its architecture and input size are kept.")
 @click.option("--freeze-encoder", is_flag=True, help="Train only the decoder and heads.")
@@ -103,8 +125,9 @@ def finetune_cmd(**options):
     """Fine-tune the shipped weights or a checkpoint on your own data.
 
     Import your data first (`iugc data import`, any supported layout) and split it
-    (`iugc data split`); the encoder/decoder options are ignored here, the checkpoint's
-    architecture is kept.
+    (`iugc data split`); the checkpoint's architecture and input size are kept. The
+    starting weights are measured on the validation split first (epoch 0 in log.csv) and
+    stay RUN_DIR/best.pt unless an epoch beats them.
     """
     from baseline.train import train
 
@@ -112,7 +135,10 @@ def finetune_cmd(**options):
         best = train(_config(options))
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"best epoch {best.get('epoch')}: PSFHS score {best.get('psfhs_score')}")
+    if best.get("epoch") == 0:
+        click.echo(f"no epoch beat the starting weights (PSFHS score {best.get('psfhs_score')}): best.pt holds them unchanged")
+    else:
+        click.echo(f"best epoch {best.get('epoch')}: PSFHS score {best.get('psfhs_score')}")
 
 
 @baseline_group.command("export")
@@ -121,10 +147,13 @@ def finetune_cmd(**options):
               help="onnx: for ONNX Runtime (what the submission container runs); fp16 / int8: compact weights to ship "
                    "(int8: convolution weights per output channel, a quarter of float32).")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="The file to write (.onnx or .pt).")
-def export_cmd(weights, fmt, out):
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def export_cmd(weights, fmt, out, force):
     """Export the network for ONNX Runtime, or as compact fp16/int8 weights (no optimizer state)."""
     from baseline.export import export_onnx, export_release
 
+    if out.exists() and not force:
+        raise click.ClickException(f"{out} exists; choose another --out, or pass --force to replace it")
     try:
         if fmt == "onnx":
             export_onnx(weights, out)

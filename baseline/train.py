@@ -1,6 +1,12 @@
 """`iugc baseline train` / `finetune`: training with validation through the evaluator,
 a CSV log, a plot of the curves, best-checkpoint selection on the PSFHS score, and
-resumption after a kill (from RUN_DIR/last.pt)."""
+resumption after a kill (from RUN_DIR/last.pt).
+
+Fine-tuning measures the starting weights first (epoch 0 in the log) and keeps them as
+``best.pt`` unless an epoch beats them, so a fine-tune that hurts never replaces good
+weights. A refit (``refit=True``) trains on the train and validation splits together
+with no validation, and ``best.pt`` is the weight average after the last epoch: the
+epoch count comes from a split run, whose held-out figures describe it."""
 from __future__ import annotations
 
 import csv
@@ -29,7 +35,7 @@ from evaluator.scores import CaseTable, aggregate, biometry_values, challenge_sc
 
 LOG_COLUMNS = [
     "epoch", "train_loss", "dice", "hd", "asd", "aop_error_ellipse", "aop_error_contour", "hsd_error",
-    "accuracy", "auc", "psfhs_score", "seconds",
+    "accuracy", "auc", "psfhs_score", "seconds", "lr",
 ]
 
 
@@ -59,6 +65,8 @@ class TrainConfig:
     val_every: int = 1
     boundary_weight: float = 0.0
     style_noise: float = 0.0
+    warmup_epochs: float = 0.0
+    refit: bool = False
 
 
 def cpu_has_bfloat16() -> bool:
@@ -247,6 +255,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
 
     if config.val_every < 1:  # before anything is built or written
         raise ValueError(f"val_every must be at least 1, got {config.val_every}")
+    if config.warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be at least 0, got {config.warmup_epochs}")
+    if config.refit:
+        config = replace(config, train_splits=sorted({*config.train_splits, *config.val_splits}), val_splits=[])
     init_state = None
     if config.init_from:
         config, init_state = _from_checkpoint(config)
@@ -281,8 +293,10 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     if config.workers:
         train_set.preload()  # the workers are forked every epoch: they inherit the decoded frames
     # validated as `iugc baseline predict` predicts (smoothed), so the best epoch is the best for prediction
-    val_set = FrameDataset(config.data, tuple(config.val_splits), config.size, smooth=SMOOTH)
+    val_set = None if config.refit else FrameDataset(config.data, tuple(config.val_splits), config.size, smooth=SMOOTH)
     rows, start, best, truths = [], 0, {"psfhs_score": -np.inf}, {}
+    steps_per_epoch = -(-len(train_set) // config.batch_size)
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     last = out / "last.pt"
     if config.resume and last.is_file():
         state = torch.load(last, map_location=device, weights_only=False)
@@ -295,6 +309,18 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         torch.set_rng_state(state["torch_rng"])
     out.mkdir(parents=True, exist_ok=True)  # only now: a bad option or encoder above leaves no RUN_DIR behind
     (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
+    if init_state is not None and start == 0 and val_set is not None:
+        # the starting weights are the ones to beat: a fine-tune that only hurts leaves them as best.pt
+        began = time.time()
+        figures = validate(average.model, val_set, device, truths)
+        row = {"epoch": 0, "train_loss": None, "seconds": round(time.time() - began, 2)}
+        row.update({k: figures.get(k) for k in LOG_COLUMNS if k not in row})
+        rows.append(row)
+        _write_log(out / "log.csv", rows)
+        if figures.get("psfhs_score") is not None:
+            best = dict(row)
+            _atomic_torch_save({"model": average.model.state_dict(), "model_config": model.config, "epoch": -1,
+                                "rows": rows, "size": config.size}, out / "best.pt")
     for epoch in range(start, config.epochs):
         began = time.time()
         model.train()
@@ -304,7 +330,18 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                             pin_memory=device == "cuda",
                             generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
         losses = []
-        for images, masks, standard in tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress):
+        scheduled = scheduler.get_last_lr()
+        for step, (images, masks, standard) in enumerate(
+                tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)):
+            global_step = epoch * steps_per_epoch + step
+            if global_step < warmup_steps:  # linear warm-up on top of the cosine schedule
+                for group, lr in zip(optimizer.param_groups, scheduled):
+                    group["lr"] = lr * (global_step + 1) / (warmup_steps + 1)
+            elif global_step == warmup_steps and warmup_steps:
+                for group, lr in zip(optimizer.param_groups, scheduled):
+                    group["lr"] = lr
+            if step == 0:
+                first_lr = optimizer.param_groups[0]["lr"]  # logged: the warm-up and schedule can be read off log.csv
             images = images.to(device, memory_format=torch.channels_last)
             masks, standard = masks.to(device), standard.to(device)
             with torch.autocast(device_type=device, dtype=amp_dtype, enabled=config.amp):
@@ -316,17 +353,20 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             scaler.update()
             average.update(model)
             losses.append(float(loss.detach()))
+        for group, lr in zip(optimizer.param_groups, scheduled):
+            group["lr"] = lr  # the cosine schedule steps from its own value, never from a warm-up's
         scheduler.step()
-        validating = (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+        validating = val_set is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs)
         figures = validate(average.model, val_set, device, truths) if validating else {}
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - began, 2)}
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - began, 2),
+               "lr": first_lr}
         row.update({k: figures.get(k) for k in LOG_COLUMNS if k not in row})
         rows.append(row)
         _write_log(out / "log.csv", rows)
         plot_curves(rows, out / "curves.png")
         state = {"model": average.model.state_dict(), "model_config": model.config, "epoch": epoch, "rows": rows}
         score = figures.get("psfhs_score")
-        if score is not None and score > best["psfhs_score"]:
+        if (score is not None and score > best["psfhs_score"]) or (config.refit and epoch + 1 == config.epochs):
             best = dict(row)
             _atomic_torch_save({**state, "size": config.size}, out / "best.pt")
         _atomic_torch_save(

@@ -56,16 +56,17 @@ def subset(source: Path, dest: Path, keep) -> Path:
     return dest
 
 
-def make_dataset(work: Path, blocks: str) -> Path:
-    """PSFHS imported into ``work``, split by id ``blocks`` (as `iugc data split --blocks`),
-    with non-standard frames generated from every frame's split (`--per-frame 0.5`, seed 0):
+def make_dataset(work: Path, blocks: str, *, subset: bool = False) -> Path:
+    """PSFHS imported into ``work``, split by id ``blocks`` (as `iugc data split --blocks`;
+    ``subset``: the blocks may leave frames out, `--allow-unassigned`), with non-standard
+    frames generated from every frame's split (`--per-frame 0.5`, seed 0):
     ``work/psfhs-ns``, reused when it is already there."""
     dataset = work / "psfhs-ns"
     if not (dataset / "manifest.json").is_file():
         work.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(work / "psfhs", ignore_errors=True)
         iugc("data", "import", "--layout", "png", "--source", str(PSFHS), "--dest", str(work / "psfhs"))
-        iugc("data", "split", str(work / "psfhs"), "--blocks", blocks)
+        iugc("data", "split", str(work / "psfhs"), "--blocks", blocks, *(["--allow-unassigned"] if subset else []))
         iugc("data", "nonstandard", "--source", str(work / "psfhs"), "--dest", str(dataset), "--per-frame", "0.5", "--seed", "0")
     return dataset
 

@@ -5,7 +5,10 @@ beside AdaBN (`--adapt-bn`: no labels, BatchNorm statistics of the later clips' 
 without the default smoothing (`--smooth 0`),
 through `iugc baseline finetune` + `iugc baseline predict` + `iugc evaluate`.
 
-    python benchmarks/finetune_new_scanner.py [--weights default] [--epochs 10] [--lr 3e-4]
+    python benchmarks/finetune_new_scanner.py [--weights default] [--epochs 10] [--lr 1e-4 3e-4 1e-3]
+
+Each --lr is a fine-tune of its own (with `iugc baseline finetune`'s default warm-up);
+the first is the CLI's default.
 
 The two scanners are told apart by the grey-scale bar the first one draws at the left edge
 of every frame (`scanner_of`): ids 03744-04301 show it, 04302-04401 do not (and have a
@@ -22,6 +25,8 @@ import shutil
 from pathlib import Path
 
 from baseline_card import PSFHS, ROOT, iugc, make_dataset, split_subsets
+
+from baseline.cli import FINETUNE_LR
 
 
 def scanner_of(image) -> str:
@@ -57,31 +62,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="default")
     parser.add_argument("--epochs", default="10")
-    parser.add_argument("--lr", default="3e-4")
+    parser.add_argument("--lr", nargs="+", default=[str(FINETUNE_LR)], help="Peak learning rates, one fine-tune each.")
     parser.add_argument("--work", type=Path, default=ROOT / ".bench" / "scanner")
     args = parser.parse_args()
     print("frames per scanner:", scanner_counts(), flush=True)
     work = args.work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    dataset = make_dataset(work, "train=04302-04343,validation=04344-04401")
+    dataset = make_dataset(work, "train=04302-04343,validation=04344-04401", subset=True)
     held_out, _ = split_subsets(dataset, work, "validation")
     before = measure(args.weights, held_out, work)
     before_plain = measure(args.weights, held_out, work, "--smooth", "0")
     adapted = measure(args.weights, held_out, work, "--adapt-bn")  # no labels: BatchNorm statistics of the held-out frames
-    iugc("baseline", "finetune", "--from", args.weights, "--data", str(dataset), "--out", str(work / "run"),
-         "--epochs", args.epochs, "--lr", args.lr, "--seed", "0")
-    # last.pt, not best.pt: best.pt is chosen on the validation split, which is the held-out block here
-    after = measure(str(work / "run" / "last.pt"), held_out, work)
-    # fine-tuning trains on unsmoothed frames, as training does; prediction smooths by default (baseline.frames.SMOOTH)
-    after_plain = measure(str(work / "run" / "last.pt"), held_out, work, "--smooth", "0")
+    rows = [("before fine-tuning", before), ("before, --smooth 0", before_plain), ("AdaBN, no labels", adapted)]
+    for lr in args.lr:
+        run = work / f"run-lr{lr}"
+        iugc("baseline", "finetune", "--from", args.weights, "--data", str(dataset), "--out", str(run),
+             "--epochs", args.epochs, "--lr", lr, "--seed", "0")
+        # last.pt, not best.pt: best.pt is chosen on the validation split, which is the held-out block here
+        rows.append((f"after, lr {lr}", measure(str(run / "last.pt"), held_out, work)))
+        # fine-tuning trains on unsmoothed frames, as training does; prediction smooths by default (baseline.frames.SMOOTH)
+        rows.append((f"after, lr {lr}, --smooth 0", measure(str(run / "last.pt"), held_out, work, "--smooth", "0")))
     print(f"second scanner, held-out ids 04344-04401 ({before['n_cases']} frames); "
           f"fine-tuned on ids 04302-04343 (+ generated non-standard frames) for {args.epochs} epochs, last epoch kept")
-    print(f"{'':<22}" + " ".join(f"{k:>10}" for k in KEYS))
-    rows = (("before fine-tuning", before), ("before, --smooth 0", before_plain), ("AdaBN, no labels", adapted),
-            ("after fine-tuning", after), ("after, --smooth 0", after_plain))
+    print(f"{'':<30}" + " ".join(f"{k:>10}" for k in KEYS))
     for name, figures in rows:
-        print(f"{name:<22}" + " ".join(f"{figures[k]:>10.4f}" for k in KEYS))
+        print(f"{name:<30}" + " ".join(f"{figures[k]:>10.4f}" for k in KEYS))
 
 
 if __name__ == "__main__":

@@ -61,13 +61,17 @@ def verify_cmd(dataset):
 
 @data_group.command("split")
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--blocks", help='Contiguous id blocks, e.g. "train=03744-04300,validation=04301-04401".')
+@click.option("--blocks", help='Contiguous id blocks, e.g. "train=03744-04300,validation=04301-04401"; "+" joins several blocks of one split: "train=03744-04205+04302-04343,...".')
 @click.option("--by-video", "fractions", help='Whole videos in fractions, e.g. "train=0.8,validation=0.2".')
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the video shuffle.")
-def split_cmd(dataset, blocks, fractions, seed):
+@click.option("--allow-unassigned", is_flag=True, help="Write the split even when some cases fall in no block or a split gets no case (they stay 'unassigned').")
+def split_cmd(dataset, blocks, fractions, seed, allow_unassigned):
     """Assign train/validation/test splits in DATASET's manifest.
 
     Never by random frames: neighbouring frames of a clip would leak across the split.
+    Generated frames (`iugc data nonstandard`) follow the frame they were made from. A
+    split that leaves cases unassigned or a split empty is refused (nothing is written)
+    unless --allow-unassigned.
     """
     from data_manifest.manifest import ManifestError, load_manifest, write_manifest
     from data_manifest.split import parse_blocks, split_by_blocks, split_by_video
@@ -77,13 +81,16 @@ def split_cmd(dataset, blocks, fractions, seed):
     try:
         manifest = load_manifest(dataset)
         if blocks:
-            updated = split_by_blocks(manifest, parse_blocks(blocks))
+            updated = split_by_blocks(manifest, parse_blocks(blocks), allow_unassigned=allow_unassigned)
         else:
             parsed = {}
             for part in fractions.split(","):
                 key, _, value = part.partition("=")
-                parsed[key.strip()] = float(value)
-            updated = split_by_video(manifest, parsed, seed)
+                try:
+                    parsed[key.strip()] = float(value)
+                except ValueError:
+                    raise ValueError(f"bad fraction {part!r}: expected SPLIT=FRACTION, e.g. train=0.8") from None
+            updated = split_by_video(manifest, parsed, seed, allow_unassigned=allow_unassigned)
     except (ManifestError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     write_manifest(dataset, updated)
@@ -136,3 +143,28 @@ def phantom_cmd(dest, layout, cases, videos, frames, size, nonstandard_fraction,
     except (FileExistsError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote SYNTHETIC phantom data ({layout}) to {dest}")
+
+
+@data_group.command("sample")
+@click.option("--from", "source", type=click.Path(path_type=Path), default=None, help="Canonical dataset (from `iugc data import`) whose frames may be published; without it, SYNTHETIC phantoms.")
+@click.option("--dest", required=True, type=click.Path(path_type=Path), help="New (or empty) folder for the sample.")
+@click.option("--cases", "n_cases", type=int, default=8, show_default=True, help="How many cases.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the phantoms (without --from).")
+def sample_cmd(source, dest, n_cases, seed):
+    """Public sample cases for teams, the data `iugc kit check --data` runs on.
+
+    Real cases from --from, evenly spread over its ids and in proportion to its
+    standard-plane labels, or SYNTHETIC phantoms (marked so in the manifest and on every
+    frame) when the release may not be published. Masks and labels are included: teams
+    see the scores the platform would give. Nothing is written on failure.
+    """
+    from data_manifest.manifest import ManifestError
+    from data_manifest.sample import write_sample
+
+    try:
+        manifest = write_sample(dest, n_cases, source=source, seed=seed)
+    except (ManifestError, FileExistsError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    standard = sum(1 for c in manifest.cases if c.standard_plane)
+    kind = "SYNTHETIC phantom" if manifest.synthetic else "real"
+    click.echo(f"{len(manifest.cases)} {kind} cases in {dest} ({standard} standard planes)")

@@ -34,6 +34,7 @@ class CaseRecord(BaseModel):
 
     case_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     source: str
+    derived_from: str | None = None  # the case a generated frame was made from: it follows that case's split
     video: str | None = None
     frame_index: int | None = Field(default=None, ge=0)
     split: Literal["train", "validation", "test", "unassigned"] = "unassigned"

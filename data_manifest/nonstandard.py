@@ -212,6 +212,7 @@ def generate_nonstandard_dataset(source: Path, dest: Path, *, per_frame: float =
             record = writer.add(f"{case.case_id}_ns{k // len(usable)}", frame.image, frame.mask,
                                 source=f"nonstandard:{kind}:seed={seed} from {case.case_id}",
                                 video=case.video, frame_index=case.frame_index, standard_plane=frame.standard_plane)
+            record.derived_from = case.case_id  # so a later `iugc data split` keeps it beside its source
             record.split = case.split  # a generated frame stays on its source's side of the split
         result = writer.commit(Path(dest).name, manifest.source_layout, synthetic=manifest.synthetic,
                                description=f"{manifest.description}; plus generated non-standard frames (seed {seed})")

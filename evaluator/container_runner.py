@@ -78,6 +78,7 @@ class Execution:
     timed_out: bool = False
     oom_killed: bool = False
     output_exceeded: bool = False
+    memory_peak_mb: float | None = None  # the highest figure sampled (see _sample_memory); None: not measured
 
 
 def failure_of(execution: Execution, limits: Limits) -> SubmissionError | None:
@@ -265,6 +266,8 @@ class DockerRunner(_Runner):
         self.container = engine_api.run_container(self.engine, config)
         exceeded = threading.Event()
         stop = threading.Event()
+        peak = [0]
+        threading.Thread(target=self._sample_memory, args=(peak, stop), daemon=True).start()
         watcher = None
         if not ws.output_mounted:  # no tmpfs: a watcher enforces the output limit
             watcher = threading.Thread(target=self._watch_output, args=(exceeded, stop), daemon=True)
@@ -286,7 +289,21 @@ class DockerRunner(_Runner):
             logs=engine_api.container_logs(self.container, max_bytes=LOG_TAIL_BYTES),
             stderr_tail=engine_api.container_logs(self.container, stdout=False, max_bytes=2048),
             timed_out=timed_out, oom_killed=bool(state.get("OOMKilled")), output_exceeded=exceeded.is_set(),
+            memory_peak_mb=round(peak[0] / 2**20, 1) if peak[0] else None,
         )
+
+    def _sample_memory(self, peak: list[int], stop: threading.Event) -> None:
+        """Keep the highest memory figure until ``stop``: every 50 ms from the cgroup's
+        peak where this host sees it, else from the engine's statistics (not joined: a
+        statistics call takes up to a second, and the run's end must not wait for it)."""
+        container_id = self.container.id
+        peak_file = engine_api.memory_peak_file(container_id)
+        while True:
+            used = engine_api.memory_usage_bytes(self.engine, container_id, peak_file)
+            if used is not None:
+                peak[0] = max(peak[0], used)
+            if stop.wait(0.05 if peak_file is not None else 0.25):
+                return
 
     def _watch_output(self, exceeded: threading.Event, stop: threading.Event) -> None:
         limit = self.limits.output_limit_mb * 2**20

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,13 +343,20 @@ def import_rootfs(engine, tar_path: Path, repository: str, tag: str, changes: li
     return inspect_image(engine, f"{repository}:{tag}")["Id"]
 
 
-def build_image(engine, context: Path, tag: str, *, dockerfile: str = "Dockerfile", buildargs: dict | None = None) -> str:
-    """Build ``context``/``dockerfile`` with no network; returns the image id."""
+def build_image(engine, context: Path, tag: str, *, dockerfile: str = "Dockerfile", buildargs: dict | None = None,
+                network: str = "none") -> str:
+    """Build ``context``/``dockerfile``; returns the image id.
+
+    ``network`` is the build's network: "none" (the default: offline builds) or
+    "default" (a team's build that installs packages from an index).
+    """
     from docker.errors import BuildError
 
+    if network not in ("none", "default"):
+        raise ValueError(f"network must be 'none' or 'default', got {network!r}")
     try:
         image, _ = engine.images.build(path=str(context), tag=tag, dockerfile=dockerfile, buildargs=buildargs or {},
-                                       network_mode="none", rm=True, forcerm=True)
+                                       network_mode=network, rm=True, forcerm=True)
     except BuildError as exc:
         lines = [str(chunk.get("stream") or chunk.get("error") or "").strip() for chunk in exc.build_log]
         tail = "\n".join(line for line in lines if line)[-2000:]
@@ -364,3 +372,67 @@ def image_labels(engine, reference: str) -> dict[str, str] | None:
         return engine.api.inspect_image(reference)["Config"].get("Labels") or {}
     except ImageNotFound:
         return None
+
+
+# The kernel's own peak of a container's memory (page cache included), where this host
+# can read its cgroup: v1 with the cgroupfs or systemd driver, v2 (kernel 5.19+).
+CGROUP_MEMORY_PEAK = (
+    "/sys/fs/cgroup/memory/docker/{id}/memory.max_usage_in_bytes",
+    "/sys/fs/cgroup/memory/system.slice/docker-{id}.scope/memory.max_usage_in_bytes",
+    "/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.peak",
+    "/sys/fs/cgroup/docker/{id}/memory.peak",
+)
+
+
+def memory_peak_file(container_id: str) -> Path | None:
+    """The cgroup file holding a running container's memory peak, or None when this
+    host cannot see it (a remote engine, another layout, the container stopped)."""
+    for pattern in CGROUP_MEMORY_PEAK:
+        path = Path(pattern.format(id=container_id))
+        if path.is_file():
+            return path
+    return None
+
+
+def memory_usage_bytes(engine, container_id: str, peak_file: Path | None = None) -> int | None:
+    """A running container's memory in bytes: the kernel's peak so far from ``peak_file``
+    (:func:`memory_peak_file`, read in microseconds), else the engine's statistics (its
+    peak where it reports one, else the use now; a call takes up to a second). None
+    once the container stopped."""
+    import requests
+    from docker.errors import APIError, NotFound
+
+    if peak_file is not None:
+        try:
+            return int(peak_file.read_text())
+        except (OSError, ValueError):
+            return None
+    try:
+        stats = engine.api.stats(container_id, stream=False, one_shot=True)
+    except (NotFound, APIError, requests.exceptions.RequestException):
+        return None
+    memory = stats.get("memory_stats") or {}
+    value = memory.get("max_usage") or memory.get("usage")
+    return int(value) if value else None
+
+
+def save_image(engine, reference: str, path: Path) -> None:
+    """``docker save`` one image to ``path`` (written beside it, then renamed into place)."""
+    from docker.errors import APIError, ImageNotFound
+
+    path = Path(path)
+    try:
+        image = engine.images.get(reference)
+    except ImageNotFound:
+        raise RetryableError(f"image {reference!r} is not on the engine; build or load it first") from None
+    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for chunk in image.save(named=reference):
+                fh.write(chunk)
+        os.replace(partial, path)
+    except APIError as exc:
+        raise RetryableError(f"the engine could not save {reference!r}: {exc.explanation or exc}") from None
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)

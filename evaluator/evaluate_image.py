@@ -3,9 +3,11 @@ outputs (``outputs``), score them (``evaluate``), and say what happened.
 
 The result is the evaluator's document plus ``status`` ("succeeded" | "failed"),
 ``failure`` (a reason code or null), ``error`` (participant-safe message or null),
-``runtime_seconds`` (the submission's own time), ``image_digest``, ``logs`` (bounded tail,
-for organizers), ``timings`` (the platform's overhead, step by step) and ``provenance``
-(see :mod:`evaluator.provenance`), also when the submission failed.
+``runtime_seconds`` (the submission's own time), ``memory_peak_mb`` (the container's
+memory peak, page cache included, sampled while it runs; null when not measured),
+``image_digest``, ``logs`` (bounded tail, for organizers), ``timings`` (the platform's
+overhead, step by step) and ``provenance`` (see :mod:`evaluator.provenance`), also when
+the submission failed.
 
 What the platform cannot provide (the engine, a GPU, CPUs or memory past the host's, disk
 space) raises RetryableError: it is never recorded as the submission's failure.
@@ -63,8 +65,8 @@ def evaluate_image(
         engine = engine or docker_engine.client()
         docker_engine.check_host(limits, docker_engine.host_resources(engine), phase)
     cleanup_stale(engine if runner == "docker" else None)
-    result: dict = {"image": image, "runner": runner, "image_digest": None, "runtime_seconds": None, "logs": "",
-                    "provenance": truth_provenance(truth, challenge, split)}
+    result: dict = {"image": image, "runner": runner, "image_digest": None, "runtime_seconds": None,
+                    "memory_peak_mb": None, "logs": "", "provenance": truth_provenance(truth, challenge, split)}
     try:
         job = DockerRunner(image, limits, engine=engine) if runner == "docker" else LocalRunner(image, limits)
     except SubmissionError as exc:  # --runner local refuses untrusted images
@@ -81,6 +83,7 @@ def evaluate_image(
             execution = job.execute()
             result["runtime_seconds"] = round(execution.runtime_seconds, 3)
             result["logs"] = execution.logs
+            result["memory_peak_mb"] = execution.memory_peak_mb
             failure = failure_of(execution, limits)
             if failure is not None:
                 raise failure

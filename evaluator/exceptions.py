@@ -52,3 +52,8 @@ class HostLimitError(RetryableError):
 
 class CancelledError(EvaluationError):
     """The worker was interrupted (SIGINT/SIGTERM); everything it started was removed."""
+
+
+class KitError(EvaluationError):
+    """A team's starter-kit request is wrong (folder not empty, unknown challenge, not a
+    kit folder); the message says what and what to do. Nothing was written."""

@@ -80,3 +80,22 @@ def build_base(*, mirror: str = DEFAULT_MIRROR, force: bool = False, progress: b
         subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
         image_id = engine_api.import_rootfs(engine, tarball, "iugc/base", "latest", [*CHANGES, f"LABEL {HASH_LABEL}={digest}"])
     return image_id, True
+
+
+def export_base(out: Path, *, engine=None) -> str:
+    """``docker save`` ``iugc/base:latest`` to ``out`` and write ``out.sha256`` beside it
+    (``sha256sum -c`` format), for teams without registry access to ``docker load``.
+
+    Returns the archive's sha256. RetryableError when the image is not built.
+    """
+    from data_manifest.io import atomic_write_text, sha256_file
+
+    engine = engine or engine_api.client()
+    out = Path(out)
+    if engine_api.image_labels(engine, BASE_IMAGE) is None:
+        raise RetryableError(f"{BASE_IMAGE} is not on this engine; build it first with `iugc docker build-base`")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    engine_api.save_image(engine, BASE_IMAGE, out)
+    digest = sha256_file(out)
+    atomic_write_text(out.with_name(out.name + ".sha256"), f"{digest}  {out.name}\n")
+    return digest

@@ -10,6 +10,7 @@ from baseline.cli import baseline_group, build_baseline_cmd
 from challenge.cli import challenge_group
 from data_manifest.cli import data_group
 from evaluator.cli import biometry_cmd, docker_group, evaluate_cmd, evaluate_image_cmd, rank_cmd
+from evaluator.kit_cli import export_base_cmd, kit_group
 
 
 def _interrupt(signum, frame):
@@ -63,6 +64,8 @@ main.add_command(biometry_cmd)
 main.add_command(rank_cmd)
 main.add_command(evaluate_image_cmd)
 docker_group.add_command(build_baseline_cmd)
+docker_group.add_command(export_base_cmd)
+main.add_command(kit_group)
 main.add_command(docker_group)
 
 if __name__ == "__main__":

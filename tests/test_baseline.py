@@ -1,6 +1,7 @@
 """The baseline end to end on a few real frames, one short epoch, on CPU."""
 import csv
 import json
+import math
 import subprocess
 import sys
 
@@ -13,7 +14,10 @@ pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-p
 
 from baseline.model import BaselineNet  # noqa: E402
 from baseline.postprocess import postprocess  # noqa: E402
-from baseline.train import TrainConfig, train  # noqa: E402
+from baseline.data import FrameDataset  # noqa: E402
+from baseline.frames import SMOOTH  # noqa: E402
+from baseline.predict import load_model  # noqa: E402
+from baseline.train import TrainConfig, train, validate  # noqa: E402
 from data_manifest.importers import import_dataset  # noqa: E402
 from data_manifest.manifest import load_manifest, write_manifest  # noqa: E402
 from data_manifest.nonstandard import generate_nonstandard_dataset  # noqa: E402
@@ -27,7 +31,7 @@ TINY = {"encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [32,
 def dataset(psfhs_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("baseline")
     import_dataset("psfhs", psfhs_dir / "release_sample", root / "real", progress=False)
-    write_manifest(root / "real", split_by_blocks(load_manifest(root / "real"), {"train": ("03744", "03771"), "validation": ("03772", "03783")}))
+    write_manifest(root / "real", split_by_blocks(load_manifest(root / "real"), {"train": [("03744", "03771")], "validation": [("03772", "03783")]}))
     generate_nonstandard_dataset(root / "real", root / "ds", per_frame=0.3, seed=0, progress=False)
     return root / "ds"
 
@@ -822,3 +826,74 @@ def test_amp_on_cpu_trains_in_bfloat16_along_the_float32_path(dataset, tmp_path,
     monkeypatch.setattr(training, "cpu_has_bfloat16", lambda: False)
     with pytest.warns(UserWarning, match="no native bfloat16.*leave --amp off"):  # warned before any epoch runs
         train(TrainConfig(data=str(dataset), out=str(tmp_path / "slow"), epochs=0, amp=True, **TINY), progress=False)
+
+
+def test_a_finetune_that_only_hurts_keeps_the_starting_weights(dataset, tmp_path):
+    run = tmp_path / "a"
+    train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
+    start = torch.load(run / "best.pt", weights_only=False)["model"]
+    tuned = tmp_path / "b"
+    # a learning rate no network survives: the epoch can only hurt
+    best = train(TrainConfig(data=str(dataset), out=str(tuned), epochs=1, lr=5.0, ema_decay=0, init_from=str(run / "best.pt"), **TINY),
+                 progress=False)
+    rows = log_rows(tuned / "log.csv")
+    assert [r["epoch"] for r in rows] == ["0", "1"] and rows[0]["train_loss"] == ""
+    measured = validate(load_model(run / "best.pt")[0], FrameDataset(dataset, ("validation",), 64, smooth=SMOOTH), "cpu")
+    assert float(rows[0]["psfhs_score"]) == pytest.approx(measured["psfhs_score"], abs=1e-9)
+    hurt = float(rows[1]["psfhs_score"])
+    assert not hurt >= float(rows[0]["psfhs_score"]), "the destructive epoch did not hurt: the check below could not fail"
+    kept = torch.load(tuned / "best.pt", weights_only=False)["model"]
+    assert best["epoch"] == 0 and all(torch.equal(start[k], kept[k]) for k in start)
+    changed = torch.load(tuned / "last.pt", weights_only=False)["model"]
+    assert any(not torch.equal(start[k], changed[k]) for k in start if start[k].is_floating_point())
+
+
+def test_warmup_raises_the_learning_rate_linearly_then_follows_the_cosine(dataset, tmp_path):
+    config = TrainConfig(data=str(dataset), out=str(tmp_path / "w"), epochs=3, lr=1e-3, warmup_epochs=2, **TINY)
+    train(config, progress=False)
+    lrs = [float(r["lr"]) for r in log_rows(tmp_path / "w" / "log.csv")]
+    steps = -(-len(FrameDataset(dataset, ("train",), 64)) // TINY["batch_size"])
+    cosine = [1e-3 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    # epoch e's first step is global step e * steps; the warm-up spans 2 * steps steps
+    assert lrs[0] == pytest.approx(cosine[0] * 1 / (2 * steps + 1))
+    assert lrs[1] == pytest.approx(cosine[1] * (steps + 1) / (2 * steps + 1))
+    assert lrs[2] == pytest.approx(cosine[2])
+
+
+def test_refit_trains_on_every_split_without_validation_and_keeps_the_last_average(dataset, tmp_path):
+    out = tmp_path / "refit"
+    cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "train", "--data", str(dataset), "--out", str(out), "--epochs", "2",
+                          "--refit", "--size", "64", "--decoder-channels", "32,16,8", "--batch-size", "8"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0, cli.stderr
+    assert "weight average after epoch 2" in cli.stdout
+    rows = log_rows(out / "log.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"] and all(r["psfhs_score"] == "" and r["dice"] == "" for r in rows)
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_splits"] == ["train", "validation"] and config["val_splits"] == []
+    best = torch.load(out / "best.pt", weights_only=False)
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert best["epoch"] == 1 and all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+    # every frame of both splits is a training frame: the batches cover train + validation
+    n_all = sum(c.split in ("train", "validation") for c in load_manifest(dataset).cases)
+    n_train = sum(c.split == "train" for c in load_manifest(dataset).cases)
+    assert len(FrameDataset(dataset, tuple(config["train_splits"]), 64)) == n_all > n_train
+
+
+def test_export_never_replaces_a_file_without_force_and_finetune_refuses_architecture_options(dataset, tmp_path):
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
+    target = tmp_path / "weights.pt"
+    target.write_bytes(b"precious")
+    export = [sys.executable, "-m", "iugc", "baseline", "export", "--format", "int8", "--weights", str(run / "best.pt"), "--out", str(target)]
+    refused = subprocess.run(export, capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode != 0 and "exists" in refused.stderr and "--force" in refused.stderr, refused.stderr
+    assert target.read_bytes() == b"precious"
+    forced = subprocess.run([*export, "--force"], capture_output=True, text=True, cwd=ROOT)
+    assert forced.returncode == 0, forced.stderr
+    assert target.read_bytes() != b"precious"
+    for option in (["--encoder", "resnet34"], ["--size", "128"]):
+        cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "finetune", "--from", str(run / "best.pt"), "--data", str(dataset),
+                              "--out", str(tmp_path / "ft"), *option], capture_output=True, text=True, cwd=ROOT)
+        assert cli.returncode == 2 and f"No such option '{option[0]}'" in cli.stderr, cli.stderr
+    assert not (tmp_path / "ft").exists()

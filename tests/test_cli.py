@@ -3,7 +3,7 @@ import sys
 
 from tests.conftest import ROOT
 
-COMMANDS = ["baseline", "biometry", "challenge", "data", "demo", "docker", "evaluate", "evaluate-image", "rank"]
+COMMANDS = ["baseline", "biometry", "challenge", "data", "demo", "docker", "evaluate", "evaluate-image", "kit", "rank"]
 
 
 def iugc(*args):
@@ -17,7 +17,7 @@ def test_help_lists_every_command():
 
 
 def test_every_command_explains_itself():
-    for command in COMMANDS + ["data import", "data verify", "data split", "data phantom", "data nonstandard", "baseline train", "baseline finetune", "baseline predict", "challenge list"]:
+    for command in COMMANDS + ["data import", "data verify", "data split", "data phantom", "data nonstandard", "data sample", "kit new", "kit check", "docker export-base", "baseline train", "baseline finetune", "baseline predict", "challenge list"]:
         run = iugc(*command.split(), "--help")
         assert run.returncode == 0 and "Usage:" in run.stdout and len(run.stdout.splitlines()) > 4, command
 

@@ -153,7 +153,64 @@ def test_block_split_refuses_overlaps_and_bad_syntax():
         parse_blocks("train:1-5")
     manifest = write_phantom_dataset.__globals__["Manifest"](name="x", source_layout="png", cases=[])
     with pytest.raises(ValueError, match="overlap"):
-        split_by_blocks(manifest, {"train": ("1", "5"), "validation": ("5", "9")})
+        split_by_blocks(manifest, {"train": [("1", "5")], "validation": [("5", "9")]})
+
+
+def test_block_split_joins_blocks_and_generated_frames_follow_their_source(psfhs_dir, tmp_path):
+    from data_manifest.nonstandard import generate_nonstandard_dataset
+
+    src = tmp_path / "src"
+    import_dataset("psfhs", psfhs_dir / "release_sample", src, progress=False)
+    generate_nonstandard_dataset(src, tmp_path / "ns", per_frame=0.5, seed=0, progress=False)
+    ns = tmp_path / "ns"
+    run = iugc("data", "split", ns, "--blocks", "train=03744-03759+03770-03783,validation=03760-03769")
+    assert run.returncode == 0, run.stderr
+    by_id = load_manifest(ns).by_id()
+    expected = lambda i: "validation" if 3760 <= int(i) <= 3769 else "train"  # noqa: E731
+    generated = [c for c in by_id.values() if "_ns" in c.case_id]
+    assert len(generated) == 20
+    for case in by_id.values():
+        source = case.case_id.split("_ns")[0]
+        assert case.split == expected(source), case.case_id
+    assert {c.split for c in generated} == {"train", "validation"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--blocks", "train=03744-03769"], "14 of 40 cases fall in no block"),
+    (["--blocks", "train=03769-03744,validation=03770-03783"], "reversed"),
+    (["--blocks", "train=03744-03783,validation=09000-09001"], "split 'validation' gets no case"),
+    (["--blocks", "train=03744-03760,train=03761-03783"], "named twice"),
+])
+def test_a_split_that_loses_cases_is_refused_and_writes_nothing(psfhs_dir, tmp_path, args, message):
+    ds = tmp_path / "ds"
+    import_dataset("psfhs", psfhs_dir / "release_sample", ds, progress=False)
+    before = (ds / "manifest.json").read_bytes()
+    run = iugc("data", "split", ds, *args)
+    assert run.returncode != 0 and message in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    assert (ds / "manifest.json").read_bytes() == before
+
+
+def test_allow_unassigned_writes_a_partial_split(psfhs_dir, tmp_path):
+    ds = tmp_path / "ds"
+    import_dataset("psfhs", psfhs_dir / "release_sample", ds, progress=False)
+    run = iugc("data", "split", ds, "--blocks", "train=03744-03769", "--allow-unassigned")
+    assert run.returncode == 0, run.stderr
+    splits = [c.split for c in sorted(load_manifest(ds).cases, key=lambda c: c.case_id)]
+    assert splits == ["train"] * 26 + ["unassigned"] * 14
+
+
+def test_a_video_split_with_an_empty_side_is_refused(tmp_path):
+    raw = tmp_path / "raw"
+    write_phantom_iugc2024(raw, n_videos=2, frames_per_video=2, seed=2, size=64)
+    ds = tmp_path / "ds"
+    import_dataset("iugc2024", raw, ds, progress=False)
+    before = (ds / "manifest.json").read_bytes()
+    run = iugc("data", "split", ds, "--by-video", "train=0.8,validation=0.2")
+    assert run.returncode != 0 and "split 'validation' gets no case" in run.stderr, run.stderr
+    assert (ds / "manifest.json").read_bytes() == before
+    bad = iugc("data", "split", ds, "--by-video", "train=0.5,valid=0.5")
+    assert bad.returncode != 0 and "unknown split 'valid'" in bad.stderr, bad.stderr
 
 
 def test_video_split_never_straddles_a_video(tmp_path):

@@ -96,7 +96,7 @@ def test_predict_and_finetune_start_from_the_shipped_weights_by_default(psfhs_di
 
     data = tmp_path / "ds"
     import_dataset("psfhs", psfhs_dir / "release_sample", data, progress=False)
-    write_manifest(data, split_by_blocks(load_manifest(data), {"train": ("03744", "03755"), "validation": ("03756", "03759")}))
+    write_manifest(data, split_by_blocks(load_manifest(data), {"train": [("03744", "03755")], "validation": [("03756", "03759")]}, allow_unassigned=True))
     predicted = _iugc("baseline", "predict", "--input", str(data / "images"), "--output", str(tmp_path / "p"))
     assert predicted.returncode == 0, predicted.stderr
     assert len(json.loads((tmp_path / "p" / "predictions.json").read_text())) == 40

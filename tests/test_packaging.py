@@ -1,10 +1,11 @@
-"""What `pip install iugc-platform` (not editable) gets: the shipped weights and the challenge definitions."""
+"""What `pip install iugc-platform` (not editable) gets: the shipped weights, the challenge definitions and the kit template."""
 import hashlib
 import json
 import subprocess
 import sys
 import zipfile
 
+from evaluator.kit import TEMPLATE_FILES
 from tests.conftest import ROOT
 
 
@@ -18,6 +19,8 @@ def test_the_wheel_carries_the_weights_and_the_challenge_definitions(tmp_path):
         names = set(archive.namelist())
         definitions = {p.relative_to(ROOT).as_posix() for p in (ROOT / "challenge" / "definitions").glob("*.yaml")}
         assert definitions and definitions <= names
+        kit = {f"evaluator/kit_template/{name}" for name in TEMPLATE_FILES}
+        assert kit <= names, sorted(kit - names)  # `iugc kit new` from a plain install
         meta = json.loads(archive.read("baseline/weights/baseline.json"))
         weights = archive.read(f"baseline/weights/{meta['file']}")
     assert hashlib.sha256(weights).hexdigest() == meta["sha256"]

@@ -8,7 +8,7 @@ the walk skips it. A README command no rule matches fails the test, naming it: w
 README changes, add or adjust its rule here.
 
 Placeholders are filled with real PSFHS frames: ``../shared/data/psfhs`` (relative to the
-walk's folder) holds 8 frames of the train block and 10 of the validation block,
+walk's folder) holds 12 frames of the train blocks and 14 of the validation blocks,
 ``PSFHS/`` is the release sample in the release's own layout, and ``IUGC2024/`` is a
 SYNTHETIC stand-in in the IUGC 2024 layout (no real IUGC release is available here).
 """
@@ -30,8 +30,10 @@ import pytest
 
 from tests.conftest import ROOT
 
-TRAIN_IDS = [f"0{n}" for n in range(3744, 3752)]
-VALIDATION_IDS = [f"0{n}" for n in range(4301, 4311)]
+# Both scanners on both sides of the README's split (train=03744-04205+04302-04343,
+# validation=04206-04301+04344-04401): 12 train and 14 validation frames.
+TRAIN_IDS = [f"0{n}" for n in [*range(3744, 3752), *range(4302, 4306)]]
+VALIDATION_IDS = [f"0{n}" for n in [*range(4206, 4210), *range(4344, 4354)]]
 
 
 def readme_commands(text: str) -> list[str]:
@@ -195,11 +197,11 @@ def _failed_as_the_teams(run, walk):
 WALK: list[Step] = [
     Step(r"^make (demo|test)$", skip="creates .venv and runs the demo or the whole suite (tests/test_cli.py runs the demo)"),
     Step(r"^iugc data import --layout psfhs ", fresh="data/psfhs", expect=_says("imported 40 cases")),
-    Step(r"^iugc data import --layout png ", fresh="data/psfhs", expect=_says("imported 18 cases", "derived")),
+    Step(r"^iugc data import --layout png ", fresh="data/psfhs", expect=_says("imported 26 cases", "derived")),
     Step(r"^iugc data import --layout iugc2024 ", prepare=_iugc_phantom_release, fresh="data/iugc",
          expect=_says("imported 20 cases", "SYNTHETIC")),
     Step(r"^iugc data verify ", expect=_says("OK")),
-    Step(r"^iugc data split \S+ --blocks ", expect=_says("train: 8", "validation: 10")),
+    Step(r"^iugc data split \S+ --blocks ", expect=_says("train: 12", "validation: 14")),
     Step(r"^iugc data split \S+ --by-video ", expect=_says("train:", "validation:")),
     Step(r"^iugc data nonstandard ", fresh="data/psfhs-ns", expect=_says("standard")),
     Step(r"^iugc data phantom --dest (\S+) --cases", fresh="data/phantom", expect=_says("SYNTHETIC")),
@@ -212,14 +214,12 @@ WALK: list[Step] = [
     # training cut to one epoch (and one more after --resume) at 64 px: the walk checks the
     # commands work as documented, not what they learn
     Step(r"^iugc baseline train .*--resume", needs="torch", append="--epochs 2 --batch-size 4 --size 64", expect=_resumed),
+    Step(r"^iugc baseline train .*--refit", needs="torch", append="--epochs 1 --batch-size 4 --size 64",
+         expect=_writes("runs/refit/best.pt")),
     Step(r"^iugc baseline train ", needs="torch", append="--epochs 1 --batch-size 4 --size 64", expect=_writes("runs/r1/best.pt")),
-    Step(r"^iugc baseline predict --input new-scanner/ ", needs="torch", prepare=_copy_images("new-scanner", VALIDATION_IDS),
-         expect=_says("predicted 10 frames")),
-    Step(r"^iugc baseline predict ", needs="torch", prepare=_copy_images("frames", TRAIN_IDS),
-         replace={"runs/r2/": "runs/ft/"}, expect=_says("predicted 8 frames")),  # an ensemble needs one input size
-    Step(r"^iugc baseline export --format onnx ", needs="torch", expect=_writes("model.onnx")),
-    Step(r"^iugc baseline export --format int8 ", needs="torch", replace={"baseline/weights/baseline.pt": "int8.pt"},
-         expect=_writes("int8.pt")),
+    Step(r"^iugc baseline predict ", needs="torch", prepare=_copy_images("frames", TRAIN_IDS), expect=_says("predicted 12 frames")),
+    Step(r"^iugc baseline export --format onnx ", needs="torch", expect=_writes("runs/r1/model.onnx")),
+    Step(r"^iugc baseline export --format int8 ", needs="torch", expect=_writes("runs/refit/baseline-int8.pt")),
     Step(r"^iugc docker build-base$", needs="docker", expect=_says("iugc/base:latest")),
     Step(r"^iugc docker build-baseline$", needs="docker", expect=_says("iugc/baseline:latest")),
     Step(r"^iugc docker load team.tar$", needs="docker", prepare=_team_archive, expect=_says("sha256:")),
@@ -228,6 +228,10 @@ WALK: list[Step] = [
     Step(r"^iugc evaluate-image .*--runner local \.\.\.$", needs="torch",
          replace={"...": "--data data/psfhs --challenge iugc2024 --out local.json"}, expect=_succeeded("local.json")),
     Step(r"^iugc evaluate-image ", needs="docker", expect=_succeeded("result.json")),
+    Step(r"^iugc kit new ", fresh="my-team", expect=_writes("my-team/Dockerfile")),
+    Step(r"^iugc kit check ", needs="docker"),
+    Step(r"^iugc data sample ", fresh="public-sample", expect=_writes("public-sample/manifest.json")),
+    Step(r"^iugc docker export-base ", needs="docker", expect=_writes("iugc-base.tar")),
 ]
 
 
