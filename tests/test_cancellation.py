@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, link_frames
 
 PROMPT_SECONDS = 30  # "promptly": the old `evaluate` never ended at all
 
@@ -112,13 +112,9 @@ def test_baseline_train_ends_on_a_signal_with_whole_checkpoints(psfhs_dir, tmp_p
     from data_manifest.manifest import load_manifest, write_manifest
     from data_manifest.split import parse_blocks, split_by_blocks
 
-    source = tmp_path / "source"
-    for sub in ("images", "masks"):
-        (source / sub).mkdir(parents=True)
-        for case_id in ("03744", "03745", "03746", "03747", "04301", "04302"):
-            (source / sub / f"{case_id}.png").symlink_to(psfhs_dir / sub / f"{case_id}.png")
     ds = tmp_path / "ds"
-    import_dataset("png", source, ds, progress=False)
+    import_dataset("png", link_frames(tmp_path / "source", ["03744", "03745", "03746", "03747", "04301", "04302"]), ds,
+                   progress=False)
     write_manifest(ds, split_by_blocks(load_manifest(ds), parse_blocks("train=03744-04300,validation=04301-04401")))
     run_dir = tmp_path / "run"
     worker = start(["baseline", "train", "--data", ds, "--out", run_dir, "--epochs", "200", "--size", "64",

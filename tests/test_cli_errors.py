@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from data_manifest.importers import import_dataset
-from tests.conftest import ROOT
+from tests.conftest import ROOT, link_frames
 
 
 def iugc(*args, cwd=ROOT):
@@ -31,12 +31,7 @@ def one_clear_line(run, *words):
 def small(psfhs_dir, tmp_path_factory):
     """Four real frames as an unsplit dataset, and perfect predictions of them."""
     root = tmp_path_factory.mktemp("small")
-    source = root / "source"
-    for sub in ("images", "masks"):
-        (source / sub).mkdir(parents=True)
-        for path in sorted((psfhs_dir / sub).glob("*.png"))[:4]:
-            (source / sub / path.name).symlink_to(path)
-    import_dataset("png", source, root / "ds", progress=False)
+    import_dataset("png", link_frames(root / "source", limit=4), root / "ds", progress=False)
     return root
 
 

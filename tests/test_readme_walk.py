@@ -28,7 +28,7 @@ from typing import Callable
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, link_frames
 
 # Both scanners on both sides of the README's split (train=03744-04205+04302-04343,
 # validation=04206-04301+04344-04401): 12 train and 14 validation frames.
@@ -68,13 +68,6 @@ class Step:
     expect: Callable[[subprocess.CompletedProcess, Path], None] | None = None  # beyond exit status 0
     needs: str | None = None                            # "torch", "docker"
     platform_may_refuse: bool = False                   # a host without the phase's GPU/CPUs refuses it (non-zero)
-
-
-def _link_frames(target: Path, source: Path, ids: list[str], subs=("images", "masks")) -> None:
-    for sub in subs:
-        (target / sub).mkdir(parents=True, exist_ok=True)
-        for case_id in ids:
-            (target / sub / f"{case_id}.png").symlink_to(source / sub / f"{case_id}.png")
 
 
 def _copy_images(name: str, ids: list[str]):
@@ -274,7 +267,7 @@ def test_every_readme_command_has_a_step():
 def test_walk_the_readme(psfhs_dir, tmp_path, remove_loaded):
     walk = tmp_path / "walk"
     walk.mkdir()
-    _link_frames(tmp_path / "shared/data/psfhs", psfhs_dir, TRAIN_IDS + VALIDATION_IDS)  # ../shared/data/psfhs
+    link_frames(tmp_path / "shared/data/psfhs", TRAIN_IDS + VALIDATION_IDS)  # ../shared/data/psfhs
     (walk / "PSFHS").symlink_to(psfhs_dir / "release_sample")
     env = {**os.environ, "IUGC_CACHE_DIR": str(tmp_path / "cache"), "IUGC_WORK_DIR": str(tmp_path / "work"),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}

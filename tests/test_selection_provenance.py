@@ -14,7 +14,7 @@ from challenge.definition import load_challenge
 from data_manifest.importers import import_dataset
 from data_manifest.manifest import load_manifest, write_manifest
 from data_manifest.split import parse_blocks, split_by_blocks
-from tests.conftest import ROOT
+from tests.conftest import ROOT, link_frames
 
 IDS_TRAIN = ["03744", "03745", "03746", "03747"]
 IDS_VAL = ["04301", "04302", "04303"]
@@ -28,13 +28,8 @@ def iugc(*args, cwd=ROOT):
 def split_data(psfhs_dir, tmp_path_factory):
     """Seven real frames, split into train (4) and validation (3), and perfect predictions."""
     root = tmp_path_factory.mktemp("split")
-    source = root / "source"
-    for sub in ("images", "masks"):
-        (source / sub).mkdir(parents=True)
-        for case_id in IDS_TRAIN + IDS_VAL:
-            (source / sub / f"{case_id}.png").symlink_to(psfhs_dir / sub / f"{case_id}.png")
     ds = root / "ds"
-    import_dataset("png", source, ds, progress=False)
+    import_dataset("png", link_frames(root / "source", IDS_TRAIN + IDS_VAL), ds, progress=False)
     write_manifest(ds, split_by_blocks(load_manifest(ds), parse_blocks("train=03744-04300,validation=04301-04401")))
     preds = root / "preds"
     preds.mkdir()
