@@ -112,15 +112,30 @@ def loss_fn(logits, masks, standard_logit, standard, boundary_weight: float = 0.
     return ce + (1 - dice[1:].mean()) + F.binary_cross_entropy_with_logits(standard_logit, standard)
 
 
+def _selection_challenge():
+    from challenge.definition import UndefinedPolicy
+
+    psfhs = load_challenge("psfhs2023")
+    return psfhs.model_copy(update={"undefined_biometry": UndefinedPolicy(ground_truth="exclude", prediction="worst_case")})
+
+
+SELECTION_CHALLENGE = _selection_challenge()
+
+
 @torch.no_grad()
 def validate(model: BaselineNet, dataset: FrameDataset, device: str, truths: dict | None = None) -> dict:
     """Validation figures through the evaluator (masks compared at the frames' own size).
 
     ``truths`` caches each case's truth mask and biometry across epochs (they never change).
+    The PSFHS score here selects epochs on real and generated frames together, so an AoP
+    the truth cannot define (a generated frame missing a structure) leaves the angle's
+    mean, and a prediction without one scores 180 degrees, rather than psfhs2023's
+    count-as-zero rule, which is made for real standard planes and would reward missing a
+    structure on a non-standard frame as much as finding it.
     """
     truths = {} if truths is None else truths
     model.eval()
-    psfhs = load_challenge("psfhs2023")
+    psfhs = SELECTION_CHALLENGE
     cases, labels, probs, contour_errors = {}, [], [], []
     iugc = load_challenge("iugc2024")
     for index, case in enumerate(dataset.cases):

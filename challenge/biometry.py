@@ -241,13 +241,14 @@ def contour_biometry(mask: np.ndarray) -> Biometry:
 
 
 def _fit_ellipse(structure: np.ndarray):
-    """OpenCV ellipse of the largest external contour simplified with epsilon 1, or a reason."""
+    """OpenCV ellipse of the largest external contour simplified with epsilon 1; None when
+    the structure is missing or its simplified contour has 5 points or fewer."""
     contour = largest_contour(structure)
     if contour is None:
         return None
     approx = cv2.approxPolyDP(contour[:, ::-1].astype(np.int32).reshape(-1, 1, 2), 1, True)
     if len(approx) <= 5:
-        return "too_few_points"
+        return None  # the official code fits no ellipse to 5 points or fewer
     return cv2.fitEllipse(approx)
 
 
@@ -260,9 +261,10 @@ def ellipse_biometry(mask: np.ndarray) -> Biometry:
 
     Returns
     -------
-    Biometry with AoP in degrees; ``aop`` is 0.0 when a simplified contour has 5 points or
-    fewer (the official convention) and ``None`` when a structure is missing or the fit is
-    degenerate.
+    Biometry with AoP in degrees; ``aop`` is ``None`` when an ellipse cannot be fitted (a
+    structure missing, or its simplified contour has 5 points or fewer) or the fit is
+    degenerate. What an undefined AoP scores is the challenge's ``undefined_biometry``
+    setting (PSFHS 2023: 0 degrees, as its official code starts every AoP at 0).
 
     Examples
     --------
@@ -278,8 +280,6 @@ def ellipse_biometry(mask: np.ndarray) -> Biometry:
     fh_fit = _fit_ellipse(mask == FH)
     if ps_fit is None or fh_fit is None:
         return UNDEFINED
-    if isinstance(ps_fit, str) or isinstance(fh_fit, str):
-        return Biometry(aop=0.0, hsd=None)
     (pcx, pcy), (_pw, ph), ptheta = ps_fit
     (fcx, fcy), (fw, fh_), ftheta = fh_fit
     # Each ellipse ((cx, cy), (w, h), theta) is used as ((cx, cy), (h, w), theta - 90).

@@ -28,14 +28,25 @@ METRIC_DIRECTIONS: dict[str, bool] = {
     "auc": True,
     "f1": True,
     "mcc": True,
+    "hd95": False,
+    "nsd": True,
+    "sensitivity": True,
+    "precision": True,
 }
 """Metric families known to the evaluator and whether a higher value is better."""
 
-SEGMENTATION_METRICS = ("dice", "hd", "asd")
+SEGMENTATION_METRICS = ("dice", "hd", "asd", "hd95", "nsd", "sensitivity", "precision")
+CATALOGUE_METRICS = ("hd95", "nsd", "sensitivity", "precision")
+"""Segmentation metrics computed only for challenges that list them (evaluator/metrics.py)."""
 BIOMETRY_METRICS = ("aop_error", "hsd_error")
 CLASSIFICATION_METRICS = ("accuracy", "auc", "f1", "mcc")
+PER_CASE_METRICS = SEGMENTATION_METRICS + BIOMETRY_METRICS
+"""Metrics with a value per case (paired tests need one); classification has none."""
+RankingMethod = Literal["score", "mean-rank", "test-then-rank"]
 
-MetricName = Literal["dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc"]
+MetricName = Literal[
+    "dice", "hd", "asd", "hd95", "nsd", "sensitivity", "precision", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc"
+]
 
 
 class DefinitionError(ValueError):
@@ -54,15 +65,27 @@ class WorstCase(_Strict):
     asd: float = 100.0
     aop_error: float = 180.0
     hsd_error: float = 100.0
+    hd95: float = 100.0
+    nsd: float = 0.0
+    sensitivity: float = 0.0
+    precision: float = 0.0
 
 
 class UndefinedPolicy(_Strict):
-    """What to do when AoP/HSD is undefined (no tangent, a structure missing)."""
+    """What an undefined AoP/HSD (a structure missing, no ellipse fit, no tangent) becomes.
 
-    ground_truth: Literal["exclude"] = "exclude"
-    """Truth undefined: the case leaves that aggregate and is counted in ``n_excluded_*``."""
-    prediction: Literal["worst_case"] = "worst_case"
-    """Prediction undefined (truth defined): the error is the worst-case value."""
+    ``zero`` is the PSFHS 2023 convention: its official code starts each AoP at 0 and
+    keeps it there whenever either ellipse cannot be fitted, so the value counts as 0 and
+    the error is ``|0 - the other side|``. ``exclude`` / ``worst_case`` are the IUGC 2024
+    policy (whose official code crashes there) and a new challenge's other choice.
+    """
+
+    ground_truth: Literal["exclude", "zero"] = "exclude"
+    """Truth undefined: ``exclude`` leaves the case out of that aggregate (counted in
+    ``n_excluded_*``); ``zero`` takes the truth value as 0."""
+    prediction: Literal["worst_case", "zero"] = "worst_case"
+    """Prediction undefined (or missing, unreadable): ``worst_case`` scores the worst-case
+    error; ``zero`` takes the predicted value as 0."""
 
 
 class ScoreTerm(_Strict):
@@ -92,7 +115,10 @@ class Score(_Strict):
 
 
 class Ranking(_Strict):
-    methods: tuple[Literal["score", "mean-rank"], ...] = ("score", "mean-rank")
+    """How teams are ranked; ``mean_rank_metrics`` are the ranking metrics of ``mean-rank``
+    and ``test-then-rank``."""
+
+    methods: tuple[RankingMethod, ...] = ("score", "mean-rank")
     mean_rank_metrics: tuple[MetricName, ...] = Field(min_length=1)
     bootstrap_samples: int = Field(default=1000, ge=10)
     significance: Literal["wilcoxon"] = "wilcoxon"
@@ -117,6 +143,8 @@ class Phase(_Strict):
     public_cases: bool
     logs_visible_to_participants: bool
     limits: Limits
+    ranking_method: RankingMethod = "score"
+    """The method that ranks this phase's results (``iugc rank`` uses it by default)."""
 
 
 class ChallengeDefinition(_Strict):
@@ -129,6 +157,8 @@ class ChallengeDefinition(_Strict):
     structures: tuple[Literal["ps", "fh", "all"], ...] = ("ps", "fh", "all")
     metrics: tuple[MetricName, ...] = Field(min_length=1)
     aop_method: Literal["ellipse", "contour"]
+    nsd_tolerance_px: float = Field(default=2.0, gt=0)
+    """Tolerance of the ``nsd`` metric, in pixels (a surface pixel within it counts as matched)."""
     worst_case: WorstCase = WorstCase()
     undefined_biometry: UndefinedPolicy = UndefinedPolicy()
     score: Score
@@ -152,6 +182,13 @@ class ChallengeDefinition(_Strict):
         for metric in self.ranking.mean_rank_metrics:
             if metric not in self.metrics:
                 raise ValueError(f"mean-rank metric {metric!r} is not in metrics")
+        if "test-then-rank" in self.ranking.methods:
+            no_cases = [m for m in self.ranking.mean_rank_metrics if m not in PER_CASE_METRICS]
+            if no_cases:
+                raise ValueError(f"test-then-rank needs per-case metrics; {no_cases} have no per-case value")
+        for phase in self.phases:
+            if phase.ranking_method not in self.ranking.methods:
+                raise ValueError(f"phase {phase.name!r} ranks by {phase.ranking_method!r}, which is not in ranking.methods")
         names = [p.name for p in self.phases]
         if len(set(names)) != len(names):
             raise ValueError(f"phase names must be unique, got {names}")

@@ -136,54 +136,186 @@ def biometry_cmd(method, masks):
     sys.exit(1 if failed else 0)
 
 
-def _load_results(paths: list[Path]) -> tuple[dict[str, dict], str]:
-    results, names = {}, set()
+def _load_results(paths: list[Path]) -> tuple[dict[str, dict], dict[str, str], dict[str, Path], str]:
+    """``(results, failed, sources, challenge)``: scored results by team, failed
+    evaluate-image results by team (their reason), each team's file, the challenge."""
+    results, failed, sources, names = {}, {}, {}, set()
     for path in paths:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise click.ClickException(f"{path}: not a readable results file ({exc})") from None
-        if not isinstance(data, dict) or "cases" not in data or "aggregates" not in data:
-            raise click.ClickException(f"{path}: not an `iugc evaluate` result (no cases/aggregates)")
+        if not isinstance(data, dict):
+            raise click.ClickException(f"{path}: not an `iugc evaluate` or `iugc evaluate-image` result (not a JSON object)")
         team = data.get("team") or path.stem
-        if team in results:
-            raise click.ClickException(f"{path}: team name {team!r} appears twice; rename the file")
+        if team in sources:
+            raise click.ClickException(f"{path}: team name {team!r} appears twice ({sources[team]}); rename the file")
+        sources[team] = path
+        name = data.get("challenge") or (data.get("provenance") or {}).get("challenge")
+        if data.get("status") == "failed":
+            failed[team] = f"{data.get('failure') or 'failed'}: {data.get('error') or 'no reason recorded'}"
+            if name:
+                names.add(name)
+            continue
+        if "cases" not in data or "aggregates" not in data:
+            raise click.ClickException(f"{path}: not an `iugc evaluate` or `iugc evaluate-image` result (no cases/aggregates)")
         results[team] = data
-        names.add(data.get("challenge"))
+        names.add(name)
     if len(names) != 1:
         raise click.ClickException(f"results come from different challenges: {sorted(map(str, names))}")
-    return results, names.pop()
+    if not results:
+        raise click.ClickException(f"no result to rank: every evaluation failed ({', '.join(failed)})")
+    return results, failed, sources, names.pop()
+
+
+def _default_method(results: dict[str, dict], challenge) -> str:
+    """The ranking method of the results' phase when they all name the same one, else score."""
+    phases = {r.get("phase") for r in results.values()}
+    if len(phases) == 1 and (phase := phases.pop()) in {p.name for p in challenge.phases}:
+        return challenge.phase(phase).ranking_method
+    return "score"
 
 
 @click.command("rank")
 @click.argument("results_files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--method", type=click.Choice(["score", "mean-rank"]), default="score", show_default=True, help="score: aggregate-then-rank; mean-rank: rank-then-aggregate.")
+@click.option("--method", type=click.Choice(["score", "mean-rank", "test-then-rank"]), default=None,
+              help="score: aggregate-then-rank; mean-rank: rank-then-aggregate; test-then-rank: the PSFHS 2023 final "
+                   "ranking (one-sided Wilcoxon per metric, mean of the significance ranks). Default: the method of the "
+                   "results' phase in the definition, else score.")
+@click.option("--allow-missing", is_flag=True, help="Rank results covering different cases, each missing case scored as the worst case (said in the output).")
 @click.option("--bootstrap", "samples", type=int, default=0, help="Add rank stability over N bootstrap resamples of the cases (e.g. 1000).")
 @click.option("--wilcoxon", is_flag=True, help="Add pairwise Wilcoxon signed-rank significance ranks.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--json-out", type=click.Path(path_type=Path), help="Also write the table (and stability) as JSON.")
-def rank_cmd(results_files, method, samples, wilcoxon, seed, json_out):
-    """Rank teams from `iugc evaluate` results (team = the file's stem or its "team" key)."""
-    from data_manifest.io import atomic_write_text
-    from evaluator.ranking import bootstrap_ranks, rank_teams, wilcoxon_significance
+@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Write the robustness report to this new folder: blob plot of bootstrap ranks, a significance map and a "
+                   "podium plot per ranking metric (PNG and SVG), Kendall's tau between the methods, report.json. "
+                   "Uses --bootstrap N resamples (default: the definition's bootstrap_samples).")
+def rank_cmd(results_files, method, allow_missing, samples, wilcoxon, seed, json_out, report_dir):
+    """Rank teams from `iugc evaluate` / `iugc evaluate-image` results (team = the file's
+    stem or its "team" key).
 
-    results, name = _load_results(list(results_files))
+    The results must cover the same cases of the same truth (else the files and how
+    their cases differ are named; --allow-missing ranks them anyway). A failed
+    evaluate-image result ranks last, shown with its reason.
+    """
+    from data_manifest.io import atomic_write_text
+    from evaluator.ranking import (
+        bootstrap_ranks,
+        case_set_problem,
+        fill_missing_cases,
+        rank_teams,
+        wilcoxon_significance,
+        with_failed_teams,
+    )
+
+    results, failed, sources, name = _load_results(list(results_files))
     challenge = _challenge(name)
-    rows = rank_teams(results, challenge, method)
-    stability = bootstrap_ranks(results, challenge, method, samples, seed, progress=True) if samples else None
+    method = method or _default_method(results, challenge)
+    problem = case_set_problem(
+        {str(sources[t]): set(r["cases"]) for t, r in results.items()},
+        {str(sources[t]): (r.get("provenance") or {}).get("truth_manifest_sha256") for t, r in results.items()},
+    )
+    notes = []
+    if problem and (not allow_missing or "different truth" in problem):
+        hint = "" if "different truth" in problem else "; rank results of one dataset, or pass --allow-missing to score missing cases as the worst case"
+        raise click.ClickException(problem + hint)
+    if problem:
+        results, missing = fill_missing_cases(results, challenge)
+        notes += [f"--allow-missing: {t} lacks {n} cases, scored as the worst case" for t, n in missing.items()]
+    try:
+        rows = rank_teams(results, challenge, method)
+    except ValueError as exc:
+        raise click.ClickException(f"--method {method}: {exc}") from None
+    # test-then-rank resampled would be N x teams^2 x metrics tests: its bootstrap ranks by score
+    boot_method = "score" if method == "test-then-rank" else method
+    stability = bootstrap_ranks(results, challenge, boot_method, samples, seed, progress=True) if samples else None
     significance = wilcoxon_significance(results, challenge) if wilcoxon else None
+    rows = with_failed_teams(rows, failed)
+    notes += [f"{t}: evaluation failed ({reason}), ranked last" for t, reason in failed.items()]
     click.echo(format_table(rows, challenge, method, stability, significance))
+    for note in notes:
+        click.echo(note)
     if json_out:
-        doc = {"challenge": name, "method": method, "rows": rows, "bootstrap": stability, "wilcoxon": significance}
+        doc = {"challenge": name, "method": method, "rows": rows, "bootstrap": stability, "wilcoxon": significance, "notes": notes}
         atomic_write_text(json_out, json.dumps(doc, indent=1) + "\n")
+    if report_dir:
+        written = _write_report(report_dir, results, failed, notes, challenge, samples or challenge.ranking.bootstrap_samples, seed, method)
+        click.echo(f"report: {len(written)} files in {report_dir} ({', '.join(written[:3])} ...)")
+
+
+def _render_figure(item) -> None:
+    """Draw one report figure and save it as PNG and SVG (a pool worker's task)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from evaluator.report import report_figure
+
+    report, stem, folder = item
+    figure = report_figure(report, stem)
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: smaller, faster
+        figure.savefig(folder / f"{stem}.png", dpi=100)
+        figure.savefig(folder / f"{stem}.svg")
+    plt.close(figure)
+
+
+def _write_report(report_dir: Path, results, failed, notes, challenge, samples, seed, method=None, progress=True) -> list[str]:
+    """Render the report into a temporary sibling folder, then rename it into place."""
+    import shutil
+    import tempfile
+
+    import multiprocessing
+    import os
+
+    from evaluator.report import figure_names, ranking_report
+
+    if report_dir.exists() and (not report_dir.is_dir() or any(report_dir.iterdir())):
+        raise click.ClickException(f"--report {report_dir}: exists and is not an empty folder; name a new folder")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401 - imported once here, inherited by the forked workers
+    except ImportError:
+        raise click.ClickException("--report needs matplotlib (pip install -e .)") from None
+    report = ranking_report(results, challenge, samples, seed, order_by=method)
+    report.update(failed=failed, notes=notes)
+    report_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{report_dir.name}.", dir=report_dir.parent))
+    try:
+        from tqdm import tqdm
+
+        items = [(report, stem, tmp) for stem in figure_names(report)]
+        jobs = max(1, min(len(os.sched_getaffinity(0)), len(items)))
+        bar = tqdm(total=len(items), desc="report figures", unit="figure", file=sys.stderr, disable=not progress)
+        if jobs == 1:
+            for item in items:
+                _render_figure(item)
+                bar.update()
+        else:  # figures are independent: drawn in parallel, one process per core
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+            with context.Pool(jobs) as pool:
+                for _ in pool.imap_unordered(_render_figure, items, chunksize=1):
+                    bar.update()
+        bar.close()
+        (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        if report_dir.exists():
+            report_dir.rmdir()  # empty, checked above
+        tmp.rename(report_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return sorted(p.name for p in report_dir.iterdir())
 
 
 def format_table(rows, challenge, method, stability=None, significance=None) -> str:
     """The ranked table as text: every metric of the challenge, plus stability columns."""
     metric_cols = [m for m in ("dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc") if m in challenge.metrics]
+    sig_cols = list(challenge.ranking.mean_rank_metrics) if method == "test-then-rank" else []
     header = ["rank", "team".ljust(16), "score".rjust(9)]
-    if method == "mean-rank":
+    if method in ("mean-rank", "test-then-rank"):
         header.append("mean_rank".rjust(9))
+    header += [f"r_{m}".rjust(9) for m in sig_cols]
     header += [m.rjust(9) for m in metric_cols]
     if stability:
         header += ["med_rank".rjust(9), "rank_95%".rjust(9), "P(first)".rjust(9)]
@@ -192,8 +324,12 @@ def format_table(rows, challenge, method, stability=None, significance=None) -> 
     lines = [" ".join(header)]
     for row in rows:
         cells = [str(row["rank"]).rjust(4), row["team"][:16].ljust(16), _fmt(row["score"])]
-        if method == "mean-rank":
+        if row.get("status") == "failed":
+            lines.append(" ".join(cells + [f"failed: {row['reason']}"]))
+            continue
+        if method in ("mean-rank", "test-then-rank"):
             cells.append(_fmt(row["mean_rank"]))
+        cells += [_fmt(row["significance_ranks"][m]) for m in sig_cols]
         cells += [_fmt(row.get(m)) for m in metric_cols]
         if stability:
             t = stability["teams"][row["team"]]
@@ -201,10 +337,13 @@ def format_table(rows, challenge, method, stability=None, significance=None) -> 
         if significance:
             cells.append(_fmt(significance["significance_rank"][row["team"]]))
         lines.append(" ".join(cells))
+    if sig_cols:
+        lines.append(f"r_<metric>: 1 + teams significantly better on it (one-sided Wilcoxon signed-rank on per-case values, "
+                     f"alpha {challenge.ranking.alpha}); order: mean of those ranks, ties by score")
     if stability:
         tau = stability["kendall_tau"]
         lines.append(
-            f"bootstrap: {stability['samples']} resamples of the cases; Kendall's tau vs the full ranking: "
+            f"bootstrap ({stability['method']}): {stability['samples']} resamples of the cases; Kendall's tau vs the full ranking: "
             f"median {_fmt(tau['median'], 0)}, 95% interval {_fmt(tau['p2.5'], 0)} to {_fmt(tau['p97.5'], 0)}"
         )
     if significance:

@@ -32,6 +32,7 @@ from evaluator.scores import (
     CaseTable,
     aggregate,
     biometry_values,
+    catalogue_values,
     challenge_score,
     empty_case,
     segmentation_values,
@@ -39,7 +40,7 @@ from evaluator.scores import (
 )
 
 PROBABILITIES_FILE = "predictions.json"
-CACHE_VERSION = "2"
+CACHE_VERSION = "3"  # 3: the ellipse method leaves AoP undefined (not 0) at 5 points or fewer
 
 
 def valid_probability(p) -> bool:
@@ -291,6 +292,7 @@ def evaluate_case(
                 f"{Path(pred_path).name}: shape {pred.shape} differs from the ground truth's {gt.shape}"
             )
         case.update(segmentation_values(pred, gt))
+        case.update(catalogue_values(pred, gt, challenge))
         case.update(biometry_values(biometry(pred, method), gt_bio, challenge))
     except (ReadError, OSError, ValueError) as exc:
         case.update(worst_case_values(challenge, gt_bio))

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from challenge.biometry import Biometry
-from challenge.definition import ChallengeDefinition, ScoreTerm
+from challenge.definition import CATALOGUE_METRICS, SEGMENTATION_METRICS, ChallengeDefinition, ScoreTerm
 from challenge.labels import STRUCTURES
 from evaluator.classification import CLASSIFICATION_FUNCTIONS
-from evaluator.metrics import structure_metrics
+from evaluator.metrics import hd95, nsd, precision, sensitivity, structure_metrics
 
 SEGMENTATION_KEYS = tuple(f"{m}_{s}" for m in ("dice", "hd", "asd") for s in STRUCTURES)
 BIOMETRY_KEYS = ("aop_pred", "aop_gt", "aop_error", "hsd_pred", "hsd_gt", "hsd_error")
 CASE_KEYS = SEGMENTATION_KEYS + BIOMETRY_KEYS + ("error",)
+CATALOGUE_KEYS = tuple(f"{m}_{s}" for m in CATALOGUE_METRICS for s in STRUCTURES)
 CLASSIFICATION_KEYS = ("standard_plane", "p_standard_plane")
 
 
@@ -38,42 +39,69 @@ def segmentation_values(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return out
 
 
-def _error(pred: float | None, gt: float | None, worst: float) -> float | None:
+def catalogue_values(pred: np.ndarray, gt: np.ndarray, challenge: ChallengeDefinition) -> dict[str, float]:
+    """The catalogue metrics the challenge lists (hd95, nsd, sensitivity, precision) for PS,
+    FH and all of canonical (H, W) label masks: ``{"hd95_ps", ..., "precision_all"}``,
+    unreduced; empty when the challenge lists none. Empty-mask rules: evaluator/metrics.py.
+    """
+    wanted = [m for m in CATALOGUE_METRICS if m in challenge.metrics]
+    if pred.shape != gt.shape:
+        raise ValueError(f"shapes differ: prediction {pred.shape} vs ground truth {gt.shape}")
+    functions = {"hd95": hd95, "sensitivity": sensitivity, "precision": precision,
+                 "nsd": lambda p, g: nsd(p, g, challenge.nsd_tolerance_px)}
+    out = {}
+    for name, labels in STRUCTURES.items():
+        p, g = np.isin(pred, labels), np.isin(gt, labels)
+        for metric in wanted:
+            out[f"{metric}_{name}"] = functions[metric](p, g)
+    return out
+
+
+def _error(pred: float | None, gt: float | None, worst: float, policy) -> tuple[float | None, float | None, float | None]:
+    """``(pred, gt, error)`` after the challenge's undefined-value policy (see UndefinedPolicy)."""
+    if gt is None and policy.ground_truth == "zero":
+        gt = 0.0
+    if pred is None and policy.prediction == "zero":
+        pred = 0.0
     if gt is None:
-        return None  # truth undefined: excluded from the aggregate, counted
+        return pred, None, None  # truth undefined: excluded from the aggregate, counted
     if pred is None:
-        return worst  # prediction undefined: worst case
-    return abs(pred - gt)
+        return None, gt, worst  # prediction undefined: worst case
+    return pred, gt, abs(pred - gt)
 
 
 def biometry_values(pred: Biometry | None, gt: Biometry, challenge: ChallengeDefinition) -> dict:
     """AoP/HSD of prediction and truth and their absolute errors, with the undefined policy.
 
-    ``pred`` None means no usable prediction. HSD is only scored when the challenge has
+    ``pred`` None means no usable prediction. Undefined values become what the
+    challenge's ``undefined_biometry`` says: with ``zero`` (PSFHS 2023) the reported value
+    is 0.0 and the error is measured from it. HSD is only scored when the challenge has
     the ``hsd_error`` metric (the ellipse method defines no HSD).
+
+    >>> from challenge.definition import load_challenge
+    >>> v = biometry_values(None, Biometry(aop=110.0, hsd=None), load_challenge("psfhs2023"))
+    >>> v["aop_pred"], v["aop_error"]
+    (0.0, 110.0)
+    >>> biometry_values(None, Biometry(aop=110.0, hsd=None), load_challenge("iugc2024"))["aop_error"]
+    180.0
     """
-    worst = challenge.worst_case
-    pred_aop = None if pred is None else pred.aop
-    pred_hsd = None if pred is None else pred.hsd
-    scores_hsd = "hsd_error" in challenge.metrics
-    return {
-        "aop_pred": pred_aop,
-        "aop_gt": gt.aop,
-        "aop_error": _error(pred_aop, gt.aop, worst.aop_error),
-        "hsd_pred": pred_hsd,
-        "hsd_gt": gt.hsd,
-        "hsd_error": _error(pred_hsd, gt.hsd, worst.hsd_error) if scores_hsd else None,
-    }
+    worst, policy = challenge.worst_case, challenge.undefined_biometry
+    aop_pred, aop_gt, aop_error = _error(None if pred is None else pred.aop, gt.aop, worst.aop_error, policy)
+    out = {"aop_pred": aop_pred, "aop_gt": aop_gt, "aop_error": aop_error,
+           "hsd_pred": None if pred is None else pred.hsd, "hsd_gt": gt.hsd, "hsd_error": None}
+    if "hsd_error" in challenge.metrics:
+        out["hsd_pred"], out["hsd_gt"], out["hsd_error"] = _error(out["hsd_pred"], gt.hsd, worst.hsd_error, policy)
+    return out
 
 
 def worst_case_values(challenge: ChallengeDefinition, gt: Biometry | None) -> dict:
     """Values of a case whose prediction is missing or invalid (Metrics Reloaded practice)."""
     worst = challenge.worst_case
     out = {}
+    families = ["dice", "hd", "asd"] + [m for m in CATALOGUE_METRICS if m in challenge.metrics]
     for name in STRUCTURES:
-        out[f"dice_{name}"] = worst.dice
-        out[f"hd_{name}"] = worst.hd
-        out[f"asd_{name}"] = worst.asd
+        for metric in families:
+            out[f"{metric}_{name}"] = getattr(worst, metric)
     if gt is not None:
         out.update(biometry_values(None, gt, challenge))
     return out
@@ -93,13 +121,11 @@ class CaseTable:
     @classmethod
     def from_cases(cls, cases: dict[str, dict]) -> "CaseTable":
         ids = list(cases)
-        keys = SEGMENTATION_KEYS + ("aop_error", "hsd_error") + CLASSIFICATION_KEYS
-        values = {}
-        for key in keys:
-            column = [cases[c].get(key) for c in ids]
-            values[key] = np.array([np.nan if v is None else float(v) for v in column], dtype=np.float64)
-        has_mask = [cases[c].get("dice_ps") is not None for c in ids]
-        values["_segmented"] = np.array(has_mask, dtype=bool)
+        keys = SEGMENTATION_KEYS + CATALOGUE_KEYS + ("aop_error", "hsd_error") + CLASSIFICATION_KEYS
+        # numpy turns None into NaN in a float array, one row per case
+        matrix = np.array([[case.get(key) for key in keys] for case in cases.values()], dtype=np.float64).reshape(len(ids), len(keys))
+        values = {key: np.ascontiguousarray(matrix[:, k]) for k, key in enumerate(keys)}
+        values["_segmented"] = ~np.isnan(values["dice_ps"])
         return cls(ids, values)
 
     def __len__(self) -> int:
@@ -120,7 +146,7 @@ def aggregate(table: CaseTable, challenge: ChallengeDefinition, index: np.ndarra
     """
     v = table.values if index is None else {k: a[index] for k, a in table.values.items()}
     out: dict = {}
-    for metric in ("dice", "hd", "asd"):
+    for metric in ("dice", "hd", "asd") + tuple(m for m in CATALOGUE_METRICS if m in challenge.metrics):
         per_structure = [v[f"{metric}_{s}"] for s in STRUCTURES]
         for s, column in zip(STRUCTURES, per_structure):
             out[f"{metric}_{s}"] = _mean(column)
@@ -170,7 +196,7 @@ def case_score(case: dict, challenge: ChallengeDefinition) -> float | None:
     """
     total, weight = 0.0, 0.0
     for term in challenge.score.terms:
-        if term.metric in ("dice", "hd", "asd"):
+        if term.metric in SEGMENTATION_METRICS:
             values = [case.get(f"{term.metric}_{s}") for s in STRUCTURES]
             if any(x is None for x in values):
                 continue

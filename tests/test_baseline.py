@@ -897,3 +897,27 @@ def test_export_never_replaces_a_file_without_force_and_finetune_refuses_archite
                               "--out", str(tmp_path / "ft"), *option], capture_output=True, text=True, cwd=ROOT)
         assert cli.returncode == 2 and f"No such option '{option[0]}'" in cli.stderr, cli.stderr
     assert not (tmp_path / "ft").exists()
+
+
+def test_training_selects_epochs_with_undefined_truth_angles_left_out(dataset, tmp_path):
+    """Generated non-standard frames have no truth AoP: validation leaves them out of the
+    angle's mean (psfhs2023's count-as-zero rule is for real standard planes)."""
+    from baseline.predict import predict_frame
+    from challenge.biometry import biometry
+    from data_manifest.io import read_image, read_mask
+
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
+    model, size = load_model(run / "best.pt")
+    cases = [c for c in load_manifest(dataset).cases if c.split == "validation" and c.mask]
+    errors, undefined = [], 0
+    for case in cases:
+        truth = biometry(read_mask(dataset / case.mask), "ellipse").aop
+        if truth is None:
+            undefined += 1
+            continue
+        pred = biometry(predict_frame(model, size, read_image(dataset / case.image), smooth=SMOOTH)[0], "ellipse").aop
+        errors.append(180.0 if pred is None else abs(pred - truth))
+    assert undefined >= 1, "no validation frame lacks a truth angle: the check below could not fail"
+    figures = validate(model, FrameDataset(dataset, ("validation",), size, smooth=SMOOTH), "cpu")
+    assert figures["aop_error_ellipse"] == pytest.approx(np.mean(errors), abs=1e-6)

@@ -29,6 +29,10 @@ def test_a_new_challenge_is_a_new_file(tmp_path):
         (("metrics: [dice, hd, asd, aop_error]", "metrics: [dice, hd, asd, aop_error, auc]"), "belong to no task"),
         (("submissions_per_day: 1,", "submissions_per_day: 0,"), "submissions_per_day"),
         (("name: psfhs2023", "name: psfhs2023\nsurprise: 1"), "surprise"),
+        (("ranking_method: test-then-rank", "ranking_method: coin-toss"), "ranking_method"),
+        (("methods: [score, mean-rank, test-then-rank]", "methods: [score, mean-rank]"), "not in ranking.methods"),
+        (("undefined_biometry: {ground_truth: zero", "undefined_biometry: {ground_truth: half"), "ground_truth"),
+        (("aop_method: ellipse", "aop_method: ellipse\nnsd_tolerance_px: 0"), "nsd_tolerance_px"),
     ],
 )
 def test_invalid_definitions_say_where(tmp_path, edit, message):
@@ -43,3 +47,11 @@ def test_invalid_definitions_say_where(tmp_path, edit, message):
 def test_unknown_challenge_lists_the_known_ones():
     with pytest.raises(DefinitionError, match="psfhs2023"):
         load_challenge("nope")
+
+
+def test_test_then_rank_needs_per_case_ranking_metrics(tmp_path):
+    text = (load_challenge.__globals__["DEFINITIONS_DIR"] / "iugc2024.yaml").read_text()
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace("methods: [score, mean-rank]", "methods: [score, mean-rank, test-then-rank]"))
+    with pytest.raises(DefinitionError, match=r"per-case metrics; \['auc', 'f1'\]"):
+        load_challenge(path)
