@@ -33,7 +33,7 @@ class _Cancellable(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            click.echo("cancelled: interrupted; nothing half-written was left behind", err=True)
+            click.echo("cancelled: interrupted by a signal (exit status 130)", err=True)
             ctx.exit(130)
 
 
