@@ -125,3 +125,24 @@ def test_baseline_train_ends_on_a_signal_with_whole_checkpoints(psfhs_dir, tmp_p
     assert code == 130, err[-2000:]
     state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)  # whole, not half-written
     assert "model" in state
+
+
+_POOL_PROBE = """
+import multiprocessing, time
+from iugc.cli import install_signal_handlers
+
+install_signal_handlers()
+with multiprocessing.get_context("fork").Pool(2) as pool:  # leaving the block terminates the workers (SIGTERM)
+    print(pool.apply(sum, ([1, 2],)))
+    pool.apply_async(time.sleep, (60,))  # a worker busy in Python code when the SIGTERM comes
+    time.sleep(1)
+"""
+
+
+def test_pool_workers_of_any_command_end_quietly_on_terminate():
+    """A command's worker pool (the ranking report's, say) forks after the handlers are
+    set: SIGTERM from Pool.terminate must end a worker as before, not raise
+    KeyboardInterrupt in it (a traceback per worker on a successful run)."""
+    run = subprocess.run([sys.executable, "-c", _POOL_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "3", run.stderr
+    assert "Traceback" not in run.stderr and "KeyboardInterrupt" not in run.stderr, run.stderr
