@@ -15,11 +15,11 @@ $(STAMP): pyproject.toml setup.py evaluator/_fastmetrics.c
 	  [ "$$free" -ge $(NEED_GB) ] || { echo "error: $(CURDIR) has $$free GB free; a new $(VENV) needs about $(NEED_GB) GB. Free some space (or delete old checkouts) and run make again." >&2; exit 1; }; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,baseline]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,baseline,service]'
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/iugc demo
+	$(BIN)/iugc demo-site
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q

@@ -8,6 +8,7 @@ limits. A new challenge is a new file in ``challenge/definitions/`` (or any path
 """
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -127,6 +128,9 @@ class Ranking(_Strict):
 
 class Limits(_Strict):
     submissions_per_day: int = Field(ge=1)
+    """Per team, in any rolling 24 hours (the submission service's quota)."""
+    submissions_total: int | None = Field(default=None, ge=1)
+    """Per team over the whole phase; None: no total limit."""
     time_limit_seconds: int = Field(ge=1)
     memory_mb: int = Field(ge=64)
     cpus: float = Field(gt=0)
@@ -145,6 +149,22 @@ class Phase(_Strict):
     limits: Limits
     ranking_method: RankingMethod = "score"
     """The method that ranks this phase's results (``iugc rank`` uses it by default)."""
+    opens: datetime | None = None
+    """When the phase accepts submissions (timezone-aware); None: open from the start."""
+    closes: datetime | None = None
+    """When it stops accepting them; None: never closes."""
+    failures_count_against_quota: bool = True
+    """Whether a failure caused by the submission uses up quota (platform faults never do)."""
+
+    @model_validator(mode="after")
+    def _window(self):
+        for name in ("opens", "closes"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name} must carry a time zone, e.g. 2024-07-01T00:00:00Z, got {value.isoformat()}")
+        if self.opens and self.closes and self.closes <= self.opens:
+            raise ValueError(f"closes ({self.closes.isoformat()}) must come after opens ({self.opens.isoformat()})")
+        return self
 
 
 class ChallengeDefinition(_Strict):

@@ -12,6 +12,8 @@ from challenge.cli import challenge_group
 from data_manifest.cli import data_group
 from evaluator.cli import biometry_cmd, docker_group, evaluate_cmd, evaluate_image_cmd, rank_cmd
 from evaluator.kit_cli import export_base_cmd, kit_group
+from leaderboard.cli import serve_cmd, submit_cmd
+from submissions.cli import admin_group, db_group, worker_cmd
 
 
 _INSTALLED: dict = {}  # the process that installed the handlers, and the handlers it had
@@ -74,6 +76,20 @@ def demo_cmd(workdir, data, cases):
     run_demo(workdir, data, cases)
 
 
+@main.command("demo-site")
+@click.option("--instance", type=click.Path(path_type=Path), default=Path(".demo/instance"), show_default=True,
+              help="Instance folder: database, storage, data, secret key, credentials (kept between runs).")
+@click.option("--cases", type=int, default=20, show_default=True, help="Frames per phase (real when ../shared/data/psfhs exists).")
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--no-serve", is_flag=True, help="Prepare everything, print the credentials, do not serve.")
+def demo_site_cmd(instance, cases, port, no_serve):
+    """The leaderboard site with challenges, data, an organizer, a demo team, the baseline
+    and stand-in teams ranked, served at http://127.0.0.1:PORT (what `make demo` runs)."""
+    from iugc.site_demo import run_site_demo
+
+    run_site_demo(instance, cases, port, serve=not no_serve)
+
+
 main.add_command(baseline_group)
 main.add_command(challenge_group)
 main.add_command(data_group)
@@ -85,6 +101,11 @@ docker_group.add_command(build_baseline_cmd)
 docker_group.add_command(export_base_cmd)
 main.add_command(kit_group)
 main.add_command(docker_group)
+main.add_command(db_group)
+main.add_command(admin_group)
+main.add_command(serve_cmd)
+main.add_command(worker_cmd)
+main.add_command(submit_cmd)
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,8 @@ import sys
 
 from tests.conftest import ROOT
 
-COMMANDS = ["baseline", "biometry", "challenge", "data", "demo", "docker", "evaluate", "evaluate-image", "kit", "rank"]
+COMMANDS = ["admin", "baseline", "biometry", "challenge", "data", "db", "demo", "demo-site", "docker", "evaluate", "evaluate-image", "kit", "rank",
+            "serve", "submit", "worker"]
 
 
 def iugc(*args):
@@ -17,7 +18,8 @@ def test_help_lists_every_command():
 
 
 def test_every_command_explains_itself():
-    for command in COMMANDS + ["data import", "data verify", "data split", "data phantom", "data nonstandard", "data sample", "kit new", "kit check", "docker export-base", "baseline train", "baseline finetune", "baseline predict", "challenge list"]:
+    for command in COMMANDS + ["data import", "data verify", "data split", "data phantom", "data nonstandard", "data sample", "kit new", "kit check", "docker export-base", "baseline train", "baseline finetune", "baseline predict", "challenge list",
+                               "db upgrade", "admin init", "admin add-dataset", "admin create-user", "admin token", "admin reevaluate", "admin publish"]:
         run = iugc(*command.split(), "--help")
         assert run.returncode == 0 and "Usage:" in run.stdout and len(run.stdout.splitlines()) > 4, command
 

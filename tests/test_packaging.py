@@ -21,6 +21,10 @@ def test_the_wheel_carries_the_weights_and_the_challenge_definitions(tmp_path):
         assert definitions and definitions <= names
         kit = {f"evaluator/kit_template/{name}" for name in TEMPLATE_FILES}
         assert kit <= names, sorted(kit - names)  # `iugc kit new` from a plain install
+        migrations = {p.relative_to(ROOT).as_posix() for p in (ROOT / "submissions" / "migrations").rglob("*") if p.suffix in (".py", ".mako")}
+        assert "submissions/migrations/script.py.mako" in migrations and migrations <= names  # `iugc db upgrade` needs them
+        pages = {p.relative_to(ROOT).as_posix() for folder in ("templates", "static") for p in (ROOT / "leaderboard" / folder).rglob("*") if p.is_file()}
+        assert "leaderboard/templates/base.html" in pages and "leaderboard/static/style.css" in pages and pages <= names  # the web pages
         meta = json.loads(archive.read("baseline/weights/baseline.json"))
         weights = archive.read(f"baseline/weights/{meta['file']}")
     assert hashlib.sha256(weights).hexdigest() == meta["sha256"]

@@ -1,0 +1,226 @@
+"""`make demo` / `iugc demo-site`: the leaderboard site on this machine, ready to use.
+
+Each step says what it does and how long it took, and a second run reuses what the first
+made (the database, data, people and results are kept in the instance folder):
+
+1. a secret key and a migrated SQLite database in the instance folder;
+2. the psfhs2023 and iugc2024 challenges, with real frames from ``../shared/data/psfhs``
+   as every phase's data (SYNTHETIC phantoms, labelled so, when they are absent);
+3. an organizer and a demo team, with their passwords printed (and kept in
+   ``<instance>/demo-credentials.txt``);
+4. stand-in teams: degraded copies of the expert masks (``iugc.demo``), scored by the
+   evaluator and stored as their submissions' results;
+5. the baseline, as the demo team's submission: its container when a Docker engine
+   answers (evaluated by the server's worker once it starts), the trusted local runner
+   otherwise;
+6. ``iugc serve`` at http://127.0.0.1:5000.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import cv2
+
+from iugc.demo import SHARED_PSFHS, _team_masks
+
+ORGANIZER, PARTICIPANT, DEMO_TEAM = "organizer@iugc.local", "team@iugc.local", "demo-team"
+CHALLENGES = ("psfhs2023", "iugc2024")
+STAND_INS = ("near-perfect", "ragged-edges", "eroded", "shifted", "forgets-ps")
+SCORED_PHASES = ("sanity-check", "validation", "final-test")
+
+
+@contextmanager
+def step(title: str):
+    click.echo(f"==> {title}")
+    began = time.monotonic()
+    yield
+    click.echo(f"    done in {time.monotonic() - began:.1f} s")
+
+
+def _stand_in_archive(path: Path, team: str) -> Path:
+    """A placeholder ``docker save``-shaped archive naming a stand-in team (never run: its
+    result is computed by the evaluator from the stand-in's masks)."""
+    config = json.dumps({"stand_in": team}).encode()
+    members = {"config.json": config, "layer/layer.tar": b"", "manifest.json": json.dumps(
+        [{"Config": "config.json", "Layers": ["layer/layer.tar"], "RepoTags": [f"stand-in/{team}:demo"]}]).encode()}
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _credentials(instance: Path) -> dict:
+    path = instance / "demo-credentials.txt"
+    if path.exists():
+        return dict(line.split(" ", 1) for line in path.read_text().splitlines() if line.strip())
+    values = {ORGANIZER: secrets.token_urlsafe(9), PARTICIPANT: secrets.token_urlsafe(9)}
+    path.write_text("".join(f"{k} {v}\n" for k, v in values.items()))
+    path.chmod(0o600)
+    return values
+
+
+def _data(instance: Path, cases: int) -> tuple[Path, bool]:
+    from data_manifest.importers import import_dataset
+    from data_manifest.manifest import load_manifest
+    from data_manifest.phantom import write_phantom_dataset
+
+    dest = instance / "data" / "frames"
+    if (dest / "manifest.json").exists():
+        return dest, load_manifest(dest).synthetic
+    if SHARED_PSFHS.is_dir():
+        source = instance / "data" / "source"
+        shutil.rmtree(source, ignore_errors=True)
+        for sub in ("images", "masks"):
+            (source / sub).mkdir(parents=True)
+            for path in sorted((SHARED_PSFHS / sub).glob("*.png"))[:cases]:
+                (source / sub / path.name).symlink_to(path.resolve())
+        import_dataset("png", source, dest, name="demo-psfhs", progress=False)
+        return dest, False
+    write_phantom_dataset(dest, cases, seed=0, nonstandard_fraction=0.0)
+    return dest, True
+
+
+def _docker_baseline() -> bool:
+    """Whether a Docker engine answers and holds iugc/baseline:latest."""
+    from docker.errors import ImageNotFound
+
+    from evaluator import docker_engine
+    from evaluator.exceptions import RetryableError
+
+    try:
+        docker_engine.client().images.get("iugc/baseline:latest")
+        return True
+    except (RetryableError, ImageNotFound):  # no engine, or no image: the trusted local runner stands in
+        return False
+
+
+def prepare(instance: Path, cases: int) -> dict:
+    """Steps 1-5 (idempotent); returns the credentials."""
+    from sqlalchemy import select
+
+    from challenge.definition import load_challenge
+    from evaluator.docker_engine import Limits
+    from evaluator.evaluate import evaluate_folder
+    from evaluator.evaluate_image import evaluate_image
+    from data_manifest.io import read_mask
+    from data_manifest.manifest import load_manifest
+    from leaderboard.web.security import hash_password, write_secret_key
+    from submissions import admin, db, queue
+    from submissions.models import Submission, Team, User
+    from submissions.storage import LocalStorage
+    from submissions.uploads import submit
+
+    instance.mkdir(parents=True, exist_ok=True)
+    with step(f"database and secret key in {instance}"):
+        write_secret_key(instance)
+        engine = db.make_engine(f"sqlite:///{instance / 'iugc.sqlite3'}")
+        before, after = db.upgrade(engine)
+        click.echo(f"    schema {'already at ' + after if before == after else 'migrated to ' + after}")
+        sessions = db.session_factory(engine)
+        storage = LocalStorage(instance / "storage")
+    with step(f"challenges {', '.join(CHALLENGES)} and their data"):
+        data, synthetic = _data(instance, cases)
+        click.echo(f"    {len(load_manifest(data).cases)} {'SYNTHETIC phantom' if synthetic else 'real PSFHS'} frames in {data}")
+        with db.transaction(sessions) as session:
+            for name in CHALLENGES:
+                challenge, created = admin.init_challenge(session, name)
+                click.echo(f"    {name}: {'created' if created else 'already there'}")
+                for phase in challenge.phases:
+                    if admin.active_dataset(session, phase.id) is None:
+                        admin.add_dataset(session, phase.slug, data)
+    credentials = _credentials(instance)
+    with step("organizer and demo team"):
+        with db.transaction(sessions) as session:
+            for email, role in ((ORGANIZER, "organizer"), (PARTICIPANT, "participant")):
+                if session.execute(select(User.id).where(User.email == email)).first() is None:
+                    admin.create_user(session, email, role).password_hash = hash_password(credentials[email])
+            user = admin.user_by_email(session, PARTICIPANT)
+            if admin.team_of(session, user, admin.phase_by_slug(session, "psfhs2023-sanity-check").challenge_id) is None:
+                admin.create_team(session, user, DEMO_TEAM, "psfhs2023")
+    with step(f"stand-in teams ({', '.join(STAND_INS)}) scored by the evaluator"):
+        manifest = load_manifest(data)
+        predictions = instance / "stand-ins"
+        if not predictions.exists():
+            import numpy as np
+
+            rng = np.random.default_rng(0)
+            for index, case in enumerate(manifest.cases):
+                for team, mask in _team_masks(read_mask(data / case.mask), index, rng).items():
+                    if team in STAND_INS and mask is not None:
+                        (predictions / team).mkdir(parents=True, exist_ok=True)
+                        cv2.imwrite(str(predictions / team / f"{case.case_id}.png"), mask)
+        definition = load_challenge("psfhs2023")
+        for team in STAND_INS:
+            with db.transaction(sessions) as session:
+                if session.execute(select(Team.id).where(Team.name == team)).first():
+                    continue
+                email = f"{team}@iugc.local"
+                if session.execute(select(User.id).where(User.email == email)).first() is None:
+                    admin.create_user(session, email, "participant")
+                admin.create_team(session, admin.user_by_email(session, email), team, "psfhs2023")
+                user_id = admin.user_by_email(session, email).id
+            result = evaluate_folder(predictions / team, data, definition, progress=False, cache_dir=instance / "cache")
+            for phase in SCORED_PHASES:
+                archive = _stand_in_archive(instance / f"stand-in-{team}-{phase}.tar", f"{team}-{phase}")
+                with open(archive, "rb") as stream:
+                    submit(sessions, storage, user_id, f"psfhs2023-{phase}", stream)
+                archive.unlink()
+                job = queue.claim_next(sessions, f"demo:{os.getpid()}:{team}")
+                queue.finish(sessions, job, {**result, "status": "succeeded", "logs": "stand-in: scored from its masks"})
+            click.echo(f"    {team}: score {result['score']:.4f}")
+    with step("the baseline as the demo team's submission"):
+        with sessions() as session:
+            user = admin.user_by_email(session, PARTICIPANT)
+            done = session.execute(select(Submission.id).join(Team).where(Team.name == DEMO_TEAM)).first()
+        if done:
+            click.echo("    already submitted")
+        elif _docker_baseline():
+            archive = instance / "baseline.tar"
+            subprocess.run(["docker", "save", "iugc/baseline:latest", "-o", str(archive)], check=True)
+            with open(archive, "rb") as stream:
+                sid = submit(sessions, storage, user.id, "psfhs2023-sanity-check", stream)
+            archive.unlink()
+            click.echo(f"    submission {sid} queued: the server's worker runs iugc/baseline:latest in a container")
+        else:
+            click.echo("    no Docker engine with iugc/baseline:latest: the trusted local runner evaluates it")
+            archive = _stand_in_archive(instance / "baseline-local.tar", "baseline-local")
+            with open(archive, "rb") as stream:
+                sid = submit(sessions, storage, user.id, "psfhs2023-sanity-check", stream)
+            archive.unlink()
+            job = queue.claim_next(sessions, f"demo:{os.getpid()}:baseline")
+            phase = next(p for p in definition.phases if p.name == "sanity-check")
+            result = evaluate_image("iugc/baseline:latest", data, definition, Limits.from_phase(phase), runner="local",
+                                    cache_dir=instance / "cache")
+            queue.finish(sessions, job, result)
+            click.echo(f"    submission {sid}: {result['status']}, score {result.get('score')}")
+    engine.dispose()
+    return credentials
+
+
+def run_site_demo(instance: Path, cases: int, port: int, serve: bool) -> None:
+    began = time.monotonic()
+    credentials = prepare(instance.absolute(), cases)
+    click.echo(f"\nready in {time.monotonic() - began:.1f} s. Open http://127.0.0.1:{port} and log in as")
+    click.echo(f"    organizer:   {ORGANIZER}   password {credentials[ORGANIZER]}")
+    click.echo(f"    participant: {PARTICIPANT}   password {credentials[PARTICIPANT]}   (team {DEMO_TEAM})")
+    click.echo(f"    (kept in {instance.absolute() / 'demo-credentials.txt'}; or register a new team)")
+    if not serve:
+        return
+    env = {**os.environ, "IUGC_INSTANCE": str(instance.absolute()), "IUGC_CACHE_DIR": str(instance.absolute() / "cache")}
+    for key in ("IUGC_DATABASE_URL", "IUGC_STORAGE_URL", "IUGC_BROKER_URL", "IUGC_SECRET_KEY"):
+        env.pop(key, None)
+    click.echo(f"==> serving http://127.0.0.1:{port} (Ctrl-C stops)")
+    os.execve(sys.executable, [sys.executable, "-m", "iugc", "serve", "--host", "127.0.0.1", "--port", str(port)], env)

@@ -1,0 +1,168 @@
+"""API v1 (the ``api`` blueprint, under ``/api/v1``): JSON in and out, bearer tokens.
+
+Every view is declared with :func:`endpoint`, which records its summary, parameters,
+request body and responses; ``GET /api/v1/openapi.json`` is built from those records and
+Flask's URL map (``leaderboard.openapi``), so the document cannot drift from the code.
+Errors are ``{"error": message}`` with the status of the ``submissions.exceptions`` class.
+"""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from submissions import admin, db, queue, reports
+from submissions.exceptions import (
+    Conflict,
+    ConfigurationError,
+    Forbidden,
+    InvalidArchive,
+    InvalidRequest,
+    NotAuthenticated,
+    NotFound,
+    QuotaExceeded,
+    ServiceError,
+    TooLarge,
+)
+from submissions.uploads import submit
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+
+STATUS = {InvalidArchive: 422, InvalidRequest: 400, NotAuthenticated: 401, Forbidden: 403, NotFound: 404,
+          Conflict: 409, TooLarge: 413, QuotaExceeded: 429, ConfigurationError: 503}
+ENDPOINTS: dict[str, dict] = {}
+"""view name -> its OpenAPI description, filled by :func:`endpoint`."""
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def endpoint(rule: str, method: str, summary: str, *, auth: bool = True, body: dict | None = None,
+             responses: dict[int, str], status: int = 200):
+    """Register a view on the blueprint with what OpenAPI says about it."""
+    def decorate(view):
+        @wraps(view)
+        def wrapper(**kwargs):
+            if auth:
+                with current_app.extensions["iugc"].sessions() as session:
+                    g.user = admin.authenticate(session, _bearer())
+            result = view(**kwargs)
+            return jsonify(result), status
+
+        errors = {401: "no valid token"} if auth else {}
+        ENDPOINTS[view.__name__] = {"summary": summary, "description": (view.__doc__ or "").strip(), "auth": auth,
+                                    "body": body, "status": status, "responses": {**responses, **errors}}
+        api.add_url_rule(rule, view.__name__, wrapper, methods=[method])
+        return wrapper
+    return decorate
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _json_body(*required: str) -> dict:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object (Content-Type: application/json)")
+    missing = [k for k in required if not isinstance(data.get(k), str)]
+    if missing:
+        raise InvalidRequest(f"missing or non-string field(s): {', '.join(missing)}")
+    return data
+
+
+@api.errorhandler(ServiceError)
+def _service_error(exc: ServiceError):
+    status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
+    body = {"error": str(exc)}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        body["retry_after"] = retry_after.isoformat()
+    response = jsonify(body)
+    if retry_after is not None:
+        from submissions.models import utcnow
+
+        response.headers["Retry-After"] = str(max(1, int((retry_after - utcnow()).total_seconds())))
+    return response, status
+
+
+@api.app_errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    if not request.path.startswith(api.url_prefix + "/"):
+        return exc  # not the API's: the web pages (a later issue) answer in HTML
+    messages = {404: "no such endpoint; see GET /api/v1/openapi.json", 405: f"{request.method} is not allowed here",
+                413: "the upload is larger than the server accepts"}
+    return jsonify({"error": messages.get(exc.code, exc.description)}), exc.code
+
+
+def _ctx():
+    return current_app.extensions["iugc"]
+
+
+@endpoint("/openapi.json", "GET", "This document: every endpoint of API v1 (OpenAPI 3)", auth=False, responses={200: "the document"})
+def openapi_document():
+    from leaderboard.openapi import build
+
+    return build(current_app)
+
+
+@endpoint("/phases", "GET", "Phases with their windows, limits and the caller's team quota", responses={200: "a list of phases"})
+def list_phases():
+    with _ctx().sessions() as session:
+        return reports.phases(session, g.user)
+
+
+@endpoint("/teams", "POST", "Create a team with the caller as its first member", status=201,
+          body={"name": {"type": "string"}, "challenge": {"type": "string", "description": "needed when several challenges exist"}},
+          responses={201: "the team", 400: "malformed body", 409: "name taken or already in a team"})
+def create_team():
+    data = _json_body("name")
+    with db.transaction(_ctx().sessions) as session:
+        user = session.merge(g.user)
+        team = admin.create_team(session, user, data["name"], data.get("challenge"))
+        return {"id": team.id, "name": team.name, "challenge": team.challenge.name}
+
+
+@endpoint("/phases/<slug>/submissions", "POST", "Upload a `docker save` archive (multipart field `image`)", status=202,
+          body={"image": {"type": "string", "format": "binary"}},
+          responses={202: "accepted: {id, status}", 400: "no image field", 403: "phase closed or not in a team", 404: "no such phase",
+                     409: "the same archive again", 413: "over the phase's size limit", 422: "the archive breaks an intake rule",
+                     429: "over quota (with retry_after)"})
+def create_submission(slug):
+    upload = request.files.get("image")
+    if upload is None:
+        raise InvalidRequest("send the archive as the multipart form field `image` (`docker save IMAGE -o FILE.tar`)")
+    ctx = _ctx()
+    submission_id = submit(ctx.sessions, ctx.storage, g.user.id, slug, upload.stream)
+    ctx.wake()
+    return {"id": submission_id, "status": "queued"}
+
+
+@endpoint("/submissions/<int:submission_id>", "GET", "Status, timestamps, failure reason, aggregates and score",
+          responses={200: "the submission", 404: "no such submission visible to the caller"})
+def get_submission(submission_id):
+    with _ctx().sessions() as session:
+        return reports.submission_status(session, g.user, submission_id)
+
+
+@endpoint("/submissions/<int:submission_id>/cases", "GET", "Per-case values where the phase shows them",
+          responses={200: "per-case values", 403: "this phase does not show them", 404: "no such submission visible to the caller"})
+def get_submission_cases(submission_id):
+    with _ctx().sessions() as session:
+        return reports.submission_cases(session, g.user, submission_id)
+
+
+@endpoint("/submissions/<int:submission_id>/cancel", "POST", "Cancel a received, queued or running submission",
+          responses={200: "cancelled", 400: "already finished", 404: "no such submission visible to the caller"})
+def cancel_submission(submission_id):
+    state = queue.cancel(_ctx().sessions, g.user.id, submission_id)
+    return {"id": submission_id, "status": state.value}
+
+
+@endpoint("/phases/<slug>/leaderboard", "GET", "Ranked rows: team, submission, rank, score and every metric",
+          responses={200: "{rows: [...]}", 403: "final results not published yet", 404: "no such phase"})
+def get_leaderboard(slug):
+    with _ctx().sessions() as session:
+        return reports.leaderboard(session, g.user, slug)

@@ -1,0 +1,118 @@
+"""``iugc serve`` (the API, with embedded workers or Celery) and ``iugc submit``."""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (put a TLS proxy in front for anything else).")
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--threads", type=int, default=8, show_default=True, help="HTTP request threads.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Embedded evaluation threads (no broker); 0: none, use `iugc worker`.")
+@click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds SIGTERM waits for requests and evaluations before requeueing them.")
+@click.option("--evaluation", type=click.Choice(["docker", "noop"]), default="docker", hidden=True,
+              help="noop: run no image (queue benchmarks and tests).")
+def serve_cmd(host, port, threads, workers, grace, evaluation):
+    """Serve API v1 (waitress) with embedded evaluation workers, until SIGTERM.
+
+    With IUGC_BROKER_URL set, submissions go to Celery workers (`iugc worker`) instead.
+    Refuses to start on an unmigrated database (run `iugc db upgrade`). SIGTERM stops
+    accepting requests, lets running ones finish, and requeues unfinished evaluations.
+    """
+    from waitress import create_server
+
+    from leaderboard.app import create_app
+    from submissions.cli import install_signal_handlers
+    from submissions.exceptions import ServiceError
+    from submissions.worker import EVALUATIONS, WorkerPool
+
+    try:
+        app = create_app()
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    ctx = app.extensions["iugc"]
+    pool = dispatch = None
+    if ctx.settings.broker_url:
+        from submissions.celery_queue import dispatcher
+
+        dispatch = dispatcher(ctx.settings, ctx.sessions)
+        ctx.wake = dispatch.wake
+    elif workers > 0:
+        storage = ctx.storage
+        pool = WorkerPool(ctx.sessions, storage, threads=workers, evaluate=lambda job: EVALUATIONS[evaluation](job, storage)).start()
+        ctx.wake = pool.wake
+    server = create_server(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True,
+                           max_request_body_size=_largest_upload(ctx))
+    install_signal_handlers()
+    mode = "celery" if ctx.settings.broker_url else f"{workers} embedded worker(s)"
+    click.echo(f"serving http://{host}:{server.effective_port}/api/v1 ({mode}); SIGTERM stops", err=True)
+    try:
+        server.run()  # returns on SIGTERM/SIGINT (waitress ends its loop on KeyboardInterrupt)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        click.echo("stopping: finishing requests and evaluations", err=True)
+        server.task_dispatcher.shutdown(cancel_pending=False, timeout=grace)
+        server.close()
+        if pool is not None:
+            pool.stop(grace)
+        if dispatch is not None:
+            dispatch.stop()
+
+
+def _largest_upload(ctx) -> int:
+    """Bytes waitress accepts in one request: the largest phase image limit plus the form."""
+    from submissions.models import Phase
+
+    with ctx.sessions() as session:
+        limits = [p.limits.get("image_size_limit_mb", 0) for p in session.query(Phase)]
+    return int(max(limits, default=1024) * 2**20) + 2**20
+
+
+@click.command("submit")
+@click.option("--phase", required=True, help="Phase slug (GET /api/v1/phases lists them).")
+@click.option("--image", required=True, help="Image reference (saved with `docker save`) or a `docker save` archive.")
+@click.option("--server", default=None, help="Service URL (default $IUGC_SERVER or http://127.0.0.1:8000).")
+@click.option("--token", default=None, help="API token (default $IUGC_TOKEN).")
+@click.option("--no-wait", is_flag=True, help="Return once the upload is accepted.")
+@click.option("--timeout", type=float, default=None, help="Stop following after this many seconds (exit 2).")
+def submit_cmd(phase, image, server, token, no_wait, timeout):
+    """Upload an image to a phase and follow it to a result.
+
+    Exit 0 when evaluated (the score is printed), 1 when it failed or was cancelled (with
+    the reason), 2 when the service refused it or could not be reached.
+    """
+    import os
+
+    from leaderboard.client import Client, ClientError, default_server, save_image
+
+    token = token or os.environ.get("IUGC_TOKEN")
+    if not token:
+        raise click.UsageError("no token: pass --token or set IUGC_TOKEN (an organizer makes one with `iugc admin token EMAIL`)")
+    client = Client(server or default_server(), token)
+    try:
+        with tempfile.TemporaryDirectory(prefix="iugc-submit-") as tmp:
+            archive = Path(image)
+            if not archive.is_file():
+                archive = save_image(image, Path(tmp) / "image.tar")
+            accepted = client.upload(phase, archive)
+        click.echo(f"submission {accepted['id']}: {accepted['status']}")
+        if no_wait:
+            return
+        status = client.wait(accepted["id"], timeout=timeout)
+    except ClientError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if status["status"] == "succeeded":
+        score = status["score"]
+        click.echo(f"submission {status['id']}: succeeded, score {score:.4f}" if score is not None else
+                   f"submission {status['id']}: succeeded (results hidden until published)")
+        for key, value in (status.get("aggregates") or {}).items():
+            click.echo(f"  {key:<22}{value}")
+        return
+    click.echo(f"submission {status['id']}: {status['status']}" + (f" ({status['failure']}): {status['error']}" if status.get("error") else ""))
+    sys.exit(1)

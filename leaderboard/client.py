@@ -1,0 +1,116 @@
+"""The client side of API v1 used by ``iugc submit``: save an image, upload it as a
+streamed multipart body with a progress bar, follow its status."""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+from submissions.exceptions import ServiceError
+
+CHUNK = 1 << 20
+
+
+class ClientError(ServiceError):
+    """The server answered with an error (its message) or could not be reached."""
+
+
+def _check(response: requests.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code >= 400:
+        raise ClientError(f"{response.status_code}: {body.get('error') or response.reason}")
+    return body
+
+
+def save_image(reference: str, dest: Path, progress: bool = True) -> Path:
+    """``docker save`` an image reference to ``dest`` (streamed)."""
+    from tqdm import tqdm
+
+    from evaluator import docker_engine
+    from evaluator.exceptions import RetryableError
+
+    try:
+        engine = docker_engine.client()
+        image = engine.images.get(reference)
+    except RetryableError as exc:
+        raise ClientError(str(exc)) from None
+    except Exception as exc:  # docker.errors.ImageNotFound / APIError
+        raise ClientError(f"image {reference!r} is not on the local engine ({exc})") from None
+    with open(dest, "wb") as out, tqdm(desc="docker save", unit="B", unit_scale=True, disable=not progress) as bar:
+        for chunk in image.save(chunk_size=CHUNK):
+            out.write(chunk)
+            bar.update(len(chunk))
+    return dest
+
+
+class MultipartFile:
+    """A ``multipart/form-data`` body with one file field, read from disk chunk by chunk.
+
+    Its ``len`` lets requests send a Content-Length (not chunked) without reading it.
+    """
+
+    def __init__(self, path: Path, field: str = "image", progress: bool = True):
+        self.path, self.progress = path, progress
+        self.boundary = uuid.uuid4().hex
+        self.head = (f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{path.name}\"\r\n"
+                     "Content-Type: application/x-tar\r\n\r\n").encode()
+        self.tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self.size = path.stat().st_size
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def __len__(self) -> int:
+        return len(self.head) + self.size + len(self.tail)
+
+    def __iter__(self) -> Iterator[bytes]:
+        from tqdm import tqdm
+
+        yield self.head
+        with open(self.path, "rb") as fh, tqdm(total=self.size, desc="upload", unit="B", unit_scale=True, disable=not self.progress) as bar:
+            while chunk := fh.read(CHUNK):
+                bar.update(len(chunk))
+                yield chunk
+        yield self.tail
+
+
+class Client:
+    def __init__(self, server: str, token: str, timeout: float = 60.0):
+        self.server, self.timeout = server.rstrip("/"), timeout
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _call(self, method: str, path: str, **kw) -> dict:
+        try:
+            return _check(self.session.request(method, f"{self.server}/api/v1{path}", timeout=self.timeout, **kw))
+        except requests.ConnectionError:
+            raise ClientError(f"cannot reach {self.server}: is `iugc serve` running there?") from None
+
+    def upload(self, phase: str, archive: Path, progress: bool = True) -> dict:
+        body = MultipartFile(archive, progress=progress)
+        return self._call("POST", f"/phases/{phase}/submissions", data=body, headers={"Content-Type": body.content_type})
+
+    def status(self, submission_id: int) -> dict:
+        return self._call("GET", f"/submissions/{submission_id}")
+
+    def wait(self, submission_id: int, poll: float = 2.0, timeout: float | None = None) -> dict:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status(submission_id)
+            if status["done"]:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise ClientError(f"submission {submission_id} is still {status['status']} after {timeout:.0f} s")
+            time.sleep(poll)
+
+
+def default_server() -> str:
+    return os.environ.get("IUGC_SERVER") or "http://127.0.0.1:8000"

@@ -1,0 +1,107 @@
+"""Accounts: ``/register``, ``/login``, ``/logout``, ``/account`` (API tokens)."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy import select
+
+from submissions import admin, db
+from submissions.exceptions import Conflict, InvalidRequest
+from submissions.models import User
+from leaderboard.web.forms import ActionForm, LoginForm, RegisterForm
+from leaderboard.web.security import Account, check_new_password, hash_password, needs_rehash, page, password_matches
+
+bp = Blueprint("auth", __name__)
+
+
+def _sessions():
+    return current_app.extensions["iugc"].sessions
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path on this site (no scheme, no host): an open redirect otherwise."""
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc and "\\" not in target:
+        return target
+    return url_for("challenge.overview")
+
+
+@page(bp, "/register", "public", methods=("GET", "POST"), limit="RATE_LIMIT_REGISTER")
+def register():
+    form = RegisterForm()
+    if form.validate_on_submit():
+        email, password = form.email.data.strip(), form.password.data
+        problem = check_new_password(password, email)
+        if problem:
+            form.password.errors.append(problem)
+        else:
+            try:
+                with db.transaction(_sessions()) as session:
+                    user = admin.create_user(session, email, "participant")
+                    user.password_hash = hash_password(password)
+                    session.flush()
+            except (InvalidRequest, Conflict) as exc:
+                form.email.errors.append(str(exc) if isinstance(exc, InvalidRequest) else "an account with this e-mail exists; log in instead")
+            else:
+                login_user(Account(user))
+                flash("Welcome! Create or join a team to submit.", "success")
+                return redirect(url_for("teams.index"))
+    return render_template("auth/register.html", form=form), 200 if request.method == "GET" or not form.errors else 400
+
+
+@page(bp, "/login", "public", methods=("GET", "POST"), limit="RATE_LIMIT_LOGIN")
+def login():
+    form = LoginForm()
+    if form.validate_on_submit():
+        email = form.email.data.strip().lower()
+        with db.transaction(_sessions()) as session:
+            user = session.execute(select(User).where(User.email == email)).scalar_one_or_none()
+            ok = password_matches(user.password_hash if user else None, form.password.data) and user.active
+            if ok and needs_rehash(user.password_hash):
+                user.password_hash = hash_password(form.password.data)
+        if ok:
+            login_user(Account(user))
+            return redirect(_safe_next(request.args.get("next")))
+        form.password.errors.append("wrong e-mail address or password")
+        return render_template("auth/login.html", form=form), 401
+    return render_template("auth/login.html", form=form), 200 if request.method == "GET" else 400
+
+
+@page(bp, "/logout", "user", methods=("POST",))
+def logout():
+    form = ActionForm()
+    if form.validate_on_submit():
+        logout_user()
+        flash("You are logged out.", "info")
+    return redirect(url_for("challenge.overview"))
+
+
+@page(bp, "/account", "user")
+def account():
+    with _sessions()() as session:
+        tokens = admin_tokens(session, current_user.id)
+    return render_template("auth/account.html", tokens=tokens, form=ActionForm(), new_token=None)
+
+
+@page(bp, "/account/token", "user", methods=("POST",))
+def new_token():
+    form = ActionForm()
+    if not form.validate_on_submit():
+        return redirect(url_for("auth.account"))
+    with db.transaction(_sessions()) as session:
+        token = admin.issue_token(session, current_user.email, actor_id=current_user.id)
+    with _sessions()() as session:
+        tokens = admin_tokens(session, current_user.id)
+    phase = request.form.get("phase", "")
+    phase = phase if phase.replace("-", "").isalnum() else ""
+    response = current_app.make_response(render_template("auth/account.html", tokens=tokens, form=ActionForm(), new_token=token,
+                                                         phase=phase or "PHASE"))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def admin_tokens(session, user_id: int) -> list:
+    from submissions.models import ApiToken
+
+    return session.execute(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())).scalars().all()

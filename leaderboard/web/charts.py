@@ -1,0 +1,101 @@
+"""Rank stability and pairwise significance of a leaderboard, from ``evaluator.ranking``
+(``bootstrap_ranks``, ``wilcoxon_significance``) on the per-case values of the ranked
+evaluations, and the stability chart as an SVG drawn by matplotlib on the server.
+
+Both are cached on disk under ``<instance>/cache/ranking`` by the ranked evaluations'
+ids and the method, so a page view recomputes nothing until an evaluation changes.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from evaluator.ranking import bootstrap_ranks, wilcoxon_significance
+from submissions import admin
+from submissions.models import CaseResult, LeaderboardEntry, Phase, Team
+
+
+def _ranked(session: Session, phase: Phase) -> dict[str, int]:
+    """team name -> the evaluation id the leaderboard ranks for it."""
+    return dict(session.execute(select(Team.name, LeaderboardEntry.evaluation_id)
+                                .join(Team, Team.id == LeaderboardEntry.team_id)
+                                .where(LeaderboardEntry.phase_id == phase.id)).all())
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def analysis(session: Session, phase: Phase, method: str, cache: Path) -> dict | None:
+    """``{"bootstrap": ..., "significance": ..., "teams": [...]}`` for the phase's ranked
+    evaluations, or None with fewer than two teams or no shared per-case values."""
+    ranked = _ranked(session, phase)
+    if len(ranked) < 2:
+        return None
+    key = hashlib.sha256(json.dumps([phase.id, method, sorted(ranked.items())]).encode()).hexdigest()[:24]
+    path = cache / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    rows = session.execute(select(CaseResult.evaluation_id, CaseResult.case_id, CaseResult.values)
+                           .where(CaseResult.evaluation_id.in_(list(ranked.values())))).all()
+    cases: dict[int, dict] = {}
+    for evaluation_id, case_id, values in rows:
+        cases.setdefault(evaluation_id, {})[case_id] = values
+    results = {team: {"cases": cases.get(evaluation_id, {})} for team, evaluation_id in ranked.items()}
+    common = set.intersection(*(set(r["cases"]) for r in results.values()))
+    if not common:
+        return None
+    definition = admin.definition_of(phase.challenge)
+    out = {"bootstrap": bootstrap_ranks(results, definition, method, definition.ranking.bootstrap_samples, seed=0),
+           "significance": wilcoxon_significance(results, definition), "n_cases": len(common)}
+    _write(path, json.dumps(out, allow_nan=False).encode())
+    return out
+
+
+def stability_svg(result: dict, order: list[str], cache: Path) -> bytes:
+    """Each team's share of bootstrap resamples at each rank, as stacked bars (SVG)."""
+    key = hashlib.sha256(json.dumps([result["bootstrap"]["teams"], order], sort_keys=True).encode()).hexdigest()[:24]
+    path = cache / f"{key}.svg"
+    if path.exists():
+        return path.read_bytes()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    teams = result["bootstrap"]["teams"]
+    n = len(order)
+    colours = plt.get_cmap("viridis")
+    fig, ax = plt.subplots(figsize=(8, 0.45 * n + 1.2), dpi=100)
+    samples = result["bootstrap"]["samples"]
+    for y, team in enumerate(order):
+        left = 0.0
+        for rank in range(1, n + 1):
+            share = teams[team]["rank_counts"].get(str(rank), teams[team]["rank_counts"].get(rank, 0)) / samples
+            if share:
+                ax.barh(y, share, left=left, color=colours((rank - 1) / max(1, n - 1)), edgecolor="white", linewidth=0.5)
+                if share > 0.08:
+                    ax.text(left + share / 2, y, str(rank), ha="center", va="center", fontsize=8,
+                            color="white" if rank < n * 0.7 else "black")
+            left += share
+    ax.set_yticks(range(n), order)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(f"share of {samples} bootstrap resamples of the cases, by rank")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    _write(path, buffer.getvalue())
+    return buffer.getvalue()

@@ -1,0 +1,108 @@
+"""Uploads and the team's submissions: ``/phases/<slug>/upload``, ``/submissions`` (status
+updating without a reload from ``/submissions/status.json``), ``/submissions/<id>``, cancel."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
+
+from submissions import admin, queue, reports
+from submissions.exceptions import Forbidden, InvalidRequest, ServiceError
+from submissions.uploads import check_open, quota, submit
+from submissions.models import utcnow
+from leaderboard.web import queries
+from leaderboard.web.board import COLUMNS
+from leaderboard.web.forms import ActionForm
+from leaderboard.web.security import page
+
+bp = Blueprint("submissions", __name__)
+COUNTS = [("n_segmentation_cases", "Segmented cases", None), ("n_excluded_aop", "Cases without AoP", None), ("n_errors", "Cases with errors", None)]
+CASE_COLUMNS = [("dice_ps", "Dice PS"), ("dice_fh", "Dice FH"), ("dice_all", "Dice all"), ("hd_ps", "HD PS"), ("hd_fh", "HD FH"),
+                ("asd_all", "ASD all"), ("aop_pred", "AoP pred (°)"), ("aop_gt", "AoP expert (°)"), ("aop_error", "ΔAoP (°)"),
+                ("hsd_pred", "HSD pred"), ("hsd_gt", "HSD expert"), ("hsd_error", "ΔHSD"), ("p_standard_plane", "p(standard)")]
+
+
+def _ctx():
+    return current_app.extensions["iugc"]
+
+
+def _wants_json() -> bool:
+    return request.accept_mimetypes.best == "application/json"
+
+
+@page(bp, "/phases/<slug>/upload", "user", methods=("GET", "POST"), limit="RATE_LIMIT_UPLOAD")
+def upload(slug):
+    from leaderboard.api import STATUS
+
+    if request.method == "POST":
+        try:
+            upload_file = request.files.get("image")
+            if upload_file is None or not upload_file.filename:
+                raise InvalidRequest("choose a `docker save` archive (docker save IMAGE -o image.tar) to upload")
+            submission_id = submit(_ctx().sessions, _ctx().storage, current_user.id, slug, upload_file.stream)
+        except ServiceError as exc:
+            if not _wants_json():
+                raise
+            code = next((c for cls, c in STATUS.items() if isinstance(exc, cls)), 500)
+            return jsonify({"error": str(exc)}), code
+        _ctx().wake()
+        target = url_for("submissions.mine", highlight=submission_id)
+        if _wants_json():
+            return jsonify({"id": submission_id, "status": "queued", "url": target}), 202
+        flash(f"Submission {submission_id} received and queued.", "success")
+        return redirect(target)
+    with _ctx().sessions() as session:
+        phase = admin.phase_by_slug(session, slug)
+        team = admin.team_of(session, current_user.user, phase.challenge_id)
+        try:
+            check_open(phase, utcnow())
+            closed = None
+        except Forbidden as exc:
+            closed = str(exc)
+        left = quota(session, team.id, phase) if team else None
+        return render_template("submissions/upload.html", phase=phase, team=team, quota=left, closed=closed,
+                               server=request.host_url.rstrip("/"), form=ActionForm())
+
+
+@page(bp, "/submissions", "user")
+def mine():
+    with _ctx().sessions() as session:
+        groups = [(challenge, team, queries.submission_rows(session, current_user.user, team.id) if team else [])
+                  for challenge, team in queries.teams_of(session, current_user.user)]
+        return render_template("submissions/mine.html", groups=groups, form=ActionForm(),
+                               highlight=request.args.get("highlight", type=int))
+
+
+@page(bp, "/submissions/status.json", "user")
+def status_json():
+    """The caller's teams' submissions, for the page to refresh itself (polled)."""
+    with _ctx().sessions() as session:
+        rows = [row for _, team in queries.teams_of(session, current_user.user) if team
+                for row in queries.submission_rows(session, current_user.user, team.id)]
+    response = jsonify({"submissions": rows})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@page(bp, "/submissions/<int:submission_id>", "user")
+def detail(submission_id):
+    user = current_user.user
+    with _ctx().sessions() as session:
+        status = reports.submission_status(session, user, submission_id)
+        try:
+            cases = reports.submission_cases(session, user, submission_id)["cases"]
+            cases_note = None
+        except Forbidden as exc:
+            cases, cases_note = None, str(exc)
+        submission = reports.visible_submission(session, user, submission_id)
+        latest = submission.evaluations[-1]
+        return render_template("submissions/detail.html", s=status, cases=cases, cases_note=cases_note,
+                               metric_columns=COLUMNS + COUNTS, case_columns=CASE_COLUMNS,
+                               queue_position=queries.queue_position(session, latest),
+                               runtime=queries.runtime_seconds(latest), form=ActionForm())
+
+
+@page(bp, "/submissions/<int:submission_id>/cancel", "user", methods=("POST",))
+def cancel(submission_id):
+    state = queue.cancel(_ctx().sessions, current_user.id, submission_id)
+    flash(f"Submission {submission_id} {state.value}.", "info")
+    return redirect(request.referrer if request.referrer and request.referrer.startswith(request.host_url) else url_for("submissions.mine"))

@@ -1,0 +1,203 @@
+"""``iugc db ...``: the service's database."""
+from __future__ import annotations
+
+import click
+
+
+@click.group("db")
+def db_group():
+    """The service's database (IUGC_DATABASE_URL; default SQLite under IUGC_INSTANCE)."""
+
+
+@db_group.command("upgrade")
+def upgrade_cmd():
+    """Create the schema or bring it to this version (Alembic migrations); safe to repeat.
+
+    `iugc serve` and `iugc worker` refuse to start until this has been run.
+    """
+    from submissions import db
+    from submissions.config import Settings
+    from submissions.exceptions import ServiceError
+
+    try:
+        engine = db.make_engine(Settings.from_env().database_url)
+        before, after = db.upgrade(engine)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    where = db.shown_url(engine)
+    if before == after:
+        click.echo(f"{where}: already at revision {after}")
+    else:
+        click.echo(f"{where}: upgraded from {before or 'an empty database'} to revision {after}")
+
+
+def _service():
+    """(settings, engine, sessions) of a database at the current schema, or a clear exit."""
+    from submissions import db
+    from submissions.config import Settings
+    from submissions.exceptions import ServiceError
+
+    settings = Settings.from_env()
+    try:
+        engine = db.make_engine(settings.database_url)
+        db.require_current_schema(engine)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    return settings, engine, db.session_factory(engine)
+
+
+def _run(operation):
+    """Run ``operation(session)`` in one transaction; a service error exits with its message."""
+    from submissions import db
+    from submissions.exceptions import ServiceError
+
+    _, engine, sessions = _service()
+    try:
+        with db.transaction(sessions) as session:
+            return operation(session)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+
+
+@click.group("admin")
+def admin_group():
+    """Organizer commands on the service's database (IUGC_DATABASE_URL, IUGC_INSTANCE).
+
+    In order: `iugc db upgrade`, `admin init`, `admin add-dataset`, `admin create-user`,
+    `admin token`; later `admin reevaluate` and `admin publish`.
+    """
+
+
+@admin_group.command("init")
+@click.option("--challenge", "challenge_name", required=True, help="Shipped challenge name (psfhs2023, iugc2024) or a definition .yaml.")
+def init_cmd(challenge_name):
+    """Create a challenge and its phases from its definition (repeatable: changes nothing)."""
+    from submissions import admin
+
+    def operation(session):
+        challenge, created = admin.init_challenge(session, challenge_name)
+        return challenge.name, [p.slug for p in challenge.phases], created
+
+    name, slugs, created = _run(operation)
+    click.echo(f"{'created' if created else 'already there:'} challenge {name}; phases: {', '.join(slugs)}")
+
+
+@admin_group.command("add-dataset")
+@click.option("--phase", "slug", required=True, help="Phase slug, e.g. iugc2024-validation (see `admin init`'s output).")
+@click.option("--data", "folder", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset folder from `iugc data import` (kept private).")
+def add_dataset_cmd(slug, folder):
+    """Register the hidden dataset a phase is evaluated on (replaces the previous one for new evaluations)."""
+    from submissions import admin
+
+    def operation(session):
+        dataset = admin.add_dataset(session, slug, folder)
+        return dataset.n_cases, dataset.manifest_sha256
+
+    n, digest = _run(operation)
+    click.echo(f"phase {slug}: dataset of {n} cases registered (manifest sha256 {digest[:12]})")
+
+
+@admin_group.command("create-user")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["organizer", "participant"]), required=True)
+def create_user_cmd(email, role):
+    """Create a user; the password is read from stdin (prompted on a terminal), never from argv."""
+    import sys
+
+    from submissions import admin
+
+    if sys.stdin.isatty():
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        raise click.ClickException("give a password of at least 8 characters on stdin (e.g. `echo PASSWORD | iugc admin create-user ...`)")
+    user_id = _run(lambda session: admin.create_user(session, email, role, password).id)
+    click.echo(f"created {role} {email.lower()} (user {user_id}); make an API token with `iugc admin token {email.lower()}`")
+
+
+@admin_group.command("token")
+@click.argument("email")
+def token_cmd(email):
+    """Print a new API token for a user (shown once; only its hash is kept) as the last word."""
+    from submissions import admin
+
+    token = _run(lambda session: admin.issue_token(session, email))
+    click.echo(f"API token for {email.lower()} (shown once): {token}")
+
+
+@admin_group.command("reevaluate")
+@click.option("--phase", "slug", required=True)
+@click.option("--submission", "submission_id", type=int, default=None, help="Only this submission (default: every one of the phase).")
+def reevaluate_cmd(slug, submission_id):
+    """Queue new evaluations (a new evaluator, a corrected truth); the old ones are kept."""
+    from submissions import queue
+    from submissions.exceptions import ServiceError
+
+    _, _, sessions = _service()
+    try:
+        created = queue.reevaluate(sessions, None, slug, submission_id)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"queued {len(created)} re-evaluation(s) in {slug}" + ("" if created else " (none finished yet, or no submissions)"))
+
+
+@admin_group.command("publish")
+@click.option("--phase", "slug", required=True)
+def publish_cmd(slug):
+    """Show a phase's results to participants (final-test results are hidden until then)."""
+    from submissions import admin
+
+    _run(lambda session: admin.publish(session, slug))
+    click.echo(f"results of {slug} are published")
+
+
+def install_signal_handlers():
+    """SIGTERM and SIGINT end the main loop with KeyboardInterrupt (then a graceful stop)."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@click.command("worker")
+@click.option("--concurrency", type=int, default=1, show_default=True, help="Evaluations run at the same time on this machine.")
+@click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds a stop waits for running evaluations before requeueing them.")
+@click.option("--evaluation", type=click.Choice(["docker", "noop"]), default="docker", hidden=True,
+              help="noop: run no image (queue benchmarks and tests).")
+def worker_cmd(concurrency, grace, evaluation):
+    """Run evaluations from the queue on this machine's Docker engine until SIGTERM.
+
+    With IUGC_BROKER_URL set, a Celery worker; otherwise threads fed from the database.
+    Refuses to start on an unmigrated database. At start, requeues what this host's
+    previous worker left running and removes its containers.
+    """
+    import time
+
+    from submissions.storage import open_storage
+    from submissions.worker import EVALUATIONS, WorkerPool
+
+    if concurrency < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--concurrency")
+    settings, _, sessions = _service()
+    storage = open_storage(settings.storage_url, settings.instance, settings.s3_endpoint_url)
+    if settings.broker_url:
+        from submissions.celery_queue import run_celery_worker
+
+        run_celery_worker(settings, sessions, storage, concurrency, evaluation)
+        return
+    install_signal_handlers()
+    pool = WorkerPool(sessions, storage, threads=concurrency, evaluate=lambda job: EVALUATIONS[evaluation](job, storage)).start()
+    click.echo(f"worker {pool.worker_id}: {concurrency} thread(s) on {settings.database_url.split('://')[0]}; SIGTERM stops it", err=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopping: waiting for running evaluations", err=True)
+    finally:
+        pool.stop(grace)

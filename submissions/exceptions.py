@@ -1,0 +1,59 @@
+"""Errors of the submission service, named by what the caller (an API, a command) does.
+
+Each message is one line saying what was wrong and what to do next, safe to show the
+person who caused it (never a storage path, a host name or anything of the ground truth).
+``leaderboard/`` maps each class to one HTTP status; the commands print the message.
+"""
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class of the errors below."""
+
+
+class ConfigurationError(ServiceError):
+    """The service is not set up to do this (an unmigrated database, a bad URL)."""
+
+
+class SchemaNotCurrent(ConfigurationError):
+    """The database has no schema or an older one: run ``iugc db upgrade``."""
+
+
+class InvalidRequest(ServiceError):
+    """The request or an uploaded archive is malformed (HTTP 400/422)."""
+
+
+class InvalidArchive(InvalidRequest):
+    """An uploaded archive breaks an intake rule (HTTP 422); the message names the rule."""
+
+
+class NotAuthenticated(ServiceError):
+    """No valid credentials (HTTP 401)."""
+
+
+class Forbidden(ServiceError):
+    """Authenticated, but this is another team's or an organizer's business (HTTP 403)."""
+
+
+class NotFound(ServiceError):
+    """It does not exist or is not visible to the caller (HTTP 404)."""
+
+
+class Conflict(ServiceError):
+    """A duplicate (the same archive twice, a team name taken) (HTTP 409)."""
+
+
+class TooLarge(ServiceError):
+    """An upload over the phase's size limit (HTTP 413)."""
+
+
+class QuotaExceeded(ServiceError):
+    """Over a quota; ``retry_after`` says when it frees up (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after=None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class IllegalTransition(ServiceError):
+    """A lifecycle change the state machine does not allow (a bug or a race lost)."""

@@ -1,0 +1,132 @@
+"""What a viewer may see of the records, as plain dicts: phases with the caller's quota,
+a submission's status, its per-case values and a phase's leaderboard. The API serves
+these as JSON and the web pages (a later issue) render the same dicts.
+
+Visibility rules: a participant sees only their own team's submissions (another team's
+is "not found"); the log tail only in phases whose logs are visible to participants;
+per-case values only in phases with public cases; results of a final-test phase only
+once an organizer has published them. Organizers see everything. Dataset paths and
+worker hosts are never part of what a participant gets.
+"""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from evaluator.ranking import rank_teams
+from submissions import admin
+from submissions.exceptions import Forbidden, InvalidRequest, NotFound
+from submissions.models import TERMINAL, Evaluation, LeaderboardEntry, Phase, Role, State, Submission, Team, User
+from submissions.uploads import quota
+
+
+def _iso(value):
+    return value.isoformat() if value is not None else None
+
+
+def results_hidden(phase: Phase, user: User) -> bool:
+    return user.role != Role.organizer and phase.kind == "final-test" and not phase.results_published
+
+
+def phases(session: Session, user: User) -> list[dict]:
+    rows = []
+    for phase in session.execute(select(Phase).order_by(Phase.id)).scalars():
+        team = admin.team_of(session, user, phase.challenge_id)
+        rows.append({
+            "slug": phase.slug, "challenge": phase.challenge.name, "name": phase.name, "title": phase.title,
+            "kind": phase.kind, "opens": _iso(phase.opens_at), "closes": _iso(phase.closes_at),
+            "limits": phase.limits, "results_published": phase.results_published,
+            "failures_count_against_quota": phase.failures_count,
+            "quota": {"submissions_per_day": phase.submissions_per_day, "submissions_total": phase.submissions_total,
+                      **({"team": team.name, **quota(session, team.id, phase).as_dict()} if team else {})},
+        })
+    return rows
+
+
+def visible_submission(session: Session, user: User, submission_id: int) -> Submission:
+    submission = session.get(Submission, submission_id)
+    if submission is None:
+        raise NotFound(f"no submission {submission_id}")
+    if user.role != Role.organizer:
+        team = admin.team_of(session, user, submission.phase.challenge_id)
+        if team is None or team.id != submission.team_id:
+            raise NotFound(f"no submission {submission_id}")  # another team's: not even its existence
+    return submission
+
+
+def latest_success(submission: Submission) -> Evaluation | None:
+    done = [e for e in submission.evaluations if e.status == State.succeeded]
+    return done[-1] if done else None
+
+
+def submission_status(session: Session, user: User, submission_id: int) -> dict:
+    submission = visible_submission(session, user, submission_id)
+    phase = submission.phase
+    latest = submission.evaluations[-1]
+    organizer = user.role == Role.organizer
+    evaluations = []
+    for e in submission.evaluations:
+        entry = {
+            "number": e.number, "status": e.status.value, "attempts": e.attempts,
+            "failure": e.failure, "error": e.error, "platform_fault": e.platform_fault,
+            "created": _iso(e.created_at), "queued": _iso(e.queued_at), "started": _iso(e.started_at), "finished": _iso(e.finished_at),
+            "history": [{"from": c.from_state.value if c.from_state else None, "to": c.to_state.value, "at": _iso(c.at), "note": c.note if organizer else None}
+                        for c in e.history],
+            "image_digest": e.image_digest, "evaluator_version": e.evaluator_version,
+            "definition_sha256": e.definition_sha256, "manifest_sha256": e.manifest_sha256, "limits": e.limits,
+        }
+        if organizer or phase.logs_visible:
+            entry["logs"] = e.log_tail
+        if organizer:
+            entry.update(worker_host=e.worker_host, worker_id=e.worker_id)
+        evaluations.append(entry)
+    result = latest_success(submission)
+    hidden = results_hidden(phase, user)
+    return {
+        "id": submission.id, "phase": phase.slug, "team": submission.team.name, "status": submission.status.value,
+        "created": _iso(submission.created_at), "archive_sha256": submission.archive_sha256, "archive_size": submission.archive_size,
+        "image_digest": submission.image_digest, "counts_against_quota": submission.counts_against_quota,
+        "done": latest.status in TERMINAL,
+        "failure": latest.failure, "error": latest.error,
+        "results_hidden": hidden,
+        "aggregates": None if hidden or result is None else result.aggregates,
+        "score": None if hidden or result is None else result.score,
+        "evaluations": evaluations,
+    }
+
+
+def submission_cases(session: Session, user: User, submission_id: int) -> dict:
+    submission = visible_submission(session, user, submission_id)
+    phase = submission.phase
+    if user.role != Role.organizer and (not phase.public_cases or results_hidden(phase, user)):
+        raise Forbidden(f"phase {phase.slug} does not show per-case values to participants")
+    result = latest_success(submission)
+    cases = {c.case_id: c.values for c in result.cases} if result else {}
+    return {"id": submission.id, "evaluation": result.number if result else None, "cases": cases}
+
+
+def leaderboard(session: Session, user: User, slug: str, method: str | None = None) -> dict:
+    """Ranked rows, one per team, by ``method`` (default the challenge's first ranking
+    method): each team's best-scoring submission (its latest successful evaluation; ties:
+    the later submission), read from ``leaderboard_entries``."""
+    phase = admin.phase_by_slug(session, slug)
+    if results_hidden(phase, user):
+        raise Forbidden(f"the results of {slug} are not published yet")
+    definition = admin.definition_of(phase.challenge)
+    if method is not None and method not in definition.ranking.methods:
+        raise InvalidRequest(f"ranking method must be one of {', '.join(definition.ranking.methods)}, got {method!r}")
+    method = method or definition.ranking.methods[0]
+    entries = session.execute(
+        select(LeaderboardEntry.submission_id, Team.name, Evaluation.aggregates)
+        .join(Team, Team.id == LeaderboardEntry.team_id).join(Evaluation, Evaluation.id == LeaderboardEntry.evaluation_id)
+        .where(LeaderboardEntry.phase_id == phase.id)
+    ).all()
+    if not entries:
+        return {"phase": slug, "method": method, "rows": []}
+    teams = {str(sid): name for sid, name, _ in entries}
+    rows = []
+    for ranked in rank_teams({str(sid): {"aggregates": agg or {}} for sid, _, agg in entries}, definition, method):
+        sid = ranked.pop("team")
+        rows.append({"team": teams[sid], "submission": int(sid), **ranked})
+    rows.sort(key=lambda r: (r["rank"], r["team"]))
+    return {"phase": slug, "method": method, "rows": rows}

@@ -1,0 +1,234 @@
+"""Workers: threads that claim queued evaluations, run them and store their results.
+
+:class:`WorkerPool` is the embedded mode (``iugc serve`` with no broker, ``iugc worker``):
+N threads fed from the database, one heartbeat thread that also runs the reaper. At
+start it requeues what its own previous process left running on this host (the owner
+process is gone, so there is no need to wait for the heartbeat timeout) and removes that
+run's containers and folders (``evaluator.container_runner.cleanup_stale``).
+
+:func:`run_job` is the real evaluation: the archive from storage, loaded once per engine,
+then ``evaluator.evaluate_image.evaluate_image`` as it is; there is no other way to run
+an image.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from evaluator.exceptions import CancelledError, RetryableError, SubmissionError
+from submissions import queue
+from submissions.queue import Job
+
+log = logging.getLogger("iugc.worker")
+
+Evaluate = Callable[[Job], dict]
+"""Runs one job and returns ``evaluate_image``'s result; raises RetryableError for a platform fault."""
+
+
+def evaluator_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("iugc-platform")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def run_job(job: Job, storage) -> dict:
+    """The real evaluation of a job on this machine's Docker engine."""
+    from challenge.definition import ChallengeDefinition
+    from evaluator import docker_engine
+    from evaluator.docker_engine import Limits
+    from evaluator.evaluate import default_cache_dir
+    from evaluator.evaluate_image import evaluate_image
+    from evaluator.intake import load_archive
+
+    if job.dataset_path is None:
+        raise RetryableError("no dataset is registered for this phase (`iugc admin add-dataset`)")
+    dataset = Path(job.dataset_path)
+    try:
+        manifest = (dataset / "manifest.json").read_bytes()
+    except OSError as exc:
+        raise RetryableError(f"the phase's dataset cannot be read ({exc.strerror})") from None
+    if hashlib.sha256(manifest).hexdigest() != job.manifest_sha256:
+        raise RetryableError("the phase's dataset changed since it was registered; register it again")
+    challenge = ChallengeDefinition.model_validate(job.challenge)
+    limits = Limits(**job.limits)
+    engine = docker_engine.client()
+    image = job.image_digest
+    if image is None or image not in docker_engine.image_ids(engine):  # load each image once per engine
+        try:
+            with storage.local_copy(job.archive_sha256) as archive:
+                image, _ = load_archive(engine, archive, limits)
+        except SubmissionError as exc:
+            return {"status": "failed", "failure": exc.reason, "error": str(exc), "image_digest": None, "logs": ""}
+    return evaluate_image(image, dataset, challenge, limits, engine=engine, cache_dir=default_cache_dir())
+
+
+def noop_job(job: Job) -> dict:
+    """A no-op evaluation (``--evaluation noop``): measures and tests the queue's own
+    dispatch and bookkeeping; it runs no image. ``IUGC_NOOP_SECONDS`` makes it take time."""
+    import os
+    import time
+
+    seconds = float(os.environ.get("IUGC_NOOP_SECONDS") or 0)
+    if seconds > 0:
+        time.sleep(seconds)
+    return {"status": "succeeded", "failure": None, "error": None, "image_digest": None, "logs": "",
+            "cases": {}, "aggregates": {"n_cases": 0}, "score": None}
+
+
+EVALUATIONS = {"docker": run_job, "noop": lambda job, storage: noop_job(job)}
+"""``--evaluation`` choices: the real one, and the no-op for benchmarks and queue tests."""
+
+
+class WorkerPool:
+    """``threads`` worker threads and a heartbeat/reaper thread in this process."""
+
+    def __init__(self, sessions: sessionmaker[Session], storage, *, threads: int = 1, evaluate: Evaluate | None = None,
+                 heartbeat_seconds: float = queue.HEARTBEAT_SECONDS, timeout_seconds: float = queue.HEARTBEAT_TIMEOUT_SECONDS,
+                 max_attempts: int = queue.MAX_ATTEMPTS, poll_seconds: float = 0.5, cleanup: bool = True):
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: only heartbeats, jobs run by run_one), got {threads}")
+        self.sessions, self.storage, self.n_threads = sessions, storage, threads
+        self.evaluate = evaluate or (lambda job: run_job(job, storage))
+        self.heartbeat_seconds, self.timeout_seconds = heartbeat_seconds, timeout_seconds
+        self.max_attempts, self.poll_seconds, self.cleanup = max_attempts, poll_seconds, cleanup
+        self.worker_id = queue.new_worker_id()
+        self.version = evaluator_version()
+        self._stop = threading.Event()
+        self._wakeup = threading.Event()
+        self._held: dict[int, Job] = {}
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.completed = 0
+        self.requeued_at_start: dict = {}
+
+    def start(self) -> "WorkerPool":
+        # our previous process's evaluations, at once (its pid is gone: no heartbeat timeout to wait)
+        self.requeued_at_start = queue.reap(self.sessions, self.timeout_seconds, self.max_attempts)
+        if self.cleanup:
+            self._cleanup_engine()
+        self._threads = [threading.Thread(target=self._work, name=f"iugc-worker-{i}", daemon=True) for i in range(self.n_threads)]
+        self._threads.append(threading.Thread(target=self._beat, name="iugc-heartbeat", daemon=True))
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _cleanup_engine(self) -> None:
+        from evaluator import docker_engine
+        from evaluator.container_runner import cleanup_stale
+
+        try:
+            removed = cleanup_stale(docker_engine.client())
+        except RetryableError as exc:
+            log.warning("no engine to clean up (%s)", exc)
+            return
+        if removed:
+            log.info("removed %d leftovers of a previous run", removed)
+
+    def wake(self) -> None:
+        """A submission was queued: look now instead of at the next poll."""
+        self._wakeup.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop claiming; wait up to ``timeout`` for running evaluations, then give back
+        (requeue) what is still held so the next start runs it."""
+        self._stop.set()
+        self._wakeup.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        with self._lock:
+            held = list(self._held.values())
+        for job in held:
+            queue.release(self.sessions, job, "worker_lost", "worker stopped", self.max_attempts + 1)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the threads to end (after ``stop``): a job still in hand finishes first."""
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = queue.claim_next(self.sessions, self.worker_id)
+            except Exception:
+                log.exception("claiming failed; retrying")  # the database restarting, say
+                self._stop.wait(self.poll_seconds * 4)
+                continue
+            if job is None:
+                self._wakeup.wait(self.poll_seconds)
+                self._wakeup.clear()
+                continue
+            self.run(job)
+
+    def run_one(self, evaluation_id: int) -> bool:
+        """Claim and run one named evaluation (a Celery task), or, when it is not claimable
+        (its team has one running, it was taken), the next queued one; False when none is."""
+        job = queue.claim(self.sessions, self.worker_id, evaluation_id) or queue.claim_next(self.sessions, self.worker_id)
+        if job is None:
+            return False
+        self.run(job)
+        return True
+
+    def run(self, job: Job) -> None:
+        """Run a claimed job, heartbeating it meanwhile, and store its result once."""
+        with self._lock:
+            self._held[job.evaluation_id] = job
+        try:
+            self._run(job)
+        finally:
+            with self._lock:
+                self._held.pop(job.evaluation_id, None)
+
+    def _run(self, job: Job) -> None:
+        try:
+            result = self.evaluate(job)
+        except RetryableError as exc:
+            self._until_stored(queue.release, job, "platform_error", f"platform error: {exc}", self.max_attempts)
+            return
+        except (CancelledError, KeyboardInterrupt):
+            self._until_stored(queue.release, job, "worker_lost", "worker interrupted", self.max_attempts + 1)
+            raise
+        except Exception as exc:  # a bug or a broken engine: the team is not at fault
+            log.exception("evaluation %d crashed", job.evaluation_id)
+            self._until_stored(queue.release, job, "platform_error", f"{type(exc).__name__}: {exc}", self.max_attempts)
+            return
+        if self._until_stored(queue.finish, job, result, self.storage, self.version):
+            self.completed += 1
+        else:
+            log.info("evaluation %d was no longer ours (cancelled or reaped); result not stored", job.evaluation_id)
+
+    def _until_stored(self, write, job: Job, *args):
+        """Write a job's outcome, retrying while the database is unreachable (a restart):
+        a computed result is not dropped for that. After ``timeout_seconds`` of failures
+        it gives up; the reaper then requeues the row (its heartbeat has stopped)."""
+        from sqlalchemy.exc import DBAPIError
+
+        deadline, pause = time.monotonic() + self.timeout_seconds, 0.2
+        while True:
+            try:
+                return write(self.sessions, job, *args)
+            except DBAPIError as exc:
+                if time.monotonic() > deadline:
+                    log.error("evaluation %d: the database stayed unreachable; leaving it to the reaper", job.evaluation_id)
+                    return False
+                log.warning("evaluation %d: storing its outcome failed (%s); retrying", job.evaluation_id, exc.orig)
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_seconds):
+            try:
+                with self._lock:
+                    ids = list(self._held)
+                queue.heartbeat(self.sessions, self.worker_id, ids)
+                queue.reap(self.sessions, self.timeout_seconds, self.max_attempts)
+            except Exception:
+                log.exception("heartbeat failed; retrying")

@@ -1,0 +1,244 @@
+"""API v1 through Flask's test client, on SQLite and PostgreSQL: tokens, teams, uploads
+(and every kind of bad input changing nothing), status, cases, cancel, the leaderboard,
+final results hidden until published, and the OpenAPI document."""
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from leaderboard.app import create_app
+from submissions import admin, db, queue
+from submissions.exceptions import SchemaNotCurrent
+from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster, s3_endpoint  # noqa: F401
+
+SANITY, VALIDATION, FINAL = "svc-sanity-check", "svc-validation", "svc-final-test"
+
+
+@pytest.fixture
+def service(database_url, tmp_path):
+    svc = Service(database_url, tmp_path, challenge_file(tmp_path, limits={"submissions_per_day": 3, "image_size_limit_mb": 1}))
+    svc.app = create_app({"DATABASE_URL": database_url, "STORAGE_URL": str(svc.storage.root), "INSTANCE": str(tmp_path)})
+    svc.client = svc.app.test_client()
+    yield svc
+    svc.app.extensions["iugc"].engine.dispose()
+    svc.engine.dispose()
+
+
+def _token(service, email, team=None):
+    service.participant(email, team) if email != "org@example.org" else None
+    with db.transaction(service.sessions) as session:
+        return {"Authorization": f"Bearer {admin.issue_token(session, email)}"}
+
+
+def _upload(service, headers, salt, slug=SANITY, **kw):
+    path = docker_like_archive(service.tmp / f"u{salt}.tar", str(salt), **kw)
+    return service.client.post(f"/api/v1/phases/{slug}/submissions", headers=headers,
+                               data={"image": (open(path, "rb"), "image.tar")}, content_type="multipart/form-data")
+
+
+def test_every_endpoint_but_the_document_needs_a_valid_token(service):
+    doc = service.client.get("/api/v1/openapi.json")
+    assert doc.status_code == 200
+    for path, methods in doc.json["paths"].items():
+        for method, operation in methods.items():
+            if path.endswith("openapi.json"):
+                assert operation["security"] == []
+                continue
+            url = path.replace("{slug}", SANITY).replace("{submission_id}", "1")
+            for headers in ({}, {"Authorization": "Bearer iugc_forged"}, {"Authorization": "Basic eDp5"}):
+                response = service.client.open(url, method=method.upper(), headers=headers)
+                assert response.status_code == 401, (method, url, headers)
+                assert "token" in response.json["error"]
+
+
+def test_the_openapi_document_covers_every_api_rule(service):
+    doc = service.client.get("/api/v1/openapi.json").json
+    assert doc["openapi"].startswith("3.")
+    rules = {(r.rule, m) for r in service.app.url_map.iter_rules() if r.endpoint.startswith("api.")
+             for m in r.methods - {"HEAD", "OPTIONS"}}
+    documented = {(p, m.upper()) for p, ms in doc["paths"].items() for m in ms}
+    as_flask = {(p.replace("{slug}", "<slug>").replace("{submission_id}", "<int:submission_id>"), m) for p, m in documented}
+    assert as_flask == rules and len(rules) == 8
+    upload = doc["paths"]["/api/v1/phases/{slug}/submissions"]["post"]
+    assert "multipart/form-data" in upload["requestBody"]["content"]
+    assert {"202", "409", "413", "422", "429"} <= set(upload["responses"])
+
+
+def test_phases_list_quota_left_for_the_callers_team(service):
+    alpha = _token(service, "a@example.org", "alpha")
+    assert _upload(service, alpha, 1).status_code == 202
+    phases = service.client.get("/api/v1/phases", headers=alpha).json
+    assert [p["slug"] for p in phases] == [SANITY, VALIDATION, FINAL]
+    sanity = phases[0]
+    assert sanity["challenge"] == "svc" and sanity["limits"]["time_limit_seconds"] == 300
+    assert sanity["quota"]["team"] == "alpha" and sanity["quota"]["left_today"] == 2
+    assert phases[1]["quota"]["left_today"] == 3
+
+
+def test_teams(service):
+    user = _token(service, "a@example.org")
+    created = service.client.post("/api/v1/teams", headers=user, json={"name": "alpha"})
+    assert created.status_code == 201 and created.json["name"] == "alpha"
+    again = service.client.post("/api/v1/teams", headers=user, json={"name": "beta"})
+    assert again.status_code == 409 and "one team per challenge" in again.json["error"]
+    other = _token(service, "b@example.org")
+    taken = service.client.post("/api/v1/teams", headers=other, json={"name": "alpha"})
+    assert taken.status_code == 409 and "taken" in taken.json["error"]
+    for body in ("{not json", "[1]", '{"name": 5}'):
+        bad = service.client.post("/api/v1/teams", headers=other, data=body, content_type="application/json")
+        assert bad.status_code == 400, body
+    from submissions.models import Membership, Team
+
+    with service.sessions() as session:
+        assert [t.name for t in session.query(Team)] == ["alpha"] and session.query(Membership).count() == 1
+
+
+def test_an_upload_is_accepted_and_followed(service):
+    alpha = _token(service, "a@example.org", "alpha")
+    accepted = _upload(service, alpha, 1)
+    assert accepted.status_code == 202 and accepted.json["status"] == "queued"
+    status = service.client.get(f"/api/v1/submissions/{accepted.json['id']}", headers=alpha).json
+    assert status["status"] == "queued" and status["done"] is False and status["score"] is None
+    assert [h["to"] for h in status["evaluations"][0]["history"]] == ["received", "validating", "queued"]
+    assert "worker_host" not in status["evaluations"][0]
+    job = queue.claim_next(service.sessions, "h:1:x")
+    result = {"status": "succeeded", "image_digest": "sha256:abc", "logs": "hello\n", "error": None,
+              "cases": {"c1": {"dice_all": 0.8, "error": None}}, "aggregates": {"dice": 0.8}, "score": 0.7}
+    queue.finish(service.sessions, job, result)
+    done = service.client.get(f"/api/v1/submissions/{accepted.json['id']}", headers=alpha).json
+    assert (done["status"], done["done"], done["score"], done["aggregates"]) == ("succeeded", True, 0.7, {"dice": 0.8})
+    assert done["evaluations"][0]["logs"] == "hello\n"  # the sanity check shows logs
+    cases = service.client.get(f"/api/v1/submissions/{accepted.json['id']}/cases", headers=alpha)
+    assert cases.status_code == 200 and cases.json["cases"] == {"c1": {"dice_all": 0.8, "error": None}}
+
+
+def test_bad_uploads_get_their_error_and_change_nothing(service):
+    alpha = _token(service, "a@example.org", "alpha")
+    loner = _token(service, "l@example.org")
+    assert _upload(service, alpha, "first").status_code == 202
+    before = service.counts()
+    cases = [
+        (_upload(service, alpha, "t", extra=[("../escape", b"x")]), 422, "'..' component"),
+        (_upload(service, alpha, "m", manifest=False), 422, "no manifest.json"),
+        (_upload(service, alpha, "big", extra=[("blob", bytes(2 * 2**20))]), 413, "larger than the limit of 1 MB"),
+        (_upload(service, alpha, "first"), 409, "already submitted"),
+        (_upload(service, alpha, "x", slug="nope"), 404, "no phase 'nope'"),
+        (_upload(service, loner, "y"), 403, "in no team"),
+        (service.client.post(f"/api/v1/phases/{SANITY}/submissions", headers=alpha, data={"other": (io.BytesIO(b"x"), "x")},
+                             content_type="multipart/form-data"), 400, "multipart form field `image`"),
+        (service.client.post(f"/api/v1/phases/{SANITY}/submissions", headers=alpha, data=b"garbage",
+                             content_type="application/x-tar"), 400, "multipart form field `image`"),
+        (service.client.post(f"/api/v1/phases/{SANITY}/submissions", headers=alpha,
+                             data={"image": (io.BytesIO(b"not a tar" * 100), "x.tar")}, content_type="multipart/form-data"),
+         422, "not a readable tar archive"),
+    ]
+    for response, code, message in cases:
+        assert response.status_code == code and message in response.json["error"], (code, response.json)
+    assert service.counts() == before
+
+
+def test_over_quota_is_429_with_when_it_frees(service):
+    alpha = _token(service, "a@example.org", "alpha")
+    for i in range(3):
+        assert _upload(service, alpha, i).status_code == 202
+    before = service.counts()
+    refused = _upload(service, alpha, 9)
+    assert refused.status_code == 429 and "frees up at" in refused.json["error"]
+    assert refused.json["retry_after"] and int(refused.headers["Retry-After"]) > 23 * 3600
+    assert service.counts() == before
+
+
+def test_other_teams_data_is_not_visible(service):
+    alpha, beta = _token(service, "a@example.org", "alpha"), _token(service, "b@example.org", "beta")
+    sid = _upload(service, alpha, 1, slug=VALIDATION).json["id"]
+    for url in (f"/api/v1/submissions/{sid}", f"/api/v1/submissions/{sid}/cases"):
+        response = service.client.get(url, headers=beta)
+        assert response.status_code == 404 and response.json == {"error": f"no submission {sid}"}
+    assert service.client.post(f"/api/v1/submissions/{sid}/cancel", headers=beta).status_code == 404
+    assert service.client.get("/api/v1/submissions/999", headers=alpha).status_code == 404
+    hidden = service.client.get(f"/api/v1/submissions/{sid}/cases", headers=alpha)
+    assert hidden.status_code == 403 and "does not show per-case values" in hidden.json["error"]
+    cancelled = service.client.post(f"/api/v1/submissions/{sid}/cancel", headers=alpha)
+    assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
+    again = service.client.post(f"/api/v1/submissions/{sid}/cancel", headers=alpha)
+    assert again.status_code == 400 and "already cancelled" in again.json["error"]
+
+
+def _score(service, headers, salt, slug, aggregates):
+    sid = _upload(service, headers, salt, slug=slug).json["id"]
+    job = queue.claim_next(service.sessions, f"h:{salt}:x")
+    result = {"status": "succeeded", "aggregates": aggregates, "score": _psfhs_score(aggregates), "cases": {}}  # as evaluate_image
+    assert queue.finish(service.sessions, job, result)
+    return sid
+
+
+GOOD = {"dice": 0.9, "dice_ps": 0.85, "dice_fh": 0.93, "dice_all": 0.92, "hd": 10.0, "asd": 3.0, "aop_error": 6.0, "n_cases": 5}
+FAIR = {**GOOD, "dice": 0.8, "hd": 20.0, "asd": 6.0, "aop_error": 12.0}
+POOR = {**GOOD, "dice": 0.6, "hd": 40.0, "asd": 12.0, "aop_error": 30.0}
+
+
+def _psfhs_score(a):  # the PSFHS 2023 formula, written out
+    return 0.25 * a["dice"] + 0.125 * (1 - a["hd"] / 100) + 0.125 * (1 - a["asd"] / 100) + 0.5 * (1 - a["aop_error"] / 180)
+
+
+def test_the_leaderboard_ranks_each_teams_best_submission(service):
+    alpha, beta = _token(service, "a@example.org", "alpha"), _token(service, "b@example.org", "beta")
+    _score(service, alpha, "a1", VALIDATION, POOR)
+    best_alpha = _score(service, alpha, "a2", VALIDATION, GOOD)
+    best_beta = _score(service, beta, "b1", VALIDATION, FAIR)
+    board = service.client.get(f"/api/v1/phases/{VALIDATION}/leaderboard", headers=beta)
+    assert board.status_code == 200
+    rows = board.json["rows"]
+    assert [(r["team"], r["submission"], r["rank"]) for r in rows] == [("alpha", best_alpha, 1), ("beta", best_beta, 2)]
+    assert rows[0]["score"] == pytest.approx(_psfhs_score(GOOD)) and rows[1]["score"] == pytest.approx(_psfhs_score(FAIR))
+    assert {k: rows[0][k] for k in ("dice_ps", "dice_fh", "dice_all", "hd", "asd", "aop_error")} == \
+        {k: GOOD[k] for k in ("dice_ps", "dice_fh", "dice_all", "hd", "asd", "aop_error")}
+    assert service.client.get("/api/v1/phases/nope/leaderboard", headers=beta).status_code == 404
+
+
+def test_final_results_are_hidden_until_published(service):
+    alpha = _token(service, "a@example.org", "alpha")
+    organizer = _token(service, "org@example.org")
+    sid = _score(service, alpha, "f", FINAL, GOOD)
+    hidden = service.client.get(f"/api/v1/phases/{FINAL}/leaderboard", headers=alpha)
+    assert hidden.status_code == 403 and "not published" in hidden.json["error"]
+    status = service.client.get(f"/api/v1/submissions/{sid}", headers=alpha).json
+    assert status["status"] == "succeeded" and status["score"] is None and status["results_hidden"]
+    assert service.client.get(f"/api/v1/phases/{FINAL}/leaderboard", headers=organizer).json["rows"][0]["submission"] == sid
+    with db.transaction(service.sessions) as session:
+        admin.publish(session, FINAL)
+    assert service.client.get(f"/api/v1/phases/{FINAL}/leaderboard", headers=alpha).json["rows"][0]["submission"] == sid
+
+
+def test_an_unknown_api_path_is_json_and_the_app_refuses_an_unmigrated_database(service, tmp_path):
+    response = service.client.get("/api/v1/nothing-here")
+    assert response.status_code == 404 and "openapi.json" in response.json["error"]
+    with pytest.raises(SchemaNotCurrent, match="iugc db upgrade"):
+        create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}", "INSTANCE": str(tmp_path)})
+
+
+def test_uploads_go_to_an_s3_store_when_configured(database_url, tmp_path, monkeypatch, request):
+    import uuid
+
+    from tests.service_support import s3_client
+
+    endpoint = request.getfixturevalue("s3_endpoint")
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"iugc-{uuid.uuid4().hex[:10]}"
+    s3_client(endpoint).create_bucket(Bucket=bucket)
+    svc = Service(database_url, tmp_path, challenge_file(tmp_path))
+    app = create_app({"DATABASE_URL": database_url, "STORAGE_URL": f"s3://{bucket}/archives", "S3_ENDPOINT_URL": endpoint,
+                      "INSTANCE": str(tmp_path)})
+    svc.client, store = app.test_client(), app.extensions["iugc"].storage
+    alpha = _token(svc, "a@example.org", "alpha")
+    assert _upload(svc, alpha, "t", extra=[("../x", b"x")]).status_code == 422
+    assert store.keys() == []
+    accepted = _upload(svc, alpha, 1)
+    assert accepted.status_code == 202
+    status = svc.client.get(f"/api/v1/submissions/{accepted.json['id']}", headers=alpha).json
+    assert store.keys() == [status["archive_sha256"]]
+    assert list((tmp_path / "staging").glob("*")) == []  # staged, checked, uploaded, removed
+    app.extensions["iugc"].engine.dispose()
+    svc.engine.dispose()

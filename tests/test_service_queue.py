@@ -1,0 +1,258 @@
+"""The queue in the database: claiming (one running evaluation per team), results stored
+exactly once when workers race, heartbeats and the reaper, cancellation, re-evaluation,
+and the embedded worker pool with a no-op evaluation, on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from submissions import queue
+from submissions.exceptions import InvalidRequest, NotFound
+from submissions.models import CaseResult, Evaluation, State, Submission
+from submissions.uploads import submit
+from submissions.worker import WorkerPool
+from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster  # noqa: F401
+
+
+def noop_result(job, score=0.5) -> dict:
+    return {"status": "succeeded", "failure": None, "error": None, "image_digest": f"sha256:{job.archive_sha256}", "logs": "",
+            "cases": {"c1": {"dice_all": score, "error": None}, "c2": {"dice_all": score, "error": None}},
+            "aggregates": {"dice": score, "n_cases": 2}, "score": score}
+
+
+@pytest.fixture
+def service(database_url, tmp_path):
+    svc = Service(database_url, tmp_path, challenge_file(tmp_path, limits={"submissions_per_day": 1000}))
+    yield svc
+    svc.engine.dispose()
+
+
+def _submit(service, user_id, salt):
+    path = docker_like_archive(service.tmp / f"q{salt}.tar", str(salt))
+    with open(path, "rb") as stream:
+        return submit(service.sessions, service.storage, user_id, service.phases[0], stream)
+
+
+def _evaluations(service):
+    with service.sessions() as session:
+        return {e.id: (e.submission_id, e.number, e.status, e.attempts) for e in session.query(Evaluation)}
+
+
+def test_one_running_evaluation_per_team(service):
+    alpha, beta = service.participant("a@example.org", "alpha"), service.participant("b@example.org", "beta")
+    for i in range(2):
+        _submit(service, alpha, f"a{i}")
+    _submit(service, beta, "b0")
+    first = queue.claim_next(service.sessions, "w1")
+    second = queue.claim_next(service.sessions, "w2")
+    assert queue.claim_next(service.sessions, "w3") is None  # alpha's second waits for its first
+    with service.sessions() as session:
+        teams = {session.get(Evaluation, j.evaluation_id).team_id for j in (first, second)}
+    assert len(teams) == 2
+    assert queue.finish(service.sessions, first, noop_result(first))
+    third = queue.claim_next(service.sessions, "w3")
+    assert third is not None
+
+
+def test_a_result_is_stored_once_when_two_workers_race(service):
+    alpha = service.participant("a@example.org", "alpha")
+    _submit(service, alpha, 1)
+    slow = queue.claim_next(service.sessions, "host:1:slow")
+    # the slow worker stops answering: the reaper hands its evaluation to another worker
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=queue.HEARTBEAT_TIMEOUT_SECONDS + 1)
+    assert queue.reap(service.sessions, now=later) == {slow.evaluation_id: State.queued}
+    fast = queue.claim_next(service.sessions, "host:2:fast")
+    assert fast.evaluation_id == slow.evaluation_id
+    assert queue.finish(service.sessions, fast, noop_result(fast, 0.9)) is True
+    assert queue.finish(service.sessions, slow, noop_result(slow, 0.1)) is False  # no longer its row
+    with service.sessions() as session:
+        evaluation = session.get(Evaluation, fast.evaluation_id)
+        assert evaluation.status == State.succeeded and evaluation.score == 0.9 and evaluation.attempts == 2
+        assert session.query(CaseResult).count() == 2
+        assert [c.to_state for c in evaluation.history] == [
+            State.received, State.validating, State.queued, State.running, State.queued, State.running, State.succeeded]
+
+
+def test_concurrent_claims_never_hand_one_evaluation_to_two_workers(service):
+    teams = [service.participant(f"u{i}@example.org", f"team{i}") for i in range(6)]
+    for i, user in enumerate(teams):
+        _submit(service, user, i)
+    claimed, barrier = [], threading.Barrier(8)
+
+    def claim(n):
+        barrier.wait()
+        while (job := queue.claim_next(service.sessions, f"h:{n}:x")) is not None:
+            claimed.append(job.evaluation_id)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(claimed) == sorted(_evaluations(service))
+
+
+def test_heartbeats_keep_an_evaluation_and_tell_a_worker_what_it_lost(service):
+    alpha = service.participant("a@example.org", "alpha")
+    sid = _submit(service, alpha, 1)
+    job = queue.claim_next(service.sessions, "h:1:a")
+    assert queue.heartbeat(service.sessions, "h:1:a", [job.evaluation_id]) == {job.evaluation_id}
+    assert queue.heartbeat(service.sessions, "h:2:b", [job.evaluation_id]) == set()
+    assert queue.reap(service.sessions) == {}  # fresh heartbeat, worker on another host: kept
+    queue.cancel(service.sessions, alpha, sid)
+    assert queue.heartbeat(service.sessions, "h:1:a", [job.evaluation_id]) == set()
+    assert queue.finish(service.sessions, job, noop_result(job)) is False
+    with service.sessions() as session:
+        assert session.get(Submission, sid).status == State.cancelled
+
+
+def test_the_reaper_requeues_at_once_when_the_owner_process_is_gone(service):
+    import socket
+
+    alpha = service.participant("a@example.org", "alpha")
+    _submit(service, alpha, 1)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    worker = f"{socket.gethostname()}:{dead.stdout.strip()}:old"
+    job = queue.claim_next(service.sessions, worker)
+    assert queue.reap(service.sessions) == {job.evaluation_id: State.queued}  # no heartbeat timeout waited
+
+
+def test_after_max_attempts_the_reaper_fails_it_as_worker_lost_without_using_quota(service):
+    alpha = service.participant("a@example.org", "alpha")
+    sid = _submit(service, alpha, 1)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    for attempt in range(1, queue.MAX_ATTEMPTS + 1):
+        job = queue.claim_next(service.sessions, f"h:{attempt}:x")
+        expected = State.queued if attempt < queue.MAX_ATTEMPTS else State.failed
+        assert queue.reap(service.sessions, now=later) == {job.evaluation_id: expected}
+    with service.sessions() as session:
+        submission = session.get(Submission, sid)
+        evaluation = submission.evaluations[0]
+        assert (submission.status, evaluation.failure, evaluation.platform_fault) == (State.failed, "worker_lost", True)
+        assert submission.counts_against_quota is False
+
+
+def test_cancellation_rules(service):
+    alpha, beta = service.participant("a@example.org", "alpha"), service.participant("b@example.org", "beta")
+    sid = _submit(service, alpha, 1)
+    with pytest.raises(NotFound, match=f"no submission {sid}"):  # another team's: hidden
+        queue.cancel(service.sessions, beta, sid)
+    with pytest.raises(NotFound):
+        queue.cancel(service.sessions, alpha, 9999)
+    assert queue.cancel(service.sessions, alpha, sid) == State.cancelled
+    with pytest.raises(InvalidRequest, match="already cancelled"):
+        queue.cancel(service.sessions, alpha, sid)
+    sid2 = _submit(service, alpha, 2)
+    queue.cancel(service.sessions, service.organizer, sid2)
+    with service.sessions() as session:
+        assert session.get(Submission, sid).counts_against_quota is True  # the team's own choice
+        assert session.get(Submission, sid2).counts_against_quota is False  # an organizer's
+
+
+def test_reevaluation_keeps_the_old_evaluations(service):
+    alpha = service.participant("a@example.org", "alpha")
+    sid = _submit(service, alpha, 1)
+    assert queue.reevaluate(service.sessions, service.organizer, service.phases[0]) == []  # still pending
+    job = queue.claim_next(service.sessions, "h:1:x")
+    queue.finish(service.sessions, job, noop_result(job, 0.4))
+    (new,) = queue.reevaluate(service.sessions, service.organizer, service.phases[0], sid)
+    with pytest.raises(NotFound):
+        queue.reevaluate(service.sessions, service.organizer, service.phases[0], 9999)
+    with service.sessions() as session:
+        submission = session.get(Submission, sid)
+        assert [(e.number, e.status) for e in submission.evaluations] == [(1, State.succeeded), (2, State.queued)]
+        assert submission.status == State.queued and submission.evaluations[1].id == new
+
+
+def test_the_embedded_pool_completes_every_evaluation_exactly_once(service):
+    users = [service.participant(f"u{i}@example.org", f"team{i}") for i in range(4)]
+    ids = [_submit(service, users[i % 4], i) for i in range(40)]
+    seen, lock = [], threading.Lock()
+
+    def evaluate(job):
+        with lock:
+            seen.append(job.evaluation_id)
+        time.sleep(0.002)
+        return noop_result(job)
+
+    pool = WorkerPool(service.sessions, service.storage, threads=3, evaluate=evaluate, poll_seconds=0.05,
+                      heartbeat_seconds=0.2, cleanup=False).start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(s != State.succeeded for _, _, s, _ in _evaluations(service).values()):
+        time.sleep(0.1)
+    pool.stop(10)
+    evaluations = _evaluations(service)
+    assert sorted(seen) == sorted(evaluations) and len(set(seen)) == 40
+    assert all(state == State.succeeded and attempts == 1 for _, _, state, attempts in evaluations.values())
+    with service.sessions() as session:
+        assert session.query(CaseResult).count() == 80
+        assert sorted(s.id for s in session.query(Submission).filter_by(status=State.succeeded)) == sorted(ids)
+
+
+def test_a_platform_fault_in_the_pool_is_retried_and_a_stopped_pool_gives_work_back(service):
+    from evaluator.exceptions import RetryableError
+
+    alpha = service.participant("a@example.org", "alpha")
+    _submit(service, alpha, 1)
+    calls, started, release = [], threading.Event(), threading.Event()
+
+    def flaky(job):
+        calls.append(job.evaluation_id)
+        if len(calls) == 1:
+            raise RetryableError("engine restarting")
+        started.set()
+        release.wait(30)
+        return noop_result(job)
+
+    pool = WorkerPool(service.sessions, service.storage, threads=1, evaluate=flaky, poll_seconds=0.05, cleanup=False).start()
+    assert started.wait(30)
+    pool.stop(timeout=0.2)  # the evaluation in hand is still running
+    (state,) = [s for _, _, s, _ in _evaluations(service).values()]
+    assert state == State.queued and len(calls) == 2  # given back to the queue for the next start
+    release.set()
+    pool.join(30)  # the late result is not stored: the row is no longer this worker's
+    assert [s for _, _, s, _ in _evaluations(service).values()] == [State.queued]
+
+
+def test_a_postgresql_restart_during_a_run_loses_nothing(postgres_cluster, tmp_path):
+    name = "t_restart"
+    postgres_cluster.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    postgres_cluster.admin(f"CREATE DATABASE {name}")
+    svc = Service(postgres_cluster.url(name), tmp_path, challenge_file(tmp_path, limits={"submissions_per_day": 1000}))
+    users = [svc.participant(f"u{i}@example.org", f"team{i}") for i in range(10)]
+    for i in range(100):
+        _submit(svc, users[i % 10], i)
+
+    def slow(job):
+        time.sleep(0.05)
+        return noop_result(job)
+
+    pool = WorkerPool(svc.sessions, svc.storage, threads=3, evaluate=slow, poll_seconds=0.05, heartbeat_seconds=0.2,
+                      cleanup=False).start()
+    try:
+        deadline = time.monotonic() + 60
+        while sum(s == State.succeeded for _, _, s, _ in _evaluations(svc).values()) < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        done_before = sum(s == State.succeeded for _, _, s, _ in _evaluations(svc).values())
+        postgres_cluster.stop("fast")  # connections drop mid-transaction
+        time.sleep(3)
+
+        postgres_cluster.start()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and any(s != State.succeeded for _, _, s, _ in _evaluations(svc).values()):
+            time.sleep(0.2)
+    finally:
+        pool.stop(10)
+        pool.join(10)
+    evaluations = _evaluations(svc)
+    assert done_before < 90  # the restart came in the middle of the run
+    assert len(evaluations) == 100 and all(s == State.succeeded for _, _, s, _ in evaluations.values())
+    with svc.sessions() as session:
+        assert session.query(CaseResult).count() == 200  # each result stored once
+    svc.engine.dispose()
+    postgres_cluster.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -1,0 +1,45 @@
+"""`make demo`'s preparation (`iugc demo-site --no-serve`): challenges with data, people,
+stand-in teams scored by the evaluator and the baseline, ranked on the leaderboard; a
+second run reuses all of it (nothing duplicated, the same credentials)."""
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from iugc import site_demo
+from iugc.cli import main
+from submissions import db, reports
+from submissions.models import Evaluation, Role, Submission, User
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
+
+
+def test_demo_site_prepares_a_ranked_site_and_a_second_run_reuses_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(site_demo, "_docker_baseline", lambda: False)  # the trusted local runner: no engine needed
+    instance = tmp_path / "instance"
+    first = CliRunner().invoke(main, ["demo-site", "--instance", str(instance), "--cases", "6", "--no-serve"])
+    assert first.exit_code == 0, first.output
+    assert "==> stand-in teams" in first.output and "done in" in first.output
+    assert "organizer@iugc.local   password" in first.output and "team@iugc.local" in first.output
+    assert (instance / "secret_key").exists() and (instance / "demo-credentials.txt").stat().st_mode & 0o077 == 0
+    engine = db.make_engine(f"sqlite:///{instance / 'iugc.sqlite3'}")
+    sessions = db.session_factory(engine)
+    with sessions() as session:
+        organizer = session.execute(select(User).where(User.role == Role.organizer)).scalar_one()
+        rows = reports.leaderboard(session, organizer, "psfhs2023-sanity-check")["rows"]
+        counts = (session.execute(select(func.count()).select_from(Submission)).scalar(),
+                  session.execute(select(func.count()).select_from(Evaluation)).scalar())
+    assert {r["team"] for r in rows} == {"demo-team", *site_demo.STAND_INS}
+    assert [r["rank"] for r in rows] == sorted(r["rank"] for r in rows) and rows[0]["team"] == "near-perfect"
+    assert all(r["n_cases"] == 6 for r in rows)
+    baseline = next(r for r in rows if r["team"] == "demo-team")
+    assert 0.5 < baseline["score"] < 1.0
+    again = CliRunner().invoke(main, ["demo-site", "--instance", str(instance), "--cases", "6", "--no-serve"])
+    assert again.exit_code == 0, again.output
+    assert "already submitted" in again.output and "psfhs2023: already there" in again.output
+    with sessions() as session:
+        assert (session.execute(select(func.count()).select_from(Submission)).scalar(),
+                session.execute(select(func.count()).select_from(Evaluation)).scalar()) == counts
+    assert first.output.split("organizer:")[1].split("\n")[0] == again.output.split("organizer:")[1].split("\n")[0]
+    engine.dispose()

@@ -1,0 +1,226 @@
+"""The site in a real browser: Playwright (PyPI) driving Debian's headless chromium against
+`iugc serve` as a real server process on 127.0.0.1, with an embedded worker evaluating
+the baseline image in a real container on real frames.
+
+A participant registers, creates a team, uploads the baseline's `docker save` archive
+(progress bar), watches the status reach a score without reloading, finds the team on the
+leaderboard and opens the per-case page; the organizer publishes the final phase and the
+participant then sees it. Screenshots of each page, at a laptop's and a phone's width,
+go to ``$IUGC_TEST_ARTIFACTS/web`` (default ``artifacts/web`` in the checkout).
+
+Needs ``apt-get install chromium`` (``IUGC_REQUIRE_BROWSER=1`` turns its absence into a
+failure), a Docker engine and the real frames (their own switches).
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.docker_support import require_engine
+from tests.service_support import docker_like_archive, free_port, wait_for_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+LAPTOP, PHONE = {"width": 1366, "height": 900}, {"width": 390, "height": 844}
+PASSWORD = "a long pass phrase"
+N_CASES = 5
+ARTIFACTS = Path(os.environ.get("IUGC_TEST_ARTIFACTS") or ROOT / "artifacts") / "web"
+STAND_INS = {  # aggregates of two stand-in teams, so the leaderboard has someone to rank against
+    "ragged-edges": {"dice": 0.86, "dice_ps": 0.80, "dice_fh": 0.90, "dice_all": 0.88, "hd": 14.0, "asd": 4.1, "aop_error": 9.5, "n_cases": N_CASES},
+    "eroded": {"dice": 0.78, "dice_ps": 0.70, "dice_fh": 0.84, "dice_all": 0.80, "hd": 21.0, "asd": 6.3, "aop_error": 14.2, "n_cases": N_CASES},
+}
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package is not installed (pip install -e '.[web]')")
+    if not CHROMIUM.exists():
+        _missing("Debian's chromium is not installed (apt-get install -y chromium)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser
+        browser.close()
+
+
+def _missing(what):
+    if os.environ.get("IUGC_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{what}; IUGC_REQUIRE_BROWSER=1 makes this a failure")
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="module")
+def baseline_archive(tmp_path_factory):
+    require_engine()
+    built = subprocess.run([sys.executable, "-m", "iugc", "docker", "build-baseline"], capture_output=True, text=True,
+                           timeout=1800, cwd=ROOT)  # idempotent: reuses the image when its recipe is unchanged
+    assert built.returncode == 0, built.stderr
+    path = tmp_path_factory.mktemp("image") / "baseline.tar"
+    subprocess.run(["docker", "save", "iugc/baseline:latest", "-o", str(path)], check=True, timeout=600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(psfhs_dir, tmp_path_factory, baseline_archive):
+    """`iugc serve` on a fresh instance: psfhs2023 with 5 real cases in every phase, an
+    organizer, two scored stand-in teams."""
+    from data_manifest.importers import import_dataset
+    from leaderboard.web.security import hash_password
+    from submissions import admin, db, queue
+    from submissions.storage import LocalStorage
+    from submissions.uploads import submit
+
+    root = tmp_path_factory.mktemp("site")
+    source = root / "source"
+    for folder in ("images", "masks"):
+        (source / folder).mkdir(parents=True)
+        for path in sorted((psfhs_dir / folder).glob("*.png"))[:N_CASES]:
+            (source / folder / path.name).symlink_to(path)
+    import_dataset("png", source, root / "data", progress=False)
+    instance = root / "instance"
+    engine = db.make_engine(f"sqlite:///{instance / 'iugc.sqlite3'}")
+    db.upgrade(engine)
+    sessions = db.session_factory(engine)
+    storage = LocalStorage(instance / "storage")
+    with db.transaction(sessions) as session:
+        challenge, _ = admin.init_challenge(session, "psfhs2023")
+        for phase in challenge.phases:
+            admin.add_dataset(session, phase.slug, root / "data")
+        admin.create_user(session, "organizer@example.org", "organizer").password_hash = hash_password(PASSWORD)
+        for name in STAND_INS:
+            user = admin.create_user(session, f"{name}@example.org", "participant")
+            admin.create_team(session, user, name)
+    for index, (name, aggregates) in enumerate(STAND_INS.items()):
+        with db.transaction(sessions) as session:
+            user_id = admin.user_by_email(session, f"{name}@example.org").id
+        for slug in ("psfhs2023-sanity-check", "psfhs2023-final-test"):
+            with open(docker_like_archive(root / f"{name}-{slug}.tar", f"{name}{slug}"), "rb") as stream:
+                submit(sessions, storage, user_id, slug, stream)
+            job = queue.claim_next(sessions, f"seed:{index}:x")
+            assert queue.finish(sessions, job, {"status": "succeeded", "aggregates": aggregates, "score": None, "cases": {}})
+    engine.dispose()
+    port = free_port()
+    # Secure cookies as in production: chromium keeps them on http://127.0.0.1 (a loopback origin counts as secure)
+    env = {**os.environ, "IUGC_INSTANCE": str(instance), "IUGC_SECRET_KEY": "s" * 64, "IUGC_CACHE_DIR": str(root / "cache")}
+    for key in ("IUGC_DATABASE_URL", "IUGC_STORAGE_URL", "IUGC_BROKER_URL", "IUGC_COOKIE_SECURE"):
+        env.pop(key, None)
+    log = open(root / "serve.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "iugc", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                               env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, timeout=60, process=process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=120)
+        log.close()
+
+
+def shoot(page, name: str) -> None:
+    """Screenshots of the page at a laptop's and a phone's width."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for label, size in (("laptop", LAPTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True)
+    page.set_viewport_size(LAPTOP)
+
+
+def login(page, base, email):
+    page.goto(f"{base}/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form button[type=submit].primary")
+    page.wait_for_load_state()
+    assert "/login" not in page.url, page.content()[:2000]
+
+
+@pytest.mark.slow
+def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, baseline_archive):
+    base = server
+    context = chromium.new_context(viewport=LAPTOP)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    page.goto(base + "/")
+    assert "PSFHS 2023" in page.inner_text("main")
+    shoot(page, "01-overview")
+
+    page.goto(base + "/leaderboard/psfhs2023-sanity-check")
+    assert page.locator("main").inner_text().count("not public yet") == 1  # anonymous: not published
+    page.goto(base + "/register")
+    page.fill("input[name=email]", "alice@example.org")
+    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=confirm]", PASSWORD)
+    shoot(page, "02-register")
+    page.click("form button[type=submit].primary")
+    page.wait_for_url(base + "/teams")
+
+    page.fill("input[name=name]", "alice-lab")
+    page.click("text=Create the team")
+    page.wait_for_url(base + "/teams")
+    assert "alice-lab" in page.inner_text("main") and "/teams/join/" in page.inner_text("pre.invite")
+    shoot(page, "03-team")
+
+    page.goto(base + "/phases/psfhs2023-sanity-check/upload")
+    page.set_input_files("input[type=file]", str(baseline_archive))
+    shoot(page, "04-upload")
+    page.click("#upload-form button[type=submit]")
+    assert page.locator(".progress").is_visible() or "/submissions" in page.url
+    page.wait_for_url(re.compile(r".*/submissions\?highlight=\d+"), timeout=300_000)
+    sid = int(page.url.rsplit("=", 1)[1])
+    page.evaluate("window.__notReloaded = true")
+    row = page.locator(f'tr[data-id="{sid}"]')
+    assert row.locator('[data-field="status"]').inner_text() in ("queued", "running")
+    shoot(page, "05-submissions-pending")
+    row.locator(".st-succeeded").wait_for(timeout=600_000)  # the poll updates the row in place
+    assert page.evaluate("window.__notReloaded") is True
+    score = float(row.locator('[data-field="score"]').inner_text())
+    assert 0.5 < score <= 1.0
+    shoot(page, "06-submissions-scored")
+
+    page.goto(base + "/leaderboard/psfhs2023-sanity-check")
+    rows = page.locator("#leaderboard tbody tr")
+    teams = [rows.nth(i).locator("td.team").inner_text().split()[0] for i in range(rows.count())]
+    assert set(teams) == {"alice-lab", *STAND_INS}
+    mine = rows.nth(teams.index("alice-lab"))
+    assert mine.locator("td").nth(2).inner_text() == f"{score:.4f}"
+    page.click("#leaderboard th:has-text('HD')")  # sort by HD, lowest first
+    hd = [float(rows.nth(i).locator("td").nth(6).inner_text()) for i in range(rows.count())]
+    assert hd == sorted(hd)
+    shoot(page, "07-leaderboard")
+
+    page.goto(f"{base}/submissions/{sid}")
+    cases = page.locator("#cases tbody tr")
+    assert cases.count() == N_CASES
+    shoot(page, "08-submission-detail")
+
+    page.goto(base + "/leaderboard/psfhs2023-final-test")
+    assert "not published yet" in page.inner_text("main")
+
+    organizer = chromium.new_context(viewport=LAPTOP).new_page()
+    login(organizer, base, "organizer@example.org")
+    organizer.goto(base + "/leaderboard/psfhs2023-final-test")
+    assert "Not published" in organizer.inner_text("main")
+    organizer.goto(base + "/admin")
+    shoot(organizer, "09-admin")
+    organizer.click("button[data-publish='psfhs2023-final-test']")
+    organizer.wait_for_url(base + "/admin")
+    assert "are published" in organizer.inner_text("main")
+    organizer.goto(base + "/admin/audit")
+    assert "phase.publish" in organizer.inner_text("main")
+    shoot(organizer, "10-audit")
+
+    page.goto(base + "/leaderboard/psfhs2023-final-test")
+    assert page.locator("#leaderboard tbody tr").count() == len(STAND_INS)
+    shoot(page, "11-final-published")
+    assert errors == []

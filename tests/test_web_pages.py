@@ -1,0 +1,404 @@
+"""The web pages through Flask's test client, on the service's records: the overview from
+the challenge definition and docs/SUBMISSION.md, leaderboards (values, ranking methods,
+who sees which phase, the final phase before and after publishing), teams and
+invitations, uploads, the team's submissions with live status, cancel, the submission
+detail, and the organizer's pages."""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from submissions import admin, db, queue
+from submissions.models import AuditEntry, Membership, Submission, Team
+from tests.service_support import database_url, postgres_cluster  # noqa: F401 (fixtures)
+from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, SANITY, VALIDATION, open_site, psfhs_score
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
+
+
+@pytest.fixture
+def site(database_url, tmp_path):
+    """A fresh site, on SQLite and on PostgreSQL."""
+    yield from open_site(tmp_path, database_url)
+
+
+def text(response) -> str:
+    """The page's text: tags removed, whitespace collapsed."""
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.get_data(as_text=True))))
+
+
+def table_rows(response, table_id: str) -> list[list[str]]:
+    """The body rows of a table as lists of cell texts."""
+    page = response.get_data(as_text=True)
+    body = page.split(f'id="{table_id}"', 1)[1].split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    rows = []
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        cells = [re.sub(r'<span class="badge">[^<]*</span>', "", c) for c in cells]  # "your team"
+        rows.append([html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", c))).strip() for c in cells])
+    return rows
+
+
+def test_the_overview_shows_the_challenge_its_phases_and_how_to_submit(site):
+    page = text(site.client().get("/"))
+    assert "PSFHS 2023: Pubic Symphysis-Fetal Head Segmentation and Angle of Progression" in page
+    for phase in ("sanity-check", "validation", "final-test"):
+        assert phase in page
+    assert "0.25*mDice + 0.125*(1 - mHD/100)" in page  # the score formula, from the definition
+    assert "per-case values shown" in page and "aggregates only" in page
+    assert "5 min" in page and "8 GB" in page  # sanity-check limits: 300 s, 8192 MB
+    assert "How to build a submission" in page and "iugc docker build-baseline" in page
+    guide = site.client().get("/how-to-submit")
+    assert "What the sandbox enforces" in text(guide)  # rendered from docs/SUBMISSION.md
+    assert "<strong>What the sandbox enforces</strong>" in guide.get_data(as_text=True)
+    assert '<h2 id="the-container">The container</h2>' in guide.get_data(as_text=True)
+
+
+def test_the_overview_shows_a_members_quota_left(site):
+    site.person("a@example.org", "alpha")
+    site.submission("a@example.org", SANITY)
+    client = site.client("a@example.org")
+    rows = table_rows(client.get("/"), "phases-svc")
+    assert [r[0].split()[0] for r in rows] == ["sanity-check", "validation", "final-test"]
+    assert [r[9] for r in rows] == ["4", "5", "5"]  # 5 a day; one used in sanity-check
+
+
+def _two_teams(site, slug):
+    site.person("a@example.org", "alpha")
+    site.person("b@example.org", "beta")
+    fair = site.submission("b@example.org", slug, FAIR)
+    good = site.submission("a@example.org", slug, GOOD)
+    return good, fair
+
+
+def test_the_leaderboard_shows_rank_team_score_and_every_metric(site):
+    _two_teams(site, VALIDATION)
+    response = site.client("b@example.org").get(f"/leaderboard/{VALIDATION}")
+    assert response.status_code == 200
+    head = re.findall(r"<th[^>]*>(.*?)</th>", response.get_data(as_text=True).split('id="leaderboard"')[1].split("</thead>")[0], re.S)
+    labels = [html.unescape(re.sub(r"<[^>]+>", "", h)).strip() for h in head]
+    assert labels == ["Rank", "Team", "Score ↑", "Dice PS ↑", "Dice FH ↑", "Dice all ↑", "HD (px) ↓", "ASD (px) ↓", "ΔAoP (°) ↓", "Cases"]
+    rows = table_rows(response, "leaderboard")
+    assert [r[:2] for r in rows] == [["1", "alpha"], ["2", "beta"]]
+    assert re.search(r'<tr class="mine">.*?beta <span class="badge">your team</span>', response.get_data(as_text=True), re.S)
+    assert rows[0][2] == f"{psfhs_score(GOOD):.4f}" and rows[1][2] == f"{psfhs_score(FAIR):.4f}"
+    assert rows[0][3:9] == ["0.850", "0.930", "0.920", "10.000", "3.000", "6.000"]
+    assert rows[1][5:9] == ["0.810", "20.000", "6.000", "12.000"]
+
+
+def test_ties_share_a_rank_and_missing_values_show_a_dash(site):
+    site.person("a@example.org", "alpha")
+    site.person("b@example.org", "beta")
+    site.submission("a@example.org", VALIDATION, GOOD)
+    site.submission("b@example.org", VALIDATION, {**GOOD, "dice_ps": None})
+    rows = table_rows(site.client(ORGANIZER).get(f"/leaderboard/{VALIDATION}"), "leaderboard")
+    assert sorted(r[0] for r in rows) == ["1=", "1="]
+    beta = next(r for r in rows if r[1].startswith("beta"))
+    assert beta[3] == "—"
+
+
+def test_the_ranking_method_switch(site):
+    _two_teams(site, VALIDATION)
+    client = site.client("a@example.org")
+    mean_rank = client.get(f"/leaderboard/{VALIDATION}?method=mean-rank")
+    assert "Mean rank" in text(mean_rank)
+    rows = table_rows(mean_rank, "leaderboard")
+    # alpha is better on dice, hd, asd and aop_error: rank 1 on each, mean rank 1.0; beta 2.0
+    assert [(r[0], r[1], r[3]) for r in rows] == [("1", "alpha", "1.000"), ("2", "beta", "2.000")]
+    assert "Mean rank" not in text(client.get(f"/leaderboard/{VALIDATION}?method=score"))
+    bad = client.get(f"/leaderboard/{VALIDATION}?method=coin-toss")
+    assert bad.status_code == 400 and "ranking method must be one of score, mean-rank" in text(bad)
+
+
+def test_anonymous_visitors_see_only_phases_an_organizer_made_public(site):
+    _two_teams(site, VALIDATION)
+    anonymous = site.client()
+    hidden = anonymous.get(f"/leaderboard/{VALIDATION}")
+    assert hidden.status_code == 403 and "not public yet; log in" in text(hidden)
+    assert f'href="/leaderboard/{VALIDATION}"' not in anonymous.get("/leaderboard").get_data(as_text=True)
+    organizer = site.client(ORGANIZER)
+    assert organizer.form(f"/admin/phases/{VALIDATION}/publish", page="/admin").status_code == 302
+    shown = anonymous.get(f"/leaderboard/{VALIDATION}")
+    assert shown.status_code == 200 and [r[1] for r in table_rows(shown, "leaderboard")] == ["alpha", "beta"]
+    assert f'href="/leaderboard/{VALIDATION}"' in anonymous.get("/leaderboard").get_data(as_text=True)
+    assert anonymous.get("/leaderboard/no-such-phase").status_code == 404
+
+
+def test_the_final_phase_is_hidden_from_participants_until_published(site):
+    _two_teams(site, FINAL)
+    alpha = site.client("a@example.org")
+    before = alpha.get(f"/leaderboard/{FINAL}")
+    assert before.status_code == 403 and "not published yet" in text(before)
+    sid = alpha.get("/submissions/status.json").json["submissions"][0]
+    assert sid["status"] == "succeeded" and sid["score"] is None and sid["results_hidden"]
+    assert "hidden until published" in text(alpha.get("/submissions"))
+    organizer = site.client(ORGANIZER)
+    seen = organizer.get(f"/leaderboard/{FINAL}")
+    assert seen.status_code == 200 and "Not published: only organizers see this" in text(seen)
+    assert [r[1].split()[0] for r in table_rows(seen, "leaderboard")] == ["alpha", "beta"]
+    assert organizer.form(f"/admin/phases/{FINAL}/publish", page="/admin").status_code == 302
+    after = alpha.get(f"/leaderboard/{FINAL}")
+    assert after.status_code == 200 and [r[1] for r in table_rows(after, "leaderboard")] == ["alpha", "beta"]
+    assert alpha.get("/submissions/status.json").json["submissions"][0]["score"] == pytest.approx(psfhs_score(GOOD))
+    assert site.client().get(f"/leaderboard/{FINAL}").status_code == 200  # published: public too
+    with site.sessions() as session:
+        assert session.execute(select(AuditEntry.action).where(AuditEntry.target == f"phase:{FINAL}")).scalars().all() == ["phase.publish"]
+
+
+def test_create_a_team_invite_by_link_join_and_leave(site):
+    site.person("a@example.org")
+    site.person("b@example.org")
+    alpha = site.client("a@example.org")
+    assert alpha.form("/teams/create", {"name": "alpha", "challenge": "svc"}, page="/teams").status_code == 302
+    page = alpha.get("/teams").get_data(as_text=True)
+    link = re.search(r'<pre class="copyable invite">http://localhost(/teams/join/[^<]+)</pre>', page).group(1)
+    taken = alpha.form("/teams/create", {"name": "again", "challenge": "svc"}, page="/teams")
+    assert taken.status_code == 400 and "already in a team of svc" in text(taken)
+    beta = site.client("b@example.org")
+    invitation = beta.get(link)
+    assert invitation.status_code == 200 and "Join alpha" in text(invitation) and "a@example.org" in text(invitation)
+    assert beta.form(link, page=link).status_code == 302
+    members = text(alpha.get("/teams"))
+    assert "a@example.org" in members and "b@example.org" in members
+    assert beta.get(link[:-3] + "xyz").status_code == 400  # a tampered link
+    with site.sessions() as session:
+        team_id = session.execute(select(Team.id).where(Team.name == "alpha")).scalar()
+    assert beta.form(f"/teams/{team_id}/leave", page="/teams").status_code == 302
+    with site.sessions() as session:
+        assert session.execute(select(func.count()).select_from(Membership).where(Membership.team_id == team_id)).scalar() == 1
+        actions = session.execute(select(AuditEntry.action).order_by(AuditEntry.id)).scalars().all()
+    assert actions[-3:] == ["team.create", "team.join", "team.leave"]
+
+
+def test_an_expired_invitation_is_refused(site, monkeypatch):
+    from leaderboard.web import queries
+
+    site.person("a@example.org", "alpha")
+    site.person("b@example.org")
+    with site.sessions() as session:
+        team_id = session.execute(select(Team.id)).scalar()
+    token = queries.invitation_token(site.app.secret_key, team_id)
+    monkeypatch.setattr(queries, "INVITE_DAYS", -1)
+    refused = site.client("b@example.org").get(f"/teams/join/{token}")
+    assert refused.status_code == 400 and "ask the team for a new link" in text(refused)
+
+
+def test_upload_through_the_page_queues_a_submission(site):
+    site.person("a@example.org", "alpha")
+    client = site.client("a@example.org")
+    page = client.get(f"/phases/{SANITY}/upload")
+    assert "5 of 5 submissions left" in text(page) and f"iugc submit --phase {SANITY}" in text(page)
+    token = client.token(f"/phases/{SANITY}/upload")
+    archive = site.archive()
+    response = client.post(f"/phases/{SANITY}/upload", data={"csrf_token": token, "image": (open(archive, "rb"), "model.tar")},
+                           content_type="multipart/form-data", headers={"Accept": "application/json"})
+    assert response.status_code == 202 and response.json["status"] == "queued"
+    sid = response.json["id"]
+    assert response.json["url"] == f"/submissions?highlight={sid}"
+    again = client.post(f"/phases/{SANITY}/upload", data={"csrf_token": token, "image": (open(archive, "rb"), "model.tar")},
+                        content_type="multipart/form-data", headers={"Accept": "application/json"})
+    assert again.status_code == 409 and f"already submitted to {SANITY} as submission {sid}" in again.json["error"]
+    plain = client.post(f"/phases/{SANITY}/upload", data={"csrf_token": token, "image": (open(site.archive(), "rb"), "m.tar")},
+                        content_type="multipart/form-data")
+    assert plain.status_code == 302
+    with site.sessions() as session:
+        assert session.execute(select(func.count()).select_from(Submission)).scalar() == 2
+
+
+@pytest.mark.parametrize("case", ["no file", "not an archive", "no team"])
+def test_a_refused_upload_says_why_and_keeps_nothing(site, case):
+    site.person("a@example.org", None if case == "no team" else "alpha")
+    client = site.client("a@example.org")
+    token = client.token()
+    bad = site.tmp / "bad.tar"
+    bad.write_bytes(b"this is not a tar file")
+    files = {} if case == "no file" else {"image": (open(bad if case == "not an archive" else site.archive(), "rb"), "x.tar")}
+    response = client.post(f"/phases/{SANITY}/upload", data={"csrf_token": token, **files}, content_type="multipart/form-data",
+                           headers={"Accept": "application/json"})
+    expected = {"no file": (400, "choose a `docker save` archive"), "not an archive": (422, "tar"),
+                "no team": (403, "you are in no team of svc")}[case]
+    assert response.status_code == expected[0] and expected[1] in response.json["error"]
+    assert site.service.counts()["submissions"] == 0 and site.service.counts()["stored"] == []
+    html_page = client.post(f"/phases/{SANITY}/upload", data={"csrf_token": token}, content_type="multipart/form-data")
+    assert html_page.status_code == 400 and "choose a `docker save` archive" in text(html_page)
+
+
+def test_my_submissions_show_queue_position_status_and_runtime_then_the_score(site):
+    site.person("a@example.org", "alpha")
+    site.person("b@example.org", "beta")
+    first = site.submission("b@example.org", SANITY)
+    mine = site.submission("a@example.org", SANITY)
+    client = site.client("a@example.org")
+    rows = client.get("/submissions/status.json").json["submissions"]
+    assert [(r["id"], r["status"], r["queue_position"], r["runtime_seconds"]) for r in rows] == [(mine, "queued", 2, None)]
+    page = client.get(f"/submissions?highlight={mine}")
+    assert f'<tr data-id="{mine}" class="highlight">' in page.get_data(as_text=True)
+    job = queue.claim_next(site.sessions, "w:1:x")
+    assert job.evaluation_id and queue.claim_next(site.sessions, "w:2:x") is not None  # both teams run
+    row = client.get("/submissions/status.json").json["submissions"][0]
+    assert row["status"] == "running" and row["queue_position"] is None and row["runtime_seconds"] >= 0
+    with site.sessions() as session:
+        other = [e for s in session.execute(select(Submission)).scalars() for e in s.evaluations if s.id == mine][0]
+    held = queue.Job(other.id, other.worker_id, "", None, {}, "", {}, None, None)
+    assert queue.finish(site.sessions, held, {"status": "failed", "failure": "time_limit", "error": "the run took longer than 300 s"})
+    row = client.get("/submissions/status.json").json["submissions"][0]
+    assert (row["status"], row["done"], row["failure"], row["error"]) == ("failed", True, "time_limit", "the run took longer than 300 s")
+    assert row["logs"] is None
+    assert "time_limit" in text(client.get("/submissions")) and first not in [r["id"] for r in client.get("/submissions/status.json").json["submissions"]]
+
+
+def test_cancel_a_queued_submission(site):
+    site.person("a@example.org", "alpha")
+    sid = site.submission("a@example.org", SANITY)
+    client = site.client("a@example.org")
+    assert client.form(f"/submissions/{sid}/cancel").status_code == 302
+    assert client.get("/submissions/status.json").json["submissions"][0]["status"] == "cancelled"
+    again = client.form(f"/submissions/{sid}/cancel")
+    assert again.status_code == 400 and "already cancelled" in text(again)
+
+
+def test_the_detail_page_shows_aggregates_and_per_case_values_where_the_phase_allows(site):
+    site.person("a@example.org", "alpha")
+    cases = {"03744": {"dice_all": 0.91, "aop_error": 4.5, "error": None}, "03745": {"dice_all": 0.42, "aop_error": 31.0, "error": "missing mask"}}
+    public = site.submission("a@example.org", SANITY, GOOD, cases)
+    hidden = site.submission("a@example.org", VALIDATION, GOOD, cases)
+    client = site.client("a@example.org")
+    page = client.get(f"/submissions/{public}")
+    assert page.status_code == 200 and f"{psfhs_score(GOOD):.4f}" in text(page)
+    rows = table_rows(page, "cases")
+    assert rows == [["03744", "0.910", "4.500", ""], ["03745", "0.420", "31.000", "missing mask"]]  # only the columns present
+    assert "Dice all" in text(page) and "ΔAoP (°)" in text(page) and "Segmented cases" not in text(page)
+    other = client.get(f"/submissions/{hidden}")
+    assert other.status_code == 200 and "does not show per-case values" in text(other) and 'id="cases"' not in other.get_data(as_text=True)
+    assert 'id="cases"' in site.client(ORGANIZER).get(f"/submissions/{hidden}").get_data(as_text=True)
+
+
+def test_organizers_export_the_leaderboard_as_csv_and_json(site):
+    good, fair = _two_teams(site, VALIDATION)
+    with db.transaction(site.sessions) as session:
+        session.get(Team, session.execute(select(Team.id).where(Team.name == "beta")).scalar()).name = "=cmd|calc"
+    organizer = site.client(ORGANIZER)
+    as_json = organizer.get(f"/admin/phases/{VALIDATION}/leaderboard.json")
+    assert as_json.status_code == 200 and "attachment" in as_json.headers["Content-Disposition"]
+    assert [(r["team"], r["submission"], r["rank"]) for r in as_json.json["rows"]] == [("alpha", good, 1), ("=cmd|calc", fair, 2)]
+    assert as_json.json["rows"][0]["score"] == pytest.approx(psfhs_score(GOOD))
+    rows = list(csv.DictReader(io.StringIO(organizer.get(f"/admin/phases/{VALIDATION}/leaderboard.csv").get_data(as_text=True))))
+    assert [(r["team"], r["rank"]) for r in rows] == [("alpha", "1"), ("'=cmd|calc", "2")]
+    assert float(rows[0]["hd"]) == 10.0 and float(rows[1]["aop_error"]) == 12.0
+
+
+def test_the_admin_page_lists_phases_the_queue_and_the_audit_log(site):
+    site.person("a@example.org", "alpha")
+    site.submission("a@example.org", SANITY)
+    organizer = site.client(ORGANIZER)
+    page = text(organizer.get("/admin"))
+    assert SANITY in page and "queued 1" in page and "none" in page  # no dataset registered yet
+    audit = text(organizer.get("/admin/audit"))
+    assert "submission.create" in audit and "challenge.init" in audit and "a@example.org" in audit
+    assert organizer.form(f"/admin/phases/{SANITY}/reevaluate", page="/admin").status_code == 302  # the queued one is skipped
+    with site.sessions() as session:
+        assert session.execute(select(AuditEntry.action).order_by(AuditEntry.id.desc())).scalars().first() == "phase.reevaluate"
+
+
+def test_a_new_token_comes_with_the_submit_command_and_works_on_the_api(site):
+    site.person("a@example.org", "alpha")
+    client = site.client("a@example.org")
+    page = client.form("/account/token", {"phase": SANITY}, page=f"/phases/{SANITY}/upload")
+    body = text(page)
+    token = re.search(r"export IUGC_TOKEN=(iugc_\S+)", body).group(1)
+    assert f"iugc submit --phase {SANITY} --image" in body and page.headers["Cache-Control"] == "no-store"
+    assert site.app.test_client().get("/api/v1/phases", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert token not in text(client.get("/account"))  # shown once
+
+
+@pytest.fixture
+def two_evaluated(site, tmp_path):
+    """Two teams whose sanity-check results are real evaluations of degraded phantom masks."""
+    import cv2
+    import numpy as np
+
+    from challenge.definition import load_challenge
+    from data_manifest.io import read_mask
+    from data_manifest.manifest import load_manifest
+    from data_manifest.phantom import write_phantom_dataset
+    from evaluator.evaluate import evaluate_folder
+
+    truth = tmp_path / "truth"
+    write_phantom_dataset(truth, 12, seed=0, nonstandard_fraction=0.0)
+    results = {}
+    for team, iterations in (("alpha", 1), ("beta", 3)):
+        folder = tmp_path / team
+        folder.mkdir()
+        for case in load_manifest(truth).cases:
+            mask = cv2.erode(read_mask(truth / case.mask), np.ones((3, 3), np.uint8), iterations=iterations)
+            cv2.imwrite(str(folder / f"{case.case_id}.png"), mask)
+        results[team] = evaluate_folder(folder, truth, load_challenge("psfhs2023"),
+                                        progress=False, cache_dir=tmp_path / "cache")
+        site.person(f"{team}@example.org", team)
+        site.submission(f"{team}@example.org", SANITY, results[team]["aggregates"], results[team]["cases"])
+    return results
+
+
+def test_the_leaderboard_shows_rank_stability_and_pairwise_significance_from_the_evaluator(site, two_evaluated, monkeypatch):
+    from challenge.definition import load_challenge
+    from evaluator.ranking import bootstrap_ranks, wilcoxon_significance
+    from leaderboard.web import charts
+
+    definition = load_challenge("psfhs2023")  # the svc test challenge is psfhs2023 renamed
+    expected = bootstrap_ranks(two_evaluated, definition, "score", definition.ranking.bootstrap_samples, seed=0)
+    p_value = wilcoxon_significance(two_evaluated, definition)["p_values"]["alpha"]["beta"]
+    client = site.client("alpha@example.org")
+    page = client.get(f"/leaderboard/{SANITY}")
+    rows = table_rows(page, "bootstrap")
+    assert [(r[0], r[3]) for r in rows] == [(t, f"{expected['teams'][t]['p_first']:.3f}") for t in ("alpha", "beta")]
+    assert table_rows(page, "significance") == [["", f"{p_value:.3f}"], [f"{p_value:.3f}", ""]]  # row headers are <th>
+    svg = client.get(f"/leaderboard/{SANITY}/stability.svg")
+    assert svg.status_code == 200 and svg.mimetype == "image/svg+xml" and b"<svg" in svg.data
+    assert site.client().get(f"/leaderboard/{SANITY}/stability.svg").status_code == 403  # not public yet
+    monkeypatch.setattr(charts, "bootstrap_ranks", lambda *a, **k: pytest.fail("recomputed although cached"))
+    assert client.get(f"/leaderboard/{SANITY}").status_code == 200
+    assert client.get(f"/leaderboard/{SANITY}/stability.svg").data == svg.data
+
+
+def test_no_stability_analysis_without_per_case_values(site):
+    _two_teams(site, VALIDATION)
+    client = site.client("a@example.org")
+    assert 'id="bootstrap"' not in client.get(f"/leaderboard/{VALIDATION}").get_data(as_text=True)
+    missing = client.get(f"/leaderboard/{VALIDATION}/stability.svg")
+    assert missing.status_code == 404 and "needs two ranked teams with per-case values" in text(missing)
+
+
+def test_an_organizer_re_evaluates_one_submission_keeping_the_old_evaluation(site):
+    site.person("a@example.org", "alpha")
+    sid = site.submission("a@example.org", SANITY, GOOD)
+    organizer = site.client(ORGANIZER)
+    assert 'action="/admin/submissions/%d/reevaluate"' % sid in organizer.get(f"/submissions/{sid}").get_data(as_text=True)
+    assert 'reevaluate' not in site.client("a@example.org").get(f"/submissions/{sid}").get_data(as_text=True)
+    assert organizer.form(f"/admin/submissions/{sid}/reevaluate", page="/admin").status_code == 302
+    with site.sessions() as session:
+        evaluations = session.get(Submission, sid).evaluations
+        assert [(e.number, e.status.value) for e in evaluations] == [(1, "succeeded"), (2, "queued")]
+    again = organizer.form(f"/admin/submissions/{sid}/reevaluate", page="/admin")
+    assert again.status_code == 302 and "still pending" in text(organizer.get(f"/submissions/{sid}"))
+    assert organizer.form("/admin/submissions/999/reevaluate", page="/admin").status_code == 404
+    assert organizer.form(f"/submissions/{sid}/cancel", page="/admin").status_code == 302  # organizers cancel too
+    with site.sessions() as session:
+        assert session.get(Submission, sid).evaluations[-1].status.value == "cancelled"
+
+
+def test_the_kept_leaderboard_follows_new_results_and_still_checks_who_sees_it(site):
+    site.person("a@example.org", "alpha")
+    site.person("b@example.org", "beta")
+    site.submission("b@example.org", FINAL, FAIR)
+    organizer, alpha = site.client(ORGANIZER), site.client("a@example.org")
+    assert [r[1].split()[0] for r in table_rows(organizer.get(f"/leaderboard/{FINAL}"), "leaderboard")] == ["beta"]
+    assert alpha.get(f"/leaderboard/{FINAL}").status_code == 403  # kept for the organizer, still hidden from her
+    assert site.client().get(f"/leaderboard/{FINAL}").status_code == 403
+    site.submission("a@example.org", FINAL, GOOD)
+    rows = table_rows(organizer.get(f"/leaderboard/{FINAL}"), "leaderboard")
+    assert [r[1].split()[0] for r in rows] == ["alpha", "beta"] and rows[0][2] == f"{psfhs_score(GOOD):.4f}"
