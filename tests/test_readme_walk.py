@@ -189,6 +189,8 @@ def _failed_as_the_teams(run, walk):
 
 WALK: list[Step] = [
     Step(r"^make (demo|test)$", skip="creates .venv and runs the demo or the whole suite (tests/test_cli.py runs the demo)"),
+    Step(r"^iugc (db|admin|serve|submit|worker)( |$)", skip="the service section needs a running server, its database and "
+         "users; tests/test_service_*.py run these commands end to end"),
     Step(r"^iugc data import --layout psfhs ", fresh="data/psfhs", expect=_says("imported 40 cases")),
     Step(r"^iugc data import --layout png ", fresh="data/psfhs", expect=_says("imported 26 cases", "derived")),
     Step(r"^iugc data import --layout iugc2024 ", prepare=_iugc_phantom_release, fresh="data/iugc",
