@@ -55,9 +55,39 @@ def _train_options(f, *, finetune: bool = False):
     return f
 
 
+def _check_device(device: str) -> None:
+    """--device cuda on a machine without a visible CUDA GPU: one line, before any work."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise click.BadParameter("no CUDA GPU is visible on this machine (torch.cuda.is_available() is False); use --device cpu",
+                                     param_hint="--device")
+
+
+def _check_training_data(data: Path, *, validation: bool = True) -> None:
+    """The dataset exists, has a valid manifest, a train split and (unless refitting) a
+    validation split."""
+    from data_manifest.manifest import ManifestError, load_manifest
+
+    try:
+        manifest = load_manifest(data)
+    except ManifestError as exc:
+        raise click.BadParameter(str(exc), param_hint="--data") from None
+    counts = {name: sum(1 for c in manifest.cases if c.split == name) for name in ("train", "validation", "unassigned")}
+    missing = [name for name in ("train", "validation")[: 2 if validation else 1] if counts[name] == 0]
+    if missing:
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
+        raise click.BadParameter(
+            f"{data} has no {' and no '.join(missing)} cases ({shown}); assign splits first, e.g. "
+            f"`iugc data split {data} --blocks train=03744-04300,validation=04301-04401`", param_hint="--data")
+
+
 def _config(options: dict):
     from baseline.train import TrainConfig
 
+    _check_device(options["device"])
+    _check_training_data(Path(options["data"]), validation=not options.get("refit"))
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
     if "decoder_channels" not in options:  # fine-tuning: the checkpoint's architecture replaces these
         return TrainConfig(**options)
@@ -163,11 +193,16 @@ def export_cmd(weights, fmt, out, force):
                    "classification head; 'mean': the mean of the two (see the model card). Masks are the same.")
 def predict_cmd(input_dir, output_dir, weights, device, flip, complete, largest_component, fill_holes, ellipse_head, ellipse_ps,
                 smooth, adapt_bn, standard_from):
-    """Write <case_id>.png masks (0/1/2, input size) and predictions.json (p, AoP, HSD)."""
+    """Write <case_id>.png masks (0/1/2, input size) and predictions.json (p, AoP, HSD).
+
+    Interrupted (Ctrl-C, SIGINT, SIGTERM), it removes the masks it wrote and exits 130."""
     from baseline.frames import SMOOTH
     from baseline.postprocess import Steps
     from baseline.predict import predict_folder
 
+    _check_device(device)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise click.BadParameter(f"{output_dir} is a file; give a folder for the masks and predictions.json", param_hint="--output")
     try:
         steps = Steps(complete=complete, largest=largest_component, holes=fill_holes, ellipse=ellipse_head, ellipse_ps=ellipse_ps,
                       standard_from=standard_from)

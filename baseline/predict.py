@@ -13,7 +13,7 @@ from baseline.frames import SMOOTH, to_network
 from baseline.model import BaselineNet
 from baseline.postprocess import Steps, finish
 from challenge.biometry import biometry
-from data_manifest.io import IMAGE_SUFFIXES, ReadError, atomic_write_text, case_id_of, read_image
+from data_manifest.io import IMAGE_SUFFIXES, ReadError, atomic_write_bytes, atomic_write_text, case_id_of, encode_png, read_image
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
@@ -37,8 +37,19 @@ def read_checkpoint(weights: str | Path, device: str = "cpu") -> dict:
     """A checkpoint ('default' or a path) as written by training or export, normalised:
     ``model_config`` gains ``input_norm="none"`` when it predates the option, and the
     ``model`` weights are float32 (release weights are stored as fp16, or int8 with
-    per-channel scales: see :func:`baseline.export.export_release`)."""
-    state = torch.load(weights_path(weights), map_location=device, weights_only=False)
+    per-channel scales: see :func:`baseline.export.export_release`).
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file for one
+    that is not such a checkpoint."""
+    path = weights_path(weights)
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a file that is no checkpoint
+        raise ValueError(f"{path}: not a checkpoint of `iugc baseline train` or `iugc baseline export` "
+                         f"({type(exc).__name__}); pass 'default' or a RUN_DIR/best.pt") from None
+    if not (isinstance(state, dict) and isinstance(state.get("model_config"), dict) and isinstance(state.get("model"), dict)):
+        raise ValueError(f"{path}: a PyTorch file but not a checkpoint of `iugc baseline train` (no model_config/model); "
+                         "pass 'default' or a RUN_DIR/best.pt")
     state["model_config"] = {"input_norm": "none", **state["model_config"]}
     scales = state.pop("int8_scales", {})
     state["model"] = {
@@ -214,17 +225,28 @@ def predict_folder(input_dir: Path, output_dir: Path, weights="default", device=
         model = adapt_batchnorm(model, (image for _, image in _readable(frames, {})), size, device, progress=progress,
                                 smooth=smooth)
     output_dir = Path(output_dir)
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
-    for case_id, image in tqdm(_readable(frames, errors), total=len(frames), desc="predicting", unit="frame",
-                               disable=not progress):
-        mask, p = predict_frame(model, size, image, device, flip, steps, smooth)
-        cv2.imwrite(str(output_dir / f"{case_id}.png"), mask)
-        ellipse, contour = biometry(mask, "ellipse"), biometry(mask, "contour")
-        results[case_id] = {
-            "p_standard_plane": p,
-            "aop_ellipse": ellipse.aop,
-            "aop_contour": contour.aop,
-            "hsd_contour": contour.hsd,
-        }
-    atomic_write_text(output_dir / "predictions.json", json.dumps(results, indent=1) + "\n")
+    written: list[Path] = []
+    try:
+        for case_id, image in tqdm(_readable(frames, errors), total=len(frames), desc="predicting", unit="frame",
+                                   disable=not progress):
+            mask, p = predict_frame(model, size, image, device, flip, steps, smooth)
+            target = output_dir / f"{case_id}.png"
+            atomic_write_bytes(target, encode_png(mask))
+            written.append(target)
+            ellipse, contour = biometry(mask, "ellipse"), biometry(mask, "contour")
+            results[case_id] = {
+                "p_standard_plane": p,
+                "aop_ellipse": ellipse.aop,
+                "aop_contour": contour.aop,
+                "hsd_contour": contour.hsd,
+            }
+        atomic_write_text(output_dir / "predictions.json", json.dumps(results, indent=1) + "\n")
+    except BaseException:  # interrupted or failed: no partial prediction folder is left to be scored
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created and not any(output_dir.iterdir()):
+            output_dir.rmdir()
+        raise
     return {"predicted": len(results), "errors": errors}

@@ -233,7 +233,12 @@ def load_challenge(name_or_path: str | Path) -> ChallengeDefinition:
     'ellipse'
     """
     path = Path(name_or_path)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        if not path.is_file():
+            what = "is a folder, not a definition file" if path.is_dir() else "file not found"
+            raise DefinitionError(f"challenge definition {str(name_or_path)!r}: {what}; give an existing .yaml file "
+                                  f"or one of {available_challenges()}")
+    else:
         path = DEFINITIONS_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             raise DefinitionError(

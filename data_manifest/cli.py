@@ -33,7 +33,13 @@ def import_cmd(layout, source, dest, name):
     except FileExistsError as exc:
         raise click.ClickException(str(exc)) from None
     labelled = sum(1 for c in manifest.cases if c.mask)
-    click.echo(f"imported {len(manifest.cases)} cases ({labelled} with masks) into {dest}")
+    derived = sum(1 for c in manifest.cases if c.standard_plane_derived)
+    click.echo(f"imported {len(manifest.cases)} cases ({labelled} with masks) into {dest}"
+               + (" -- SYNTHETIC data, marked so in the manifest" if manifest.synthetic else ""))
+    if derived:
+        standard = sum(1 for c in manifest.cases if c.standard_plane_derived and c.standard_plane)
+        click.echo(f"standard-plane labels derived from the masks (IUGC rule: both PS and FH visible) for {derived} cases "
+                   f"the release does not label: {standard} standard, {derived - standard} not")
 
 
 @data_group.command("verify")

@@ -29,7 +29,7 @@ import numpy as np
 
 from challenge.labels import FH, PS
 from data_manifest.io import ReadError, encode_png, read_image, read_mask, sha256_bytes
-from data_manifest.manifest import CaseRecord, Manifest, write_manifest
+from data_manifest.manifest import MANIFEST_NAME, CaseRecord, Manifest, ManifestError, load_manifest, write_manifest
 
 LAYOUTS = ("psfhs", "png", "iugc2024")
 
@@ -74,6 +74,7 @@ class DatasetWriter:
         video: str | None = None,
         frame_index: int | None = None,
         standard_plane: bool | None = None,
+        standard_plane_derived: bool = False,
         landmarks: dict | None = None,
     ) -> CaseRecord:
         if mask is not None and mask.shape != image.shape[:2]:
@@ -89,6 +90,7 @@ class DatasetWriter:
             image_sha256=sha256_bytes(image_png),
             shape=image.shape[:2],
             standard_plane=standard_plane,
+            standard_plane_derived=standard_plane_derived,
             landmarks=landmarks,
         )
         if mask is not None:
@@ -135,6 +137,20 @@ def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     return found
 
 
+def derived_label(mask: np.ndarray | None) -> dict:
+    """``standard_plane`` by the IUGC rule (both PS and FH visible) for a release that has
+    no labels, marked derived; nothing for an unlabelled frame.
+
+    >>> derived_label(np.array([[0, 1], [2, 2]], np.uint8))
+    {'standard_plane': True, 'standard_plane_derived': True}
+    >>> derived_label(None)
+    {}
+    """
+    if mask is None:
+        return {}
+    return {"standard_plane": set(structures_present(mask)) == {"ps", "fh"}, "standard_plane_derived": True}
+
+
 def _read_pair(image_path: Path, mask_path: Path | None, problems: list[str]):
     try:
         image = read_image(image_path)
@@ -154,16 +170,32 @@ def _frame_cases_psfhs(source: Path, problems: list[str]) -> Iterator[tuple]:
     for case_id, image_path, mask_path in _pairs(images, masks, problems, need_mask=True):
         pair = _read_pair(image_path, mask_path, problems)
         if pair:
-            yield case_id, pair[0], pair[1], {"source": f"psfhs:{image_path.name}"}
+            yield case_id, pair[0], pair[1], {"source": f"psfhs:{image_path.name}", **derived_label(pair[1])}
+
+
+def _source_manifest(source: Path, problems: list[str]):
+    """The manifest of a source that is itself a canonical dataset (labels, ``synthetic``), or None."""
+    if not (source / MANIFEST_NAME).is_file():
+        return None
+    try:
+        return load_manifest(source)
+    except ManifestError as exc:
+        problems.append(str(exc))
+        return None
 
 
 def _frame_cases_png(source: Path, problems: list[str]) -> Iterator[tuple]:
     images = _by_stem(source / "images", (".png",))
     masks = _by_stem(source / "masks", (".png",)) if (source / "masks").is_dir() else {}
+    own = _source_manifest(source, problems)
+    records = own.by_id() if own is not None else {}
     for case_id, image_path, mask_path in _pairs(images, masks, problems, need_mask=False):
         pair = _read_pair(image_path, mask_path, problems)
         if pair:
-            yield case_id, pair[0], pair[1], {"source": f"png:{image_path.name}"}
+            record = records.get(case_id)
+            label = (derived_label(pair[1]) if record is None or record.standard_plane is None else
+                     {"standard_plane": record.standard_plane, "standard_plane_derived": record.standard_plane_derived})
+            yield case_id, pair[0], pair[1], {"source": f"png:{image_path.name}", **label}
 
 
 def _read_classification_csv(path: Path, problems: list[str]) -> dict[tuple[str, int], bool]:
@@ -255,6 +287,21 @@ def _frame_cases_iugc2024(source: Path, problems: list[str]) -> Iterator[tuple]:
         problems.append(f"{source / 'classification.csv'}: video {video!r} has no videos/{video}.avi")
 
 
+SYNTHETIC_MARKER = "SYNTHETIC.txt"  # the file `iugc data phantom` writes into the raw layouts it makes
+
+
+def is_synthetic(source: Path) -> bool:
+    """Whether a source folder holds synthetic data: its own manifest says so (a phantom
+    dataset) or it carries the phantom's ``SYNTHETIC`` marker file (raw phantom clips)."""
+    source = Path(source)
+    if (source / SYNTHETIC_MARKER).is_file():
+        return True
+    try:
+        return (source / MANIFEST_NAME).is_file() and load_manifest(source).synthetic
+    except ManifestError:
+        return False
+
+
 READERS: dict[str, Callable[[Path, list[str]], Iterator[tuple]]] = {
     "psfhs": _frame_cases_psfhs,
     "png": _frame_cases_png,
@@ -285,7 +332,9 @@ def import_dataset(layout: str, source: Path, dest: Path, *, name: str | None = 
             problems.append(f"{source}: no cases found for layout {layout!r}")
         if problems:
             raise ImportProblems(problems)
-        return writer.commit(name or Path(dest).name, layout, description=f"imported from {source}")
+        synthetic = is_synthetic(source)
+        return writer.commit(name or Path(dest).name, layout, synthetic=synthetic,
+                             description=("SYNTHETIC " if synthetic else "") + f"imported from {source}")
     except BaseException:
         writer.abort()
         raise

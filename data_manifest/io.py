@@ -16,6 +16,12 @@ import numpy as np
 
 from challenge.labels import LabelError, canonical_labels
 
+# Every unreadable file gets its own ReadError naming it; OpenCV's and FFmpeg's log lines
+# ("[ WARN:0@0.1] global grfmt_png.cpp ...", "[mjpeg @ 0x..] overread") would only repeat
+# it, unasked, on stderr. FFmpeg reads its level when the first clip is opened.
+cv2.setLogLevel(0)  # silent
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
 MASK_SUFFIXES = (".png", ".mha", ".mhd", ".nii.gz", ".nii")
 IMAGE_SUFFIXES = MASK_SUFFIXES + (".jpg", ".jpeg", ".bmp")
 

@@ -8,7 +8,8 @@ A dataset is a folder::
 
 The manifest lists every case with its source, video and frame index where there is
 one, split, the sha256 and shape of its files, the structures present and the
-standard-plane label where the source has one.
+standard-plane label: the source's, or derived from the mask by the IUGC rule (and
+marked ``standard_plane_derived``) where the release has none.
 """
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ class CaseRecord(BaseModel):
     shape: tuple[int, int]
     structures: tuple[Literal["ps", "fh"], ...] = ()
     standard_plane: bool | None = None
+    # True when the release gives no label and standard_plane was derived from the mask
+    # by the IUGC rule (standard exactly when both PS and FH are visible).
+    standard_plane_derived: bool = False
     landmarks: dict | None = None
 
 

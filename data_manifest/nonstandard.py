@@ -186,7 +186,7 @@ def generate_nonstandard_dataset(source: Path, dest: Path, *, per_frame: float =
     """
     from tqdm import tqdm
 
-    from data_manifest.importers import DatasetWriter, structures_present
+    from data_manifest.importers import DatasetWriter, derived_label
     from data_manifest.io import read_image, read_mask
     from data_manifest.manifest import load_manifest
 
@@ -203,9 +203,8 @@ def generate_nonstandard_dataset(source: Path, dest: Path, *, per_frame: float =
         for case in tqdm(manifest.cases, desc="copying", unit="case", disable=not progress):
             image = read_image(Path(source) / case.image)
             mask = read_mask(Path(source) / case.mask) if case.mask else None
-            standard = None if mask is None else set(structures_present(mask)) == {"ps", "fh"}
             record = writer.add(case.case_id, image, mask, source=case.source, video=case.video,
-                                frame_index=case.frame_index, standard_plane=standard, landmarks=case.landmarks)
+                                frame_index=case.frame_index, landmarks=case.landmarks, **derived_label(mask))
             record.split = case.split
         for k, kind in enumerate(tqdm(plan, desc="non-standard", unit="frame", disable=not progress)):
             case = usable[int(order[k % len(usable)])]

@@ -19,7 +19,7 @@ import numpy as np
 
 from challenge.biometry import contour_biometry
 from challenge.labels import FH, PS
-from data_manifest.importers import DatasetWriter
+from data_manifest.importers import SYNTHETIC_MARKER, DatasetWriter
 from data_manifest.manifest import Manifest
 
 KINDS = ("standard", "no_ps", "no_fh", "lift_off")
@@ -178,4 +178,4 @@ def write_phantom_iugc2024(
     out.writerows(rows)
     (dest / "classification.csv").write_text(buffer.getvalue())
     (dest / "landmark.json").write_text(json.dumps(landmarks, indent=1))
-    (dest / "SYNTHETIC.txt").write_text("Every file here is a SYNTHETIC phantom, not real ultrasound.\n")
+    (dest / SYNTHETIC_MARKER).write_text("Every file here is a SYNTHETIC phantom, not real ultrasound.\n")

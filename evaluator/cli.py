@@ -17,6 +17,44 @@ def _challenge(name: str):
         raise click.BadParameter(str(exc), param_hint="--challenge") from None
 
 
+def _output_file(ctx, param, value: Path | None) -> Path | None:
+    """A result file to write: refused up front when it names a folder (nothing runs)."""
+    if value is not None and value.is_dir():
+        raise click.BadParameter(f"{value} is a folder; give the path of the JSON file to write, e.g. {value / 'result.json'}")
+    return value
+
+
+def _selection_options(f):
+    f = click.option("--cases", "cases_file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+                     help="Score only the case ids listed in this text file (one per line, # comments).")(f)
+    f = click.option("--split", default=None,
+                     help="Score only the cases of this split of the dataset's manifest (train, validation, test; see `iugc data split`).")(f)
+    return f
+
+
+def _case_ids(cases_file: Path | None):
+    from evaluator.evaluate import EvaluationInputError, read_case_list
+
+    if cases_file is None:
+        return None
+    try:
+        return read_case_list(cases_file)
+    except EvaluationInputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cases") from None
+
+
+def _selected(split: str | None, cases_file: Path | None) -> str:
+    """' selected by --split validation', '' when all cases were scored."""
+    how = [f"--split {split}"] * (split is not None) + [f"--cases {cases_file}"] * (cases_file is not None)
+    return f" selected by {' and '.join(how)}" if how else ""
+
+
+def _score_line(result: dict) -> str:
+    """The score, and why it is undefined when it is."""
+    score = result.get("score")
+    return f"  {'score':<10}{_fmt(score)}" + (f"  ({result.get('score_note')})" if score is None else "")
+
+
 def _fmt(value, width: int = 9) -> str:
     if value is None:
         return "-".rjust(width)
@@ -29,27 +67,32 @@ def _fmt(value, width: int = 9) -> str:
 @click.option("--predictions", required=True, type=click.Path(path_type=Path), help="Folder of <case_id>.png|.mha|.nii.gz masks (+ optional predictions.json).")
 @click.option("--ground-truth", required=True, type=click.Path(path_type=Path), help="Dataset from `iugc data import` or a folder of truth masks.")
 @click.option("--challenge", "challenge_name", required=True, help=f"Challenge name ({', '.join(available_challenges())}) or a definition .yaml.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Result JSON to write (atomically).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_file, help="Result JSON to write (atomically).")
+@_selection_options
 @click.option("--jobs", type=int, default=None, help="Worker processes (default: all usable cores).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Truth-biometry cache (default: $IUGC_CACHE_DIR or ~/.cache/iugc).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the truth-biometry cache.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
-def evaluate_cmd(predictions, ground_truth, challenge_name, out, jobs, cache_dir, no_cache, quiet):
+def evaluate_cmd(predictions, ground_truth, challenge_name, out, split, cases_file, jobs, cache_dir, no_cache, quiet):
     """Score predicted masks against ground truth with the challenge's official metrics.
 
     Per case: Dice, Hausdorff distance and average surface distance for PS, FH and their
     union, AoP (and HSD for iugc2024) of prediction and truth and their errors. A missing
     or invalid prediction scores the worst case and is reported on stderr; the run never
-    stops for one bad case. Exit status 0 means the evaluation ran.
+    stops for one bad case. --split / --cases score a subset. The result's "provenance"
+    names the platform version, the challenge and truth hashes and the time. Exit status
+    0 means the evaluation ran; 130 when interrupted (nothing is written).
     """
     from data_manifest.io import atomic_write_text
     from data_manifest.manifest import ManifestError
     from evaluator.evaluate import EvaluationInputError, default_cache_dir, evaluate_folder
 
     challenge = _challenge(challenge_name)
+    case_ids = _case_ids(cases_file)
     cache = None if no_cache else (cache_dir or default_cache_dir())
     try:
-        result = evaluate_folder(predictions, ground_truth, challenge, jobs=jobs, cache_dir=cache, progress=not quiet)
+        result = evaluate_folder(predictions, ground_truth, challenge, jobs=jobs, cache_dir=cache, progress=not quiet,
+                                 split=split, case_ids=case_ids)
     except (EvaluationInputError, ManifestError) as exc:
         raise click.ClickException(str(exc)) from None
     atomic_write_text(out, json.dumps(result, indent=1, allow_nan=False) + "\n")
@@ -60,12 +103,11 @@ def evaluate_cmd(predictions, ground_truth, challenge_name, out, jobs, cache_dir
             click.echo(f"case {case_id}: {case['error']}", err=True)
     if not quiet:
         agg = result["aggregates"]
-        click.echo(f"{challenge.name}: {agg['n_cases']} cases, {agg['n_errors']} with errors -> {out}")
+        click.echo(f"{challenge.name}: {agg['n_cases']} cases{_selected(split, cases_file)}, {agg['n_errors']} with errors -> {out}")
         for key in ("dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc"):
             if key in agg:
                 click.echo(f"  {key:<10}{_fmt(agg[key])}")
-        score = result["score"]
-        click.echo(f"  {'score':<10}{_fmt(score)}" + (f"  ({result['score_note']})" if score is None else ""))
+        click.echo(_score_line(result))
 
 
 @click.command("biometry")
@@ -371,11 +413,26 @@ def _cancel_on_signals():
     signal.signal(signal.SIGINT, handler)
 
 
+# The option that lowers each limit a host may lack (HostLimitError.limit -> advice).
+_HOST_LIMIT_OPTIONS = {
+    "cpus": lambda host: f"--cpus {host.cpus}",
+    "memory_mb": lambda host: f"--memory {max(1, host.memory_mb // 1024)}g",
+    "gpu": lambda host: "--no-gpus",
+}
+
+
+def _platform_error(exc, out: Path) -> click.ClickException:
+    """A platform fault: one line saying it is not the submission's, nothing written."""
+    return click.ClickException(f"platform error, not the submission's fault: {exc}; nothing was written to {out}; "
+                                "fix the platform and run again")
+
+
 @click.command("evaluate-image")
 @click.option("--image", required=True, help="Image reference (iugc/baseline:latest) or a `docker save` archive (.tar), checked before loading.")
 @click.option("--data", "dataset", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False), help="Dataset from `iugc data import` (truth stays on the host).")
 @click.option("--challenge", "challenge_name", required=True, help=f"Challenge name ({', '.join(available_challenges())}) or a definition .yaml.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Result JSON to write (atomically).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), callback=_output_file, help="Result JSON to write (atomically).")
+@_selection_options
 @click.option("--phase", default="sanity-check", show_default=True, help="Phase whose limits apply; the options below override them.")
 @click.option("--timeout", type=float, default=None, help="Wall-time limit in seconds.")
 @click.option("--memory", default=None, help="Memory limit (swap equal), e.g. 4g.")
@@ -385,59 +442,77 @@ def _cancel_on_signals():
 @click.option("--runner", type=click.Choice(["docker", "local"]), default="docker", show_default=True, help="local: run the trusted baseline as a subprocess (no engine).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Truth-biometry cache (default: $IUGC_CACHE_DIR or ~/.cache/iugc).")
 @click.option("--quiet", is_flag=True, help="No summary.")
-def evaluate_image_cmd(image, dataset, challenge_name, out, phase, timeout, memory, cpus, output_limit, gpus, runner, cache_dir, quiet):
+def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, phase, timeout, memory, cpus, output_limit, gpus, runner,
+                       cache_dir, quiet):
     """Run a submission image on a dataset in a hardened sandbox and score it.
 
     The image sees only the frames (/input, read-only) and writes masks and
     predictions.json to /output; no network, no root, limits from the phase. Exit status
     0 means the evaluation ran, whatever the submission did: read "status" and "error" in
-    the result. Non-zero means the platform could not run it (no engine: see the message).
+    the result. Non-zero means the platform could not run it (no engine, a limit the host
+    cannot give: a GPU, more CPUs or memory than it has, a full disk): the message says
+    what and how to override it, and nothing is written. 130: interrupted.
     """
     from data_manifest.io import atomic_write_text
     from data_manifest.manifest import ManifestError
-    from evaluator.evaluate import default_cache_dir
+    from evaluator.evaluate import EvaluationInputError, default_cache_dir, discover_truth, truth_provenance
     from evaluator.evaluate_image import evaluate_image
-    from evaluator.exceptions import CancelledError, RetryableError, SubmissionError
+    from evaluator.exceptions import CancelledError, HostLimitError, RetryableError, SubmissionError
 
     challenge = _challenge(challenge_name)
+    case_ids = _case_ids(cases_file)
     limits, phase_def = _limits(challenge, phase, timeout, memory, cpus, output_limit, gpus)
+    phase_label = f"phase {phase_def.name}"
     _cancel_on_signals()
     loaded = None
+    engine = None
     try:
+        if runner == "docker":
+            from evaluator import docker_engine
+
+            engine = docker_engine.client()
+            host = docker_engine.host_resources(engine)
+            docker_engine.check_host(limits, host, phase_label)  # before an archive is loaded or anything runs
         if image.endswith(".tar") or Path(image).is_file():
             if runner != "docker":
                 raise click.UsageError("an image archive needs --runner docker")
-            from evaluator import docker_engine
             from evaluator.intake import load_archive
 
             try:
-                image, added = load_archive(docker_engine.client(), image, limits)
+                image, added = load_archive(engine, image, limits)
                 loaded = image if added else None  # remove afterwards only what this run loaded
             except SubmissionError as exc:
-                result = {"image": image, "status": "failed", "failure": exc.reason, "error": str(exc), "logs": ""}
+                truth = discover_truth(dataset).select(split=split, case_ids=case_ids)
+                result = {"image": image, "status": "failed", "failure": exc.reason, "error": str(exc), "logs": "",
+                          "phase": phase_def.name, "provenance": truth_provenance(truth, challenge, split)}
                 atomic_write_text(out, json.dumps(result, indent=1) + "\n")
                 click.echo(f"failed: {exc}")
                 return
-        result = evaluate_image(image, dataset, challenge, limits, runner=runner, cache_dir=cache_dir or default_cache_dir())
+        result = evaluate_image(image, dataset, challenge, limits, runner=runner, cache_dir=cache_dir or default_cache_dir(),
+                                engine=engine, split=split, case_ids=case_ids, phase=phase_label)
+    except HostLimitError as exc:
+        option = _HOST_LIMIT_OPTIONS[exc.limit](host)
+        raise click.ClickException(f"platform cannot run this: {exc}; nothing ran and nothing was written to {out}. "
+                                   f"Run on a host that has it, or override the phase's limit with {option}") from None
     except RetryableError as exc:
-        raise click.ClickException(str(exc)) from None
-    except ManifestError as exc:
+        raise _platform_error(exc, out) from None
+    except (ManifestError, EvaluationInputError) as exc:
         raise click.BadParameter(str(exc), param_hint="--data") from None
     except (CancelledError, KeyboardInterrupt):
         click.echo("cancelled: the container and its folders were removed", err=True)
         sys.exit(130)
     finally:
         if loaded is not None:
-            from evaluator import docker_engine
-
-            docker_engine.remove_image(docker_engine.client(), loaded)
+            docker_engine.remove_image(engine, loaded)
     result["phase"] = phase_def.name
     result["logs_visible_to_participants"] = phase_def.logs_visible_to_participants
     atomic_write_text(out, json.dumps(result, indent=1, allow_nan=False) + "\n")
     if quiet:
         return
     t = result.get("timings", {})
-    click.echo(f"{result['status']}: {image} on {dataset} ({challenge.name}, phase {phase_def.name}) -> {out}")
+    n_cases = result["provenance"]["n_cases"]
+    click.echo(f"{result['status']}: {image} on {dataset}, {n_cases} cases{_selected(split, cases_file)} "
+               f"({challenge.name}, phase {phase_def.name}) -> {out}")
     if result.get("error"):
         click.echo(f"  error: {result['error']}")
     if result.get("runtime_seconds") is not None:
@@ -447,7 +522,7 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, phase, timeout, memo
         for key in ("dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc"):
             if key in agg:
                 click.echo(f"  {key:<10}{_fmt(agg[key])}")
-        click.echo(f"  {'score':<10}{_fmt(result['score'])}")
+        click.echo(_score_line(result))
 
 
 @click.group("docker")

@@ -9,13 +9,14 @@ non-root user runs the code (images running as root are rejected before this).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluator.exceptions import RetryableError, SubmissionError
+from evaluator.exceptions import HostLimitError, RetryableError, SubmissionError
 
 RUNNER_LABEL = "org.iugc.runner"
 OWNER_LABEL = "org.iugc.owner"          # "<hostname>:<pid>" of the worker that started it
@@ -93,6 +94,60 @@ def engine_available() -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Host:
+    """What the engine's host can give one container."""
+
+    cpus: int
+    memory_mb: int
+    gpu: bool
+
+
+# The engine starts a GPU container through NVIDIA's runtime or its hook; without
+# either, a GPU request fails at start with "could not select device driver".
+GPU_HOOK = "nvidia-container-runtime-hook"
+
+
+def host_resources(engine) -> Host:
+    """CPUs, memory and GPU support of the engine's host (one ``docker info`` call)."""
+    from docker.errors import DockerException
+
+    try:
+        info = engine.info()
+    except DockerException as exc:
+        raise RetryableError(f"the engine did not answer `docker info`: {exc}") from None
+    runtimes = info.get("Runtimes") or {}
+    gpu = "nvidia" in runtimes or shutil.which(GPU_HOOK) is not None
+    return Host(cpus=int(info.get("NCPU") or 0), memory_mb=int((info.get("MemTotal") or 0) // 2**20), gpu=gpu)
+
+
+def check_host(limits: Limits, host: Host, phase: str = "the phase") -> None:
+    """Refuse limits the host cannot give, before anything runs (HostLimitError).
+
+    >>> check_host(Limits(cpus=2), Host(cpus=2, memory_mb=8192, gpu=False))
+    >>> check_host(Limits(cpus=4), Host(cpus=2, memory_mb=8192, gpu=False), "final-test")
+    Traceback (most recent call last):
+    ...
+    evaluator.exceptions.HostLimitError: final-test asks for 4 CPUs but the engine's host has 2
+    """
+    if limits.gpu and not host.gpu:
+        raise HostLimitError("gpu", f"{phase} grants a GPU but the engine's host has none usable (no `nvidia` runtime, no {GPU_HOOK})")
+    if limits.cpus > host.cpus:
+        raise HostLimitError("cpus", f"{phase} asks for {limits.cpus:g} CPUs but the engine's host has {host.cpus}")
+    if limits.memory_mb > host.memory_mb:
+        raise HostLimitError("memory_mb", f"{phase} asks for {limits.memory_mb} MB of memory but the engine's host has {host.memory_mb} MB")
+
+
+# Start failures that are the image's own (its entrypoint cannot be executed); any other
+# start or create failure is the platform's (no GPU driver, cgroups, disk, the engine).
+_IMAGE_START_FAULTS = ("exec:", "executable file not found", "exec format error", "no command specified")
+
+
+def _image_fault(explanation: str) -> bool:
+    text = explanation.lower()
+    return any(marker in text for marker in _IMAGE_START_FAULTS)
+
+
 def container_config(
     image: str,
     limits: Limits,
@@ -140,22 +195,35 @@ def run_container(engine, config: dict):
     try:
         container = engine.containers.create(**config)
     except APIError as exc:
-        raise RetryableError(f"the engine could not create the container: {exc.explanation or exc}") from None
+        explanation = str(exc.explanation or exc)
+        if _image_fault(explanation):
+            raise SubmissionError("image_rejected", f"image rejected: the engine cannot create a container from it ({explanation})") from None
+        raise RetryableError(f"the engine could not create the container: {explanation}") from None
     try:
         container.start()
     except APIError as exc:
         remove_container(engine, container.id)
-        raise SubmissionError("exit_code", f"the container could not start: {exc.explanation or exc}") from None
+        explanation = str(exc.explanation or exc)
+        if _image_fault(explanation):
+            raise SubmissionError("exit_code", f"the container could not start: {explanation}") from None
+        raise RetryableError(f"the engine could not start the container: {explanation}") from None
     return container
 
 
 def wait_container(container, timeout: float) -> int | None:
-    """The exit code, or None when it still runs after ``timeout`` seconds."""
+    """The exit code, or None when it still runs after ``timeout`` seconds.
+
+    A connection lost before the timeout is the engine's failure (RetryableError), not
+    a submission running too long."""
     import requests
 
+    began = time.monotonic()
     try:
         return int(container.wait(timeout=timeout)["StatusCode"])
-    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+        waited = time.monotonic() - began
+        if waited < 0.95 * timeout:
+            raise RetryableError(f"lost the connection to the engine after {waited:.0f} s while the container ran: {exc}") from None
         return None
 
 
@@ -169,13 +237,23 @@ def kill_container(container) -> None:
 
 
 def container_state(container) -> dict:
-    container.reload()
+    from docker.errors import DockerException
+
+    try:
+        container.reload()
+    except DockerException as exc:
+        raise RetryableError(f"the engine lost the container's state: {exc}") from None
     return container.attrs["State"]
 
 
 def container_logs(container, *, stdout: bool = True, stderr: bool = True, max_bytes: int = 8192) -> str:
     """The tail of the container's log, at most ``max_bytes`` (decoded leniently)."""
-    raw = container.logs(stdout=stdout, stderr=stderr, tail=400)
+    from docker.errors import DockerException
+
+    try:
+        raw = container.logs(stdout=stdout, stderr=stderr, tail=400)
+    except DockerException as exc:
+        raise RetryableError(f"the engine could not return the container's log: {exc}") from None
     return raw[-max_bytes:].decode("utf-8", errors="replace")
 
 

@@ -25,8 +25,9 @@ import numpy as np
 
 from challenge.biometry import Biometry, biometry
 from challenge.definition import ChallengeDefinition
-from data_manifest.io import MASK_SUFFIXES, ReadError, case_id_of, read_mask, sha256_bytes
+from data_manifest.io import MASK_SUFFIXES, ReadError, case_id_of, read_mask, sha256_bytes, sha256_file
 from data_manifest.manifest import MANIFEST_NAME, load_manifest
+from evaluator.provenance import provenance
 from evaluator.scores import (
     CaseTable,
     aggregate,
@@ -56,6 +57,68 @@ class TruthCase:
     case_id: str
     mask_path: str | None
     standard_plane: bool | None
+    mask_sha256: str | None = None   # from the manifest; None: computed from the file when needed
+    split: str | None = None         # from the manifest; None for a plain folder of masks
+
+
+@dataclass(frozen=True)
+class TruthSet:
+    """The truth cases of a ground-truth folder, with what identifies the dataset."""
+
+    folder: Path
+    cases: list[TruthCase]
+    manifest_sha256: str | None = None   # of manifest.json; None for a plain folder of masks
+    synthetic: bool = False
+
+    def select(self, *, split: str | None = None, case_ids=None) -> "TruthSet":
+        """The cases of one split and/or of a list of ids; EvaluationInputError names what
+        is wrong (no manifest for a split, an empty split, ids not in the truth)."""
+        cases = self.cases
+        if split is not None:
+            if self.manifest_sha256 is None:
+                raise EvaluationInputError(f"--split needs a dataset with manifest.json (from `iugc data import`); {self.folder} is a plain folder of masks")
+            cases = [c for c in cases if c.split == split]
+            if not cases:
+                counts: dict[str, int] = {}
+                for c in self.cases:
+                    counts[c.split] = counts.get(c.split, 0) + 1
+                shown = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                raise EvaluationInputError(f"no case of {self.folder} is in split {split!r} (its splits: {shown}); assign splits with `iugc data split`")
+        if case_ids is not None:
+            wanted = list(dict.fromkeys(case_ids))
+            known = {c.case_id for c in cases}
+            unknown = [i for i in wanted if i not in known]
+            if unknown:
+                where = f"split {split!r} of {self.folder}" if split is not None else str(self.folder)
+                shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+                raise EvaluationInputError(f"{len(unknown)} of the {len(wanted)} selected case ids are not in {where}: {shown}")
+            if not wanted:
+                raise EvaluationInputError("the case list selects no case; give one case id per line")
+            chosen = set(wanted)
+            cases = [c for c in cases if c.case_id in chosen]
+        return TruthSet(self.folder, cases, self.manifest_sha256, self.synthetic)
+
+    def provenance_entries(self) -> list[tuple[str, str | None, bool | None]]:
+        """``(case_id, truth mask sha256, standard_plane)`` per case, for the provenance hash."""
+        return [(c.case_id, c.mask_sha256 if c.mask_sha256 or c.mask_path is None else sha256_file(c.mask_path), c.standard_plane)
+                for c in self.cases]
+
+
+def read_case_list(path: Path) -> list[str]:
+    """Case ids from a text file, one per line; blank lines and ``#`` comments are skipped.
+
+    Raises EvaluationInputError when the file cannot be read or lists no id.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvaluationInputError(f"--cases {path}: cannot read the case list ({exc.__class__.__name__}: {exc})") from None
+    ids = [line.split("#", 1)[0].strip() for line in lines]
+    ids = [i for i in ids if i]
+    if not ids:
+        raise EvaluationInputError(f"--cases {path}: no case id in the file; give one case id per line")
+    return ids
 
 
 def default_cache_dir() -> Path:
@@ -65,17 +128,27 @@ def default_cache_dir() -> Path:
     return Path(root) / "truth-biometry"
 
 
-def discover_truth(gt_dir: Path) -> list[TruthCase]:
+def _folder_problem(path: Path, what: str) -> str | None:
+    if not path.exists():
+        return f"{what} {path} does not exist"
+    if not path.is_dir():
+        return f"{what} {path} is a file, not a folder"
+    return None
+
+
+def discover_truth(gt_dir: Path) -> TruthSet:
     """The truth cases of a dataset folder (with manifest) or of a plain folder of masks."""
     gt_dir = Path(gt_dir)
-    if not gt_dir.is_dir():
-        raise EvaluationInputError(f"ground truth folder {gt_dir} does not exist")
+    problem = _folder_problem(gt_dir, "ground truth folder")
+    if problem:
+        raise EvaluationInputError(problem)
     if (gt_dir / MANIFEST_NAME).is_file():
         manifest = load_manifest(gt_dir)
-        return [
-            TruthCase(c.case_id, str(gt_dir / c.mask) if c.mask else None, c.standard_plane)
+        cases = [
+            TruthCase(c.case_id, str(gt_dir / c.mask) if c.mask else None, c.standard_plane, c.mask_sha256, c.split)
             for c in manifest.cases
         ]
+        return TruthSet(gt_dir, cases, sha256_file(gt_dir / MANIFEST_NAME), manifest.synthetic)
     cases = []
     for path in sorted(gt_dir.iterdir()):
         case_id = case_id_of(path)
@@ -86,14 +159,15 @@ def discover_truth(gt_dir: Path) -> list[TruthCase]:
             f"no ground truth in {gt_dir}: expected manifest.json (from `iugc data import`) "
             "or <case_id>.png|.mha|.nii.gz masks"
         )
-    return cases
+    return TruthSet(gt_dir, cases)
 
 
 def discover_predictions(pred_dir: Path) -> tuple[dict[str, str], dict[str, float], list[str]]:
     """Mask paths by case id, probabilities by case id, and problems found on the way."""
     pred_dir = Path(pred_dir)
-    if not pred_dir.is_dir():
-        raise EvaluationInputError(f"predictions folder {pred_dir} does not exist")
+    problem = _folder_problem(pred_dir, "predictions folder")
+    if problem:
+        raise EvaluationInputError(problem)
     masks: dict[str, str] = {}
     problems: list[str] = []
     for path in sorted(pred_dir.iterdir()):
@@ -268,14 +342,23 @@ def evaluate_folder(
     jobs: int | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
+    split: str | None = None,
+    case_ids=None,
 ) -> dict:
     """Evaluate every truth case; returns the result document (see ``docs/SUBMISSION.md``).
 
-    ``jobs`` defaults to the number of usable cores; ``cache_dir`` None disables the truth
-    cache. Problems that are not a case's own (stray files) are listed in ``warnings``.
+    ``split`` (a manifest split name) and ``case_ids`` (an iterable of ids) select the
+    cases scored; None: all. ``jobs`` defaults to the number of usable cores;
+    ``cache_dir`` None disables the truth cache. Problems that are not a case's own
+    (stray files) are listed in ``warnings``.
     """
-    truths = discover_truth(Path(ground_truth))
+    available = discover_truth(Path(ground_truth))
+    selected = available.select(split=split, case_ids=case_ids)
+    truths = selected.cases
     masks, probabilities, warnings = discover_predictions(Path(predictions))
+    if len(truths) < len(available.cases):  # a subset: masks of the other truth cases are not stray, only unscored
+        unselected = {c.case_id for c in available.cases} - {t.case_id for t in truths}
+        masks = {k: v for k, v in masks.items() if k not in unselected}
     truth_ids = {t.case_id for t in truths}
     stray = sorted(set(masks) - truth_ids)
     if stray:
@@ -303,12 +386,19 @@ def evaluate_folder(
     return {
         "challenge": challenge.name,
         "aop_method": challenge.aop_method,
+        "provenance": truth_provenance(selected, challenge, split),
         "cases": cases,
         "aggregates": aggregates,
         "score": score,
         "score_note": note,
         "warnings": warnings,
     }
+
+
+def truth_provenance(truth: TruthSet, challenge: ChallengeDefinition, split: str | None = None, image_digest: str | None = None) -> dict:
+    """The result's ``provenance`` block (see :mod:`evaluator.provenance`) for these truth cases."""
+    return provenance(challenge, truth.provenance_entries(), split=split, dataset_manifest_sha256=truth.manifest_sha256,
+                      synthetic_truth=truth.synthetic, image_digest=image_digest)
 
 
 class _NoBar:

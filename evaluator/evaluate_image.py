@@ -5,8 +5,12 @@ The result is the evaluator's document plus ``status`` ("succeeded" | "failed"),
 ``failure`` (a reason code or null), ``error`` (participant-safe message or null),
 ``runtime_seconds`` (the submission's own time), ``memory_peak_mb`` (the container's
 memory peak, page cache included, sampled while it runs; null when not measured),
-``image_digest``, ``logs`` (bounded tail, for organizers) and ``timings`` (the platform's
-overhead, step by step).
+``image_digest``, ``logs`` (bounded tail, for organizers), ``timings`` (the platform's
+overhead, step by step) and ``provenance`` (see :mod:`evaluator.provenance`), also when
+the submission failed.
+
+What the platform cannot provide (the engine, a GPU, CPUs or memory past the host's, disk
+space) raises RetryableError: it is never recorded as the submission's failure.
 """
 from __future__ import annotations
 
@@ -16,8 +20,8 @@ from pathlib import Path
 from challenge.definition import ChallengeDefinition
 from evaluator.container_runner import DockerRunner, LocalRunner, cleanup_stale, failure_of, input_cases
 from evaluator.docker_engine import Limits
-from evaluator.evaluate import evaluate_folder
-from evaluator.exceptions import SubmissionError
+from evaluator.evaluate import discover_truth, evaluate_folder, truth_provenance
+from evaluator.exceptions import RetryableError, SubmissionError
 
 
 def _failed(error: SubmissionError, **extra) -> dict:
@@ -35,16 +39,23 @@ def evaluate_image(
     jobs: int | None = None,
     progress: bool = False,
     engine=None,
+    split: str | None = None,
+    case_ids=None,
+    phase: str = "the phase",
 ) -> dict:
-    """Run ``image`` on every case of ``dataset`` under ``limits`` and score it.
+    """Run ``image`` on the cases of ``dataset`` (all, or ``split`` / ``case_ids``) under
+    ``limits`` and score it.
 
     Never raises for what the submission does (that becomes ``status: failed`` with a
-    reason); raises RetryableError when the engine is missing or broken and
-    CancelledError/KeyboardInterrupt when interrupted, after removing everything.
+    reason); raises HostLimitError before anything runs when ``limits`` exceed the host
+    (``phase`` names them in the message), RetryableError when the engine or host fails,
+    and CancelledError/KeyboardInterrupt when interrupted, after removing everything.
     """
     timings: dict[str, float] = {}
     began = time.monotonic()
-    cases = input_cases(Path(dataset))
+    truth = discover_truth(Path(dataset)).select(split=split, case_ids=case_ids)
+    chosen = {c.case_id for c in truth.cases}
+    cases = [c for c in input_cases(Path(dataset)) if c.case_id in chosen]
     shapes = {c.case_id: c.shape for c in cases}
     if runner not in ("docker", "local"):
         raise ValueError(f"runner must be 'docker' or 'local', got {runner!r}")
@@ -52,9 +63,10 @@ def evaluate_image(
         from evaluator import docker_engine
 
         engine = engine or docker_engine.client()
+        docker_engine.check_host(limits, docker_engine.host_resources(engine), phase)
     cleanup_stale(engine if runner == "docker" else None)
     result: dict = {"image": image, "runner": runner, "image_digest": None, "runtime_seconds": None,
-                    "memory_peak_mb": None, "logs": ""}
+                    "memory_peak_mb": None, "logs": "", "provenance": truth_provenance(truth, challenge, split)}
     try:
         job = DockerRunner(image, limits, engine=engine) if runner == "docker" else LocalRunner(image, limits)
     except SubmissionError as exc:  # --runner local refuses untrusted images
@@ -62,9 +74,12 @@ def evaluate_image(
     with job:
         try:
             t = time.monotonic()
-            job.provision(cases, challenge.name)
+            try:
+                job.provision(cases, challenge.name)
+            except OSError as exc:  # a full or unwritable work folder is the platform's
+                raise RetryableError(f"the platform could not prepare the input folder: {exc}") from None
             timings["provision"] = time.monotonic() - t
-            result["image_digest"] = job.image_digest
+            result["image_digest"] = result["provenance"]["image_digest"] = job.image_digest
             execution = job.execute()
             result["runtime_seconds"] = round(execution.runtime_seconds, 3)
             result["logs"] = execution.logs
@@ -73,13 +88,18 @@ def evaluate_image(
             if failure is not None:
                 raise failure
             t = time.monotonic()
-            clean_dir, collected = job.collect_outputs(shapes, classification="classification" in challenge.tasks)
+            try:
+                clean_dir, collected = job.collect_outputs(shapes, classification="classification" in challenge.tasks)
+            except OSError as exc:
+                raise RetryableError(f"the platform could not copy the outputs for scoring: {exc}") from None
             timings["collect_outputs"] = time.monotonic() - t
             if collected.valid_masks == 0:
                 first = next(iter(collected.errors.values()), "no outputs")
                 raise SubmissionError("invalid_outputs", f"invalid outputs: no case has a valid mask (first problem: {first})")
             t = time.monotonic()
-            scored = evaluate_folder(clean_dir, Path(dataset), challenge, jobs=jobs, cache_dir=cache_dir, progress=progress)
+            scored = evaluate_folder(clean_dir, Path(dataset), challenge, jobs=jobs, cache_dir=cache_dir, progress=progress,
+                                     split=split, case_ids=case_ids)
+            scored["provenance"]["image_digest"] = job.image_digest
             timings["scoring"] = time.monotonic() - t
         except SubmissionError as exc:
             result.update(_failed(exc))

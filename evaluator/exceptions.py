@@ -2,7 +2,9 @@
 
 - ``SubmissionError``: the submission is at fault. Its message is safe to show the team
   (it never contains ground truth); ``reason`` is a stable code for records and tests.
-- ``RetryableError``: the platform is at fault (engine down, disk full); try again later.
+- ``RetryableError``: the platform is at fault (engine down, disk full, no GPU); try again
+  later or elsewhere. Never the team's failure: no result is recorded against it.
+  ``HostLimitError`` is the case of a phase asking for more than the host has.
 - ``CancelledError``: the worker was interrupted; the job may be re-queued.
 """
 from __future__ import annotations
@@ -34,6 +36,18 @@ class SubmissionError(EvaluationError):
 
 class RetryableError(EvaluationError):
     """The platform is at fault (no engine, engine error); the same job may succeed later."""
+
+
+class HostLimitError(RetryableError):
+    """The phase's limits ask for more than the engine's host has (CPUs, memory, a GPU).
+
+    ``limit`` names the field of ``Limits`` (``cpus``, ``memory_mb``, ``gpu``); the job can
+    run on a larger host, or here with that limit lowered.
+    """
+
+    def __init__(self, limit: str, message: str):
+        super().__init__(message)
+        self.limit = limit
 
 
 class CancelledError(EvaluationError):

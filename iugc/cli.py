@@ -1,6 +1,8 @@
 """Entry point of the `iugc` console script."""
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import click
@@ -14,7 +16,48 @@ from leaderboard.cli import serve_cmd, submit_cmd
 from submissions.cli import admin_group, db_group, worker_cmd
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_INSTALLED: dict = {}  # the process that installed the handlers, and the handlers it had
+
+
+def install_signal_handlers() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in this process; in a process forked from
+    it (multiprocessing workers) they act as they did before, so ``Pool.terminate`` still
+    ends a worker quietly."""
+    if _INSTALLED.get("pid") == os.getpid():
+        return  # installed already: keep the handlers from before ours
+    _INSTALLED.update(pid=os.getpid(), handlers={s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)})
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame):
+    if os.getpid() != _INSTALLED["pid"]:  # a forked worker: the signal's action before ours
+        signal.signal(signum, _INSTALLED["handlers"][signum])
+        os.kill(os.getpid(), signum)
+        return
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class _Cancellable(click.Group):
+    """Every command ends promptly on SIGINT and SIGTERM with exit status 130.
+
+    Both signals raise KeyboardInterrupt in the main process, so each command's own
+    clean-up runs (temporary files removed, staging folders aborted, worker pools
+    terminated). SIGINT is set here, not left to Python's default: a command started in
+    the background (`cmd &`, many supervisors) inherits SIGINT ignored, and `kill -INT`
+    then killed only its pool workers and left it waiting forever. Click's own handling
+    would print "Aborted!" and exit 1."""
+
+    def invoke(self, ctx):
+        install_signal_handlers()
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("cancelled: interrupted by a signal (exit status 130)", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Cancellable, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """IUGC challenge platform: data, evaluation and ranking for intrapartum ultrasound.
 

@@ -40,3 +40,15 @@ def degrade(mask: np.ndarray, index: int) -> np.ndarray:
     if index % 17 == 0:
         out[out == 1] = 0
     return out.astype(np.uint8)
+
+
+def link_frames(target: Path, ids: list[str] | None = None, limit: int | None = None, psfhs: Path = PSFHS) -> Path:
+    """``target/images`` and ``target/masks`` linking real frames (``ids``, else the first
+    ``limit``), a PNG release for `iugc data import --layout png`; returns ``target``."""
+    if ids is None:
+        ids = [p.stem for p in real_mask_paths(limit)]
+    for sub in ("images", "masks"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+        for case_id in ids:
+            (target / sub / f"{case_id}.png").symlink_to(psfhs / sub / f"{case_id}.png")
+    return target
