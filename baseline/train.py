@@ -202,8 +202,12 @@ class WeightAverage:
 
 def _atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # interrupted mid-save: the old checkpoint stays, no stray .tmp beside it
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
