@@ -30,6 +30,10 @@ import pytest
 
 from tests.conftest import ROOT, link_frames
 
+# with the other engine tests, on one worker: they run containers, and the container tests
+# count and clean up the runner's containers and the images they build
+pytestmark = pytest.mark.xdist_group("docker")
+
 # Both scanners on both sides of the README's split (train=03744-04205+04302-04343,
 # validation=04206-04301+04344-04401): 12 train and 14 validation frames.
 TRAIN_IDS = [f"0{n}" for n in [*range(3744, 3752), *range(4302, 4306)]]

@@ -20,6 +20,10 @@ from tests.conftest import ROOT
 from tests.docker_support import require_engine
 from tests.service_support import database_url, free_port, postgres_cluster, redis_server, wait_for_port  # noqa: F401
 
+# with the other engine tests, on one worker: they run containers, and the container tests
+# count and clean up the runner's containers and the images they build
+pytestmark = pytest.mark.xdist_group("docker")
+
 PHASE = "psfhs2023-sanity-check"
 N_CASES = 20
 

@@ -25,6 +25,10 @@ from tests.conftest import ROOT
 from tests.docker_support import require_engine
 from tests.service_support import docker_like_archive, free_port, wait_for_port
 
+# with the other engine tests, on one worker: they run containers, and the container tests
+# count and clean up the runner's containers and the images they build
+pytestmark = pytest.mark.xdist_group("docker")
+
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
