@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from submissions import admin, db, queue, reports
@@ -26,6 +26,7 @@ from submissions.exceptions import (
     TooLarge,
 )
 from submissions.uploads import submit
+from leaderboard import boards
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -47,7 +48,7 @@ def endpoint(rule: str, method: str, summary: str, *, auth: bool = True, body: d
                 with current_app.extensions["iugc"].sessions() as session:
                     g.user = admin.authenticate(session, _bearer())
             result = view(**kwargs)
-            return jsonify(result), status
+            return (result if isinstance(result, Response) else jsonify(result)), status
 
         errors = {401: "no valid token"} if auth else {}
         ENDPOINTS[view.__name__] = {"summary": summary, "description": (view.__doc__ or "").strip(), "auth": auth,
@@ -164,5 +165,8 @@ def cancel_submission(submission_id):
 @endpoint("/phases/<slug>/leaderboard", "GET", "Ranked rows: team, submission, rank, score and every metric",
           responses={200: "{rows: [...]}", 403: "final results not published yet", 404: "no such phase"})
 def get_leaderboard(slug):
+    """The rows are ranked once per change of the phase's entries (``leaderboard.boards``)."""
     with _ctx().sessions() as session:
-        return reports.leaderboard(session, g.user, slug)
+        _, data, key = boards.ranked(session, g.user, slug)
+    body = boards.kept(("api-json",) + key, lambda: current_app.json.dumps(data) + "\n")
+    return Response(body, mimetype="application/json")

@@ -78,18 +78,32 @@ def phase_by_slug(session: Session, slug: str) -> Phase:
     return phase
 
 
-def add_dataset(session: Session, slug: str, folder: str | Path, actor_id: int | None = None) -> Dataset:
+def add_dataset(session: Session, slug: str, folder: str | Path, actor_id: int | None = None,
+                expected_sha256: str | None = None) -> Dataset:
     """Register a hidden dataset (a folder from `iugc data import`) for a phase; it replaces
-    the phase's previous one for new evaluations (old evaluations keep theirs)."""
+    the phase's previous one for new evaluations (old evaluations keep theirs).
+
+    The manifest must be valid and every file must match its checksum (``iugc data
+    verify``); ``expected_sha256``, when given, must be the sha256 of ``manifest.json``
+    (``sha256sum DIR/manifest.json``), so the folder is the one the organizer meant.
+    """
     from data_manifest.manifest import ManifestError, load_manifest
+    from data_manifest.verify import verify_dataset
 
     phase = phase_by_slug(session, slug)
     folder = Path(folder).absolute()
+    if not folder.is_dir():
+        raise InvalidRequest(f"{folder} is not a folder on the server; give the path of a dataset from `iugc data import`")
     try:
         manifest = load_manifest(folder)
+        problems = verify_dataset(folder)
     except (ManifestError, OSError) as exc:
         raise InvalidRequest(f"{folder} is not a dataset from `iugc data import`: {exc}") from None
+    if problems:
+        raise InvalidRequest(f"{folder} fails `iugc data verify` ({len(problems)} problem(s)), first: {problems[0]}")
     digest = hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
+    if expected_sha256 is not None and expected_sha256.strip().lower() != digest:
+        raise InvalidRequest(f"the sha256 of {folder / 'manifest.json'} is {digest}, not {expected_sha256.strip()!r}: check the folder")
     for old in phase.datasets:
         old.active = False
     dataset = Dataset(phase_id=phase.id, path=str(folder), manifest_sha256=digest, n_cases=len(manifest.cases), registered_by_id=actor_id)
@@ -97,6 +111,74 @@ def add_dataset(session: Session, slug: str, folder: str | Path, actor_id: int |
     session.flush()
     audit(session, actor_id, "dataset.add", f"phase:{slug}", dataset_id=dataset.id, manifest_sha256=digest, n_cases=len(manifest.cases))
     return dataset
+
+
+def parse_time(text: str | None):
+    """A phase bound from ISO 8601 text (no zone given: UTC); None for empty or "none".
+
+    >>> parse_time("2026-12-01T10:00"), parse_time("none")
+    (datetime.datetime(2026, 12, 1, 10, 0, tzinfo=datetime.timezone.utc), None)
+    >>> parse_time("next week")
+    Traceback (most recent call last):
+    ...
+    submissions.exceptions.InvalidRequest: 'next week' is not a time: write it as 2026-12-31T23:59 (UTC) or leave it empty
+    """
+    import datetime as dt
+
+    text = (text or "").strip()
+    if text.lower() in ("", "none"):
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"{text!r} is not a time: write it as 2026-12-31T23:59 (UTC) or leave it empty") from None
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+KEEP = object()
+"""The default of :func:`update_phase`'s settings: leave that setting as it is."""
+
+
+def update_phase(session: Session, slug: str, *, opens_at=KEEP, closes_at=KEEP, submissions_per_day=KEEP,
+                 submissions_total=KEEP, failures_count=KEEP, actor_id: int | None = None) -> Phase:
+    """Change a phase's window and quotas; returns the phase. Settings left at ``KEEP`` stay.
+
+    ``opens_at``/``closes_at``: timezone-aware datetimes or None (no bound), closing after
+    opening; ``submissions_per_day``: an int >= 1 (per rolling 24 hours);
+    ``submissions_total``: an int >= 1 or None (no total); ``failures_count``: whether a
+    failure the submission caused uses up quota. InvalidRequest, with nothing changed, for
+    anything else. The audit entry keeps each changed setting's old and new value.
+    """
+    phase = phase_by_slug(session, slug)
+    new = {"opens_at": phase.opens_at, "closes_at": phase.closes_at, "submissions_per_day": phase.submissions_per_day,
+           "submissions_total": phase.submissions_total, "failures_count": phase.failures_count}
+    given = {"opens_at": opens_at, "closes_at": closes_at, "submissions_per_day": submissions_per_day,
+             "submissions_total": submissions_total, "failures_count": failures_count}
+    new.update({k: v for k, v in given.items() if v is not KEEP})
+    for key in ("opens_at", "closes_at"):
+        value = new[key]
+        if value is not None and (not hasattr(value, "tzinfo") or value.tzinfo is None):
+            raise InvalidRequest(f"{key} must be a timezone-aware time or none, got {value!r}")
+    if new["opens_at"] and new["closes_at"] and new["closes_at"] <= new["opens_at"]:
+        raise InvalidRequest(f"the phase must close after it opens: opens {new['opens_at'].isoformat()}, closes {new['closes_at'].isoformat()}")
+    per_day, total = new["submissions_per_day"], new["submissions_total"]
+    if not isinstance(per_day, int) or isinstance(per_day, bool) or per_day < 1:
+        raise InvalidRequest(f"submissions per 24 hours must be a whole number of at least 1, got {per_day!r}")
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 1):
+        raise InvalidRequest(f"the total of submissions must be a whole number of at least 1 or none, got {total!r}")
+    if not isinstance(new["failures_count"], bool):
+        raise InvalidRequest(f"failures_count must be true or false, got {new['failures_count']!r}")
+    changes = {}
+    for key, value in new.items():
+        old = getattr(phase, key)
+        if value != old:
+            shown = [v.isoformat() if hasattr(v, "isoformat") else v for v in (old, value)]
+            changes[key] = {"from": shown[0], "to": shown[1]}
+            setattr(phase, key, value)
+    if changes:
+        session.flush()
+        audit(session, actor_id, "phase.update", f"phase:{slug}", **changes)
+    return phase
 
 
 def active_dataset(session: Session, phase_id: int) -> Dataset | None:

@@ -87,16 +87,60 @@ def init_cmd(challenge_name):
 @admin_group.command("add-dataset")
 @click.option("--phase", "slug", required=True, help="Phase slug, e.g. iugc2024-validation (see `admin init`'s output).")
 @click.option("--data", "folder", required=True, type=click.Path(exists=True, file_okay=False), help="Dataset folder from `iugc data import` (kept private).")
-def add_dataset_cmd(slug, folder):
-    """Register the hidden dataset a phase is evaluated on (replaces the previous one for new evaluations)."""
+@click.option("--sha256", "expected", default=None, help="The sha256 manifest.json must have (`sha256sum DIR/manifest.json`); refused otherwise.")
+def add_dataset_cmd(slug, folder, expected):
+    """Register the hidden dataset a phase is evaluated on (replaces the previous one for new evaluations).
+
+    The folder must pass `iugc data verify`; the site's /admin does the same.
+    """
     from submissions import admin
 
     def operation(session):
-        dataset = admin.add_dataset(session, slug, folder)
+        dataset = admin.add_dataset(session, slug, folder, expected_sha256=expected)
         return dataset.n_cases, dataset.manifest_sha256
 
     n, digest = _run(operation)
     click.echo(f"phase {slug}: dataset of {n} cases registered (manifest sha256 {digest[:12]})")
+
+
+@admin_group.command("phase")
+@click.option("--phase", "slug", required=True, help="Phase slug, e.g. iugc2024-validation.")
+@click.option("--opens", default=None, help="When it opens, ISO 8601 (UTC when no zone), or `none`.")
+@click.option("--closes", default=None, help="When it closes, ISO 8601 (UTC when no zone), or `none`.")
+@click.option("--per-day", type=int, default=None, help="Submissions per team per rolling 24 hours (at least 1).")
+@click.option("--total", default=None, help="Submissions per team in all (at least 1), or `none`.")
+@click.option("--failures-count/--failures-free", default=None, help="Whether failures the submission caused use up quota.")
+def phase_cmd(slug, opens, closes, per_day, total, failures_count):
+    """Change a phase's window and quotas (what is not given stays); the site's /admin does the same."""
+    from submissions import admin
+    from submissions.exceptions import InvalidRequest
+
+    changes = {}
+    try:
+        if opens is not None:
+            changes["opens_at"] = admin.parse_time(opens)
+        if closes is not None:
+            changes["closes_at"] = admin.parse_time(closes)
+    except InvalidRequest as exc:
+        raise click.BadParameter(str(exc), param_hint="--opens/--closes") from None
+    if per_day is not None:
+        changes["submissions_per_day"] = per_day
+    if total is not None:
+        if total.lower() != "none" and not total.isdigit():
+            raise click.BadParameter(f"a whole number or `none`, got {total!r}", param_hint="--total")
+        changes["submissions_total"] = None if total.lower() == "none" else int(total)
+    if failures_count is not None:
+        changes["failures_count"] = failures_count
+    if not changes:
+        raise click.UsageError("nothing to change: give --opens, --closes, --per-day, --total or --failures-count/--failures-free")
+
+    def operation(session):
+        phase = admin.update_phase(session, slug, **changes)
+        return phase.opens_at, phase.closes_at, phase.submissions_per_day, phase.submissions_total, phase.failures_count
+
+    opened, closed, day, all_, failures = _run(operation)
+    click.echo(f"phase {slug}: {opened.isoformat() if opened else 'open'} to {closed.isoformat() if closed else 'no end'}, "
+               f"{day} a day, {all_ if all_ is not None else 'no'} total, failures {'count' if failures else 'free'}")
 
 
 @admin_group.command("create-user")

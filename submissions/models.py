@@ -164,6 +164,9 @@ class Dataset(Base):
 
 
 class Team(Base):
+    """A team. A disqualified team (``disqualified_reason`` set, by an organizer) leaves
+    every leaderboard of its challenge and may not submit; reinstating clears it."""
+
     __tablename__ = "teams"
     __table_args__ = (UniqueConstraint("challenge_id", "name"),)
 
@@ -171,6 +174,8 @@ class Team(Base):
     challenge_id: Mapped[int] = mapped_column(ForeignKey("challenges.id"))
     name: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    disqualified_at: Mapped[dt.datetime | None]
+    disqualified_reason: Mapped[str | None] = mapped_column(Text)
 
     challenge: Mapped[Challenge] = relationship(back_populates="teams")
     memberships: Mapped[list["Membership"]] = relationship(back_populates="team")
@@ -216,6 +221,9 @@ class Submission(Base):
     # the latest successful evaluation and its score (set with it): what the leaderboard reads
     result_evaluation_id: Mapped[int | None]
     score: Mapped[float | None] = mapped_column(Float)
+    # set by an organizer: the submission no longer counts for the leaderboard (reversible)
+    disqualified_at: Mapped[dt.datetime | None]
+    disqualified_reason: Mapped[str | None] = mapped_column(Text)
 
     team: Mapped[Team] = relationship()
     phase: Mapped[Phase] = relationship()
@@ -335,6 +343,26 @@ class ApiToken(Base):
     revoked_at: Mapped[dt.datetime | None]
 
     user: Mapped[User] = relationship()
+
+
+class Invitation(Base):
+    """An invitation to join a team sent to one e-mail address: only the sha256 of its
+    token is kept; it is used once, by a user registered with that address, before
+    ``expires_at``."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+    used_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+    team: Mapped[Team] = relationship()
 
 
 class AuditEntry(Base):

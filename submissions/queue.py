@@ -29,7 +29,7 @@ from submissions import admin, reports
 from submissions.db import transaction
 from submissions.exceptions import IllegalTransition, InvalidRequest, NotFound
 from submissions.lifecycle import PLATFORM_REASONS, transition
-from submissions.models import TERMINAL, CaseResult, Challenge, Dataset, Evaluation, LeaderboardEntry, Phase, Role, State, StatusChange, Submission, User, utcnow
+from submissions.models import TERMINAL, CaseResult, Challenge, Dataset, Evaluation, LeaderboardEntry, Phase, Role, State, StatusChange, Submission, Team, User, utcnow
 
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TIMEOUT_SECONDS = 60.0
@@ -196,9 +196,12 @@ def finish(sessions: sessionmaker[Session], job: Job, result: dict, storage=None
 
 
 def refresh_entry(session: Session, phase_id: int, team_id: int) -> None:
-    """Point the team's leaderboard entry at its best-scoring submission (ties: the later)."""
-    best = session.execute(select(Submission.id, Submission.result_evaluation_id, Submission.score).where(
+    """Point the team's leaderboard entry at its best-scoring submission (ties: the later)
+    that is not disqualified; a disqualified team has no entry."""
+    best = session.execute(select(Submission.id, Submission.result_evaluation_id, Submission.score).join(
+        Team, Team.id == Submission.team_id).where(
         Submission.phase_id == phase_id, Submission.team_id == team_id, Submission.result_evaluation_id.is_not(None),
+        Submission.disqualified_at.is_(None), Team.disqualified_at.is_(None),
     ).order_by(Submission.score.desc().nulls_last(), Submission.id.desc()).limit(1)).first()
     entry = session.execute(select(LeaderboardEntry).where(
         LeaderboardEntry.phase_id == phase_id, LeaderboardEntry.team_id == team_id)).scalar_one_or_none()

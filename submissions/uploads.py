@@ -83,6 +83,8 @@ def _team(session: Session, user: User, phase: Phase) -> Team:
     team = admin.team_of(session, user, phase.challenge_id)
     if team is None:
         raise Forbidden(f"you are in no team of {phase.challenge.name}: create one first (POST /api/v1/teams)")
+    if team.disqualified_at is not None:
+        raise Forbidden(f"your team {team.name} is disqualified ({team.disqualified_reason}) and may not submit; write to the organizers")
     return team
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from submissions import admin, db, queue, reports
 from submissions.exceptions import NotFound
 from submissions.models import AuditEntry, Evaluation, Phase, State, Submission, Team, User
+from leaderboard import boards
 from leaderboard.web.forms import ActionForm
 from leaderboard.web.security import page
 
@@ -79,7 +80,7 @@ def audit():
 
 def _rows(slug: str) -> list[dict]:
     with _sessions()() as session:
-        return reports.leaderboard(session, current_user.user, slug)["rows"]
+        return boards.ranked(session, current_user.user, slug)[1]["rows"]
 
 
 @page(bp, "/phases/<slug>/leaderboard.json", "organizer")

@@ -6,9 +6,6 @@ but a final-test one before it is published; anonymous visitors the phases an or
 has published (made public)."""
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 from flask import Blueprint, Response, current_app, render_template, request
 from markupsafe import Markup
 from flask_login import current_user
@@ -16,7 +13,8 @@ from sqlalchemy import select
 
 from submissions import admin, reports
 from submissions.exceptions import Forbidden, NotFound
-from submissions.models import LeaderboardEntry, Phase, Role, Team, User
+from submissions.models import Phase, Role, User
+from leaderboard import boards
 from leaderboard.web import charts
 from leaderboard.web.security import page
 
@@ -45,46 +43,16 @@ def visible(phase: Phase, user: User | None) -> bool:
     return not reports.results_hidden(phase, user)
 
 
-def fingerprint(session, phase: Phase) -> tuple:
-    """What the ranked rows depend on: each team's name and ranked evaluation (a succeeded
-    evaluation never changes; a team's entry moves to another evaluation when one succeeds)."""
-    return tuple(session.execute(select(LeaderboardEntry.team_id, Team.name, LeaderboardEntry.evaluation_id)
-                                 .join(Team, Team.id == LeaderboardEntry.team_id)
-                                 .where(LeaderboardEntry.phase_id == phase.id).order_by(LeaderboardEntry.team_id)).all())
-
-
-CACHED_BOARDS = 64
-
-
-def _cached(key, compute):
-    """``compute()``, kept per app (least recently used dropped past ``CACHED_BOARDS``)."""
-    cache, lock = current_app.extensions.setdefault("iugc_boards", (OrderedDict(), threading.Lock()))
-    with lock:
-        if key in cache:
-            cache.move_to_end(key)
-            return cache[key]
-    value = compute()
-    with lock:
-        cache[key] = value
-        while len(cache) > CACHED_BOARDS * 3:  # rows, view and tables of each board
-            cache.popitem(last=False)
-    return value
-
-
 def board(session, user: User | None, slug: str, method: str | None) -> dict:
     """The leaderboard of ``slug`` for ``user`` (None: anonymous), or Forbidden.
 
-    Who may see it is checked on every call; the ranked rows are kept (``CACHED_BOARDS``)
-    by phase, method and :func:`fingerprint`, and recomputed when that changes."""
+    Who may see it is checked on every call; the ranked rows and their view are kept by
+    ``leaderboard.boards`` (shared with the API) and recomputed when its key changes."""
     phase = admin.phase_by_slug(session, slug)
     if user is None and not phase.results_published:
         raise Forbidden(f"the leaderboard of {slug} is not public yet; log in to see it")
-    viewer_ = user or ANONYMOUS
-    if reports.results_hidden(phase, viewer_):
-        reports.leaderboard(session, viewer_, slug, method)  # raises its Forbidden
-    key = ("rows", phase.id, method, fingerprint(session, phase))
-    data = _cached(key, lambda: reports.leaderboard(session, viewer_, slug, method))
-    return {**_cached(("view",) + key[1:], lambda: _view(data, phase)), "phase_row": phase, "key": key}
+    phase, data, key = boards.ranked(session, user or ANONYMOUS, slug, method)
+    return {**boards.kept(("view",) + key, lambda: _view(data, phase)), "phase_row": phase, "key": key}
 
 
 def _view(data: dict, phase: Phase) -> dict:
@@ -119,10 +87,10 @@ def phase(slug):
         user = viewer()
         data = board(session, user, slug, request.args.get("method") or None)
         team = admin.team_of(session, user, data["phase_row"].challenge_id) if user is not None else None
-        stats = charts.analysis(session, data["phase_row"], data["method"], _cache())
+        stats = _analysis(session, data)
         my_team = team.name if team else None
         organizer = user is not None and user.role == Role.organizer
-        table = _cached(("table", *data["key"][1:], my_team, organizer),
+        table = boards.kept(("table", *data["key"], my_team, organizer),
                         lambda: Markup(render_template("leaderboard/_table.html", b=data, my_team=my_team, organizer=organizer)))
         return render_template("leaderboard/phase.html", b=data, table=table, stats=stats, order=[r["team"] for r in data["rows"]])
 
@@ -131,12 +99,18 @@ def _cache():
     return current_app.extensions["iugc"].settings.instance / "cache" / "ranking"
 
 
+def _analysis(session, data: dict) -> dict | None:
+    """``charts.analysis`` of the board, kept in memory under the board's key (it is kept on
+    disk too, but reading and parsing it on every view costs more than the rest)."""
+    return boards.kept(("stats", *data["key"]), lambda: charts.analysis(session, data["phase_row"], data["method"], _cache()))
+
+
 @page(bp, "/<slug>/stability.svg", "public")
 def stability(slug):
     """The bootstrap rank-stability chart (same visibility as the leaderboard)."""
     with current_app.extensions["iugc"].sessions() as session:
         data = board(session, viewer(), slug, request.args.get("method") or None)
-        stats = charts.analysis(session, data["phase_row"], data["method"], _cache())
+        stats = _analysis(session, data)
         if stats is None:
             raise NotFound(f"{slug} has no rank-stability analysis: it needs two ranked teams with per-case values")
         svg = charts.stability_svg(stats, [r["team"] for r in data["rows"]], _cache())

@@ -1,0 +1,110 @@
+"""Disqualifying a team or one submission, with a reason, and reinstating it (organizers).
+
+A disqualified submission no longer counts: its team's leaderboard entry moves to the
+team's best remaining submission of the phase (or the team leaves that leaderboard). A
+disqualified team leaves every leaderboard of its challenge and may not submit. The
+records are kept (nothing is deleted); the team sees the reason; every change writes an
+audit entry; reinstating restores the entries from the records. This is what a real
+challenge does: a disqualified entry is taken off the ranking, and the places below it
+move up (the API, the page and the CSV/JSON export all read the same entries).
+
+Each function runs inside the caller's transaction and raises a ``submissions.exceptions``
+error, with nothing changed, for bad input.
+"""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from submissions import admin
+from submissions.exceptions import Conflict, InvalidRequest, NotFound
+from submissions.models import Submission, Team, utcnow
+from submissions.queue import refresh_entry
+
+MIN_REASON, MAX_REASON = 3, 500
+
+
+def clean_reason(reason: str | None) -> str:
+    """The reason, stripped; InvalidRequest unless it is 3 to 500 printable characters.
+
+    >>> clean_reason("  copied another team's masks ")
+    "copied another team's masks"
+    >>> clean_reason("")
+    Traceback (most recent call last):
+    ...
+    submissions.exceptions.InvalidRequest: give a reason of 3 to 500 characters (the team will see it), got 0
+    """
+    text = " ".join((reason or "").split())
+    if not MIN_REASON <= len(text) <= MAX_REASON or not text.isprintable():
+        raise InvalidRequest(f"give a reason of {MIN_REASON} to {MAX_REASON} characters (the team will see it), got {len(text)}")
+    return text
+
+
+def _team(session: Session, team_id: int) -> Team:
+    team = session.get(Team, team_id)
+    if team is None:
+        raise NotFound(f"no team {team_id}")
+    return team
+
+
+def _submission(session: Session, submission_id: int) -> Submission:
+    submission = session.get(Submission, submission_id)
+    if submission is None:
+        raise NotFound(f"no submission {submission_id}")
+    return submission
+
+
+def _refresh_team(session: Session, team: Team) -> None:
+    phase_ids = session.execute(select(Submission.phase_id).where(Submission.team_id == team.id).distinct()).scalars().all()
+    for phase_id in phase_ids:
+        refresh_entry(session, phase_id, team.id)
+
+
+def disqualify_team(session: Session, team_id: int, reason: str, actor_id: int | None = None) -> Team:
+    """Take a team off every leaderboard of its challenge and stop its uploads."""
+    reason = clean_reason(reason)
+    team = _team(session, team_id)
+    if team.disqualified_at is not None:
+        raise Conflict(f"team {team.name} is already disqualified ({team.disqualified_reason}); reinstate it first to change the reason")
+    team.disqualified_at, team.disqualified_reason = utcnow(), reason
+    session.flush()
+    _refresh_team(session, team)
+    admin.audit(session, actor_id, "team.disqualify", f"team:{team.id}", reason=reason)
+    return team
+
+
+def reinstate_team(session: Session, team_id: int, actor_id: int | None = None) -> Team:
+    """Undo :func:`disqualify_team`: the team's best submissions rank again."""
+    team = _team(session, team_id)
+    if team.disqualified_at is None:
+        raise Conflict(f"team {team.name} is not disqualified")
+    reason, team.disqualified_at, team.disqualified_reason = team.disqualified_reason, None, None
+    session.flush()
+    _refresh_team(session, team)
+    admin.audit(session, actor_id, "team.reinstate", f"team:{team.id}", was=reason)
+    return team
+
+
+def disqualify_submission(session: Session, submission_id: int, reason: str, actor_id: int | None = None) -> Submission:
+    """Stop one submission counting; its team's next best submission takes its place."""
+    reason = clean_reason(reason)
+    submission = _submission(session, submission_id)
+    if submission.disqualified_at is not None:
+        raise Conflict(f"submission {submission_id} is already disqualified ({submission.disqualified_reason}); reinstate it first")
+    submission.disqualified_at, submission.disqualified_reason = utcnow(), reason
+    session.flush()
+    refresh_entry(session, submission.phase_id, submission.team_id)
+    admin.audit(session, actor_id, "submission.disqualify", f"submission:{submission.id}", reason=reason)
+    return submission
+
+
+def reinstate_submission(session: Session, submission_id: int, actor_id: int | None = None) -> Submission:
+    """Undo :func:`disqualify_submission`."""
+    submission = _submission(session, submission_id)
+    if submission.disqualified_at is None:
+        raise Conflict(f"submission {submission_id} is not disqualified")
+    reason, submission.disqualified_at, submission.disqualified_reason = submission.disqualified_reason, None, None
+    session.flush()
+    refresh_entry(session, submission.phase_id, submission.team_id)
+    admin.audit(session, actor_id, "submission.reinstate", f"submission:{submission.id}", was=reason)
+    return submission
