@@ -45,7 +45,7 @@ def endpoint(rule: str, method: str, summary: str, *, auth: bool = True, body: d
         @wraps(view)
         def wrapper(**kwargs):
             if auth:
-                with current_app.extensions["iugc"].sessions() as session:
+                with current_app.extensions["iugc"].read_sessions() as session:
                     g.user = admin.authenticate(session, _bearer())
             result = view(**kwargs)
             return (result if isinstance(result, Response) else jsonify(result)), status
@@ -166,7 +166,7 @@ def cancel_submission(submission_id):
           responses={200: "{rows: [...]}", 403: "final results not published yet", 404: "no such phase"})
 def get_leaderboard(slug):
     """The rows are ranked once per change of the phase's entries (``leaderboard.boards``)."""
-    with _ctx().sessions() as session:
-        _, data, key = boards.ranked(session, g.user, slug)
+    with _ctx().read_sessions() as session:
+        _, data, key = boards.ranked(session, g.user, admin.phase_by_slug(session, slug))
     body = boards.kept(("api-json",) + key, lambda: current_app.json.dumps(data) + "\n")
     return Response(body, mimetype="application/json")

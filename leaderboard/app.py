@@ -21,13 +21,15 @@ from submissions.storage import open_storage
 
 @dataclass
 class ServiceContext:
-    """What the views use: sessions, storage, and ``wake`` (a new submission is queued)."""
+    """What the views use: sessions, storage, and ``wake`` (a new submission is queued);
+    ``read_sessions`` for requests that only read (``db.read_session_factory``)."""
 
     settings: Settings
     engine: object
     sessions: object
     storage: object
     wake: Callable[[], None] = field(default=lambda: None)
+    read_sessions: object = None
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -47,7 +49,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     engine = db.make_engine(settings.database_url)
     db.require_current_schema(engine)
     storage = open_storage(settings.storage_url, settings.instance, settings.s3_endpoint_url)
-    app.extensions["iugc"] = ServiceContext(settings, engine, db.session_factory(engine), storage)
+    app.extensions["iugc"] = ServiceContext(settings, engine, db.session_factory(engine), storage,
+                                            read_sessions=db.read_session_factory(engine))
     app.register_blueprint(api)
     from leaderboard.web import init_web
 

@@ -19,7 +19,7 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from submissions import admin, reports
+from submissions import reports
 from submissions.models import LeaderboardEntry, Phase, Team, User
 
 KEPT = 256
@@ -64,14 +64,13 @@ def key(session: Session, phase: Phase, method: str | None) -> tuple:
     return (phase.id, method, phase.results_published, entries)
 
 
-def ranked(session: Session, user: User, slug: str, method: str | None = None) -> tuple[Phase, dict, tuple]:
+def ranked(session: Session, user: User, phase: Phase, method: str | None = None) -> tuple[Phase, dict, tuple]:
     """(phase, ``reports.leaderboard``'s dict, its key) for ``user``; raises what
-    ``reports.leaderboard`` raises (NotFound, Forbidden, InvalidRequest)."""
-    phase = admin.phase_by_slug(session, slug)
+    ``reports.leaderboard`` raises (Forbidden, InvalidRequest)."""
     if reports.results_hidden(phase, user):
-        reports.leaderboard(session, user, slug, method)  # raises its Forbidden
+        reports.leaderboard(session, user, phase.slug, method)  # raises its Forbidden
     board_key = key(session, phase, method)
-    data = kept(("rows",) + board_key, lambda: reports.leaderboard(session, user, slug, method))
+    data = kept(("rows",) + board_key, lambda: reports.leaderboard(session, user, phase.slug, method))
     return phase, data, board_key
 
 

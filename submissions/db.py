@@ -1,7 +1,7 @@
 """Database engine, sessions and the schema check.
 
 SQLite (the embedded default) runs in WAL mode with foreign keys on, and every
-transaction starts with ``BEGIN IMMEDIATE``: writers queue on the database lock at the
+transaction (but those of :func:`read_session_factory`) starts with ``BEGIN IMMEDIATE``: writers queue on the database lock at the
 start of a transaction instead of failing half-way, so a check-then-insert inside one
 transaction (quotas) cannot interleave with another. PostgreSQL uses row locks
 (``SELECT ... FOR UPDATE``) for the same checks.
@@ -54,11 +54,24 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")  # deferred: in WAL mode readers never wait for the writer
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+READ_ONLY = "iugc_read_only"
+
+
+def read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for requests that only read (leaderboards, authentication): on SQLite their
+    transactions start deferred, so concurrent readers do not queue on the write lock (and
+    on its busy-wait sleeps) as ``BEGIN IMMEDIATE`` makes writers do. Never write in one."""
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 @contextmanager

@@ -86,6 +86,7 @@ def submission_status(session: Session, user: User, submission_id: int) -> dict:
         "id": submission.id, "phase": phase.slug, "team": submission.team.name, "status": submission.status.value,
         "created": _iso(submission.created_at), "archive_sha256": submission.archive_sha256, "archive_size": submission.archive_size,
         "image_digest": submission.image_digest, "counts_against_quota": submission.counts_against_quota,
+        "disqualified": submission.disqualified_reason or submission.team.disqualified_reason,
         "done": latest.status in TERMINAL,
         "failure": latest.failure, "error": latest.error,
         "results_hidden": hidden,

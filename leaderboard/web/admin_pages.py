@@ -1,5 +1,8 @@
-"""Organizer pages under ``/admin``: phases (publish, re-evaluate), the queue and workers,
-the audit log, leaderboard export as CSV and JSON. Every route is organizer-only."""
+"""Organizer pages under ``/admin``: phases (publish, re-evaluate; per phase its window and
+quotas, its dataset, disqualifications), the queue and workers, the audit log,
+leaderboard export as CSV and JSON. Every route is organizer-only; every change goes
+through the same ``submissions`` function as the `iugc admin` command, which validates
+it and writes the audit entry, in one transaction (a refusal changes nothing)."""
 from __future__ import annotations
 
 import csv
@@ -10,11 +13,11 @@ from flask import Blueprint, Response, current_app, flash, redirect, render_temp
 from flask_login import current_user
 from sqlalchemy import func, select
 
-from submissions import admin, db, queue, reports
-from submissions.exceptions import NotFound
+from submissions import admin, db, disqualification, queue
+from submissions.exceptions import Conflict, InvalidRequest, NotFound
 from submissions.models import AuditEntry, Evaluation, Phase, State, Submission, Team, User
 from leaderboard import boards
-from leaderboard.web.forms import ActionForm
+from leaderboard.web.forms import ActionForm, DatasetForm, PhaseForm, ReasonForm, SubmissionReasonForm
 from leaderboard.web.security import page
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -80,7 +83,7 @@ def audit():
 
 def _rows(slug: str) -> list[dict]:
     with _sessions()() as session:
-        return boards.ranked(session, current_user.user, slug)[1]["rows"]
+        return boards.ranked(session, current_user.user, admin.phase_by_slug(session, slug))[1]["rows"]
 
 
 @page(bp, "/phases/<slug>/leaderboard.json", "organizer")
@@ -114,3 +117,109 @@ def export_csv(slug):
         writer.writerow({k: _cell(row.get(k)) for k in columns})
     return Response(out.getvalue(), mimetype="text/csv",
                     headers={"Content-Disposition": f"attachment; filename={slug}-leaderboard.csv"})
+
+
+# ---- one phase: window and quotas, dataset, disqualifications ------------------------------
+
+def _phase_forms(phase) -> dict:
+    shown = "%Y-%m-%dT%H:%M"
+    settings = PhaseForm(formdata=None, data={
+        "opens": phase.opens_at.strftime(shown) if phase.opens_at else "", "closes": phase.closes_at.strftime(shown) if phase.closes_at else "",
+        "per_day": phase.submissions_per_day, "total": phase.submissions_total, "failures_count": phase.failures_count})
+    return {"settings_form": settings, "dataset_form": DatasetForm(formdata=None), "reason_form": ReasonForm(formdata=None),
+            "submission_form": SubmissionReasonForm(formdata=None)}
+
+
+def _phase_page(slug: str, status: int = 200, **forms):
+    """The phase's admin page; ``forms`` replace the blank ones (a refused form keeps its input and errors)."""
+    with _sessions()() as session:
+        phase = admin.phase_by_slug(session, slug)
+        rows = boards.ranked(session, current_user.user, phase)[1]["rows"]
+        team_ids = dict(session.execute(select(Team.name, Team.id).where(Team.challenge_id == phase.challenge_id)).all())
+        teams_out = session.execute(select(Team).where(Team.challenge_id == phase.challenge_id, Team.disqualified_at.is_not(None))
+                                    .order_by(Team.name)).scalars().all()
+        submissions_out = session.execute(select(Submission, Team.name).join(Team, Team.id == Submission.team_id).where(
+            Submission.phase_id == phase.id, Submission.disqualified_at.is_not(None)).order_by(Submission.id)).all()
+        return render_template("admin/phase.html", phase=phase, dataset=admin.active_dataset(session, phase.id), rows=rows,
+                               team_ids=team_ids, teams_out=teams_out, submissions_out=submissions_out,
+                               action=ActionForm(), **{**_phase_forms(phase), **forms}), status
+
+
+@page(bp, "/phases/<slug>", "organizer")
+def phase(slug):
+    return _phase_page(slug)
+
+
+def _change(slug: str, operation, done: str, form, field=None):
+    """Run ``operation(session)`` in one transaction; a refusal goes back on the page (400)
+    with the service's message, and nothing is changed."""
+    problem = None
+    if form.validate_on_submit():
+        try:
+            with db.transaction(_sessions()) as session:
+                operation(session)
+        except (InvalidRequest, Conflict, NotFound) as exc:
+            problem = str(exc)
+            if field is not None:
+                field.errors = [*field.errors, problem]
+        else:
+            flash(done, "success")
+            return redirect(url_for("admin.phase", slug=slug))
+    problems = [f"{f.label.text}: {e}" for f in form if f.errors for e in f.errors] or [problem or "the form was not complete"]
+    flash("Nothing was changed. " + "; ".join(problems), "error")
+    return _phase_page(slug, 400, **{_FORM_NAMES[type(form)]: form})
+
+
+@page(bp, "/phases/<slug>/settings", "organizer", methods=("POST",))
+def phase_settings(slug):
+    form = PhaseForm()
+
+    def operation(session):
+        admin.update_phase(session, slug, opens_at=admin.parse_time(form.opens.data), closes_at=admin.parse_time(form.closes.data),
+                           submissions_per_day=form.per_day.data, submissions_total=form.total.data,
+                           failures_count=bool(form.failures_count.data), actor_id=current_user.id)
+    return _change(slug, operation, f"The window and quotas of {slug} are saved.", form, form.per_day)
+
+
+@page(bp, "/phases/<slug>/dataset", "organizer", methods=("POST",))
+def phase_dataset(slug):
+    form = DatasetForm()
+
+    def operation(session):
+        admin.add_dataset(session, slug, form.path.data.strip(), actor_id=current_user.id, expected_sha256=form.sha256.data)
+    return _change(slug, operation, f"The dataset of {slug} is registered; new evaluations use it.", form, form.path)
+
+
+@page(bp, "/phases/<slug>/teams/<int:team_id>/disqualify", "organizer", methods=("POST",))
+def disqualify_team(slug, team_id):
+    form = ReasonForm()
+    return _change(slug, lambda s: disqualification.disqualify_team(s, team_id, form.reason.data, current_user.id),
+                   "The team is disqualified: it left every leaderboard of its challenge.", form, form.reason)
+
+
+@page(bp, "/phases/<slug>/teams/<int:team_id>/reinstate", "organizer", methods=("POST",))
+def reinstate_team(slug, team_id):
+    return _change(slug, lambda s: disqualification.reinstate_team(s, team_id, current_user.id),
+                   "The team is reinstated.", ActionForm(), None)
+
+
+@page(bp, "/phases/<slug>/submissions/disqualify", "organizer", methods=("POST",))
+def disqualify_submission(slug):
+    form = SubmissionReasonForm()
+
+    def operation(session):
+        submission = session.get(Submission, form.submission.data)
+        if submission is not None and submission.phase.slug != slug:
+            raise InvalidRequest(f"submission {submission.id} is in {submission.phase.slug}, not {slug}: disqualify it on that phase's page")
+        disqualification.disqualify_submission(session, form.submission.data, form.reason.data, current_user.id)
+    return _change(slug, operation, f"Submission {form.submission.data} is disqualified.", form, form.reason)
+
+
+@page(bp, "/phases/<slug>/submissions/<int:submission_id>/reinstate", "organizer", methods=("POST",))
+def reinstate_submission(slug, submission_id):
+    return _change(slug, lambda s: disqualification.reinstate_submission(s, submission_id, current_user.id),
+                   f"Submission {submission_id} is reinstated.", ActionForm(), None)
+
+
+_FORM_NAMES = {PhaseForm: "settings_form", DatasetForm: "dataset_form", ReasonForm: "reason_form",
+               SubmissionReasonForm: "submission_form", ActionForm: "action"}

@@ -51,7 +51,7 @@ def board(session, user: User | None, slug: str, method: str | None) -> dict:
     phase = admin.phase_by_slug(session, slug)
     if user is None and not phase.results_published:
         raise Forbidden(f"the leaderboard of {slug} is not public yet; log in to see it")
-    phase, data, key = boards.ranked(session, user or ANONYMOUS, slug, method)
+    phase, data, key = boards.ranked(session, user or ANONYMOUS, phase, method)
     return {**boards.kept(("view",) + key, lambda: _view(data, phase)), "phase_row": phase, "key": key}
 
 
@@ -83,7 +83,7 @@ def index():
 
 @page(bp, "/<slug>", "public")
 def phase(slug):
-    with current_app.extensions["iugc"].sessions() as session:
+    with current_app.extensions["iugc"].read_sessions() as session:
         user = viewer()
         data = board(session, user, slug, request.args.get("method") or None)
         team = admin.team_of(session, user, data["phase_row"].challenge_id) if user is not None else None
@@ -108,7 +108,7 @@ def _analysis(session, data: dict) -> dict | None:
 @page(bp, "/<slug>/stability.svg", "public")
 def stability(slug):
     """The bootstrap rank-stability chart (same visibility as the leaderboard)."""
-    with current_app.extensions["iugc"].sessions() as session:
+    with current_app.extensions["iugc"].read_sessions() as session:
         data = board(session, viewer(), slug, request.args.get("method") or None)
         stats = _analysis(session, data)
         if stats is None:

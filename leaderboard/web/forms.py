@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, HiddenField, PasswordField, StringField, TextAreaField
-from wtforms.validators import DataRequired, EqualTo, Length
+from wtforms import BooleanField, EmailField, HiddenField, IntegerField, PasswordField, StringField, TextAreaField
+from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, Optional, Regexp
 
 
 class LoginForm(FlaskForm):
@@ -27,4 +27,27 @@ class ActionForm(FlaskForm):
 
 
 class ReasonForm(FlaskForm):
-    reason = TextAreaField("Reason", validators=[DataRequired(), Length(min=3, max=500)])
+    """A reason the team will see (its rules: ``submissions.disqualification.clean_reason``)."""
+
+    reason = TextAreaField("Reason", validators=[DataRequired(), Length(max=2000)])
+
+
+class PhaseForm(FlaskForm):
+    """A phase's window (UTC) and quotas; the rules are ``submissions.admin.update_phase``'s."""
+
+    opens = StringField("Opens (UTC)", validators=[Optional(), Length(max=40)], render_kw={"type": "datetime-local"})
+    closes = StringField("Closes (UTC)", validators=[Optional(), Length(max=40)], render_kw={"type": "datetime-local"})
+    per_day = IntegerField("Submissions per 24 hours", validators=[InputRequired()])
+    total = IntegerField("Submissions in total (empty: no limit)", validators=[Optional()])
+    failures_count = BooleanField("Failures the submission caused use up quota")
+
+
+class DatasetForm(FlaskForm):
+    """A folder from `iugc data import` on the server and the sha256 of its manifest.json."""
+
+    path = StringField("Folder on the server", validators=[DataRequired(), Length(max=4096)])
+    sha256 = StringField("sha256 of manifest.json", validators=[DataRequired(), Regexp(r"^\s*[0-9a-fA-F]{64}\s*$", message="64 hexadecimal digits (`sha256sum FOLDER/manifest.json`)")])
+
+
+class SubmissionReasonForm(ReasonForm):
+    submission = IntegerField("Submission #", validators=[InputRequired()])

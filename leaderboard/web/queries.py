@@ -50,7 +50,7 @@ def submission_rows(session: Session, user: User, team_id: int) -> list[dict]:
             "created": status["created"], "score": status["score"], "results_hidden": status["results_hidden"],
             "failure": status["failure"], "error": status["error"], "logs": last.get("logs"),
             "queue_position": queue_position(session, latest), "runtime_seconds": runtime_seconds(latest),
-            "counts_against_quota": status["counts_against_quota"],
+            "counts_against_quota": status["counts_against_quota"], "disqualified": status["disqualified"],
         })
     return rows
 

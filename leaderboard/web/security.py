@@ -168,7 +168,7 @@ def _load(session_id: str):
     user_id, _, mark = session_id.partition(":")
     if not user_id.isdigit():
         return None
-    with current_app.extensions["iugc"].sessions() as session:
+    with current_app.extensions["iugc"].read_sessions() as session:
         user = session.get(User, int(user_id))
     if user is None or not user.active or not user.password_hash or fingerprint(user.password_hash) != mark:
         return None

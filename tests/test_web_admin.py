@@ -1,0 +1,375 @@
+"""The organizer's editing from the browser (a phase's window and quotas, its dataset),
+disqualification of teams and submissions, and the ranked-leaderboard store shared by the
+API, the page and the exports: each change goes through the same ``submissions``
+function as `iugc admin`, is audited, needs an organizer and a CSRF token, and a refused
+one says why on the page and changes nothing."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import html
+import io
+import re
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import event, func, select
+
+from submissions import admin, db
+from submissions.models import AuditEntry, Dataset, Phase, Submission, Team
+from tests.service_support import database_url, postgres_cluster  # noqa: F401 (fixtures)
+from tests.web_support import FAIR, GOOD, ORGANIZER, SANITY, VALIDATION, open_site
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
+UTC = dt.timezone.utc
+
+
+@pytest.fixture
+def site(database_url, tmp_path):
+    """A fresh site, on SQLite and on PostgreSQL."""
+    yield from open_site(tmp_path, database_url)
+
+
+@pytest.fixture
+def lite(tmp_path):
+    """A fresh site on SQLite only (for what does not depend on the database)."""
+    yield from open_site(tmp_path)
+
+
+def text(response) -> str:
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.get_data(as_text=True))))
+
+
+def phase_row(site, slug) -> dict:
+    with site.sessions() as session:
+        p = admin.phase_by_slug(session, slug)
+        return {"opens": p.opens_at, "closes": p.closes_at, "per_day": p.submissions_per_day,
+                "total": p.submissions_total, "failures": p.failures_count}
+
+
+def audit_actions(site) -> list[str]:
+    with site.sessions() as session:
+        return session.execute(select(AuditEntry.action).order_by(AuditEntry.id)).scalars().all()
+
+
+SETTINGS = {"opens": "2026-01-01T08:00", "closes": "2030-06-30T18:30", "per_day": "2", "total": "7", "failures_count": "y"}
+
+
+# ---- window and quotas ----------------------------------------------------------------
+
+def test_an_organizer_edits_a_phases_window_and_quotas_and_uploads_follow_them(site):
+    organizer = site.client(ORGANIZER)
+    page = organizer.get(f"/admin/phases/{SANITY}")
+    assert page.status_code == 200 and 'id="phase-settings"' in page.get_data(as_text=True)
+    response = organizer.form(f"/admin/phases/{SANITY}/settings", {**SETTINGS, "per_day": "1", "failures_count": ""}, page=f"/admin/phases/{SANITY}")
+    assert response.status_code == 302
+    assert phase_row(site, SANITY) == {"opens": dt.datetime(2026, 1, 1, 8, 0, tzinfo=UTC), "closes": dt.datetime(2030, 6, 30, 18, 30, tzinfo=UTC),
+                                       "per_day": 1, "total": 7, "failures": False}
+    organizer_id = site.user_id(ORGANIZER)
+    with site.sessions() as session:
+        entry = session.execute(select(AuditEntry).where(AuditEntry.action == "phase.update")).scalar_one()
+        assert entry.target == f"phase:{SANITY}" and entry.actor_id == organizer_id
+        assert entry.detail["submissions_per_day"] == {"from": 5, "to": 1} and entry.detail["failures_count"] == {"from": True, "to": False}
+    # the upload rules read the new quota: one a day
+    site.person("a@example.org", "alpha")
+    site.submission("a@example.org", SANITY)
+    from submissions.exceptions import QuotaExceeded
+
+    with pytest.raises(QuotaExceeded, match="its 1 submissions of the last 24 hours"):
+        site.submission("a@example.org", SANITY)
+    # the form shows what is stored
+    shown = organizer.get(f"/admin/phases/{SANITY}").get_data(as_text=True)
+    assert 'value="2026-01-01T08:00"' in shown and 'value="2030-06-30T18:30"' in shown
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"opens": "2030-01-02T00:00", "closes": "2030-01-01T00:00"}, "the phase must close after it opens"),
+    ({"per_day": "-1"}, "submissions per 24 hours must be a whole number of at least 1, got -1"),
+    ({"total": "0"}, "the total of submissions must be a whole number of at least 1 or none, got 0"),
+    ({"opens": "next tuesday"}, "'next tuesday' is not a time"),
+    ({"per_day": "many"}, "Not a valid integer value"),
+])
+def test_bad_phase_settings_are_refused_on_the_form_and_change_nothing(lite, change, message):
+    before, actions = phase_row(lite, SANITY), audit_actions(lite)
+    organizer = lite.client(ORGANIZER)
+    response = organizer.form(f"/admin/phases/{SANITY}/settings", {**SETTINGS, **change}, page=f"/admin/phases/{SANITY}")
+    assert response.status_code == 400
+    assert message in text(response) and "Nothing was changed" in text(response)
+    assert 'id="phase-settings"' in response.get_data(as_text=True)  # the form again, with its input
+    assert phase_row(lite, SANITY) == before and audit_actions(lite) == actions
+
+
+def test_the_cli_changes_a_phase_through_the_same_rules(lite, monkeypatch):
+    from iugc.cli import main
+
+    env = {"IUGC_DATABASE_URL": f"sqlite:///{lite.tmp / 'web.sqlite3'}", "IUGC_INSTANCE": str(lite.tmp)}
+    ok = CliRunner().invoke(main, ["admin", "phase", "--phase", SANITY, "--per-day", "3", "--total", "none", "--closes", "2031-01-01T00:00"], env=env)
+    assert ok.exit_code == 0, ok.output
+    assert phase_row(lite, SANITY)["per_day"] == 3 and phase_row(lite, SANITY)["total"] is None
+    bad = CliRunner().invoke(main, ["admin", "phase", "--phase", SANITY, "--opens", "2031-02-01T00:00"], env=env)
+    assert bad.exit_code == 1 and "the phase must close after it opens" in bad.output and "Traceback" not in bad.output
+    assert phase_row(lite, SANITY)["opens"] is None
+
+
+# ---- datasets -------------------------------------------------------------------------
+
+@pytest.fixture
+def dataset_folder(tmp_path):
+    from data_manifest.phantom import write_phantom_dataset
+
+    folder = tmp_path / "hidden" / "validation"
+    write_phantom_dataset(folder, 4, seed=1)
+    return folder, hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
+
+
+def test_an_organizer_registers_a_dataset_whose_manifest_hash_matches(lite, dataset_folder):
+    folder, digest = dataset_folder
+    organizer = lite.client(ORGANIZER)
+    response = organizer.form(f"/admin/phases/{VALIDATION}/dataset", {"path": str(folder), "sha256": digest.upper()}, page=f"/admin/phases/{VALIDATION}")
+    assert response.status_code == 302
+    organizer_id = lite.user_id(ORGANIZER)
+    with lite.sessions() as session:
+        dataset = session.execute(select(Dataset)).scalar_one()
+        assert (dataset.path, dataset.manifest_sha256, dataset.n_cases, dataset.active) == (str(folder), digest, 4, True)
+        assert dataset.registered_by_id == organizer_id
+    assert audit_actions(lite)[-1] == "dataset.add"
+    assert str(folder) in organizer.get(f"/admin/phases/{VALIDATION}").get_data(as_text=True)
+    lite.person("a@example.org", "alpha")
+    participant = lite.client("a@example.org")
+    for path in ("/", "/leaderboard", f"/leaderboard/{VALIDATION}", f"/phases/{VALIDATION}/upload"):
+        assert str(folder) not in participant.get(path).get_data(as_text=True)
+    assert "hidden" not in str(participant.get("/api/v1/phases").data)
+
+
+@pytest.mark.parametrize("case", ["wrong hash", "no manifest", "not a folder", "a file changed"])
+def test_a_bad_dataset_is_refused_on_the_form_and_registers_nothing(lite, dataset_folder, tmp_path, case):
+    folder, digest = dataset_folder
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    if case == "a file changed":
+        image = sorted((folder / "images").iterdir())[0]
+        image.write_bytes(image.read_bytes() + b"\0")
+    path, sha, message = {
+        "wrong hash": (folder, "0" * 64, f"the sha256 of {folder / 'manifest.json'} is {digest}"),
+        "no manifest": (empty, digest, "is not a dataset from `iugc data import`"),
+        "not a folder": (tmp_path / "nowhere", digest, "is not a folder on the server"),
+        "a file changed": (folder, digest, "fails `iugc data verify`"),
+    }[case]
+    actions = audit_actions(lite)
+    response = lite.client(ORGANIZER).form(f"/admin/phases/{VALIDATION}/dataset", {"path": str(path), "sha256": sha}, page=f"/admin/phases/{VALIDATION}")
+    assert response.status_code == 400 and message in text(response) and "Nothing was changed" in text(response)
+    with lite.sessions() as session:
+        assert session.execute(select(func.count()).select_from(Dataset)).scalar() == 0
+    assert audit_actions(lite) == actions
+
+
+# ---- who may --------------------------------------------------------------------------
+
+EDITS = [f"/admin/phases/{SANITY}/settings", f"/admin/phases/{SANITY}/dataset", f"/admin/phases/{SANITY}/teams/1/disqualify",
+         f"/admin/phases/{SANITY}/teams/1/reinstate", f"/admin/phases/{SANITY}/submissions/disqualify",
+         f"/admin/phases/{SANITY}/submissions/1/reinstate"]
+
+
+def test_only_organizers_may_edit_and_every_edit_needs_the_csrf_token(lite):
+    lite.person("a@example.org", "alpha")
+    participant, anonymous, organizer = lite.client("a@example.org"), lite.client(), lite.client(ORGANIZER)
+    before, actions = phase_row(lite, SANITY), audit_actions(lite)
+    assert participant.get(f"/admin/phases/{SANITY}").status_code == 403
+    assert anonymous.get(f"/admin/phases/{SANITY}").status_code == 302  # to the login page
+    for path in EDITS:
+        data = {**SETTINGS, "reason": "a reason", "submission": "1", "path": "/tmp", "sha256": "0" * 64}
+        assert participant.form(path, data, page="/teams").status_code == 403, path
+        assert anonymous.form(path, data).status_code in (302, 400), path
+        assert organizer.post(path, data=data).status_code == 400, path  # no CSRF token
+    assert organizer.get("/admin/phases/no-such-phase").status_code == 404
+    assert phase_row(lite, SANITY) == before and audit_actions(lite) == actions
+
+
+# ---- disqualification -----------------------------------------------------------------
+
+def _ranked(client, slug=VALIDATION) -> list[str]:
+    page = client.get(f"/leaderboard/{slug}")
+    body = page.get_data(as_text=True).split('id="leaderboard"', 1)
+    if len(body) < 2:
+        return []
+    return re.findall(r'<td class="team">([^<]+?)\s*(?:<|$)', body[1].split("</tbody>")[0])
+
+
+def _team_id(site, name) -> int:
+    with site.sessions() as session:
+        return session.execute(select(Team.id).where(Team.name == name)).scalar_one()
+
+
+def test_a_disqualified_team_leaves_page_api_and_exports_sees_why_and_is_reinstated(site):
+    site.person("a@example.org", "alpha")
+    site.person("b@example.org", "beta")
+    site.submission("a@example.org", VALIDATION, GOOD)
+    fair = site.submission("b@example.org", VALIDATION, FAIR)
+    organizer = site.client(ORGANIZER)
+    with db.transaction(site.sessions) as session:
+        token = admin.issue_token(session, ORGANIZER)
+    api = site.app.test_client()
+    auth = {"Authorization": f"Bearer {token}"}
+    assert _ranked(organizer) == ["alpha", "beta"]
+    assert [r["team"] for r in api.get(f"/api/v1/phases/{VALIDATION}/leaderboard", headers=auth).json["rows"]] == ["alpha", "beta"]
+
+    alpha = _team_id(site, "alpha")
+    response = organizer.form(f"/admin/phases/{VALIDATION}/teams/{alpha}/disqualify", {"reason": "shared weights with beta's lab"},
+                              page=f"/admin/phases/{VALIDATION}")
+    assert response.status_code == 302
+    assert _ranked(organizer) == ["beta"]
+    rows = api.get(f"/api/v1/phases/{VALIDATION}/leaderboard", headers=auth).json["rows"]
+    assert [(r["team"], r["rank"], r["submission"]) for r in rows] == [("beta", 1, fair)]  # beta moves up
+    assert [r["team"] for r in organizer.get(f"/admin/phases/{VALIDATION}/leaderboard.json").json["rows"]] == ["beta"]
+    exported = list(csv.DictReader(io.StringIO(organizer.get(f"/admin/phases/{VALIDATION}/leaderboard.csv").get_data(as_text=True))))
+    assert [(r["team"], r["rank"]) for r in exported] == [("beta", "1")]
+    # the team sees why, and may not submit
+    member = site.client("a@example.org")
+    assert "Your team is disqualified by the organizers: shared weights with beta's lab." in text(member.get("/teams"))
+    assert "disqualified shared weights with beta's lab" in text(member.get("/submissions"))
+    from submissions.exceptions import Forbidden
+
+    with pytest.raises(Forbidden, match="your team alpha is disqualified \\(shared weights with beta's lab\\) and may not submit"):
+        site.submission("a@example.org", VALIDATION)
+    page = organizer.get(f"/admin/phases/{VALIDATION}")
+    assert "team alpha shared weights with beta's lab" in text(page)
+    # reversible
+    assert organizer.form(f"/admin/phases/{VALIDATION}/teams/{alpha}/reinstate", page=f"/admin/phases/{VALIDATION}").status_code == 302
+    assert _ranked(organizer) == ["alpha", "beta"]
+    assert "disqualified" not in text(member.get("/teams"))
+    with site.sessions() as session:
+        entries = session.execute(select(AuditEntry).where(AuditEntry.target == f"team:{alpha}").order_by(AuditEntry.id)).scalars().all()
+    assert [(e.action, e.detail) for e in entries][-2:] == [("team.disqualify", {"reason": "shared weights with beta's lab"}),
+                                                           ("team.reinstate", {"was": "shared weights with beta's lab"})]
+
+
+def test_a_disqualified_submission_gives_way_to_the_teams_next_best(site):
+    site.person("a@example.org", "alpha")
+    site.person("b@example.org", "beta")
+    worse = site.submission("a@example.org", VALIDATION, {**FAIR, "dice": 0.5, "hd": 40.0})
+    best = site.submission("a@example.org", VALIDATION, GOOD)
+    site.submission("b@example.org", VALIDATION, FAIR)
+    organizer = site.client(ORGANIZER)
+    board = organizer.get(f"/admin/phases/{VALIDATION}/leaderboard.json").json["rows"]
+    assert [(r["team"], r["submission"]) for r in board][0] == ("alpha", best)
+    response = organizer.form(f"/admin/phases/{VALIDATION}/submissions/disqualify", {"submission": str(best), "reason": "used the test labels"},
+                              page=f"/admin/phases/{VALIDATION}")
+    assert response.status_code == 302
+    board = organizer.get(f"/admin/phases/{VALIDATION}/leaderboard.json").json["rows"]
+    assert [(r["team"], r["submission"]) for r in board] == [("beta", board[0]["submission"]), ("alpha", worse)]
+    status = site.client("a@example.org").get("/submissions/status.json").json["submissions"]
+    assert {r["id"]: r["disqualified"] for r in status} == {best: "used the test labels", worse: None}
+    assert organizer.form(f"/admin/phases/{VALIDATION}/submissions/{best}/reinstate", page=f"/admin/phases/{VALIDATION}").status_code == 302
+    board = organizer.get(f"/admin/phases/{VALIDATION}/leaderboard.json").json["rows"]
+    assert [(r["team"], r["submission"]) for r in board][0] == ("alpha", best)
+    assert audit_actions(site)[-2:] == ["submission.disqualify", "submission.reinstate"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty reason", "give a reason of 3 to 500 characters"),
+    ("unknown submission", "no submission 999"),
+    ("another phase", f"is in {SANITY}, not {VALIDATION}"),
+    ("twice", "is already disqualified (first reason); reinstate it first"),
+])
+def test_a_refused_disqualification_says_why_and_changes_nothing(lite, case, message):
+    lite.person("a@example.org", "alpha")
+    sid = lite.submission("a@example.org", SANITY if case == "another phase" else VALIDATION, GOOD)
+    organizer = lite.client(ORGANIZER)
+    if case == "twice":
+        assert organizer.form(f"/admin/phases/{VALIDATION}/submissions/disqualify", {"submission": str(sid), "reason": "first reason"},
+                              page=f"/admin/phases/{VALIDATION}").status_code == 302
+    actions = audit_actions(lite)
+    data = {"submission": "999" if case == "unknown submission" else str(sid), "reason": "  " if case == "empty reason" else "cheating"}
+    if case == "empty reason":
+        data["reason"] = "ab"
+    response = organizer.form(f"/admin/phases/{VALIDATION}/submissions/disqualify", data, page=f"/admin/phases/{VALIDATION}")
+    assert response.status_code == 400 and message in text(response)
+    assert audit_actions(lite) == actions
+
+
+# ---- the migration --------------------------------------------------------------------
+
+def test_db_upgrade_takes_a_0001_database_to_0002_keeping_its_data_and_serve_refuses_0001(database_url, tmp_path):
+    from iugc.cli import main
+    from sqlalchemy import text as sql
+
+    engine = db.make_engine(database_url)
+    db.upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(sql("INSERT INTO challenges (id, name, title, definition, definition_sha256, created_at) "
+                               "VALUES (1, 'c', 'C', '{}', :sha, :now)"), {"sha": "0" * 64, "now": dt.datetime(2026, 1, 1)})
+        connection.execute(sql("INSERT INTO teams (id, challenge_id, name, created_at) VALUES (7, 1, 'alpha', :now)"), {"now": dt.datetime(2026, 1, 1)})
+    env = {"IUGC_DATABASE_URL": database_url, "IUGC_INSTANCE": str(tmp_path), "IUGC_SECRET_KEY": "s" * 40}
+    refused = CliRunner().invoke(main, ["serve", "--workers", "0", "--port", "0"], env=env)
+    assert refused.exit_code == 1
+    assert "is at revision 0001, older than this version needs (0002): run `iugc db upgrade`" in refused.output
+    upgraded = CliRunner().invoke(main, ["db", "upgrade"], env=env)
+    assert upgraded.exit_code == 0 and "upgraded from 0001 to revision 0002" in upgraded.output
+    with engine.connect() as connection:
+        assert connection.execute(sql("SELECT id, name, disqualified_at, disqualified_reason FROM teams")).all() == [(7, "alpha", None, None)]
+        assert connection.execute(sql("SELECT count(*) FROM invitations")).scalar() == 0
+    db.require_current_schema(engine)
+    engine.dispose()
+
+
+# ---- the shared store of ranked leaderboards -------------------------------------------
+
+def test_the_kept_leaderboard_changes_with_a_new_score_a_publish_and_a_disqualification(lite, monkeypatch):
+    from submissions import reports
+
+    lite.person("a@example.org", "alpha")
+    lite.person("b@example.org", "beta")
+    lite.submission("b@example.org", VALIDATION, FAIR)
+    with db.transaction(lite.sessions) as session:
+        token = admin.issue_token(session, "b@example.org")
+    api, anonymous, organizer = lite.app.test_client(), lite.client(), lite.client(ORGANIZER)
+    calls = []
+    real = reports.rank_teams
+    monkeypatch.setattr(reports, "rank_teams", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def served():
+        rows = api.get(f"/api/v1/phases/{VALIDATION}/leaderboard", headers={"Authorization": f"Bearer {token}"}).json["rows"]
+        return [r["team"] for r in rows]
+
+    assert served() == ["beta"] and served() == ["beta"] and len(calls) == 1  # kept: ranked once
+    assert anonymous.get(f"/leaderboard/{VALIDATION}").status_code == 403
+    lite.submission("a@example.org", VALIDATION, GOOD)  # a new scored submission
+    assert served() == ["alpha", "beta"] and len(calls) == 2
+    assert _ranked(organizer) == ["alpha", "beta"] and len(calls) == 2  # the page shares the API's rows
+    assert organizer.form(f"/admin/phases/{VALIDATION}/publish", page="/admin").status_code == 302  # a publish
+    assert _ranked(anonymous) == ["alpha", "beta"]
+    assert organizer.form(f"/admin/phases/{VALIDATION}/teams/{_team_id(lite, 'alpha')}/disqualify", {"reason": "late entry"},
+                          page=f"/admin/phases/{VALIDATION}").status_code == 302  # a disqualification
+    assert served() == ["beta"] and _ranked(anonymous) == ["beta"]
+
+
+def test_a_kept_leaderboard_request_makes_the_same_few_read_only_queries_however_many_teams(lite):
+    with db.transaction(lite.sessions) as session:
+        token = admin.issue_token(session, ORGANIZER)
+        admin.publish(session, VALIDATION)
+    counts, begins = {}, {}
+    statements = []
+    engine = lite.app.extensions["iugc"].engine
+    listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    event.listen(engine, "before_cursor_execute", listener)
+    api, anonymous = lite.app.test_client(), lite.client()
+    try:
+        for teams in (2, 8):
+            while len(_ranked(anonymous)) < teams:
+                n = len(_ranked(anonymous))
+                lite.person(f"t{n}@example.org", f"team{n}")
+                lite.submission(f"t{n}@example.org", VALIDATION, {**GOOD, "dice": 0.5 + n / 100})
+            for name, call in (("api", lambda: api.get(f"/api/v1/phases/{VALIDATION}/leaderboard", headers={"Authorization": f"Bearer {token}"})),
+                               ("page", lambda: anonymous.get(f"/leaderboard/{VALIDATION}"))):
+                assert call().status_code == 200  # ranks and keeps
+                statements.clear()
+                assert call().status_code == 200
+                counts[(name, teams)] = len([q for q in statements if q.startswith("SELECT")])
+                begins[name] = [q for q in statements if q.startswith("BEGIN")]
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert counts[("api", 2)] == counts[("api", 8)] <= 4, counts  # token, user, phase, entries
+    assert counts[("page", 2)] == counts[("page", 8)] <= 3, counts  # phase, entries, the challenge's title
+    # reads do not take SQLite's write lock (BEGIN IMMEDIATE), which queues concurrent requests
+    assert begins == {"api": ["BEGIN", "BEGIN"], "page": ["BEGIN"]}, begins
