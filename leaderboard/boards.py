@@ -11,6 +11,8 @@ key with :func:`kept`. Who may see a phase is checked on every call, never cache
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections import OrderedDict
 from typing import Callable
@@ -56,12 +58,14 @@ def store() -> Kept:
 
 def key(session: Session, phase: Phase, method: str | None) -> tuple:
     """What the ranked rows of ``phase`` depend on: the method, the publish state and each
-    entry's team id, team name and evaluation id (a succeeded evaluation never changes)."""
-    entries = tuple(session.execute(
+    entry's team id, team name and evaluation id (a succeeded evaluation never changes),
+    the entries as one sha256 (a short key is cheap to look up on every request)."""
+    entries = session.execute(
         select(LeaderboardEntry.team_id, Team.name, LeaderboardEntry.evaluation_id)
         .join(Team, Team.id == LeaderboardEntry.team_id)
-        .where(LeaderboardEntry.phase_id == phase.id).order_by(LeaderboardEntry.team_id)).all())
-    return (phase.id, method, phase.results_published, entries)
+        .where(LeaderboardEntry.phase_id == phase.id).order_by(LeaderboardEntry.team_id)).all()
+    digest = hashlib.sha256(json.dumps([tuple(e) for e in entries]).encode()).hexdigest()
+    return (phase.id, method, phase.results_published, digest)
 
 
 def ranked(session: Session, user: User, phase: Phase, method: str | None = None) -> tuple[Phase, dict, tuple]:

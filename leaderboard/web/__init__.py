@@ -41,8 +41,14 @@ def init_web(app: Flask, instance, test_config: dict | None) -> None:
         SESSION_COOKIE_NAME="iugc_session", WTF_CSRF_TIME_LIMIT=None,
         RATE_LIMIT_LOGIN="10 per minute", RATE_LIMIT_REGISTER="10 per hour", RATE_LIMIT_UPLOAD="30 per hour",
         RATELIMIT_HEADERS_ENABLED=True,
+        SMTP_URL=os.environ.get("IUGC_SMTP_URL") or None,
+        MAIL_FROM=os.environ.get("IUGC_MAIL_FROM") or "IUGC challenge platform <noreply@localhost>",
     )
     app.config.update({k: v for k, v in defaults.items() if k not in given})
+    if app.config["SMTP_URL"]:
+        from leaderboard.web.invitations import parse_smtp_url
+
+        parse_smtp_url(app.config["SMTP_URL"])  # a bad URL stops the start with what to write
     csrf.init_app(app)
     csrf.exempt(api)  # bearer tokens, not cookies: nothing for a forged form to ride on
     limiter.init_app(app)

@@ -7,6 +7,7 @@ has published (made public)."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, render_template, request
+from flask import session as flask_session
 from markupsafe import Markup
 from flask_login import current_user
 from sqlalchemy import select
@@ -91,8 +92,13 @@ def phase(slug):
         my_team = team.name if team else None
         organizer = user is not None and user.role == Role.organizer
         table = boards.kept(("table", *data["key"], my_team, organizer),
-                        lambda: Markup(render_template("leaderboard/_table.html", b=data, my_team=my_team, organizer=organizer)))
-        return render_template("leaderboard/phase.html", b=data, table=table, stats=stats, order=[r["team"] for r in data["rows"]])
+                            lambda: Markup(render_template("leaderboard/_table.html", b=data, my_team=my_team, organizer=organizer)))
+
+        def whole():
+            return render_template("leaderboard/phase.html", b=data, table=table, stats=stats, order=[r["team"] for r in data["rows"]])
+        if user is None and "_flashes" not in flask_session:  # an anonymous page is the same for everyone: kept whole
+            return boards.kept(("page", *data["key"]), whole)
+        return whole()
 
 
 def _cache():

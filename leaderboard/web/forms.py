@@ -22,6 +22,10 @@ class TeamForm(FlaskForm):
     challenge = HiddenField(validators=[DataRequired()])
 
 
+class InviteForm(FlaskForm):
+    email = EmailField("E-mail address", validators=[DataRequired(), Length(max=320)])
+
+
 class ActionForm(FlaskForm):
     """A button that changes something: only its CSRF token."""
 

@@ -1,14 +1,18 @@
-"""Teams: ``/teams`` (members, invitation link, leave), create, join by link."""
+"""Teams: ``/teams`` (members, invitation link, invitations by e-mail, leave), create,
+join by link, accept an e-mail invitation (``leaderboard.web.invitations``)."""
 from __future__ import annotations
+
+import smtplib
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
+from sqlalchemy import select
 
 from submissions import admin, db
 from submissions.exceptions import Conflict, InvalidRequest, NotFound
-from submissions.models import Team
-from leaderboard.web import queries
-from leaderboard.web.forms import ActionForm, TeamForm
+from submissions.models import Invitation, Team
+from leaderboard.web import invitations, queries
+from leaderboard.web.forms import ActionForm, InviteForm, TeamForm
 from leaderboard.web.security import page
 
 bp = Blueprint("teams", __name__, url_prefix="/teams")
@@ -27,8 +31,11 @@ def _render(status=200, **forms):
                 "members": queries.members(session, team.id) if team else [],
                 "invite": url_for("teams.join", token=queries.invitation_token(current_app.secret_key, team.id), _external=True) if team else None,
                 "form": forms.get(challenge.name) or TeamForm(challenge=challenge.name, formdata=None),
+                "pending": session.execute(select(Invitation).where(Invitation.team_id == team.id, Invitation.used_at.is_(None))
+                                           .order_by(Invitation.id)).scalars().all() if team else [],
+                "invite_form": forms.get(f"invite:{team.id}") if team and forms.get(f"invite:{team.id}") else InviteForm(formdata=None),
             })
-        return render_template("teams/index.html", rows=rows, action=ActionForm()), status
+        return render_template("teams/index.html", rows=rows, action=ActionForm(), mail=bool(current_app.config["SMTP_URL"])), status
 
 
 @page(bp, "", "user")
@@ -76,3 +83,48 @@ def leave(team_id):
         queries.leave_team(session, current_user.user, team_id)
     flash("You left the team.", "info")
     return redirect(url_for("teams.index"))
+
+
+@page(bp, "/<int:team_id>/invite", "user", methods=("POST",))
+def invite(team_id):
+    """Invite an e-mail address: the link goes out by mail, or is shown to pass on."""
+    form = InviteForm()
+    if not form.validate_on_submit():
+        flash("No invitation was made: give an e-mail address.", "error")
+        return _render(400, **{f"invite:{team_id}": form})
+    try:
+        with db.transaction(_sessions()) as session:
+            invitation, token = invitations.create(session, session.merge(current_user.user), team_id, form.email.data)
+            to, team, expires = invitation.email, invitation.team.name, invitation.expires_at
+    except (InvalidRequest, NotFound) as exc:
+        form.email.errors = [*form.email.errors, str(exc)]
+        flash(f"No invitation was made: {exc}", "error")
+        return _render(400, **{f"invite:{team_id}": form})
+    link = url_for("teams.accept_invitation", token=token, _external=True)
+    smtp_url = current_app.config["SMTP_URL"]
+    if not smtp_url:
+        flash(f"No mail server is configured on this site (IUGC_SMTP_URL), so nothing was sent: pass this link on to {to} "
+              f"yourself (it is shown once): {link}", "info")
+        return redirect(url_for("teams.index"))
+    try:
+        invitations.send(smtp_url, invitations.message(current_app.config["MAIL_FROM"], to, team, current_user.email, link, expires))
+    except (OSError, smtplib.SMTPException) as exc:
+        current_app.logger.warning("sending the invitation mail failed: %s", exc)
+        flash(f"The mail server did not take the invitation ({type(exc).__name__}), so nothing was sent: pass this link on to "
+              f"{to} yourself (it is shown once): {link}", "error")
+        return redirect(url_for("teams.index"))
+    flash(f"Invitation sent to {to}; it can be used once within {invitations.INVITE_DAYS} days.", "success")
+    return redirect(url_for("teams.index"))
+
+
+@page(bp, "/invitations/<token>", "user", methods=("GET", "POST"))
+def accept_invitation(token):
+    form = ActionForm()
+    with db.transaction(_sessions()) as session:
+        user = session.merge(current_user.user)
+        if form.validate_on_submit():
+            team = invitations.accept(session, token, user)
+            flash(f"You joined {team.name}.", "success")
+            return redirect(url_for("teams.index"))
+        invitation = invitations.find(session, token, user)
+        return render_template("teams/join.html", team=invitation.team, members=queries.members(session, invitation.team_id), form=form)
