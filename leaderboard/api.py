@@ -167,6 +167,7 @@ def cancel_submission(submission_id):
 def get_leaderboard(slug):
     """The rows are ranked once per change of the phase's entries (``leaderboard.boards``)."""
     with _ctx().read_sessions() as session:
-        _, data, key = boards.ranked(session, g.user, admin.phase_by_slug(session, slug))
-    body = boards.kept(("api-json",) + key, lambda: current_app.json.dumps(data) + "\n")
+        board = boards.state(session, slug)
+        data = boards.ranked(session, g.user, board)
+    body = boards.kept(("api-json",) + board.key, lambda: current_app.json.dumps(data) + "\n")
     return Response(body, mimetype="application/json")

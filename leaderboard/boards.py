@@ -5,7 +5,8 @@ Ranking a phase (``submissions.reports.leaderboard``, ``evaluator.ranking``) cos
 milliseconds per call; the result depends only on the phase's leaderboard entries (each
 team's name and ranked evaluation: a new scored submission, a disqualification or a
 reinstatement moves an entry), the ranking method and the publish state. :func:`key`
-reads those in one query; :func:`ranked` recomputes only when the key changes, and
+(:func:`state`) reads those and the phase's visibility in one query; :func:`ranked`
+recomputes only when the key changes, and
 anything derived from the rows (the API's JSON, the page's table) is kept under the same
 key with :func:`kept`. Who may see a phase is checked on every call, never cached.
 """
@@ -15,13 +16,14 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable
 
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from submissions import reports
+from submissions import admin, reports
 from submissions.models import LeaderboardEntry, Phase, Team, User
 
 KEPT = 256
@@ -56,26 +58,42 @@ def store() -> Kept:
     return current_app.extensions.setdefault("iugc_boards", Kept())
 
 
-def key(session: Session, phase: Phase, method: str | None) -> tuple:
-    """What the ranked rows of ``phase`` depend on: the method, the publish state and each
-    entry's team id, team name and evaluation id (a succeeded evaluation never changes),
-    the entries as one sha256 (a short key is cheap to look up on every request)."""
-    entries = session.execute(
-        select(LeaderboardEntry.team_id, Team.name, LeaderboardEntry.evaluation_id)
-        .join(Team, Team.id == LeaderboardEntry.team_id)
-        .where(LeaderboardEntry.phase_id == phase.id).order_by(LeaderboardEntry.team_id)).all()
-    digest = hashlib.sha256(json.dumps([tuple(e) for e in entries]).encode()).hexdigest()
-    return (phase.id, method, phase.results_published, digest)
+@dataclass(frozen=True)
+class Board:
+    """A phase's leaderboard as of now, read in one query: who may see it (``kind``,
+    ``results_published``, as ``reports.results_hidden`` reads a phase) and ``key``, what
+    its ranked rows depend on."""
+
+    id: int
+    slug: str
+    kind: str
+    results_published: bool
+    method: str | None
+    key: tuple
 
 
-def ranked(session: Session, user: User, phase: Phase, method: str | None = None) -> tuple[Phase, dict, tuple]:
-    """(phase, ``reports.leaderboard``'s dict, its key) for ``user``; raises what
+def state(session: Session, slug: str, method: str | None = None) -> Board:
+    """The phase ``slug`` and its key: the method, the publish state and each entry's team
+    id, team name and evaluation id (a succeeded evaluation never changes), the entries as
+    one sha256 (a short key is cheap to look up on every request). NotFound for no phase."""
+    rows = session.execute(
+        select(Phase.id, Phase.kind, Phase.results_published, LeaderboardEntry.team_id, Team.name, LeaderboardEntry.evaluation_id)
+        .outerjoin(LeaderboardEntry, LeaderboardEntry.phase_id == Phase.id).outerjoin(Team, Team.id == LeaderboardEntry.team_id)
+        .where(Phase.slug == slug).order_by(LeaderboardEntry.team_id)).all()
+    if not rows:
+        admin.phase_by_slug(session, slug)  # raises its NotFound, naming the phases there are
+    phase_id, kind, published = rows[0][:3]
+    entries = [tuple(r[3:]) for r in rows if r[3] is not None]
+    digest = hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+    return Board(phase_id, slug, kind, published, method, (phase_id, method, published, digest))
+
+
+def ranked(session: Session, user: User, board: Board) -> dict:
+    """``reports.leaderboard``'s dict for ``user``, kept under the board's key; raises what
     ``reports.leaderboard`` raises (Forbidden, InvalidRequest)."""
-    if reports.results_hidden(phase, user):
-        reports.leaderboard(session, user, phase.slug, method)  # raises its Forbidden
-    board_key = key(session, phase, method)
-    data = kept(("rows",) + board_key, lambda: reports.leaderboard(session, user, phase.slug, method))
-    return phase, data, board_key
+    if reports.results_hidden(board, user):
+        reports.leaderboard(session, user, board.slug, board.method)  # raises its Forbidden
+    return kept(("rows",) + board.key, lambda: reports.leaderboard(session, user, board.slug, board.method))
 
 
 def kept(full_key: tuple, compute: Callable):

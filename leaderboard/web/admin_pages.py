@@ -83,7 +83,7 @@ def audit():
 
 def _rows(slug: str) -> list[dict]:
     with _sessions()() as session:
-        return boards.ranked(session, current_user.user, admin.phase_by_slug(session, slug))[1]["rows"]
+        return boards.ranked(session, current_user.user, boards.state(session, slug))["rows"]
 
 
 @page(bp, "/phases/<slug>/leaderboard.json", "organizer")
@@ -134,7 +134,7 @@ def _phase_page(slug: str, status: int = 200, **forms):
     """The phase's admin page; ``forms`` replace the blank ones (a refused form keeps its input and errors)."""
     with _sessions()() as session:
         phase = admin.phase_by_slug(session, slug)
-        rows = boards.ranked(session, current_user.user, phase)[1]["rows"]
+        rows = boards.ranked(session, current_user.user, boards.state(session, slug))["rows"]
         team_ids = dict(session.execute(select(Team.name, Team.id).where(Team.challenge_id == phase.challenge_id)).all())
         teams_out = session.execute(select(Team).where(Team.challenge_id == phase.challenge_id, Team.disqualified_at.is_not(None))
                                     .order_by(Team.name)).scalars().all()

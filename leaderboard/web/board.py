@@ -48,12 +48,16 @@ def board(session, user: User | None, slug: str, method: str | None) -> dict:
     """The leaderboard of ``slug`` for ``user`` (None: anonymous), or Forbidden.
 
     Who may see it is checked on every call; the ranked rows and their view are kept by
-    ``leaderboard.boards`` (shared with the API) and recomputed when its key changes."""
-    phase = admin.phase_by_slug(session, slug)
-    if user is None and not phase.results_published:
+    ``leaderboard.boards`` (shared with the API) and recomputed when its key changes.
+    ``phase_row()`` loads the phase itself (only what is not kept needs it)."""
+    state = boards.state(session, slug, method)
+    if user is None and not state.results_published:
         raise Forbidden(f"the leaderboard of {slug} is not public yet; log in to see it")
-    phase, data, key = boards.ranked(session, user or ANONYMOUS, phase, method)
-    return {**boards.kept(("view",) + key, lambda: _view(data, phase)), "phase_row": phase, "key": key}
+    data = boards.ranked(session, user or ANONYMOUS, state)
+
+    def phase_row() -> Phase:
+        return session.get(Phase, state.id)  # once per session (the identity map keeps it)
+    return {**boards.kept(("view",) + state.key, lambda: _view(data, phase_row())), "phase_row": phase_row, "key": state.key}
 
 
 def _view(data: dict, phase: Phase) -> dict:
@@ -87,18 +91,21 @@ def phase(slug):
     with current_app.extensions["iugc"].read_sessions() as session:
         user = viewer()
         data = board(session, user, slug, request.args.get("method") or None)
-        team = admin.team_of(session, user, data["phase_row"].challenge_id) if user is not None else None
-        stats = _analysis(session, data)
-        my_team = team.name if team else None
-        organizer = user is not None and user.role == Role.organizer
-        table = boards.kept(("table", *data["key"], my_team, organizer),
-                            lambda: Markup(render_template("leaderboard/_table.html", b=data, my_team=my_team, organizer=organizer)))
-
-        def whole():
-            return render_template("leaderboard/phase.html", b=data, table=table, stats=stats, order=[r["team"] for r in data["rows"]])
         if user is None and "_flashes" not in flask_session:  # an anonymous page is the same for everyone: kept whole
-            return boards.kept(("page", *data["key"]), whole)
-        return whole()
+            return boards.kept(("page", *data["key"]), lambda: _page(session, None, data))
+        return _page(session, user, data)
+
+
+def _page(session, user: User | None, data: dict) -> str:
+    phase_row = data["phase_row"]()
+    team = admin.team_of(session, user, phase_row.challenge_id) if user is not None else None
+    my_team = team.name if team else None
+    organizer = user is not None and user.role == Role.organizer
+    b = {**data, "phase_row": phase_row}
+    table = boards.kept(("table", *data["key"], my_team, organizer),
+                        lambda: Markup(render_template("leaderboard/_table.html", b=b, my_team=my_team, organizer=organizer)))
+    return render_template("leaderboard/phase.html", b=b, table=table, stats=_analysis(session, data),
+                           order=[r["team"] for r in data["rows"]])
 
 
 def _cache():
@@ -108,7 +115,7 @@ def _cache():
 def _analysis(session, data: dict) -> dict | None:
     """``charts.analysis`` of the board, kept in memory under the board's key (it is kept on
     disk too, but reading and parsing it on every view costs more than the rest)."""
-    return boards.kept(("stats", *data["key"]), lambda: charts.analysis(session, data["phase_row"], data["method"], _cache()))
+    return boards.kept(("stats", *data["key"]), lambda: charts.analysis(session, data["phase_row"](), data["method"], _cache()))
 
 
 @page(bp, "/<slug>/stability.svg", "public")
