@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from submissions import admin, reports
@@ -72,14 +72,17 @@ class Board:
     key: tuple
 
 
+_STATE = (  # built once: building a statement costs more than running it
+    select(Phase.id, Phase.kind, Phase.results_published, LeaderboardEntry.team_id, Team.name, LeaderboardEntry.evaluation_id)
+    .outerjoin(LeaderboardEntry, LeaderboardEntry.phase_id == Phase.id).outerjoin(Team, Team.id == LeaderboardEntry.team_id)
+    .where(Phase.slug == bindparam("slug")).order_by(LeaderboardEntry.team_id))
+
+
 def state(session: Session, slug: str, method: str | None = None) -> Board:
     """The phase ``slug`` and its key: the method, the publish state and each entry's team
     id, team name and evaluation id (a succeeded evaluation never changes), the entries as
     one sha256 (a short key is cheap to look up on every request). NotFound for no phase."""
-    rows = session.execute(
-        select(Phase.id, Phase.kind, Phase.results_published, LeaderboardEntry.team_id, Team.name, LeaderboardEntry.evaluation_id)
-        .outerjoin(LeaderboardEntry, LeaderboardEntry.phase_id == Phase.id).outerjoin(Team, Team.id == LeaderboardEntry.team_id)
-        .where(Phase.slug == slug).order_by(LeaderboardEntry.team_id)).all()
+    rows = session.execute(_STATE, {"slug": slug}).all()
     if not rows:
         admin.phase_by_slug(session, slug)  # raises its NotFound, naming the phases there are
     phase_id, kind, published = rows[0][:3]

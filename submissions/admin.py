@@ -13,7 +13,7 @@ import re
 import secrets
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -234,14 +234,17 @@ def issue_token(session: Session, email: str, actor_id: int | None = None) -> st
     return token
 
 
+_TOKEN_USER = (  # one query, built once: every API request pays it
+    select(User).join(ApiToken, ApiToken.user_id == User.id)
+    .where(ApiToken.token_sha256 == bindparam("digest"), ApiToken.revoked_at.is_(None)))
+
+
 def authenticate(session: Session, token: str | None) -> User:
     """The active user of a bearer token, or NotAuthenticated."""
     if not token:
         raise NotAuthenticated("no token: send `Authorization: Bearer <token>` (`iugc admin token EMAIL` makes one)")
     digest = hashlib.sha256(token.encode()).hexdigest()
-    user = session.execute(  # one query: API requests pay it on every call
-        select(User).join(ApiToken, ApiToken.user_id == User.id).where(ApiToken.token_sha256 == digest, ApiToken.revoked_at.is_(None))
-    ).scalar_one_or_none()
+    user = session.execute(_TOKEN_USER, {"digest": digest}).scalar_one_or_none()
     if user is None or not user.active:
         raise NotAuthenticated("the token is not valid (unknown or revoked); ask an organizer for a new one")
     return user
