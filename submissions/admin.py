@@ -25,6 +25,15 @@ TOKEN_PREFIX = "iugc_"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+def is_email(text: str | None) -> bool:
+    """Whether ``text`` looks like an e-mail address (the rule users and invitations share).
+
+    >>> is_email("a@lab.org"), is_email("a@lab"), is_email(None)
+    (True, False, False)
+    """
+    return bool(_EMAIL.match(text or ""))
+
+
 def audit(session: Session, actor_id: int | None, action: str, target: str | None = None, **detail) -> None:
     session.add(AuditEntry(actor_id=actor_id, action=action, target=target, detail=detail or None))
 
@@ -205,7 +214,7 @@ def check_password(stored: str, password: str) -> bool:
 
 
 def create_user(session: Session, email: str, role: str, password: str | None = None, actor_id: int | None = None) -> User:
-    if not _EMAIL.match(email or ""):
+    if not is_email(email):
         raise InvalidRequest(f"{email!r} is not an e-mail address")
     if role not in Role.__members__:
         raise InvalidRequest(f"role must be one of {', '.join(Role.__members__)}, got {role!r}")

@@ -60,28 +60,37 @@ def _refresh_team(session: Session, team: Team) -> None:
         refresh_entry(session, phase_id, team.id)
 
 
+def _set(session: Session, row: Team | Submission, label: str, reason: str | None, actor_id: int | None, refresh) -> None:
+    """Disqualify ``row`` with ``reason`` (a clean one), or reinstate it (``reason`` None);
+    then ``refresh()`` the leaderboard entries and write the audit entry."""
+    kind = "team" if isinstance(row, Team) else "submission"
+    if reason is not None:
+        if row.disqualified_at is not None:
+            raise Conflict(f"{label} is already disqualified ({row.disqualified_reason}); reinstate it first to change the reason")
+        row.disqualified_at, row.disqualified_reason = utcnow(), reason
+        action, detail = "disqualify", {"reason": reason}
+    else:
+        if row.disqualified_at is None:
+            raise Conflict(f"{label} is not disqualified")
+        action, detail = "reinstate", {"was": row.disqualified_reason}
+        row.disqualified_at = row.disqualified_reason = None
+    session.flush()
+    refresh()
+    admin.audit(session, actor_id, f"{kind}.{action}", f"{kind}:{row.id}", **detail)
+
+
 def disqualify_team(session: Session, team_id: int, reason: str, actor_id: int | None = None) -> Team:
     """Take a team off every leaderboard of its challenge and stop its uploads."""
     reason = clean_reason(reason)
     team = _team(session, team_id)
-    if team.disqualified_at is not None:
-        raise Conflict(f"team {team.name} is already disqualified ({team.disqualified_reason}); reinstate it first to change the reason")
-    team.disqualified_at, team.disqualified_reason = utcnow(), reason
-    session.flush()
-    _refresh_team(session, team)
-    admin.audit(session, actor_id, "team.disqualify", f"team:{team.id}", reason=reason)
+    _set(session, team, f"team {team.name}", reason, actor_id, lambda: _refresh_team(session, team))
     return team
 
 
 def reinstate_team(session: Session, team_id: int, actor_id: int | None = None) -> Team:
     """Undo :func:`disqualify_team`: the team's best submissions rank again."""
     team = _team(session, team_id)
-    if team.disqualified_at is None:
-        raise Conflict(f"team {team.name} is not disqualified")
-    reason, team.disqualified_at, team.disqualified_reason = team.disqualified_reason, None, None
-    session.flush()
-    _refresh_team(session, team)
-    admin.audit(session, actor_id, "team.reinstate", f"team:{team.id}", was=reason)
+    _set(session, team, f"team {team.name}", None, actor_id, lambda: _refresh_team(session, team))
     return team
 
 
@@ -89,22 +98,14 @@ def disqualify_submission(session: Session, submission_id: int, reason: str, act
     """Stop one submission counting; its team's next best submission takes its place."""
     reason = clean_reason(reason)
     submission = _submission(session, submission_id)
-    if submission.disqualified_at is not None:
-        raise Conflict(f"submission {submission_id} is already disqualified ({submission.disqualified_reason}); reinstate it first")
-    submission.disqualified_at, submission.disqualified_reason = utcnow(), reason
-    session.flush()
-    refresh_entry(session, submission.phase_id, submission.team_id)
-    admin.audit(session, actor_id, "submission.disqualify", f"submission:{submission.id}", reason=reason)
+    _set(session, submission, f"submission {submission_id}", reason, actor_id,
+         lambda: refresh_entry(session, submission.phase_id, submission.team_id))
     return submission
 
 
 def reinstate_submission(session: Session, submission_id: int, actor_id: int | None = None) -> Submission:
     """Undo :func:`disqualify_submission`."""
     submission = _submission(session, submission_id)
-    if submission.disqualified_at is None:
-        raise Conflict(f"submission {submission_id} is not disqualified")
-    reason, submission.disqualified_at, submission.disqualified_reason = submission.disqualified_reason, None, None
-    session.flush()
-    refresh_entry(session, submission.phase_id, submission.team_id)
-    admin.audit(session, actor_id, "submission.reinstate", f"submission:{submission.id}", was=reason)
+    _set(session, submission, f"submission {submission_id}", None, actor_id,
+         lambda: refresh_entry(session, submission.phase_id, submission.team_id))
     return submission

@@ -38,7 +38,7 @@ def create(session: Session, inviter: User, team_id: int, email: str, now: dt.da
     """A new invitation of ``email`` to the inviter's team; returns (row, token). The token
     is shown or sent once; only its sha256 is kept."""
     email = (email or "").strip().lower()
-    if not admin._EMAIL.match(email):
+    if not admin.is_email(email):
         raise InvalidRequest(f"{email!r} is not an e-mail address")
     team = session.get(Team, team_id)
     member = team is not None and session.execute(select(Membership.id).where(
