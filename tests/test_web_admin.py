@@ -238,6 +238,8 @@ def test_a_disqualified_team_leaves_page_api_and_exports_sees_why_and_is_reinsta
     assert organizer.form(f"/admin/phases/{VALIDATION}/teams/{alpha}/reinstate", page=f"/admin/phases/{VALIDATION}").status_code == 302
     assert _ranked(organizer) == ["alpha", "beta"]
     assert "disqualified" not in text(member.get("/teams"))
+    again = organizer.form(f"/admin/phases/{VALIDATION}/teams/{alpha}/reinstate", page=f"/admin/phases/{VALIDATION}")
+    assert again.status_code == 400 and "team alpha is not disqualified" in text(again)
     with site.sessions() as session:
         entries = session.execute(select(AuditEntry).where(AuditEntry.target == f"team:{alpha}").order_by(AuditEntry.id)).scalars().all()
     assert [(e.action, e.detail) for e in entries][-2:] == [("team.disqualify", {"reason": "shared weights with beta's lab"}),

@@ -142,7 +142,7 @@ def _phase_page(slug: str, status: int = 200, **forms):
             Submission.phase_id == phase.id, Submission.disqualified_at.is_not(None)).order_by(Submission.id)).all()
         return render_template("admin/phase.html", phase=phase, dataset=admin.active_dataset(session, phase.id), rows=rows,
                                team_ids=team_ids, teams_out=teams_out, submissions_out=submissions_out,
-                               action=ActionForm(), **{**_phase_forms(phase), **forms}), status
+                               **{"action": ActionForm(), **_phase_forms(phase), **forms}), status
 
 
 @page(bp, "/phases/<slug>", "organizer")
