@@ -5,7 +5,7 @@ phase published) and the API's leaderboard (bearer token), one endpoint at a tim
 and then by 50 concurrent clients (keep-alive HTTP/1.1 connections on one asyncio loop,
 so the clients cost little of the 2 cores they share with the server).
 
-    python benchmarks/bench_web.py [--clients 1,50] [--requests 40] [--max-seconds 60] [--threads 4]
+    python benchmarks/bench_web.py [--clients 1,50] [--requests 40] [--max-seconds 60] [--processes 2] [--threads 2]
 
 Each run is bounded: ``--requests`` per client, and stops after ``--max-seconds``. Prints,
 per endpoint and client count, p50/p95/p99 latency, requests/s and the server's CPU time
@@ -95,6 +95,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def server_cpu(pid: int) -> float:
+    """CPU seconds of the server and its request processes."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return sum(cpu_seconds(int(p)) for p in [pid, *children])
+
+
 def request_bytes(path: str, headers: dict[str, str]) -> bytes:
     lines = [f"GET {path} HTTP/1.1", f"Host: {HOST}", "Connection: keep-alive", *(f"{k}: {v}" for k, v in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -105,7 +111,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,50", help="client counts to run, comma-separated")
     parser.add_argument("--requests", type=int, default=40, help="per client and endpoint")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="stop a run after this long")
-    parser.add_argument("--threads", type=int, default=4, help="the server's request threads (iugc serve --threads)")
+    parser.add_argument("--threads", type=int, default=2, help="request threads per server process (iugc serve --threads)")
+    parser.add_argument("--processes", type=int, default=2, help="server processes (iugc serve --processes)")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,26 +125,26 @@ def main() -> None:
             env.pop(var, None)
         port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "iugc", "serve", "--host", HOST, "--port", str(port), "--workers", "0",
-                                   "--threads", str(args.threads)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   "--threads", str(args.threads), "--processes", str(args.processes)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         targets = {"page": request_bytes(f"/leaderboard/{SLUG}", {}),
                    "api": request_bytes(f"/api/v1/phases/{SLUG}/leaderboard", {"Authorization": f"Bearer {token}"})}
         results = []
         try:
             wait_port(port)
-            for name, request in targets.items():  # warm: ranks and keeps the board once
-                times, _, errors = run(port, request, 1, 2, args.max_seconds)
+            for name, request in targets.items():  # warm: every process ranks and keeps the board once
+                times, _, errors = run(port, request, 8 * args.processes, 2, args.max_seconds)
                 assert not errors, f"{name}: HTTP {errors[0]}"
             load_before = os.getloadavg()
             for clients in counts:
                 for name, request in targets.items():
-                    cpu = cpu_seconds(server.pid)
+                    cpu = server_cpu(server.pid)
                     times, seconds, errors = run(port, request, clients, args.requests, args.max_seconds)
-                    results.append((name, clients, times, seconds, errors, cpu_seconds(server.pid) - cpu))
+                    results.append((name, clients, times, seconds, errors, server_cpu(server.pid) - cpu))
             load_after = os.getloadavg()
         finally:
             server.terminate()
             server.wait(timeout=60)
-    print(f"iugc serve --threads {args.threads}; {os.cpu_count()} CPUs; load average (1/5/15 min) before "
+    print(f"iugc serve --processes {args.processes} --threads {args.threads}; {os.cpu_count()} CPUs; load average (1/5/15 min) before "
           f"{'/'.join(f'{v:.1f}' for v in load_before)}, after {'/'.join(f'{v:.1f}' for v in load_after)}")
     for name, clients, times, seconds, errors, cpu in results:
         ms = [v * 1000 for v in times]

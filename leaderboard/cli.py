@@ -11,45 +11,63 @@ import click
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (put a TLS proxy in front for anything else).")
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--threads", type=int, default=8, show_default=True, help="HTTP request threads.")
+@click.option("--threads", type=int, default=8, show_default=True, help="HTTP request threads (per process).")
+@click.option("--processes", type=int, default=1, show_default=True,
+              help="Processes answering requests on one listening socket (Python runs one thread at a time per process: "
+                   "use the cores). The first also runs the embedded workers; rate limits and kept leaderboards are per process.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Embedded evaluation threads (no broker); 0: none, use `iugc worker`.")
 @click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds SIGTERM waits for requests and evaluations before requeueing them.")
 @click.option("--evaluation", type=click.Choice(["docker", "noop"]), default="docker", hidden=True,
               help="noop: run no image (queue benchmarks and tests).")
-def serve_cmd(host, port, threads, workers, grace, evaluation):
+def serve_cmd(host, port, threads, workers, grace, evaluation, processes):
     """Serve API v1 (waitress) with embedded evaluation workers, until SIGTERM.
 
     With IUGC_BROKER_URL set, submissions go to Celery workers (`iugc worker`) instead.
     Refuses to start on an unmigrated database (run `iugc db upgrade`). SIGTERM stops
     accepting requests, lets running ones finish, and requeues unfinished evaluations.
     """
-    from waitress import create_server
-
     from leaderboard.app import create_app
     from submissions.cli import install_signal_handlers
     from submissions.exceptions import ServiceError
     from submissions.worker import EVALUATIONS, WorkerPool
 
+    if processes < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--processes")
     try:
         app = create_app()
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
     ctx = app.extensions["iugc"]
-    pool = dispatch = None
-    if ctx.settings.broker_url:
-        from submissions.celery_queue import dispatcher
+    install_signal_handlers()  # before forking: the other processes stop as gracefully
+    sockets, children = None, []
+    if processes > 1:
+        import socket
 
-        dispatch = dispatcher(ctx.settings, ctx.sessions)
-        ctx.wake = dispatch.wake
-    elif workers > 0:
-        storage = ctx.storage
-        pool = WorkerPool(ctx.sessions, storage, threads=workers, evaluate=lambda job: EVALUATIONS[evaluation](job, storage)).start()
-        ctx.wake = pool.wake
-    server = create_server(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True,
-                           max_request_body_size=_largest_upload(ctx))
-    install_signal_handlers()
+        try:
+            listener = socket.create_server((host, port), backlog=1024)
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        sockets = [listener]
+        ctx.engine.dispose()  # no database connection crosses the fork
+        children = [_fork_server(listener, threads, grace) for _ in range(processes - 1)]
+    pool = dispatch = None
+    try:
+        if ctx.settings.broker_url:
+            from submissions.celery_queue import dispatcher
+
+            dispatch = dispatcher(ctx.settings, ctx.sessions)
+            ctx.wake = dispatch.wake
+        elif workers > 0:
+            storage = ctx.storage
+            pool = WorkerPool(ctx.sessions, storage, threads=workers, evaluate=lambda job: EVALUATIONS[evaluation](job, storage)).start()
+            ctx.wake = pool.wake
+        server = _server(app, host, port, threads, sockets)
+    except BaseException:
+        _stop_children(children, grace)
+        raise
     mode = "celery" if ctx.settings.broker_url else f"{workers} embedded worker(s)"
-    click.echo(f"serving http://{host}:{server.effective_port}/api/v1 ({mode}); SIGTERM stops", err=True)
+    click.echo(f"serving http://{host}:{server.effective_port}/api/v1 ({mode}"
+               f"{f', {processes} processes' if processes > 1 else ''}); SIGTERM stops", err=True)
     try:
         server.run()  # returns on SIGTERM/SIGINT (waitress ends its loop on KeyboardInterrupt)
     except KeyboardInterrupt:
@@ -62,6 +80,71 @@ def serve_cmd(host, port, threads, workers, grace, evaluation):
             pool.stop(grace)
         if dispatch is not None:
             dispatch.stop()
+        _stop_children(children, grace)
+
+
+def _server(app, host, port, threads, sockets):
+    from waitress import create_server
+
+    where = {"sockets": sockets} if sockets else {"host": host, "port": port}
+    return create_server(app, threads=threads, clear_untrusted_proxy_headers=True,
+                         max_request_body_size=_largest_upload(app.extensions["iugc"]), **where)
+
+
+def _fork_server(listener, threads: int, grace: float) -> int:
+    """A process answering requests on ``listener`` with its own app (and database
+    connections) until SIGTERM; returns its pid to the parent."""
+    import os
+
+    pid = os.fork()
+    if pid:
+        return pid
+    status = 0
+    try:
+        from leaderboard.app import create_app
+
+        server = _server(create_app(), None, None, threads, [listener])
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            pass
+        server.task_dispatcher.shutdown(cancel_pending=False, timeout=grace)
+    except KeyboardInterrupt:
+        pass
+    except BaseException as exc:  # a child must never return into the parent's code
+        print(f"iugc serve: a request process failed: {exc}", file=sys.stderr)
+        status = 1
+    finally:
+        os._exit(status)
+
+
+def _stop_children(children: list[int], grace: float) -> None:
+    """SIGTERM the request processes, wait up to ``grace`` seconds, then SIGKILL the rest."""
+    import os
+    import signal
+    import time
+
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    waiting = set(children)
+    while waiting:
+        for pid in list(waiting):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                waiting.discard(pid)
+        if waiting and time.monotonic() > deadline:
+            for pid in waiting:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            return
+        time.sleep(0.05)
 
 
 def _largest_upload(ctx) -> int:
