@@ -39,7 +39,10 @@ def test_serve_with_two_processes_answers_and_stops_them_all(tmp_path):
     server = subprocess.Popen([sys.executable, "-m", "iugc", "serve", "--port", str(port), "--workers", "0", "--processes", "2"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_port(port, process=server)
+        wait_for_port(port, process=server)  # the socket listens before the second process is forked
+        deadline = time.monotonic() + 30
+        while not _children(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         [child] = _children(server.pid)
         with ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(lambda _: requests.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=30).status_code, range(40)))
