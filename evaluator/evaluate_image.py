@@ -42,6 +42,7 @@ def evaluate_image(
     split: str | None = None,
     case_ids=None,
     phase: str = "the phase",
+    cancel=None,
 ) -> dict:
     """Run ``image`` on the cases of ``dataset`` (all, or ``split`` / ``case_ids``) under
     ``limits`` and score it.
@@ -50,6 +51,8 @@ def evaluate_image(
     reason); raises HostLimitError before anything runs when ``limits`` exceed the host
     (``phase`` names them in the message), RetryableError when the engine or host fails,
     and CancelledError/KeyboardInterrupt when interrupted, after removing everything.
+    ``cancel`` (a ``threading.Event`` or anything with ``is_set()``): once set, the
+    container is killed within a fraction of a second and CancelledError is raised.
     """
     timings: dict[str, float] = {}
     began = time.monotonic()
@@ -68,7 +71,7 @@ def evaluate_image(
     result: dict = {"image": image, "runner": runner, "image_digest": None, "runtime_seconds": None,
                     "memory_peak_mb": None, "logs": "", "provenance": truth_provenance(truth, challenge, split)}
     try:
-        job = DockerRunner(image, limits, engine=engine) if runner == "docker" else LocalRunner(image, limits)
+        job = DockerRunner(image, limits, engine=engine, cancel=cancel) if runner == "docker" else LocalRunner(image, limits, cancel=cancel)
     except SubmissionError as exc:  # --runner local refuses untrusted images
         return {**result, **_failed(exc), "timings": timings}
     with job:

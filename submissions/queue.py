@@ -18,8 +18,9 @@ import datetime as dt
 import json
 import os
 import socket
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -57,7 +58,9 @@ def worker_gone(worker_id: str) -> bool:
 
 @dataclass(frozen=True)
 class Job:
-    """What a worker needs to run one evaluation, as plain values."""
+    """What a worker needs to run one evaluation, as plain values, and ``cancel``: set by
+    the worker when the row stops being its own (cancelled, reaped) or when it shuts down;
+    ``evaluate_image`` then stops the container."""
 
     evaluation_id: int
     worker_id: str
@@ -68,6 +71,7 @@ class Job:
     limits: dict
     dataset_path: str | None
     manifest_sha256: str | None
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
 def _take(session: Session, evaluation_id: int, worker_id: str) -> Job:
@@ -139,13 +143,19 @@ def heartbeat(sessions: sessionmaker[Session], worker_id: str, evaluation_ids: l
     """Refresh the heartbeat of the rows this worker holds; returns the ids it still holds."""
     if not evaluation_ids:
         return set()
+    held = (Evaluation.id.in_(evaluation_ids), Evaluation.worker_id == worker_id, Evaluation.status == State.running)
     with transaction(sessions) as session:
-        session.execute(update(Evaluation).where(
-            Evaluation.id.in_(evaluation_ids), Evaluation.worker_id == worker_id, Evaluation.status == State.running,
-        ).values(heartbeat_at=utcnow()))
+        session.execute(update(Evaluation).where(*held).values(heartbeat_at=utcnow()))
+        return set(session.execute(select(Evaluation.id).where(*held)).scalars())
+
+
+def still_held(sessions: sessionmaker[Session], worker_id: str, evaluation_ids: list[int]) -> set[int]:
+    """Which of ``evaluation_ids`` this worker still holds (running, its id); read only."""
+    if not evaluation_ids:
+        return set()
+    with sessions() as session:
         return set(session.execute(select(Evaluation.id).where(
-            Evaluation.id.in_(evaluation_ids), Evaluation.worker_id == worker_id, Evaluation.status == State.running,
-        )).scalars())
+            Evaluation.id.in_(evaluation_ids), Evaluation.worker_id == worker_id, Evaluation.status == State.running)).scalars())
 
 
 def _counts(session: Session, evaluation_id: int, failure: str | None, platform: bool) -> None:
@@ -213,23 +223,28 @@ def refresh_entry(session: Session, phase_id: int, team_id: int) -> None:
     session.flush()
 
 
-def release(sessions: sessionmaker[Session], job: Job, reason: str, note: str, max_attempts: int = MAX_ATTEMPTS) -> State | None:
+def release(sessions: sessionmaker[Session], job: Job, reason: str, note: str, max_attempts: int = MAX_ATTEMPTS,
+            *, interrupted: bool = False) -> State | None:
     """Give back a held evaluation after a platform fault: requeued while attempts remain,
-    else failed with ``reason`` (a platform failure). Returns the new state (None: not held)."""
+    else failed with ``reason`` (a platform failure). ``interrupted``: the worker stopped it
+    on purpose (shutdown): always requeued, and this attempt is not counted. Returns the
+    new state (None: not held)."""
     if reason not in PLATFORM_REASONS:
         raise ValueError(f"reason must be one of {PLATFORM_REASONS}, got {reason!r}")
     try:
         with transaction(sessions) as session:
-            return _release(session, job.evaluation_id, job.worker_id, reason, note, max_attempts)
+            return _release(session, job.evaluation_id, job.worker_id, reason, note, max_attempts, interrupted)
     except IllegalTransition:
         return None
 
 
-def _release(session: Session, evaluation_id: int, worker_id: str, reason: str, note: str, max_attempts: int) -> State:
+def _release(session: Session, evaluation_id: int, worker_id: str, reason: str, note: str, max_attempts: int,
+             interrupted: bool = False) -> State:
     attempts = session.execute(select(Evaluation.attempts).where(Evaluation.id == evaluation_id)).scalar()
-    if attempts < max_attempts:
+    if interrupted or attempts < max_attempts:
+        refund = {"attempts": Evaluation.attempts - 1} if interrupted else {}
         transition(session, evaluation_id, State.running, State.queued, held_by=worker_id, note=note,
-                   worker_id=None, heartbeat_at=None)
+                   worker_id=None, heartbeat_at=None, **refund)
         return State.queued
     message = ("the worker running it stopped answering" if reason == "worker_lost" else "the platform could not run it") + \
         f" {attempts} times; it does not count against your quota"

@@ -209,9 +209,10 @@ def test_a_platform_fault_in_the_pool_is_retried_and_a_stopped_pool_gives_work_b
         release.wait(30)
         return noop_result(job)
 
-    pool = WorkerPool(service.sessions, service.storage, threads=1, evaluate=flaky, poll_seconds=0.05, cleanup=False).start()
+    pool = WorkerPool(service.sessions, service.storage, threads=1, evaluate=flaky, poll_seconds=0.05, cleanup=False,
+                      stop_seconds=0.5).start()
     assert started.wait(30)
-    pool.stop(timeout=0.2)  # the evaluation in hand is still running
+    pool.stop(timeout=0.2)  # the evaluation in hand is still running, and ignores its cancel
     (state,) = [s for _, _, s, _ in _evaluations(service).values()]
     assert state == State.queued and len(calls) == 2  # given back to the queue for the next start
     release.set()
