@@ -261,15 +261,13 @@ def _render_figure(item) -> None:
 
 def _write_report(report_dir: Path, results, failed, notes, challenge, samples, seed, method=None, progress=True) -> list[str]:
     """Render the report into a temporary sibling folder, then rename it into place."""
-    import shutil
-    import tempfile
-
     import multiprocessing
     import os
 
+    from data_manifest.io import is_new_folder, staged_folder
     from evaluator.report import figure_names, ranking_report
 
-    if report_dir.exists() and (not report_dir.is_dir() or any(report_dir.iterdir())):
+    if not is_new_folder(report_dir):
         raise click.ClickException(f"--report {report_dir}: exists and is not an empty folder; name a new folder")
     try:
         import matplotlib
@@ -289,9 +287,7 @@ def _write_report(report_dir: Path, results, failed, notes, challenge, samples, 
     plt.close(warm)
     report = ranking_report(results, challenge, samples, seed, order_by=method)
     report.update(failed=failed, notes=notes)
-    report_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{report_dir.name}.", dir=report_dir.parent))
-    try:
+    with staged_folder(report_dir) as tmp:
         from tqdm import tqdm
 
         items = [(report, stem, tmp) for stem in figure_names(report)]
@@ -308,12 +304,6 @@ def _write_report(report_dir: Path, results, failed, notes, challenge, samples, 
                     bar.update()
         bar.close()
         (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-        if report_dir.exists():
-            report_dir.rmdir()  # empty, checked above
-        tmp.rename(report_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return sorted(p.name for p in report_dir.iterdir())
 
 

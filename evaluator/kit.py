@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from challenge.definition import ChallengeDefinition, DefinitionError, Phase, available_challenges, load_challenge
+from data_manifest.io import is_new_folder, staged_folder
 from evaluator.exceptions import KitError, RetryableError, SubmissionError
 from evaluator.images import BASE_IMAGE
 
@@ -75,7 +76,7 @@ def new_kit(dest: str | Path, challenge: str, *, base: str = DEFAULT_BASE) -> Ki
     """
     dest = Path(dest)
     definition = _challenge(challenge)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    if not is_new_folder(dest):
         raise KitError(f"{dest} exists and is not empty; give `iugc kit new` a new folder")
     if not base or any(c.isspace() for c in base):
         raise KitError(f"--base must be an image reference such as {DEFAULT_BASE}, got {base!r}")
@@ -94,9 +95,7 @@ def new_kit(dest: str | Path, challenge: str, *, base: str = DEFAULT_BASE) -> Ki
         "{{PIP_SOURCE}}": ("from wheels/ only (the build has no network; NumPy and Pillow are in the base already)"
                            if offline else "from PyPI, or from wheels/ where a wheel is there"),
     }
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-    try:
+    with staged_folder(dest) as staging:
         for name in TEMPLATE_FILES:
             text = (TEMPLATE_DIR / name).read_text(encoding="utf-8")
             for key, value in values.items():
@@ -109,12 +108,6 @@ def new_kit(dest: str | Path, challenge: str, *, base: str = DEFAULT_BASE) -> Ki
             shutil.copyfile(challenge, staging / CHALLENGE_COPY)
         (staging / KIT_FILE).write_text(json.dumps(kit.__dict__, indent=1) + "\n", encoding="utf-8")
         staging.chmod(0o755)
-        if dest.exists():
-            dest.rmdir()  # empty, checked above
-        staging.rename(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return kit
 
 
