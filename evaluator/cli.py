@@ -1,6 +1,7 @@
 """``iugc evaluate``, ``iugc biometry`` and ``iugc rank``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -454,8 +455,8 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
     limits, phase_def = _limits(challenge, phase, timeout, memory, cpus, output_limit, gpus)
     phase_label = f"phase {phase_def.name}"
     _cancel_on_signals()
-    loaded = None
     engine = None
+    stack = contextlib.ExitStack()  # removes, at the end, an image this run loaded from an archive
     try:
         if runner == "docker":
             from evaluator import docker_engine
@@ -466,11 +467,10 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
         if image.endswith(".tar") or Path(image).is_file():
             if runner != "docker":
                 raise click.UsageError("an image archive needs --runner docker")
-            from evaluator.intake import load_archive
+            from evaluator.intake import archive_loaded
 
             try:
-                image, added = load_archive(engine, image, limits)
-                loaded = image if added else None  # remove afterwards only what this run loaded
+                image = stack.enter_context(archive_loaded(engine, image, limits))
             except SubmissionError as exc:
                 truth = discover_truth(dataset).select(split=split, case_ids=case_ids)
                 result = {"image": image, "status": "failed", "failure": exc.reason, "error": str(exc), "logs": "",
@@ -492,8 +492,7 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
         click.echo("cancelled: the container and its folders were removed", err=True)
         sys.exit(130)
     finally:
-        if loaded is not None:
-            docker_engine.remove_image(engine, loaded)
+        stack.close()
     result["phase"] = phase_def.name
     result["logs_visible_to_participants"] = phase_def.logs_visible_to_participants
     atomic_write_text(out, json.dumps(result, indent=1, allow_nan=False) + "\n")

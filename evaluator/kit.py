@@ -11,6 +11,7 @@ the contract.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -245,7 +246,7 @@ def check(target: str, *, challenge: str | None = None, data: Path | None = None
     from evaluator import docker_engine
     from evaluator.docker_engine import Limits
     from evaluator.evaluate_image import evaluate_image
-    from evaluator.intake import load_archive
+    from evaluator.intake import archive_loaded
 
     path = Path(target)
     kit = read_kit(path) if path.is_dir() else None
@@ -260,19 +261,15 @@ def check(target: str, *, challenge: str | None = None, data: Path | None = None
     with tempfile.TemporaryDirectory(prefix="iugc-kit-") as scratch:
         dataset, described = _cases(data, Path(scratch))
         build_seconds = build_kit(engine, path, kit) if kit is not None else None
-        image, loaded = (kit.image if kit is not None else target), None
-        try:
+        image = kit.image if kit is not None else target
+        with contextlib.ExitStack() as stack:
             if kit is None and path.is_file():
                 try:
-                    image, added = load_archive(engine, path, limits)
-                    loaded = image if added else None  # remove afterwards only what this check loaded
+                    image = stack.enter_context(archive_loaded(engine, path, limits))
                 except SubmissionError as exc:
                     result = {"image": target, "status": "failed", "failure": exc.reason, "error": str(exc), "logs": ""}
                     return CheckReport(target, definition, phase, described, result, *verdict(result))
             result = evaluate_image(image, dataset, definition, limits, engine=engine, cache_dir=cache_dir, jobs=jobs)
-        finally:
-            if loaded is not None:
-                docker_engine.remove_image(engine, loaded)
     result["phase"] = phase.name
     return CheckReport(kit.image if kit else target, definition, phase, described, result, *verdict(result), build_seconds)
 
