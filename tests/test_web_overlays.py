@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 import cv2
@@ -28,9 +29,11 @@ from evaluator.metrics import dice
 from leaderboard.web import overlays
 from submissions import admin, db, queue
 from submissions.models import Submission
+from submissions.storage import S3Storage
 from submissions.uploads import submit
 from submissions.worker import keep_masks
 from tests.conftest import degrade, link_frames, real_mask_paths
+from tests.service_support import s3_client, s3_endpoint  # noqa: F401 (fixture)
 from tests.web_support import ORGANIZER, SANITY, VALIDATION, open_site
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
@@ -174,8 +177,9 @@ class OverlaySite:
     """The web tests' site with the real frames as every phase's dataset, and submissions
     scored by the evaluator on imperfect real masks, kept as the worker keeps them."""
 
-    def __init__(self, site, dataset: Path):
-        self.site, self.dataset = site, dataset
+    def __init__(self, site, dataset: Path, storage):
+        self.site, self.dataset, self.storage = site, dataset, storage
+        site.app.extensions["iugc"].storage = storage  # results, kept masks (and uploads) where the app reads them
         with db.transaction(site.sessions) as session:
             for slug in (SANITY, VALIDATION):
                 admin.add_dataset(session, slug, dataset)
@@ -195,21 +199,29 @@ class OverlaySite:
             return {"status": "succeeded", "image_digest": None, "logs": "",
                     **evaluate_folder(preds, Path(job.dataset_path), definition, jobs=1, cache_dir=None, progress=False)}
 
-        result = keep_masks(self.site.storage, definition.phase(job.phase_name).public_cases, run)
-        assert queue.finish(self.site.sessions, job, result, self.site.storage)
+        result = keep_masks(self.storage, definition.phase(job.phase_name).public_cases, run)
+        assert queue.finish(self.site.sessions, job, result, self.storage)
         return sid
 
 
 @pytest.fixture
-def web(tmp_path, dataset):
+def web(request, tmp_path, dataset):
+    """The site on local storage, or (``indirect`` param "s3") a real S3-protocol server."""
     for site in open_site(tmp_path):
-        yield OverlaySite(site, dataset)
+        storage = site.storage
+        if getattr(request, "param", "local") == "s3":
+            client = s3_client(request.getfixturevalue("s3_endpoint"))
+            bucket = f"iugc-{uuid.uuid4().hex[:10]}"
+            client.create_bucket(Bucket=bucket)
+            storage = S3Storage(bucket, "iugc", staging=tmp_path / "staging", client=client)
+        yield OverlaySite(site, dataset, storage)
 
 
 def url(sid: int, case_id: str = "03745") -> str:
     return f"/submissions/{sid}/cases/{case_id}/overlay.png"
 
 
+@pytest.mark.parametrize("web", ["local", "s3"], indirect=True)
 def test_the_owner_and_organizers_see_a_public_cases_overlay_and_no_one_else(web):
     sid = web.evaluated("a@example.org", SANITY)
     mine = web.site.client("a@example.org").get(url(sid))
@@ -229,7 +241,7 @@ def test_a_phase_with_hidden_cases_keeps_and_shows_no_overlay(web):
     sid = web.evaluated("a@example.org", VALIDATION)
     with web.site.sessions() as session:
         evaluation = session.get(Submission, sid).evaluations[-1]
-        with web.site.storage.open(evaluation.result_key) as stream:
+        with web.storage.open(evaluation.result_key) as stream:
             assert "output_masks" not in json.loads(stream.read())
     for email in ("a@example.org", ORGANIZER):
         response = web.site.client(email).get(url(sid))
