@@ -284,3 +284,13 @@ def test_an_evaluation_that_kept_no_masks_says_so(web):
                               {"03745": {"dice_all": 0.9, "error": None}})
     response = web.site.client("a@example.org").get(url(sid))
     assert response.status_code == 404 and b"kept no masks" in response.data
+
+
+def test_an_overlay_is_refused_once_the_data_it_ran_on_has_changed(tmp_path, dataset):
+    copy = shutil.copytree(dataset, tmp_path / "data-copy")
+    for site in open_site(tmp_path):
+        web = OverlaySite(site, copy, site.storage)
+        sid = web.evaluated("a@example.org", SANITY)
+        (copy / "manifest.json").write_text((copy / "manifest.json").read_text() + "\n")
+        response = site.client("a@example.org").get(url(sid))
+        assert response.status_code == 404 and b"has changed since" in response.data

@@ -86,8 +86,9 @@ def _case_images(session: Session, storage, evaluation: Evaluation, case_id: str
             raise NotFound("the data this evaluation ran on has changed since; an organizer can re-evaluate the submission")
         record = load_manifest(dataset.path).by_id()[case_id]
         frame = read_image(Path(dataset.path) / record.image)
-        expert = read_mask(Path(dataset.path) / record.mask)
-    except (OSError, ManifestError, ReadError, KeyError, TypeError):
+        # a frame without an expert mask (a non-standard plane) shows no expert structure
+        expert = read_mask(Path(dataset.path) / record.mask) if record.mask else np.zeros(frame.shape, np.uint8)
+    except (OSError, ManifestError, ReadError, KeyError):
         raise NotFound("the data this evaluation ran on can no longer be read; an organizer can re-evaluate the submission") from None
     key = document["output_masks"].get(case_id)
     if key is None:
