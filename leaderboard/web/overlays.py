@@ -16,6 +16,7 @@ import io
 import json
 import math
 import re
+import threading
 from contextlib import closing
 from pathlib import Path
 
@@ -39,6 +40,7 @@ PREDICTED = "#ff8c00"
 """Orange, dashed lines: the predicted mask and its construction."""
 TARGET_SIDE = 768
 _CASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DRAWING = threading.Lock()
 
 
 def case_overlay(session: Session, storage, user: User, submission_id: int, case_id: str, cache: Path) -> bytes:
@@ -65,7 +67,8 @@ def case_overlay(session: Session, storage, user: User, submission_id: int, case
     if path.is_file():
         return path.read_bytes()
     frame, predicted, expert = _case_images(session, storage, evaluation, case_id)
-    png = render_overlay(frame, predicted, expert, admin.definition_of(phase.challenge).aop_method)
+    with _DRAWING:  # matplotlib's text rendering is not thread-safe; the server has request threads
+        png = render_overlay(frame, predicted, expert, admin.definition_of(phase.challenge).aop_method)
     atomic_write_bytes(path, png)
     return png
 
