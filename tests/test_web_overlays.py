@@ -282,8 +282,11 @@ def test_a_case_the_submission_wrote_no_valid_mask_for_shows_the_expert_alone(we
 def test_an_evaluation_that_kept_no_masks_says_so(web):
     sid = web.site.submission("a@example.org", SANITY, {"dice": 0.9, "hd": 10.0, "asd": 3.0, "aop_error": 6.0, "n_cases": 1},
                               {"03745": {"dice_all": 0.9, "error": None}})
-    response = web.site.client("a@example.org").get(url(sid))
+    client = web.site.client("a@example.org")
+    response = client.get(url(sid))
     assert response.status_code == 404 and b"kept no masks" in response.data
+    page = client.get(f"/submissions/{sid}").get_data(as_text=True)
+    assert 'id="cases"' in page and "overlay.png" not in page  # its cases are listed without links
 
 
 def test_an_overlay_is_refused_once_the_data_it_ran_on_has_changed(tmp_path, dataset):

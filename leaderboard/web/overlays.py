@@ -73,14 +73,20 @@ def case_overlay(session: Session, storage, user: User, submission_id: int, case
     return png
 
 
+def kept_masks(storage, evaluation: Evaluation | None) -> dict[str, str] | None:
+    """Case id -> storage key of the masks an evaluation kept (its result document's
+    ``output_masks``); None when it kept none (a hidden phase, or a run from before)."""
+    if evaluation is None or evaluation.result_key is None:
+        return None
+    with closing(storage.open(evaluation.result_key)) as stream:
+        return json.loads(stream.read()).get("output_masks")
+
+
 def _case_images(session: Session, storage, evaluation: Evaluation, case_id: str):
     """(frame, predicted mask or None, expert mask) of a case, from the evaluation's
     stored result and the dataset it ran on (which must be unchanged since)."""
-    if evaluation.result_key is None:
-        raise NotFound(f"evaluation {evaluation.number} kept no masks; an organizer can re-evaluate the submission")
-    with closing(storage.open(evaluation.result_key)) as stream:
-        document = json.loads(stream.read())
-    if "output_masks" not in document:
+    masks = kept_masks(storage, evaluation)
+    if masks is None:
         raise NotFound(f"evaluation {evaluation.number} kept no masks (it ran before overlays existed); "
                        "an organizer can re-evaluate the submission")
     dataset = session.get(Dataset, evaluation.dataset_id) if evaluation.dataset_id is not None else None
@@ -93,7 +99,7 @@ def _case_images(session: Session, storage, evaluation: Evaluation, case_id: str
         expert = read_mask(Path(dataset.path) / record.mask) if record.mask else np.zeros(frame.shape, np.uint8)
     except (OSError, ManifestError, ReadError, KeyError):
         raise NotFound("the data this evaluation ran on can no longer be read; an organizer can re-evaluate the submission") from None
-    key = document["output_masks"].get(case_id)
+    key = masks.get(case_id)
     if key is None:
         return frame, None, expert
     with closing(storage.open(key)) as stream:

@@ -13,6 +13,7 @@ from submissions.models import utcnow
 from leaderboard.web import queries
 from leaderboard.web.board import COLUMNS
 from leaderboard.web.forms import ActionForm
+from leaderboard.web import overlays
 from leaderboard.web.security import page
 
 bp = Blueprint("submissions", __name__)
@@ -97,7 +98,8 @@ def detail(submission_id):
         submission = reports.visible_submission(session, user, submission_id)
         latest = submission.evaluations[-1]
         return render_template("submissions/detail.html", s=status, cases=cases, cases_note=cases_note,
-                               overlays=bool(cases) and submission.phase.public_cases,
+                               overlays=bool(cases) and submission.phase.public_cases
+                               and overlays.kept_masks(_ctx().storage, reports.latest_success(submission)) is not None,
                                metric_columns=COLUMNS + COUNTS, case_columns=CASE_COLUMNS,
                                queue_position=queries.queue_position(session, latest),
                                runtime=queries.runtime_seconds(latest), form=ActionForm())
@@ -106,12 +108,10 @@ def detail(submission_id):
 @page(bp, "/submissions/<int:submission_id>/cases/<case_id>/overlay.png", "user")
 def overlay(submission_id, case_id):
     """The predicted and expert masks of a public case with their AoP constructions (PNG)."""
-    from leaderboard.web.overlays import case_overlay
-
     context = _ctx()
     with context.sessions() as session:
-        png = case_overlay(session, context.storage, current_user.user, submission_id, case_id,
-                           context.settings.instance / "cache" / "overlays")
+        png = overlays.case_overlay(session, context.storage, current_user.user, submission_id, case_id,
+                                    context.settings.instance / "cache" / "overlays")
     response = current_app.response_class(png, mimetype="image/png")
     response.headers["Cache-Control"] = "private, max-age=3600"
     return response
