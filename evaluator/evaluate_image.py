@@ -14,6 +14,7 @@ space) raises RetryableError: it is never recorded as the submission's failure.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def evaluate_image(
     split: str | None = None,
     case_ids=None,
     phase: str = "the phase",
+    keep_outputs: Path | None = None,
     cancel=None,
 ) -> dict:
     """Run ``image`` on the cases of ``dataset`` (all, or ``split`` / ``case_ids``) under
@@ -51,6 +53,10 @@ def evaluate_image(
     reason); raises HostLimitError before anything runs when ``limits`` exceed the host
     (``phase`` names them in the message), RetryableError when the engine or host fails,
     and CancelledError/KeyboardInterrupt when interrupted, after removing everything.
+
+    ``keep_outputs``: an existing folder that receives a copy of the validated masks
+    (``<case_id>.png``, the ones scored) before the run's folders are removed; nothing
+    is copied when the run fails.
     ``cancel`` (a ``threading.Event`` or anything with ``is_set()``): once set, the
     container is killed within a fraction of a second and CancelledError is raised.
     """
@@ -104,6 +110,11 @@ def evaluate_image(
                                      split=split, case_ids=case_ids)
             scored["provenance"]["image_digest"] = job.image_digest
             timings["scoring"] = time.monotonic() - t
+            try:
+                for mask in clean_dir.glob("*.png") if keep_outputs is not None else ():
+                    shutil.copyfile(mask, Path(keep_outputs) / mask.name)
+            except OSError as exc:
+                raise RetryableError(f"the platform could not keep the outputs: {exc}") from None
         except SubmissionError as exc:
             result.update(_failed(exc))
         finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -73,7 +74,22 @@ def run_job(job: Job, storage) -> dict:
                 image, _ = load_archive(engine, archive, limits)
         except SubmissionError as exc:
             return {"status": "failed", "failure": exc.reason, "error": str(exc), "image_digest": None, "logs": ""}
-    return evaluate_image(image, dataset, challenge, limits, engine=engine, cache_dir=default_cache_dir(), cancel=job.cancel)
+    return keep_masks(storage, challenge.phase(job.phase_name).public_cases, lambda keep: evaluate_image(
+        image, dataset, challenge, limits, engine=engine, cache_dir=default_cache_dir(), keep_outputs=keep, cancel=job.cancel))
+
+
+def keep_masks(storage, public_cases: bool, evaluate: Callable[[Path | None], dict]) -> dict:
+    """``evaluate(keep_outputs)``: ``evaluate_image`` given a folder for the validated masks
+    when the phase's cases are public; those are stored and named in the result
+    (``output_masks``: case id -> storage key) for the site's overlays. A run of a phase
+    with hidden cases gets no folder and keeps nothing."""
+    if not public_cases:
+        return evaluate(None)
+    with tempfile.TemporaryDirectory(prefix="iugc-kept-") as kept:
+        result = evaluate(Path(kept))
+        if result.get("status") == "succeeded":
+            result["output_masks"] = {p.stem: storage.put_bytes(p.read_bytes()) for p in sorted(Path(kept).glob("*.png"))}
+    return result
 
 
 def noop_job(job: Job) -> dict:
