@@ -50,7 +50,13 @@ def rate_limit_defaults(broker_url: str | None, environ=None) -> dict:
 
 
 def check_rate_limits(config) -> None:
-    """ConfigurationError naming the setting whose rate Flask-Limiter cannot read."""
+    """ConfigurationError naming the setting whose rate Flask-Limiter cannot read.
+
+    >>> check_rate_limits({"API_RATE_LIMIT": "5/second", "API_UPLOAD_RATE_LIMIT": "lots"})
+    Traceback (most recent call last):
+    ...
+    submissions.exceptions.ConfigurationError: IUGC_API_UPLOAD_RATE_LIMIT (or the app's API_UPLOAD_RATE_LIMIT) is 'lots', not a rate: write it like '120 per minute' or '20/hour'
+    """
     from limits import parse
 
     for name in ("API_RATE_LIMIT", "API_UPLOAD_RATE_LIMIT"):

@@ -162,12 +162,13 @@ class WorkerPool:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming; give running evaluations ``timeout`` seconds to finish, then stop
         their containers and requeue them (a shutdown never counts against a team or its
-        attempts); returns once they are given back, at most ``stop_seconds`` later."""
+        attempts); returns once they are given back, at most ``timeout + 2 * stop_seconds`` later."""
         self._stop.set()
         self._wakeup.set()
         self.interrupt(timeout)
+        deadline = time.monotonic() + self.stop_seconds
         for thread in self._threads:
-            thread.join(self.stop_seconds)
+            thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             held = list(self._held.values())
         for job in held:  # a thread that did not give its job back in time
@@ -177,14 +178,16 @@ class WorkerPool:
         """Wait up to ``grace`` seconds for the held evaluations to end, then cancel the rest
         (their runners kill and remove the containers; ``run`` requeues them) and wait up
         to ``stop_seconds`` for that."""
-        for wait, action in ((grace, None), (self.stop_seconds, "cancel")):
-            if action == "cancel":
-                with self._lock:
-                    for job in self._held.values():
-                        job.cancel.set()
-            deadline = time.monotonic() + wait
-            while self._held and time.monotonic() < deadline:
-                time.sleep(0.05)
+        self._wait_idle(grace)
+        with self._lock:
+            for job in self._held.values():
+                job.cancel.set()
+        self._wait_idle(self.stop_seconds)
+
+    def _wait_idle(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self._held and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the threads to end (after ``stop``): a job still in hand finishes first."""
