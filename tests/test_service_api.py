@@ -309,3 +309,27 @@ def test_with_a_redis_broker_the_rate_counters_are_shared_by_every_app(database_
     for app in (first.app, second):
         app.extensions["iugc"].engine.dispose()
     first.engine.dispose()
+
+
+def test_a_submissions_status_takes_the_same_few_statements_however_many_evaluations_it_has(service):
+    from sqlalchemy import event
+
+    from submissions import reports
+    from submissions.models import User
+
+    alpha = _token(service, "a@example.org", "alpha")
+    sid = _upload(service, alpha, 1).json["id"]
+    for number in range(3):  # evaluated, then re-evaluated twice: three evaluations with their histories
+        job = queue.claim_next(service.sessions, f"h:{number}:x")
+        assert queue.finish(service.sessions, job, {"status": "succeeded", "aggregates": {"dice": 0.5}, "score": 0.5, "cases": {}})
+        if number < 2:
+            assert queue.reevaluate(service.sessions, None, SANITY, sid)
+    statements = []
+    event.listen(service.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with service.sessions() as session:
+        for email in ("a@example.org", "org@example.org"):
+            user = session.query(User).filter_by(email=email).one()
+            statements.clear()
+            status = reports.submission_status(session, user, sid)
+            assert [len(e["history"]) for e in status["evaluations"]] == [5, 4, 4]
+            assert len(statements) <= (4 if email == "a@example.org" else 3), statements  # + the participant's team
