@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import math
 from functools import wraps
 
@@ -33,6 +34,7 @@ from submissions.uploads import submit
 from leaderboard.web.security import limiter
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
+log = logging.getLogger("iugc.api")
 
 STATUS = {InvalidArchive: 422, InvalidRequest: 400, NotAuthenticated: 401, Forbidden: 403, NotFound: 404,
           Conflict: 409, TooLarge: 413, QuotaExceeded: 429, ConfigurationError: 503}
@@ -80,9 +82,15 @@ def _count_rate(config_name: str, token_sha256: str) -> None:
     (with when it frees) when over. The counters are the web pages' Flask-Limiter storage."""
     from limits import parse
 
+    from redis.exceptions import RedisError
+
     item = parse(current_app.config[config_name])
     strategy = limiter.limiter
-    if strategy.hit(item, "iugc-api", config_name, token_sha256):
+    try:
+        if strategy.hit(item, "iugc-api", config_name, token_sha256):
+            return
+    except RedisError as exc:  # the shared counters are away (a Redis restart): serve rather than fail every call
+        log.warning("API rate limit not checked: its Redis storage is unreachable (%s)", exc)
         return
     reset_at = dt.datetime.fromtimestamp(strategy.get_window_stats(item, "iugc-api", config_name, token_sha256).reset_time, dt.timezone.utc)
     what = "uploads" if config_name == "API_UPLOAD_RATE_LIMIT" else "requests"

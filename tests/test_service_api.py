@@ -306,6 +306,10 @@ def test_with_a_redis_broker_the_rate_counters_are_shared_by_every_app(database_
     # with in-memory counters (RATELIMIT_STORAGE_URI memory://) this call is allowed
     second = create_app({"DATABASE_URL": database_url, "STORAGE_URL": str(first.storage.root), "INSTANCE": str(tmp_path), **rates})
     assert second.test_client().get("/api/v1/phases", headers=alpha).status_code == 429
+    redis.stop()  # the counters are away: calls are served (and a warning logged), not refused or failed
+    assert [second.test_client().get("/api/v1/phases", headers=alpha).status_code for _ in range(3)] == [200, 200, 200]
+    redis.start()  # back (empty: no persistence): counted again, without a restart of the app
+    assert [second.test_client().get("/api/v1/phases", headers=alpha).status_code for _ in range(3)] == [200, 200, 429]
     for app in (first.app, second):
         app.extensions["iugc"].engine.dispose()
     first.engine.dispose()
