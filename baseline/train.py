@@ -10,6 +10,7 @@ epoch count comes from a split run, whose held-out figures describe it."""
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import random
@@ -112,14 +113,14 @@ def loss_fn(logits, masks, standard_logit, standard, boundary_weight: float = 0.
     return ce + (1 - dice[1:].mean()) + F.binary_cross_entropy_with_logits(standard_logit, standard)
 
 
-def _selection_challenge():
+@functools.cache
+def selection_challenge():
+    """psfhs2023 with undefined truth angles left out of epoch selection (see :func:`validate`);
+    built on first use, so importing this module reads no definition file."""
     from challenge.definition import UndefinedPolicy
 
     psfhs = load_challenge("psfhs2023")
     return psfhs.model_copy(update={"undefined_biometry": UndefinedPolicy(ground_truth="exclude", prediction="worst_case")})
-
-
-SELECTION_CHALLENGE = _selection_challenge()
 
 
 @torch.no_grad()
@@ -135,7 +136,7 @@ def validate(model: BaselineNet, dataset: FrameDataset, device: str, truths: dic
     """
     truths = {} if truths is None else truths
     model.eval()
-    psfhs = SELECTION_CHALLENGE
+    psfhs = selection_challenge()
     cases, labels, probs, contour_errors = {}, [], [], []
     iugc = load_challenge("iugc2024")
     for index, case in enumerate(dataset.cases):

@@ -13,7 +13,9 @@ upload-to-score for the baseline image.
 3. Upload to score: `iugc serve` + `iugc submit` of `iugc/baseline:latest` on 20 real
    cases (needs a Docker engine, the image and ../shared/data/psfhs). Target: under 60 s.
 
-SQLite in a temporary folder unless ``--database URL`` names another (empty) database.
+SQLite in a temporary folder unless ``--database URL`` names a PostgreSQL server (any
+database on it; each measurement creates its own new database there). Each figure is
+printed with the machine's load average before and after it.
 """
 from __future__ import annotations
 
@@ -59,8 +61,26 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise TimeoutError(port)
 
 
+def database_url(folder: Path, server: str | None) -> str:
+    """A new, empty database: SQLite in ``folder``, or a new database on the PostgreSQL
+    server of ``server`` (a URL naming any database there, e.g. ``.../postgres``)."""
+    if server is None:
+        return f"sqlite:///{folder / 'iugc.sqlite3'}"
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    admin_engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    admin_engine.dispose()
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
 def fresh(folder: Path, url: str | None):
-    engine = db.make_engine(url or f"sqlite:///{folder / 'iugc.sqlite3'}")
+    engine = db.make_engine(database_url(folder, url))
     db.upgrade(engine)
     sessions = db.session_factory(engine)
     with db.transaction(sessions) as session:
@@ -144,8 +164,8 @@ def celery(n: int, url: str | None) -> float:
                                   "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
         wait_port(port)
         broker = f"redis://127.0.0.1:{port}/0"
-        database = url or f"sqlite:///{tmp / 'iugc.sqlite3'}"
         engine, sessions, phase = fresh(tmp, url)
+        database = engine.url.render_as_string(hide_password=False)
         settings = Settings(instance=tmp, database_url=database, storage_url=str(tmp / "storage"), broker_url=broker)
         env = {**os.environ, "IUGC_DATABASE_URL": database, "IUGC_BROKER_URL": broker, "IUGC_INSTANCE": str(tmp),
                "IUGC_STORAGE_URL": str(tmp / "storage"), "PYTHONPATH": str(ROOT)}
@@ -252,27 +272,38 @@ def upload_to_score() -> tuple[float, float] | None:
     return elapsed, score
 
 
+def load(samples: list[tuple[float, float, float]]) -> str:
+    """The 1-minute load averages before and after a measurement (the machine is shared)."""
+    return "load average " + " -> ".join(f"{sample[0]:.1f}" for sample in samples)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--database", default=None, help="an empty database URL (default: SQLite in a temporary folder)")
+    parser.add_argument("--database", default=None, help="a PostgreSQL server's URL, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres "
+                        "(each run makes a new database there; default: SQLite in a temporary folder)")
     parser.add_argument("--skip-celery", action="store_true")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
     kind = (args.database or "sqlite").split(":")[0]
-    rates = {"embedded": [embedded(args.n, args.database) for _ in range(args.repeats)]}
-    if not args.skip_celery:
-        rates["celery"] = [celery(args.n, args.database) for _ in range(args.repeats)]
+    rates, loads = {}, {}
+    for mode, run in (("embedded", embedded), ("celery", celery)):
+        if mode == "celery" and args.skip_celery:
+            continue
+        loads[mode] = [os.getloadavg()]
+        rates[mode] = [run(args.n, args.database) for _ in range(args.repeats)]
+        loads[mode].append(os.getloadavg())
     for mode, values in rates.items():
         median = statistics.median(values)
         print(f"{mode:<9} {kind}: {median:7.1f} evaluations/s (median of {len(values)}: {', '.join(f'{v:.1f}' for v in values)}; "
-              f"target >= 50, ratio {median / 50:.2f})")
+              f"target >= 50, ratio {median / 50:.2f}; {load(loads[mode])})")
+    began = os.getloadavg()
     times = queries(args.database)
     for name, values in times.items():
         p95 = percentile(values, 0.95) * 1000
         print(f"{name:<11} with 10,000 evaluations, {kind}: p50 {statistics.median(values) * 1000:.1f} ms, "
-              f"p95 {p95:.1f} ms (target < 20 ms, ratio {p95 / 20:.2f})")
+              f"p95 {p95:.1f} ms (target < 20 ms, ratio {p95 / 20:.2f}; {load([began, os.getloadavg()])})")
     if not args.skip_baseline:
         measured = upload_to_score()
         if measured:

@@ -38,6 +38,26 @@ class Biometry:
     hsd_point: Point | None = None
     tangent_point: Point | None = None
 
+    @property
+    def aop_construction(self) -> tuple[Point, Point, Point] | None:
+        """``(vertex, axis_end, tangent_point)`` (x, y): the AoP is the angle at ``vertex``
+        between the rays to the other two, for both methods. The vertex is the PS's
+        inferior end (contour: P; ellipse: E2), ``axis_end`` its other end (S; E1) and
+        the tangent point lies on the FH. These are the points the AoP was measured
+        from, for drawing it; None where the AoP is undefined.
+
+        >>> m = np.zeros((64, 64), np.uint8)
+        >>> m[40:44, 10:30] = 1; m[10:30, 30:50] = 2
+        >>> contour_biometry(m).aop_construction
+        ((29.0, 43.0), (10.0, 40.0), (49.0, 29.0))
+        >>> UNDEFINED.aop_construction is None
+        True
+        """
+        if self.aop is None or self.ps_endpoints is None or self.tangent_point is None:
+            return None
+        axis_end, vertex = self.ps_endpoints
+        return vertex, axis_end, self.tangent_point
+
     def to_dict(self) -> dict:
         out = asdict(self)
         for key in ("ps_endpoints",):

@@ -21,14 +21,13 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from challenge.labels import FH, PS
-from data_manifest.io import ReadError, encode_png, read_image, read_mask, sha256_bytes
+from data_manifest.io import ReadError, commit_folder, encode_png, is_new_folder, read_image, read_mask, sha256_bytes, stage_folder
 from data_manifest.manifest import MANIFEST_NAME, CaseRecord, Manifest, ManifestError, load_manifest, write_manifest
 
 LAYOUTS = ("psfhs", "png", "iugc2024")
@@ -56,10 +55,9 @@ class DatasetWriter:
 
     def __init__(self, dest: Path):
         self.dest = Path(dest)
-        if self.dest.exists() and (not self.dest.is_dir() or any(self.dest.iterdir())):
+        if not is_new_folder(self.dest):
             raise FileExistsError(f"{self.dest} exists and is not empty; choose a new destination folder")
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.partial-", dir=self.dest.parent))
+        self.staging = stage_folder(self.dest)
         (self.staging / "images").mkdir()
         (self.staging / "masks").mkdir()
         self.cases: list[CaseRecord] = []
@@ -107,9 +105,7 @@ class DatasetWriter:
             name=name, source_layout=layout, synthetic=synthetic, description=description, cases=self.cases
         )
         write_manifest(self.staging, manifest)
-        if self.dest.exists():
-            self.dest.rmdir()  # empty, checked in __init__
-        self.staging.rename(self.dest)
+        commit_folder(self.staging, self.dest)
         return manifest
 
     def abort(self) -> None:

@@ -1,6 +1,7 @@
 """``iugc evaluate``, ``iugc biometry`` and ``iugc rank``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -261,15 +262,13 @@ def _render_figure(item) -> None:
 
 def _write_report(report_dir: Path, results, failed, notes, challenge, samples, seed, method=None, progress=True) -> list[str]:
     """Render the report into a temporary sibling folder, then rename it into place."""
-    import shutil
-    import tempfile
-
     import multiprocessing
     import os
 
+    from data_manifest.io import is_new_folder, staged_folder
     from evaluator.report import figure_names, ranking_report
 
-    if report_dir.exists() and (not report_dir.is_dir() or any(report_dir.iterdir())):
+    if not is_new_folder(report_dir):
         raise click.ClickException(f"--report {report_dir}: exists and is not an empty folder; name a new folder")
     try:
         import matplotlib
@@ -289,9 +288,7 @@ def _write_report(report_dir: Path, results, failed, notes, challenge, samples, 
     plt.close(warm)
     report = ranking_report(results, challenge, samples, seed, order_by=method)
     report.update(failed=failed, notes=notes)
-    report_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{report_dir.name}.", dir=report_dir.parent))
-    try:
+    with staged_folder(report_dir) as tmp:
         from tqdm import tqdm
 
         items = [(report, stem, tmp) for stem in figure_names(report)]
@@ -308,12 +305,6 @@ def _write_report(report_dir: Path, results, failed, notes, challenge, samples, 
                     bar.update()
         bar.close()
         (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-        if report_dir.exists():
-            report_dir.rmdir()  # empty, checked above
-        tmp.rename(report_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return sorted(p.name for p in report_dir.iterdir())
 
 
@@ -464,8 +455,8 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
     limits, phase_def = _limits(challenge, phase, timeout, memory, cpus, output_limit, gpus)
     phase_label = f"phase {phase_def.name}"
     _cancel_on_signals()
-    loaded = None
     engine = None
+    stack = contextlib.ExitStack()  # removes, at the end, an image this run loaded from an archive
     try:
         if runner == "docker":
             from evaluator import docker_engine
@@ -476,11 +467,10 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
         if image.endswith(".tar") or Path(image).is_file():
             if runner != "docker":
                 raise click.UsageError("an image archive needs --runner docker")
-            from evaluator.intake import load_archive
+            from evaluator.intake import archive_loaded
 
             try:
-                image, added = load_archive(engine, image, limits)
-                loaded = image if added else None  # remove afterwards only what this run loaded
+                image = stack.enter_context(archive_loaded(engine, image, limits))
             except SubmissionError as exc:
                 truth = discover_truth(dataset).select(split=split, case_ids=case_ids)
                 result = {"image": image, "status": "failed", "failure": exc.reason, "error": str(exc), "logs": "",
@@ -502,8 +492,7 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
         click.echo("cancelled: the container and its folders were removed", err=True)
         sys.exit(130)
     finally:
-        if loaded is not None:
-            docker_engine.remove_image(engine, loaded)
+        stack.close()
     result["phase"] = phase_def.name
     result["logs_visible_to_participants"] = phase_def.logs_visible_to_participants
     atomic_write_text(out, json.dumps(result, indent=1, allow_nan=False) + "\n")

@@ -32,7 +32,7 @@ from data_manifest.io import encode_png, read_image
 from data_manifest.manifest import load_manifest
 from evaluator import docker_engine as engine_api
 from evaluator.docker_engine import Limits
-from evaluator.exceptions import SubmissionError
+from evaluator.exceptions import CancelledError, SubmissionError
 from evaluator.outputs import CollectedOutputs, collect_outputs
 
 CASES_FILE = "cases.json"
@@ -217,6 +217,32 @@ def check_image(info: dict, limits: Limits) -> None:
         raise SubmissionError("image_rejected", f"image rejected: {size_mb:.0f} MB exceeds this phase's image size limit of {limits.image_size_limit_mb:g} MB")
 
 
+CANCEL_POLL_SECONDS = 0.2
+
+
+def _raise_if_cancelled(cancel) -> None:
+    """CancelledError when ``cancel`` (anything with ``is_set()``, or None) is set."""
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("the evaluation was cancelled; its container was stopped")
+
+
+def _wait_process(process: subprocess.Popen, timeout: float, cancel) -> int:
+    """``process.wait(timeout)`` that raises CancelledError once ``cancel`` is set (the
+    caller kills the process group)."""
+    if cancel is None:
+        return process.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        _raise_if_cancelled(cancel)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise subprocess.TimeoutExpired(process.args, timeout)
+        try:
+            return process.wait(timeout=min(CANCEL_POLL_SECONDS, left))
+        except subprocess.TimeoutExpired:
+            continue
+
+
 class _Runner:
     """What both runners share: the workspace's outputs and use as a context manager
     (``deprovision`` on exit)."""
@@ -241,9 +267,10 @@ class DockerRunner(_Runner):
     """Run one untrusted image on one set of cases. Use as a context manager, or call
     ``deprovision`` in a ``finally``."""
 
-    def __init__(self, image: str, limits: Limits, *, engine=None, job_id: str | None = None):
+    def __init__(self, image: str, limits: Limits, *, engine=None, job_id: str | None = None, cancel=None):
         self.image = image
         self.limits = limits
+        self.cancel = cancel
         self.engine = engine or engine_api.client()
         self.job_id = job_id or f"job-{uuid.uuid4().hex[:12]}"
         self.workspace: _Workspace | None = None
@@ -262,12 +289,15 @@ class DockerRunner(_Runner):
         ws = self.workspace
         config = engine_api.container_config(self.image_digest, self.limits, input_dir=ws.input, output_dir=ws.output,
                                              name=f"iugc-{self.job_id}", labels={"org.iugc.job": self.job_id})
+        _raise_if_cancelled(self.cancel)
         began = time.monotonic()
         self.container = engine_api.run_container(self.engine, config)
         exceeded = threading.Event()
         stop = threading.Event()
         peak = [0]
         threading.Thread(target=self._sample_memory, args=(peak, stop), daemon=True).start()
+        if self.cancel is not None:
+            threading.Thread(target=self._watch_cancel, args=(stop,), daemon=True).start()
         watcher = None
         if not ws.output_mounted:  # no tmpfs: a watcher enforces the output limit
             watcher = threading.Thread(target=self._watch_output, args=(exceeded, stop), daemon=True)
@@ -281,6 +311,7 @@ class DockerRunner(_Runner):
         stop.set()
         if watcher is not None:
             watcher.join()
+        _raise_if_cancelled(self.cancel)
         state = engine_api.container_state(self.container)
         if ws.output_mounted and _directory_bytes(ws.output) >= 0.98 * self.limits.output_limit_mb * 2**20:
             exceeded.set()  # the tmpfs is full: the submission hit the limit (ENOSPC)
@@ -303,6 +334,13 @@ class DockerRunner(_Runner):
             if used is not None:
                 peak[0] = max(peak[0], used)
             if stop.wait(0.05 if peak_file is not None else 0.25):
+                return
+
+    def _watch_cancel(self, stop: threading.Event) -> None:
+        """Kill the container once ``cancel`` is set (polled every CANCEL_POLL_SECONDS)."""
+        while not stop.wait(CANCEL_POLL_SECONDS):
+            if self.cancel.is_set():
+                engine_api.kill_container(self.container)
                 return
 
     def _watch_output(self, exceeded: threading.Event, stop: threading.Event) -> None:
@@ -331,7 +369,7 @@ TRUSTED_LOCAL = {"iugc/baseline:latest": ["-m", "baseline.submission"], "baselin
 class LocalRunner(_Runner):
     """Run a trusted submission as a subprocess with the container's input/output contract."""
 
-    def __init__(self, image: str, limits: Limits, *, job_id: str | None = None):
+    def __init__(self, image: str, limits: Limits, *, job_id: str | None = None, cancel=None):
         if image not in TRUSTED_LOCAL:
             raise SubmissionError(
                 "image_rejected",
@@ -340,6 +378,7 @@ class LocalRunner(_Runner):
             )
         self.image = image
         self.limits = limits
+        self.cancel = cancel
         self.job_id = job_id or f"local-{uuid.uuid4().hex[:12]}"
         self.workspace: _Workspace | None = None
         self.image_digest = f"local:{image}"
@@ -352,12 +391,13 @@ class LocalRunner(_Runner):
     def execute(self) -> Execution:
         ws = self.workspace
         command = [sys.executable, *TRUSTED_LOCAL[self.image], "--input", str(ws.input), "--output", str(ws.output)]
+        _raise_if_cancelled(self.cancel)
         began = time.monotonic()
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             process = subprocess.Popen(command, stdout=out, stderr=err, start_new_session=True)
             timed_out = False
             try:
-                exit_code = process.wait(timeout=self.limits.time_limit_seconds)
+                exit_code = _wait_process(process, self.limits.time_limit_seconds, self.cancel)
             except subprocess.TimeoutExpired:
                 timed_out = True
                 os.killpg(process.pid, 9)

@@ -14,6 +14,7 @@ space) raises RetryableError: it is never recorded as the submission's failure.
 """
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def evaluate_image(
     split: str | None = None,
     case_ids=None,
     phase: str = "the phase",
+    keep_outputs: Path | None = None,
+    cancel=None,
 ) -> dict:
     """Run ``image`` on the cases of ``dataset`` (all, or ``split`` / ``case_ids``) under
     ``limits`` and score it.
@@ -50,6 +53,12 @@ def evaluate_image(
     reason); raises HostLimitError before anything runs when ``limits`` exceed the host
     (``phase`` names them in the message), RetryableError when the engine or host fails,
     and CancelledError/KeyboardInterrupt when interrupted, after removing everything.
+
+    ``keep_outputs``: an existing folder that receives a copy of the validated masks
+    (``<case_id>.png``, the ones scored) before the run's folders are removed; nothing
+    is copied when the run fails.
+    ``cancel`` (a ``threading.Event`` or anything with ``is_set()``): once set, the
+    container is killed within a fraction of a second and CancelledError is raised.
     """
     timings: dict[str, float] = {}
     began = time.monotonic()
@@ -68,7 +77,7 @@ def evaluate_image(
     result: dict = {"image": image, "runner": runner, "image_digest": None, "runtime_seconds": None,
                     "memory_peak_mb": None, "logs": "", "provenance": truth_provenance(truth, challenge, split)}
     try:
-        job = DockerRunner(image, limits, engine=engine) if runner == "docker" else LocalRunner(image, limits)
+        job = DockerRunner(image, limits, engine=engine, cancel=cancel) if runner == "docker" else LocalRunner(image, limits, cancel=cancel)
     except SubmissionError as exc:  # --runner local refuses untrusted images
         return {**result, **_failed(exc), "timings": timings}
     with job:
@@ -101,6 +110,11 @@ def evaluate_image(
                                      split=split, case_ids=case_ids)
             scored["provenance"]["image_digest"] = job.image_digest
             timings["scoring"] = time.monotonic() - t
+            try:
+                for mask in clean_dir.glob("*.png") if keep_outputs is not None else ():
+                    shutil.copyfile(mask, Path(keep_outputs) / mask.name)
+            except OSError as exc:
+                raise RetryableError(f"the platform could not keep the outputs: {exc}") from None
         except SubmissionError as exc:
             result.update(_failed(exc))
         finally:

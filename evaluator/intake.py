@@ -10,6 +10,7 @@ meanwhile).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 import re
@@ -130,6 +131,21 @@ def load_archive(engine, path: str | Path, limits) -> tuple[str, bool]:
         for image_id in added:
             engine_api.remove_image(engine, image_id)
         raise
+
+
+@contextlib.contextmanager
+def archive_loaded(engine, path: str | Path, limits):
+    """Load an archive through :func:`load_archive` for the ``with`` block and yield its image
+    id; afterwards remove the image again if this load added it (one an engine already had
+    stays). SubmissionError, before the block runs, when the archive is refused."""
+    from evaluator import docker_engine as engine_api
+
+    image_id, added = load_archive(engine, path, limits)
+    try:
+        yield image_id
+    finally:
+        if added:
+            engine_api.remove_image(engine, image_id)
 
 
 def config_image_id(config: str) -> str | None:

@@ -11,6 +11,7 @@ the contract.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from challenge.definition import ChallengeDefinition, DefinitionError, Phase, available_challenges, load_challenge
+from data_manifest.io import is_new_folder, staged_folder
 from evaluator.exceptions import KitError, RetryableError, SubmissionError
 from evaluator.images import BASE_IMAGE
 
@@ -75,7 +77,7 @@ def new_kit(dest: str | Path, challenge: str, *, base: str = DEFAULT_BASE) -> Ki
     """
     dest = Path(dest)
     definition = _challenge(challenge)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+    if not is_new_folder(dest):
         raise KitError(f"{dest} exists and is not empty; give `iugc kit new` a new folder")
     if not base or any(c.isspace() for c in base):
         raise KitError(f"--base must be an image reference such as {DEFAULT_BASE}, got {base!r}")
@@ -94,9 +96,7 @@ def new_kit(dest: str | Path, challenge: str, *, base: str = DEFAULT_BASE) -> Ki
         "{{PIP_SOURCE}}": ("from wheels/ only (the build has no network; NumPy and Pillow are in the base already)"
                            if offline else "from PyPI, or from wheels/ where a wheel is there"),
     }
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-    try:
+    with staged_folder(dest) as staging:
         for name in TEMPLATE_FILES:
             text = (TEMPLATE_DIR / name).read_text(encoding="utf-8")
             for key, value in values.items():
@@ -109,12 +109,6 @@ def new_kit(dest: str | Path, challenge: str, *, base: str = DEFAULT_BASE) -> Ki
             shutil.copyfile(challenge, staging / CHALLENGE_COPY)
         (staging / KIT_FILE).write_text(json.dumps(kit.__dict__, indent=1) + "\n", encoding="utf-8")
         staging.chmod(0o755)
-        if dest.exists():
-            dest.rmdir()  # empty, checked above
-        staging.rename(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return kit
 
 
@@ -252,7 +246,7 @@ def check(target: str, *, challenge: str | None = None, data: Path | None = None
     from evaluator import docker_engine
     from evaluator.docker_engine import Limits
     from evaluator.evaluate_image import evaluate_image
-    from evaluator.intake import load_archive
+    from evaluator.intake import archive_loaded
 
     path = Path(target)
     kit = read_kit(path) if path.is_dir() else None
@@ -267,19 +261,15 @@ def check(target: str, *, challenge: str | None = None, data: Path | None = None
     with tempfile.TemporaryDirectory(prefix="iugc-kit-") as scratch:
         dataset, described = _cases(data, Path(scratch))
         build_seconds = build_kit(engine, path, kit) if kit is not None else None
-        image, loaded = (kit.image if kit is not None else target), None
-        try:
+        image = kit.image if kit is not None else target
+        with contextlib.ExitStack() as stack:
             if kit is None and path.is_file():
                 try:
-                    image, added = load_archive(engine, path, limits)
-                    loaded = image if added else None  # remove afterwards only what this check loaded
+                    image = stack.enter_context(archive_loaded(engine, path, limits))
                 except SubmissionError as exc:
                     result = {"image": target, "status": "failed", "failure": exc.reason, "error": str(exc), "logs": ""}
                     return CheckReport(target, definition, phase, described, result, *verdict(result))
             result = evaluate_image(image, dataset, definition, limits, engine=engine, cache_dir=cache_dir, jobs=jobs)
-        finally:
-            if loaded is not None:
-                docker_engine.remove_image(engine, loaded)
     result["phase"] = phase.name
     return CheckReport(kit.image if kit else target, definition, phase, described, result, *verdict(result), build_seconds)
 

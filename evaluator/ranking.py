@@ -32,8 +32,9 @@ def min_ranks(values: list[float | None], higher_is_better: bool) -> list[int]:
     >>> min_ranks([0.9, 0.8, 0.9, None], higher_is_better=True)
     [1, 3, 1, 4]
     """
-    keyed = [(-v if higher_is_better else v) if v is not None else np.inf for v in values]
-    return [1 + sum(1 for other in keyed if other < mine) for mine in keyed]
+    keyed = np.array([(-v if higher_is_better else v) if v is not None else np.inf for v in values], dtype=float)
+    # 1 + how many are strictly better: a binary search in the sorted values, not n^2 comparisons
+    return [int(r) + 1 for r in np.searchsorted(np.sort(keyed), keyed, side="left")]
 
 
 def _method_values(aggregates: list[dict], challenge: ChallengeDefinition, method: str) -> list[float]:

@@ -115,6 +115,7 @@ def prepare(instance: Path, cases: int) -> dict:
     from evaluator.docker_engine import Limits
     from evaluator.evaluate import evaluate_folder
     from evaluator.evaluate_image import evaluate_image
+    from submissions.worker import keep_masks
     from data_manifest.io import read_mask
     from data_manifest.manifest import load_manifest
     from leaderboard.web.security import hash_password, write_secret_key
@@ -202,9 +203,10 @@ def prepare(instance: Path, cases: int) -> dict:
             archive.unlink()
             job = queue.claim_next(sessions, f"demo:{os.getpid()}:baseline")
             phase = next(p for p in definition.phases if p.name == "sanity-check")
-            result = evaluate_image("iugc/baseline:latest", data, definition, Limits.from_phase(phase), runner="local",
-                                    cache_dir=instance / "cache")
-            queue.finish(sessions, job, result)
+            result = keep_masks(storage, phase.public_cases, lambda keep: evaluate_image(  # as the worker does: for the overlays
+                "iugc/baseline:latest", data, definition, Limits.from_phase(phase), runner="local", cache_dir=instance / "cache",
+                keep_outputs=keep))
+            queue.finish(sessions, job, result, storage)
             click.echo(f"    submission {sid}: {result['status']}, score {result.get('score')}")
     engine.dispose()
     return credentials

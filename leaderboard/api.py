@@ -7,6 +7,10 @@ Errors are ``{"error": message}`` with the status of the ``submissions.exception
 """
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import logging
+import math
 from functools import wraps
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -22,13 +26,16 @@ from submissions.exceptions import (
     NotAuthenticated,
     NotFound,
     QuotaExceeded,
+    RateLimited,
     ServiceError,
     TooLarge,
 )
 from submissions.uploads import submit
 from leaderboard import boards
+from leaderboard.web.security import limiter
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
+log = logging.getLogger("iugc.api")
 
 STATUS = {InvalidArchive: 422, InvalidRequest: 400, NotAuthenticated: 401, Forbidden: 403, NotFound: 404,
           Conflict: 409, TooLarge: 413, QuotaExceeded: 429, ConfigurationError: 503}
@@ -39,18 +46,25 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 
 
 def endpoint(rule: str, method: str, summary: str, *, auth: bool = True, body: dict | None = None,
-             responses: dict[int, str], status: int = 200):
-    """Register a view on the blueprint with what OpenAPI says about it."""
+             responses: dict[int, str], status: int = 200, rates: tuple[str, ...] = ("API_RATE_LIMIT",)):
+    """Register a view on the blueprint with what OpenAPI says about it.
+
+    ``rates``: the app config entries whose per-token rates an authenticated call counts
+    against (checked after the token, before the view: a refused call changes nothing).
+    """
     def decorate(view):
         @wraps(view)
         def wrapper(**kwargs):
             if auth:
+                token = _bearer()
                 with current_app.extensions["iugc"].read_sessions() as session:
-                    g.user = admin.authenticate(session, _bearer())
+                    g.user = admin.authenticate(session, token)
+                for rate in rates:
+                    _count_rate(rate, hashlib.sha256(token.encode()).hexdigest())
             result = view(**kwargs)
             return (result if isinstance(result, Response) else jsonify(result)), status
 
-        errors = {401: "no valid token"} if auth else {}
+        errors = {401: "no valid token", 429: "over the token's rate limit (with retry_after)"} if auth else {}
         ENDPOINTS[view.__name__] = {"summary": summary, "description": (view.__doc__ or "").strip(), "auth": auth,
                                     "body": body, "status": status, "responses": {**responses, **errors}}
         api.add_url_rule(rule, view.__name__, wrapper, methods=[method])
@@ -62,6 +76,27 @@ def _bearer() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _count_rate(config_name: str, token_sha256: str) -> None:
+    """Count one call of this token against the app's ``config_name`` rate; RateLimited
+    (with when it frees) when over. The counters are the web pages' Flask-Limiter storage."""
+    from limits import parse
+
+    from redis.exceptions import RedisError
+
+    item = parse(current_app.config[config_name])
+    strategy = limiter.limiter
+    try:
+        if strategy.hit(item, "iugc-api", config_name, token_sha256):
+            return
+    except RedisError as exc:  # the shared counters are away (a Redis restart): serve rather than fail every call
+        log.warning("API rate limit not checked: its Redis storage is unreachable (%s)", exc)
+        return
+    reset_at = dt.datetime.fromtimestamp(strategy.get_window_stats(item, "iugc-api", config_name, token_sha256).reset_time, dt.timezone.utc)
+    what = "uploads" if config_name == "API_UPLOAD_RATE_LIMIT" else "requests"
+    raise RateLimited(f"too many {what}: this token may make {item.amount} per {item.multiples} {item.GRANULARITY.name}; "
+                      f"the next is allowed at {reset_at:%Y-%m-%d %H:%M:%S} UTC (see Retry-After)", retry_after=reset_at)
 
 
 def _json_body(*required: str) -> dict:
@@ -85,7 +120,7 @@ def _service_error(exc: ServiceError):
     if retry_after is not None:
         from submissions.models import utcnow
 
-        response.headers["Retry-After"] = str(max(1, int((retry_after - utcnow()).total_seconds())))
+        response.headers["Retry-After"] = str(max(1, math.ceil((retry_after - utcnow()).total_seconds())))
     return response, status
 
 
@@ -130,7 +165,7 @@ def create_team():
           body={"image": {"type": "string", "format": "binary"}},
           responses={202: "accepted: {id, status}", 400: "no image field", 403: "phase closed or not in a team", 404: "no such phase",
                      409: "the same archive again", 413: "over the phase's size limit", 422: "the archive breaks an intake rule",
-                     429: "over quota (with retry_after)"})
+                     429: "over quota (with retry_after)"}, rates=("API_RATE_LIMIT", "API_UPLOAD_RATE_LIMIT"))
 def create_submission(slug):
     upload = request.files.get("image")
     if upload is None:

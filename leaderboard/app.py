@@ -8,6 +8,7 @@ to 500 KB), then streamed to the staging folder; never held whole in memory.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,7 @@ from flask import Flask
 
 from submissions import db
 from submissions.config import Settings
+from submissions.exceptions import ConfigurationError
 from submissions.storage import open_storage
 
 
@@ -32,6 +34,41 @@ class ServiceContext:
     read_sessions: object = None
 
 
+def rate_limit_defaults(broker_url: str | None, environ=None) -> dict:
+    """API v1's per-token request rates and where the counters live, from the environment.
+
+    ``IUGC_API_RATE_LIMIT`` (every authenticated endpoint) and ``IUGC_API_UPLOAD_RATE_LIMIT``
+    (uploads, on top of it) take Flask-Limiter's notation. The counters are kept in Redis
+    when the broker is Redis (every process of a deployment shares them), else in memory.
+
+    >>> rate_limit_defaults(None, {})["API_RATE_LIMIT"], rate_limit_defaults("redis://q:6379/0", {})["RATELIMIT_STORAGE_URI"]
+    ('120 per minute', 'redis://q:6379/0')
+    """
+    env = os.environ if environ is None else environ
+    redis = broker_url is not None and broker_url.startswith(("redis://", "rediss://"))
+    return {"API_RATE_LIMIT": env.get("IUGC_API_RATE_LIMIT") or "120 per minute",
+            "API_UPLOAD_RATE_LIMIT": env.get("IUGC_API_UPLOAD_RATE_LIMIT") or "20 per hour",
+            "RATELIMIT_STORAGE_URI": broker_url if redis else "memory://"}
+
+
+def check_rate_limits(config) -> None:
+    """ConfigurationError naming the setting whose rate Flask-Limiter cannot read.
+
+    >>> check_rate_limits({"API_RATE_LIMIT": "5/second", "API_UPLOAD_RATE_LIMIT": "lots"})
+    Traceback (most recent call last):
+    ...
+    submissions.exceptions.ConfigurationError: IUGC_API_UPLOAD_RATE_LIMIT (or the app's API_UPLOAD_RATE_LIMIT) is 'lots', not a rate: write it like '120 per minute' or '20/hour'
+    """
+    from limits import parse
+
+    for name in ("API_RATE_LIMIT", "API_UPLOAD_RATE_LIMIT"):
+        try:
+            parse(config[name])
+        except ValueError:
+            raise ConfigurationError(f"IUGC_{name} (or the app's {name}) is {config[name]!r}, not a rate: "
+                                     "write it like '120 per minute' or '20/hour'") from None
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     from leaderboard.api import api
 
@@ -45,7 +82,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         broker_url=config.get("BROKER_URL", settings.broker_url),
         s3_endpoint_url=config.get("S3_ENDPOINT_URL", settings.s3_endpoint_url),
     )
-    app.config.update(JSON_SORT_KEYS=False, **{k: v for k, v in config.items() if k.isupper()})
+    app.config.update(JSON_SORT_KEYS=False, **rate_limit_defaults(settings.broker_url))
+    app.config.update({k: v for k, v in config.items() if k.isupper()})
+    check_rate_limits(app.config)
     engine = db.make_engine(settings.database_url)
     db.require_current_schema(engine)
     storage = open_storage(settings.storage_url, settings.instance, settings.s3_endpoint_url)

@@ -16,7 +16,7 @@ import click
               help="Processes answering requests on one listening socket (Python runs one thread at a time per process: "
                    "use the cores). The first also runs the embedded workers; rate limits and kept leaderboards are per process.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Embedded evaluation threads (no broker); 0: none, use `iugc worker`.")
-@click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds SIGTERM waits for requests and evaluations before requeueing them.")
+@click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds SIGTERM waits for requests and evaluations before stopping their containers and requeueing them.")
 @click.option("--evaluation", type=click.Choice(["docker", "noop"]), default="docker", hidden=True,
               help="noop: run no image (queue benchmarks and tests).")
 def serve_cmd(host, port, threads, workers, grace, evaluation, processes):
@@ -24,7 +24,8 @@ def serve_cmd(host, port, threads, workers, grace, evaluation, processes):
 
     With IUGC_BROKER_URL set, submissions go to Celery workers (`iugc worker`) instead.
     Refuses to start on an unmigrated database (run `iugc db upgrade`). SIGTERM stops
-    accepting requests, lets running ones finish, and requeues unfinished evaluations.
+    accepting requests, lets running ones finish, then stops the containers of unfinished
+    evaluations and requeues them (a shutdown never counts against a team).
     """
     from leaderboard.app import create_app
     from submissions.cli import install_signal_handlers

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from challenge.definition import ChallengeDefinition, DefinitionError, load_challenge
 from submissions.exceptions import Conflict, Forbidden, InvalidRequest, NotAuthenticated, NotFound
@@ -80,7 +80,7 @@ def init_challenge(session: Session, name_or_path: str | Path, actor_id: int | N
 
 
 def phase_by_slug(session: Session, slug: str) -> Phase:
-    phase = session.execute(select(Phase).where(Phase.slug == slug)).scalar_one_or_none()
+    phase = session.execute(select(Phase).options(joinedload(Phase.challenge)).where(Phase.slug == slug)).scalar_one_or_none()
     if phase is None:
         slugs = session.execute(select(Phase.slug).order_by(Phase.id)).scalars().all()
         raise NotFound(f"no phase {slug!r}; phases: {', '.join(slugs) or 'none (run `iugc admin init`)'}")

@@ -105,9 +105,14 @@ def dispatcher(settings: Settings, sessions) -> Dispatcher:
     return Dispatcher(settings, sessions).start()
 
 
-def run_celery_worker(settings: Settings, sessions, storage, concurrency: int, evaluation: str = "docker") -> None:
+def run_celery_worker(settings: Settings, sessions, storage, concurrency: int, evaluation: str = "docker",
+                      grace: float = 30.0) -> None:
     """A Celery worker (threads pool) of ``concurrency`` evaluations, with this process's
-    heartbeat and reaper; blocks until Celery stops (SIGTERM: warm shutdown)."""
+    heartbeat and reaper; blocks until Celery stops. SIGTERM (Celery's warm shutdown)
+    gives running evaluations ``grace`` seconds, then stops their containers and requeues
+    them, so the shutdown is bounded."""
+    from celery.signals import worker_shutting_down
+
     from submissions.worker import EVALUATIONS, WorkerPool
 
     app = make_celery(settings, sessions)
@@ -115,6 +120,11 @@ def run_celery_worker(settings: Settings, sessions, storage, concurrency: int, e
     for evaluation_id, state in pool.requeued_at_start.items():  # our previous process's: their messages may be stuck
         if state.value == "queued":
             app.send_task(TASK, args=[evaluation_id])
+
+    def interrupt(**_):  # Celery waits for running tasks: make them end within the grace
+        threading.Thread(target=pool.interrupt, args=(grace,), name="iugc-interrupt", daemon=True).start()
+
+    worker_shutting_down.connect(interrupt, weak=False)
 
     @app.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def evaluate(task, evaluation_id: int) -> bool:
@@ -125,4 +135,5 @@ def run_celery_worker(settings: Settings, sessions, storage, concurrency: int, e
                          "--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", "iugc",
                          "-n", f"iugc-{pool.worker_id}"])
     finally:
+        worker_shutting_down.disconnect(interrupt)
         pool.stop(5)

@@ -211,7 +211,7 @@ def install_signal_handlers():
 
 @click.command("worker")
 @click.option("--concurrency", type=int, default=1, show_default=True, help="Evaluations run at the same time on this machine.")
-@click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds a stop waits for running evaluations before requeueing them.")
+@click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds SIGTERM waits for running evaluations before stopping their containers and requeueing them.")
 @click.option("--evaluation", type=click.Choice(["docker", "noop"]), default="docker", hidden=True,
               help="noop: run no image (queue benchmarks and tests).")
 def worker_cmd(concurrency, grace, evaluation):
@@ -233,7 +233,7 @@ def worker_cmd(concurrency, grace, evaluation):
     if settings.broker_url:
         from submissions.celery_queue import run_celery_worker
 
-        run_celery_worker(settings, sessions, storage, concurrency, evaluation)
+        run_celery_worker(settings, sessions, storage, concurrency, evaluation, grace)
         return
     install_signal_handlers()
     pool = WorkerPool(sessions, storage, threads=concurrency, evaluate=lambda job: EVALUATIONS[evaluation](job, storage)).start()

@@ -55,5 +55,9 @@ class QuotaExceeded(ServiceError):
         self.retry_after = retry_after
 
 
+class RateLimited(QuotaExceeded):
+    """Over the API's per-token request rate; ``retry_after`` says when (HTTP 429)."""
+
+
 class IllegalTransition(ServiceError):
     """A lifecycle change the state machine does not allow (a bug or a race lost)."""

@@ -13,12 +13,16 @@ evaluation.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import Row, bindparam, case, exists, insert, select, update
 from sqlalchemy.orm import Session
 
 from submissions.exceptions import IllegalTransition
 from submissions.models import TERMINAL, Evaluation, State, StatusChange, Submission, utcnow
+
+# Core tables, not ORM entities: a transition is on the hot path of every evaluation
+_EV, _SUB, _CHANGES = Evaluation.__table__, Submission.__table__, StatusChange.__table__
 
 ALLOWED: dict[State, frozenset[State]] = {
     State.received: frozenset({State.validating, State.failed, State.cancelled}),
@@ -57,14 +61,19 @@ def transition(
     actor_id: int | None = None,
     note: str | None = None,
     at: dt.datetime | None = None,
+    attempts_delta: int = 0,
+    submission_values: dict | None = None,
     **values,
-) -> None:
-    """Move one evaluation from ``current`` to ``target`` (and set ``values`` on it).
+) -> Row:
+    """Move one evaluation from ``current`` to ``target``, setting ``values`` on it (plain
+    values; ``attempts_delta`` is added to its attempts) and ``submission_values`` on its
+    submission; returns its ``submission_id``, ``team_id`` and ``phase_id``.
 
     ``held_by``: a worker id; the change happens only while that worker holds the row.
     Raises IllegalTransition for a change the machine forbids or when the row is no longer
     in ``current`` (another process changed it first). Runs inside the caller's
-    transaction; nothing is written if the caller rolls back.
+    transaction; nothing is written if the caller rolls back. Three statements, built once
+    per shape: the conditional UPDATE (RETURNING), the history row, the submission's UPDATE.
     """
     check_transition(current, target)
     at = at or utcnow()
@@ -73,24 +82,42 @@ def transition(
         values.setdefault(stamps[target], at)
     if target in TERMINAL:
         values.setdefault("finished_at", at)
-    condition = [Evaluation.id == evaluation_id, Evaluation.status == current]
-    if held_by is not None:
-        condition.append(Evaluation.worker_id == held_by)
-    done = session.execute(update(Evaluation).where(*condition).values(status=target, **values))
-    if done.rowcount != 1:
-        now = session.execute(select(Evaluation.status, Evaluation.worker_id).where(Evaluation.id == evaluation_id)).first()
+    submission_values = submission_values or {}
+    change, mirror = _statements(held_by is not None, tuple(sorted(values)), tuple(sorted(submission_values)), attempts_delta != 0)
+    params = {"e_id": evaluation_id, "e_current": current, "e_target": target, "e_held": held_by, "e_delta": attempts_delta,
+              **{f"v_{k}": v for k, v in values.items()}}
+    changed = session.execute(change, params).first()
+    if changed is None:
+        now = session.execute(select(_EV.c.status, _EV.c.worker_id).where(_EV.c.id == evaluation_id)).first()
         if now is None:
             raise IllegalTransition(f"evaluation {evaluation_id} does not exist")
         held = ", held by another worker" if held_by is not None and now.worker_id != held_by else ""
         raise IllegalTransition(f"evaluation {evaluation_id} is {now.status.value}{held}, not {current.value}: it was changed meanwhile")
-    session.execute(insert(StatusChange).values(evaluation_id=evaluation_id, from_state=current, to_state=target, at=at,
-                                                actor_id=actor_id, note=note))
-    _mirror_on_submission(session, evaluation_id, target)
+    session.execute(_HISTORY, {"evaluation_id": evaluation_id, "from_state": current, "to_state": target, "at": at,
+                               "actor_id": actor_id, "note": note})
+    return session.execute(mirror, {"s_id": changed.submission_id, "s_number": changed.number, "s_target": target,
+                                    **{f"s_{k}": v for k, v in submission_values.items()}}).one()
 
 
-def _mirror_on_submission(session: Session, evaluation_id: int, target: State) -> None:
-    """The submission's status follows its latest evaluation."""
-    submission_id, number = session.execute(
-        select(Evaluation.submission_id, Evaluation.number).where(Evaluation.id == evaluation_id)).one()
-    later = exists().where(Evaluation.submission_id == submission_id, Evaluation.number > number)
-    session.execute(update(Submission).where(Submission.id == submission_id, ~later).values(status=target))
+_HISTORY = insert(_CHANGES)
+
+
+@functools.lru_cache(maxsize=128)
+def _statements(held: bool, keys: tuple[str, ...], submission_keys: tuple[str, ...], attempts: bool):
+    """The UPDATE of an evaluation and of its submission for one shape of ``transition``
+    (prebuilt with bind parameters, so SQLAlchemy's compiled cache serves every call)."""
+    condition = [_EV.c.id == bindparam("e_id"), _EV.c.status == bindparam("e_current")]
+    if held:
+        condition.append(_EV.c.worker_id == bindparam("e_held"))
+    values = {k: bindparam(f"v_{k}", type_=_EV.c[k].type) for k in keys}
+    if attempts:
+        values["attempts"] = _EV.c.attempts + bindparam("e_delta")
+    change = (update(_EV).where(*condition).values(status=bindparam("e_target", type_=_EV.c.status.type), **values)
+              .returning(_EV.c.submission_id, _EV.c.number))
+    submission_id = bindparam("s_id")
+    later = exists().where(_EV.c.submission_id == submission_id, _EV.c.number > bindparam("s_number"))  # the status follows the latest evaluation
+    mirror = (update(_SUB).where(_SUB.c.id == submission_id)
+              .values(status=case((later, _SUB.c.status), else_=bindparam("s_target", type_=_SUB.c.status.type)),
+                      **{k: bindparam(f"s_{k}", type_=_SUB.c[k].type) for k in submission_keys})
+              .returning(_SUB.c.id.label("submission_id"), _SUB.c.team_id, _SUB.c.phase_id))
+    return change, mirror

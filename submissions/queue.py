@@ -15,13 +15,16 @@ the Celery workers; the database row is the truth in both modes.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import socket
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import Integer, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,7 +60,9 @@ def worker_gone(worker_id: str) -> bool:
 
 @dataclass(frozen=True)
 class Job:
-    """What a worker needs to run one evaluation, as plain values."""
+    """What a worker needs to run one evaluation, as plain values, and ``cancel``: set by
+    the worker when the row stops being its own (cancelled, reaped) or when it shuts down;
+    ``evaluate_image`` then stops the container."""
 
     evaluation_id: int
     worker_id: str
@@ -68,31 +73,54 @@ class Job:
     limits: dict
     dataset_path: str | None
     manifest_sha256: str | None
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
-def _take(session: Session, evaluation_id: int, worker_id: str) -> Job:
-    """queued -> running for ``worker_id`` (IllegalTransition/IntegrityError when it cannot)."""
+_EV, _SUB, _DS, _PHASE, _CHALLENGE = (m.__table__ for m in (Evaluation, Submission, Dataset, Phase, Challenge))
+_ACTIVE = _DS.alias("active")
+_ACTIVE_DATASET = (select(_ACTIVE.c.id).where(_ACTIVE.c.phase_id == _SUB.c.phase_id, _ACTIVE.c.active.is_(True))
+                   .order_by(_ACTIVE.c.id.desc()).limit(1).correlate(_SUB).scalar_subquery())
+_JOB = (  # an evaluation with all its job needs: the dataset it names, else the phase's active one
+    select(_EV.c.id, _EV.c.limits, _SUB.c.archive_sha256, _SUB.c.image_digest, _PHASE.c.name, _PHASE.c.limits.label("phase_limits"),
+           _CHALLENGE.c.definition, _CHALLENGE.c.definition_sha256, _DS.c.id.label("dataset_id"), _DS.c.path, _DS.c.manifest_sha256)
+    .select_from(_EV).join(_SUB, _SUB.c.id == _EV.c.submission_id).join(_PHASE, _PHASE.c.id == _SUB.c.phase_id)
+    .join(_CHALLENGE, _CHALLENGE.c.id == _PHASE.c.challenge_id)
+    .outerjoin(_DS, _DS.c.id == func.coalesce(_EV.c.dataset_id, _ACTIVE_DATASET))
+)
+_NEXT = (_JOB.where(_EV.c.status == State.queued, _EV.c.team_id.not_in(select(_EV.c.team_id).where(_EV.c.status == State.running)))
+         .order_by(_EV.c.id).limit(1))  # the oldest queued evaluation of a team with none running
+_NEXT_LOCKED = _NEXT.with_for_update(skip_locked=True, of=_EV)  # PostgreSQL: skip what another worker is claiming
+_NAMED = _JOB.where(_EV.c.id == bindparam("evaluation_id"))
+_CLAIM_TRIES = 4
+
+
+def _take(session: Session, query, worker_id: str, params: dict | None = None) -> Job | None:
+    """queued -> running for ``worker_id`` of the evaluation ``query`` (a ``_JOB`` select)
+    finds, recording the dataset and definition it runs on; None when it finds none.
+    IllegalTransition/IntegrityError when another worker or the team's running one won."""
+    row = session.execute(query, params).first()
+    if row is None:
+        return None
     now = utcnow()
-    transition(session, evaluation_id, State.queued, State.running, note=f"claimed by {worker_id}",
-               at=now, worker_id=worker_id, worker_host=worker_id.split(":")[0],
-               heartbeat_at=now, attempts=Evaluation.attempts + 1)
-    return _job(session, evaluation_id, worker_id)
+    transition(session, row.id, State.queued, State.running, note=f"claimed by {worker_id}",
+               at=now, worker_id=worker_id, worker_host=worker_id.split(":")[0], heartbeat_at=now, attempts_delta=1,
+               dataset_id=row.dataset_id, manifest_sha256=row.manifest_sha256, definition_sha256=row.definition_sha256)
+    return Job(row.id, worker_id, row.archive_sha256, row.image_digest, row.definition, row.name,
+               row.limits or row.phase_limits, row.path, row.manifest_sha256)
 
 
 def claim_next(sessions: sessionmaker[Session], worker_id: str) -> Job | None:
-    """Take the oldest queued evaluation of a team with none running; None when none is."""
-    with transaction(sessions) as session:
-        running = select(Evaluation.team_id).where(Evaluation.status == State.running)
-        query = (select(Evaluation.id).where(Evaluation.status == State.queued, Evaluation.team_id.not_in(running))
-                 .order_by(Evaluation.id).limit(16))
-        if session.bind.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        for evaluation_id in session.execute(query).scalars().all():
-            try:
-                with session.begin_nested():
-                    return _take(session, evaluation_id, worker_id)
-            except (IllegalTransition, IntegrityError):
-                continue  # another worker took it, or this team got a running one meanwhile
+    """Take the oldest queued evaluation of a team with none running; None when none is.
+
+    One transaction of a SELECT and the transition: on SQLite the write lock is held from
+    its start (nothing can interleave); on PostgreSQL the row is read ``FOR UPDATE SKIP
+    LOCKED`` and a race for the team's one running slot is tried again."""
+    for _ in range(_CLAIM_TRIES):
+        try:
+            with transaction(sessions) as session:
+                return _take(session, _NEXT_LOCKED if session.bind.dialect.name == "postgresql" else _NEXT, worker_id)
+        except (IllegalTransition, IntegrityError):
+            continue  # another worker took it, or this team got a running one meanwhile
     return None
 
 
@@ -100,7 +128,7 @@ def claim(sessions: sessionmaker[Session], worker_id: str, evaluation_id: int) -
     """Take one named evaluation if it is still queued and its team has none running."""
     try:
         with transaction(sessions) as session:
-            return _take(session, evaluation_id, worker_id)
+            return _take(session, _NAMED, worker_id, {"evaluation_id": evaluation_id})
     except (IllegalTransition, IntegrityError):
         return None  # taken, cancelled or finished meanwhile, or the team has one running
 
@@ -113,83 +141,63 @@ def queued_ids(sessions: sessionmaker[Session], limit: int = 10_000) -> list[int
             Evaluation.status == State.queued, Evaluation.team_id.not_in(running)).order_by(Evaluation.id).limit(limit)).scalars())
 
 
-def _job(session: Session, evaluation_id: int, worker_id: str) -> Job:
-    """The job of a just-claimed evaluation; records the dataset and definition it runs on
-    (a re-evaluation keeps the dataset of its own time only if it was given one)."""
-    row = session.execute(
-        select(Evaluation.dataset_id, Evaluation.limits, Submission.archive_sha256, Submission.image_digest,
-               Submission.phase_id, Phase.name, Phase.limits.label("phase_limits"), Challenge.definition, Challenge.definition_sha256)
-        .join(Submission, Submission.id == Evaluation.submission_id).join(Phase, Phase.id == Submission.phase_id)
-        .join(Challenge, Challenge.id == Phase.challenge_id).where(Evaluation.id == evaluation_id)
-    ).one()
-    query = select(Dataset.id, Dataset.path, Dataset.manifest_sha256)
-    if row.dataset_id is None:
-        query = query.where(Dataset.phase_id == row.phase_id, Dataset.active.is_(True)).order_by(Dataset.id.desc()).limit(1)
-    else:
-        query = query.where(Dataset.id == row.dataset_id)
-    dataset = session.execute(query).first()
-    session.execute(update(Evaluation).where(Evaluation.id == evaluation_id).values(
-        dataset_id=dataset.id if dataset else None, manifest_sha256=dataset.manifest_sha256 if dataset else None,
-        definition_sha256=row.definition_sha256))
-    return Job(evaluation_id, worker_id, row.archive_sha256, row.image_digest, row.definition, row.name,
-               row.limits or row.phase_limits, dataset.path if dataset else None, dataset.manifest_sha256 if dataset else None)
-
-
 def heartbeat(sessions: sessionmaker[Session], worker_id: str, evaluation_ids: list[int]) -> set[int]:
     """Refresh the heartbeat of the rows this worker holds; returns the ids it still holds."""
     if not evaluation_ids:
         return set()
+    held = (Evaluation.id.in_(evaluation_ids), Evaluation.worker_id == worker_id, Evaluation.status == State.running)
     with transaction(sessions) as session:
-        session.execute(update(Evaluation).where(
-            Evaluation.id.in_(evaluation_ids), Evaluation.worker_id == worker_id, Evaluation.status == State.running,
-        ).values(heartbeat_at=utcnow()))
+        session.execute(update(Evaluation).where(*held).values(heartbeat_at=utcnow()))
+        return set(session.execute(select(Evaluation.id).where(*held)).scalars())
+
+
+def still_held(sessions: sessionmaker[Session], worker_id: str, evaluation_ids: list[int]) -> set[int]:
+    """Which of ``evaluation_ids`` this worker still holds (running, its id); read only."""
+    if not evaluation_ids:
+        return set()
+    with sessions() as session:
         return set(session.execute(select(Evaluation.id).where(
-            Evaluation.id.in_(evaluation_ids), Evaluation.worker_id == worker_id, Evaluation.status == State.running,
-        )).scalars())
+            Evaluation.id.in_(evaluation_ids), Evaluation.worker_id == worker_id, Evaluation.status == State.running)).scalars())
 
 
-def _counts(session: Session, evaluation_id: int, failure: str | None, platform: bool) -> None:
-    """Whether the submission uses up quota after this failure (platform faults never do)."""
-    submission_id = session.execute(select(Evaluation.submission_id).where(Evaluation.id == evaluation_id)).scalar()
-    submission = session.get(Submission, submission_id)
-    if platform or not session.get(Phase, submission.phase_id).failures_count:
-        submission.counts_against_quota = False
+def _counts(session: Session, submission_id: int, platform: bool) -> None:
+    """Whether the submission uses up quota after this failure (platform faults never do;
+    the team's own do where the phase says so)."""
+    keep_counting = select(Phase.failures_count).where(Phase.id == _SUB.c.phase_id).scalar_subquery()
+    condition = [_SUB.c.id == submission_id] + ([] if platform else [~keep_counting])
+    session.execute(update(_SUB).where(*condition).values(counts_against_quota=False))
 
 
 def finish(sessions: sessionmaker[Session], job: Job, result: dict, storage=None, evaluator_version: str | None = None) -> bool:
     """Store an ``evaluate_image`` result for a held evaluation, once.
 
     Returns False (and writes nothing) when the worker no longer holds it (reaped,
-    cancelled, or taken by another worker meanwhile).
+    cancelled, or taken by another worker meanwhile). A success is the transition, its
+    per-case rows (one multi-row INSERT) and the team's leaderboard entry (one upsert).
     """
     succeeded = result.get("status") == "succeeded"
     document = json.dumps(result, sort_keys=True, allow_nan=False).encode()
     result_key = storage.put_bytes(document) if storage is not None else None
+    values = dict(image_digest=result.get("image_digest"), log_tail=result.get("logs"), result_key=result_key,
+                  evaluator_version=evaluator_version or result.get("evaluator_version"), error=result.get("error"))
+    mirrored = {"image_digest": result["image_digest"]} if result.get("image_digest") else {}
+    if succeeded:
+        values.update(aggregates=result.get("aggregates"), score=result.get("score"))
+        mirrored.update(result_evaluation_id=job.evaluation_id, score=result.get("score"))
+    else:
+        values.update(failure=result.get("failure"))
     try:
         with transaction(sessions) as session:
-            values = dict(
-                image_digest=result.get("image_digest"), log_tail=result.get("logs"), result_key=result_key,
-                evaluator_version=evaluator_version or result.get("evaluator_version"),
-            )
-            if succeeded:
-                values.update(aggregates=result.get("aggregates"), score=result.get("score"), error=result.get("error"))
-                transition(session, job.evaluation_id, State.running, State.succeeded, held_by=job.worker_id, **values)
-                session.add_all(CaseResult(evaluation_id=job.evaluation_id, case_id=case_id, values=case, error=case.get("error"))
-                                for case_id, case in (result.get("cases") or {}).items())
-            else:
-                values.update(failure=result.get("failure"), error=result.get("error"))
-                transition(session, job.evaluation_id, State.running, State.failed, held_by=job.worker_id, **values)
-                _counts(session, job.evaluation_id, result.get("failure"), platform=False)
-            mirrored = {"image_digest": result["image_digest"]} if result.get("image_digest") else {}
-            if succeeded:
-                mirrored.update(result_evaluation_id=job.evaluation_id, score=result.get("score"))
-            if mirrored:
-                session.execute(update(Submission).where(Submission.id == select(Evaluation.submission_id).where(
-                    Evaluation.id == job.evaluation_id).scalar_subquery()).values(**mirrored))
-            if succeeded:
-                phase_id, team_id = session.execute(select(Submission.phase_id, Submission.team_id).join(
-                    Evaluation, Evaluation.submission_id == Submission.id).where(Evaluation.id == job.evaluation_id)).one()
-                refresh_entry(session, phase_id, team_id)
+            ids = transition(session, job.evaluation_id, State.running, State.succeeded if succeeded else State.failed,
+                             held_by=job.worker_id, submission_values=mirrored, **values)
+            if not succeeded:
+                _counts(session, ids.submission_id, platform=False)
+                return True
+            cases = [{"evaluation_id": job.evaluation_id, "case_id": case_id, "values": case, "error": case.get("error")}
+                     for case_id, case in (result.get("cases") or {}).items()]
+            if cases:
+                session.execute(insert(CaseResult.__table__), cases)
+            refresh_entry(session, ids.phase_id, ids.team_id)
         return True
     except IllegalTransition:
         return False
@@ -197,48 +205,62 @@ def finish(sessions: sessionmaker[Session], job: Job, result: dict, storage=None
 
 def refresh_entry(session: Session, phase_id: int, team_id: int) -> None:
     """Point the team's leaderboard entry at its best-scoring submission (ties: the later)
-    that is not disqualified; a disqualified team has no entry."""
-    best = session.execute(select(Submission.id, Submission.result_evaluation_id, Submission.score).join(
-        Team, Team.id == Submission.team_id).where(
-        Submission.phase_id == phase_id, Submission.team_id == team_id, Submission.result_evaluation_id.is_not(None),
-        Submission.disqualified_at.is_(None), Team.disqualified_at.is_(None),
-    ).order_by(Submission.score.desc().nulls_last(), Submission.id.desc()).limit(1)).first()
-    entry = session.execute(select(LeaderboardEntry).where(
-        LeaderboardEntry.phase_id == phase_id, LeaderboardEntry.team_id == team_id)).scalar_one_or_none()
-    if best is None:
-        if entry is not None:
-            session.delete(entry)
-        return
-    if entry is None:
-        entry = LeaderboardEntry(phase_id=phase_id, team_id=team_id)
-        session.add(entry)
-    entry.submission_id, entry.evaluation_id, entry.score = best.id, best.result_evaluation_id, best.score
-    session.flush()
+    that is not disqualified: one upsert, and a delete only when the team has none left
+    (a disqualified team has no entry)."""
+    params = {"phase_id": phase_id, "team_id": team_id}
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT, and the delete never ran
+    if session.execute(_entry_upsert(session.bind.dialect.name), params).first() is None:
+        session.execute(_ENTRY_DELETE, params)
 
 
-def release(sessions: sessionmaker[Session], job: Job, reason: str, note: str, max_attempts: int = MAX_ATTEMPTS) -> State | None:
+_ENTRIES = LeaderboardEntry.__table__
+_TEAMS = Team.__table__
+_ENTRY_DELETE = delete(_ENTRIES).where(_ENTRIES.c.phase_id == bindparam("phase_id"), _ENTRIES.c.team_id == bindparam("team_id"))
+
+
+@functools.lru_cache(maxsize=4)
+def _entry_upsert(dialect: str):
+    """INSERT the team's best submission ... ON CONFLICT (phase, team) DO UPDATE, for SQLite or PostgreSQL."""
+    phase_id, team_id = bindparam("phase_id", type_=Integer), bindparam("team_id", type_=Integer)
+    best = (select(phase_id, team_id, _SUB.c.id, _SUB.c.result_evaluation_id, _SUB.c.score)
+            .where(_SUB.c.phase_id == phase_id, _SUB.c.team_id == team_id, _SUB.c.result_evaluation_id.is_not(None),
+                   _SUB.c.disqualified_at.is_(None),
+                   ~exists().where(_TEAMS.c.id == team_id, _TEAMS.c.disqualified_at.is_not(None)))
+            .order_by(_SUB.c.score.desc().nulls_last(), _SUB.c.id.desc()).limit(1))
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_ENTRIES)
+    upsert = upsert.from_select(["phase_id", "team_id", "submission_id", "evaluation_id", "score"], best)
+    return upsert.on_conflict_do_update(index_elements=["phase_id", "team_id"], set_={
+        "submission_id": upsert.excluded.submission_id, "evaluation_id": upsert.excluded.evaluation_id,
+        "score": upsert.excluded.score}).returning(_ENTRIES.c.id)
+
+
+def release(sessions: sessionmaker[Session], job: Job, reason: str, note: str, max_attempts: int = MAX_ATTEMPTS,
+            *, interrupted: bool = False) -> State | None:
     """Give back a held evaluation after a platform fault: requeued while attempts remain,
-    else failed with ``reason`` (a platform failure). Returns the new state (None: not held)."""
+    else failed with ``reason`` (a platform failure). ``interrupted``: the worker stopped it
+    on purpose (shutdown): always requeued, and this attempt is not counted. Returns the
+    new state (None: not held)."""
     if reason not in PLATFORM_REASONS:
         raise ValueError(f"reason must be one of {PLATFORM_REASONS}, got {reason!r}")
     try:
         with transaction(sessions) as session:
-            return _release(session, job.evaluation_id, job.worker_id, reason, note, max_attempts)
+            return _release(session, job.evaluation_id, job.worker_id, reason, note, max_attempts, interrupted)
     except IllegalTransition:
         return None
 
 
-def _release(session: Session, evaluation_id: int, worker_id: str, reason: str, note: str, max_attempts: int) -> State:
+def _release(session: Session, evaluation_id: int, worker_id: str, reason: str, note: str, max_attempts: int,
+             interrupted: bool = False) -> State:
     attempts = session.execute(select(Evaluation.attempts).where(Evaluation.id == evaluation_id)).scalar()
-    if attempts < max_attempts:
+    if interrupted or attempts < max_attempts:
         transition(session, evaluation_id, State.running, State.queued, held_by=worker_id, note=note,
-                   worker_id=None, heartbeat_at=None)
+                   worker_id=None, heartbeat_at=None, attempts_delta=-1 if interrupted else 0)
         return State.queued
     message = ("the worker running it stopped answering" if reason == "worker_lost" else "the platform could not run it") + \
         f" {attempts} times; it does not count against your quota"
-    transition(session, evaluation_id, State.running, State.failed, held_by=worker_id, note=note,
-               failure=reason, error=message, platform_fault=True)
-    _counts(session, evaluation_id, reason, platform=True)
+    ids = transition(session, evaluation_id, State.running, State.failed, held_by=worker_id, note=note,
+                     failure=reason, error=message, platform_fault=True)
+    _counts(session, ids.submission_id, platform=True)
     return State.failed
 
 

@@ -11,7 +11,7 @@ worker hosts are never part of what a participant gets.
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from evaluator.ranking import rank_teams
 from submissions import admin
@@ -43,8 +43,11 @@ def phases(session: Session, user: User) -> list[dict]:
     return rows
 
 
-def visible_submission(session: Session, user: User, submission_id: int) -> Submission:
-    submission = session.get(Submission, submission_id)
+def visible_submission(session: Session, user: User, submission_id: int, *options) -> Submission:
+    """The submission if ``user`` may see it, else NotFound; ``options``: SQLAlchemy loader
+    options for what the caller reads of it (its phase and team always come along)."""
+    submission = session.execute(select(Submission).options(joinedload(Submission.phase), joinedload(Submission.team), *options)
+                                 .where(Submission.id == submission_id)).scalar_one_or_none()
     if submission is None:
         raise NotFound(f"no submission {submission_id}")
     if user.role != Role.organizer:
@@ -60,7 +63,9 @@ def latest_success(submission: Submission) -> Evaluation | None:
 
 
 def submission_status(session: Session, user: User, submission_id: int) -> dict:
-    submission = visible_submission(session, user, submission_id)
+    """Three SELECTs whatever the number of evaluations: the submission with its phase and
+    team, its evaluations, their histories."""
+    submission = visible_submission(session, user, submission_id, selectinload(Submission.evaluations).selectinload(Evaluation.history))
     phase = submission.phase
     latest = submission.evaluations[-1]
     organizer = user.role == Role.organizer

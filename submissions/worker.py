@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,11 @@ from submissions import queue
 from submissions.queue import Job
 
 log = logging.getLogger("iugc.worker")
+
+CANCEL_POLL_SECONDS = 1.0
+"""How often a worker looks whether the rows it holds were cancelled (a read of those rows)."""
+STOP_SECONDS = 10.0
+"""How long a stop waits for cancelled evaluations to remove their containers."""
 
 Evaluate = Callable[[Job], dict]
 """Runs one job and returns ``evaluate_image``'s result; raises RetryableError for a platform fault."""
@@ -68,18 +74,32 @@ def run_job(job: Job, storage) -> dict:
                 image, _ = load_archive(engine, archive, limits)
         except SubmissionError as exc:
             return {"status": "failed", "failure": exc.reason, "error": str(exc), "image_digest": None, "logs": ""}
-    return evaluate_image(image, dataset, challenge, limits, engine=engine, cache_dir=default_cache_dir())
+    return keep_masks(storage, challenge.phase(job.phase_name).public_cases, lambda keep: evaluate_image(
+        image, dataset, challenge, limits, engine=engine, cache_dir=default_cache_dir(), keep_outputs=keep, cancel=job.cancel))
+
+
+def keep_masks(storage, public_cases: bool, evaluate: Callable[[Path | None], dict]) -> dict:
+    """``evaluate(keep_outputs)``: ``evaluate_image`` given a folder for the validated masks
+    when the phase's cases are public; those are stored and named in the result
+    (``output_masks``: case id -> storage key) for the site's overlays. A run of a phase
+    with hidden cases gets no folder and keeps nothing."""
+    if not public_cases:
+        return evaluate(None)
+    with tempfile.TemporaryDirectory(prefix="iugc-kept-") as kept:
+        result = evaluate(Path(kept))
+        if result.get("status") == "succeeded":
+            result["output_masks"] = {p.stem: storage.put_bytes(p.read_bytes()) for p in sorted(Path(kept).glob("*.png"))}
+    return result
 
 
 def noop_job(job: Job) -> dict:
     """A no-op evaluation (``--evaluation noop``): measures and tests the queue's own
     dispatch and bookkeeping; it runs no image. ``IUGC_NOOP_SECONDS`` makes it take time."""
     import os
-    import time
 
     seconds = float(os.environ.get("IUGC_NOOP_SECONDS") or 0)
-    if seconds > 0:
-        time.sleep(seconds)
+    if seconds > 0 and job.cancel.wait(seconds):
+        raise CancelledError("the evaluation was cancelled")
     return {"status": "succeeded", "failure": None, "error": None, "image_digest": None, "logs": "",
             "cases": {}, "aggregates": {"n_cases": 0}, "score": None}
 
@@ -93,13 +113,15 @@ class WorkerPool:
 
     def __init__(self, sessions: sessionmaker[Session], storage, *, threads: int = 1, evaluate: Evaluate | None = None,
                  heartbeat_seconds: float = queue.HEARTBEAT_SECONDS, timeout_seconds: float = queue.HEARTBEAT_TIMEOUT_SECONDS,
-                 max_attempts: int = queue.MAX_ATTEMPTS, poll_seconds: float = 0.5, cleanup: bool = True):
+                 max_attempts: int = queue.MAX_ATTEMPTS, poll_seconds: float = 0.5, cleanup: bool = True,
+                 cancel_poll_seconds: float = CANCEL_POLL_SECONDS, stop_seconds: float = STOP_SECONDS):
         if threads < 0:
             raise ValueError(f"threads must be >= 0 (0: only heartbeats, jobs run by run_one), got {threads}")
         self.sessions, self.storage, self.n_threads = sessions, storage, threads
         self.evaluate = evaluate or (lambda job: run_job(job, storage))
         self.heartbeat_seconds, self.timeout_seconds = heartbeat_seconds, timeout_seconds
         self.max_attempts, self.poll_seconds, self.cleanup = max_attempts, poll_seconds, cleanup
+        self.cancel_poll_seconds, self.stop_seconds = min(cancel_poll_seconds, heartbeat_seconds), stop_seconds
         self.worker_id = queue.new_worker_id()
         self.version = evaluator_version()
         self._stop = threading.Event()
@@ -137,17 +159,35 @@ class WorkerPool:
         """A submission was queued: look now instead of at the next poll."""
         self._wakeup.set()
 
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop claiming; wait up to ``timeout`` for running evaluations, then give back
-        (requeue) what is still held so the next start runs it."""
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming; give running evaluations ``timeout`` seconds to finish, then stop
+        their containers and requeue them (a shutdown never counts against a team or its
+        attempts); returns once they are given back, at most ``timeout + 2 * stop_seconds`` later."""
         self._stop.set()
         self._wakeup.set()
+        self.interrupt(timeout)
+        deadline = time.monotonic() + self.stop_seconds
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             held = list(self._held.values())
-        for job in held:
-            queue.release(self.sessions, job, "worker_lost", "worker stopped", self.max_attempts + 1)
+        for job in held:  # a thread that did not give its job back in time
+            queue.release(self.sessions, job, "worker_lost", "worker stopped", interrupted=True)
+
+    def interrupt(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for the held evaluations to end, then cancel the rest
+        (their runners kill and remove the containers; ``run`` requeues them) and wait up
+        to ``stop_seconds`` for that."""
+        self._wait_idle(grace)
+        with self._lock:
+            for job in self._held.values():
+                job.cancel.set()
+        self._wait_idle(self.stop_seconds)
+
+    def _wait_idle(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self._held and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the threads to end (after ``stop``): a job still in hand finishes first."""
@@ -193,8 +233,14 @@ class WorkerPool:
         except RetryableError as exc:
             self._until_stored(queue.release, job, "platform_error", f"platform error: {exc}", self.max_attempts)
             return
-        except (CancelledError, KeyboardInterrupt):
-            self._until_stored(queue.release, job, "worker_lost", "worker interrupted", self.max_attempts + 1)
+        except CancelledError:  # stopped on purpose: the row is no longer ours, or we shut down
+            if self._until_stored(queue.release, job, "worker_lost", "worker stopped", self.max_attempts, interrupted=True):
+                log.info("evaluation %d: stopped by the worker's shutdown and requeued", job.evaluation_id)
+            else:
+                log.info("evaluation %d: no longer ours (cancelled or reaped); its container was stopped", job.evaluation_id)
+            return
+        except KeyboardInterrupt:
+            self._until_stored(queue.release, job, "worker_lost", "worker interrupted", self.max_attempts, interrupted=True)
             raise
         except Exception as exc:  # a bug or a broken engine: the team is not at fault
             log.exception("evaluation %d crashed", job.evaluation_id)
@@ -205,7 +251,7 @@ class WorkerPool:
         else:
             log.info("evaluation %d was no longer ours (cancelled or reaped); result not stored", job.evaluation_id)
 
-    def _until_stored(self, write, job: Job, *args):
+    def _until_stored(self, write, job: Job, *args, **kwargs):
         """Write a job's outcome, retrying while the database is unreachable (a restart):
         a computed result is not dropped for that. After ``timeout_seconds`` of failures
         it gives up; the reaper then requeues the row (its heartbeat has stopped)."""
@@ -214,7 +260,7 @@ class WorkerPool:
         deadline, pause = time.monotonic() + self.timeout_seconds, 0.2
         while True:
             try:
-                return write(self.sessions, job, *args)
+                return write(self.sessions, job, *args, **kwargs)
             except DBAPIError as exc:
                 if time.monotonic() > deadline:
                     log.error("evaluation %d: the database stayed unreachable; leaving it to the reaper", job.evaluation_id)
@@ -224,11 +270,20 @@ class WorkerPool:
                 pause = min(pause * 2, 5.0)
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_seconds):
+        """Every ``cancel_poll_seconds``: cancel the jobs whose rows are no longer ours
+        (cancelled, reaped); every ``heartbeat_seconds``: heartbeat and reap."""
+        next_beat = time.monotonic() + self.heartbeat_seconds
+        while not self._stop.wait(self.cancel_poll_seconds):
             try:
                 with self._lock:
-                    ids = list(self._held)
-                queue.heartbeat(self.sessions, self.worker_id, ids)
-                queue.reap(self.sessions, self.timeout_seconds, self.max_attempts)
+                    jobs = dict(self._held)
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.heartbeat_seconds
+                    held = queue.heartbeat(self.sessions, self.worker_id, list(jobs))
+                    queue.reap(self.sessions, self.timeout_seconds, self.max_attempts)
+                else:
+                    held = queue.still_held(self.sessions, self.worker_id, list(jobs))
+                for evaluation_id in jobs.keys() - held:
+                    jobs[evaluation_id].cancel.set()
             except Exception:
                 log.exception("heartbeat failed; retrying")

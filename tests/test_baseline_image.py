@@ -114,3 +114,20 @@ def test_local_runner_refuses_untrusted_images(cases, tmp_path, monkeypatch):
     result = evaluate_image("team/model:1", cases, CHALLENGE, LIMITS, runner="local", cache_dir=None, jobs=1)
     assert result["status"] == "failed" and result["failure"] == "image_rejected"
     assert "only the platform's trusted submissions" in result["error"] and "start a Docker engine" in result["error"]
+
+
+def test_local_runner_stops_when_cancelled(cases, onnx_model, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from evaluator.exceptions import CancelledError
+
+    monkeypatch.setenv("IUGC_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("IUGC_MODEL", str(onnx_model))
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    began = time.monotonic()
+    with pytest.raises(CancelledError, match="cancelled"):
+        evaluate_image("iugc/baseline:latest", cases, CHALLENGE, LIMITS, runner="local", cache_dir=None, jobs=1, cancel=cancel)
+    assert time.monotonic() - began < 5  # a full run takes longer (imports, model load, every case)
+    assert list((tmp_path / "work").iterdir()) == []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data_manifest.importers import ImportProblems, import_dataset
-from data_manifest.io import read_image, read_mask, sha256_file
+from data_manifest.io import read_image, read_mask, sha256_file, staged_folder
 from data_manifest.manifest import load_manifest, write_manifest
 from data_manifest.phantom import phantom_frame, write_phantom_dataset, write_phantom_iugc2024
 from data_manifest.split import parse_blocks, split_by_blocks, split_by_video
@@ -239,3 +239,20 @@ def test_phantoms_are_reproducible_labelled_and_synthetic(tmp_path):
     assert sum(c.standard_plane for c in a.cases) == 6
     run = iugc("data", "phantom", "--dest", tmp_path / "c", "--cases", "3", "--size", "64")
     assert run.returncode == 0 and "SYNTHETIC" in run.stdout
+
+
+def test_staged_folder_appears_whole_or_not_at_all(tmp_path):
+    dest = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        with staged_folder(dest) as folder:
+            (folder / "half.txt").write_text("half")
+            raise KeyboardInterrupt
+    assert not dest.exists() and list(tmp_path.iterdir()) == []  # no staging folder left either
+    dest.mkdir()  # an empty folder may be filled ...
+    with staged_folder(dest) as folder:
+        (folder / "whole.txt").write_text("whole")
+    assert [p.name for p in dest.iterdir()] == ["whole.txt"] and len(list(tmp_path.iterdir())) == 1
+    with pytest.raises(OSError):  # ... a filled one is never replaced
+        with staged_folder(dest) as folder:
+            (folder / "other.txt").write_text("other")
+    assert [p.name for p in dest.iterdir()] == ["whole.txt"] and len(list(tmp_path.iterdir())) == 1

@@ -351,3 +351,12 @@ def test_fill_missing_cases_scores_a_missing_case_as_a_missing_prediction():
     assert (c0["p_standard_plane"], c1["p_standard_plane"]) == (1.0, 0.0)  # 1 - label: the worst case
     assert filled["short"]["aggregates"]["n_cases"] == 4 and filled["short"]["aggregates"]["n_errors"] == 2
     assert filled["full"]["cases"] is full  # a team lacking nothing is returned as it was
+
+
+@pytest.mark.parametrize("higher_is_better", [True, False])
+def test_min_ranks_equal_scipys_min_rank_with_ties_and_missing_last(higher_is_better):
+    rng = np.random.default_rng(3)
+    values = [None if rng.random() < 0.1 else float(rng.choice([0.5, 0.7]) if rng.random() < 0.3 else rng.random())
+              for _ in range(300)]
+    keyed = [np.inf if v is None else (-v if higher_is_better else v) for v in values]
+    assert min_ranks(values, higher_is_better) == [int(r) for r in stats.rankdata(keyed, method="min")]

@@ -10,7 +10,7 @@ import pytest
 from leaderboard.app import create_app
 from submissions import admin, db, queue
 from submissions.exceptions import SchemaNotCurrent
-from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster, s3_endpoint  # noqa: F401
+from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster, redis_server, s3_endpoint  # noqa: F401
 
 SANITY, VALIDATION, FINAL = "svc-sanity-check", "svc-validation", "svc-final-test"
 
@@ -242,3 +242,98 @@ def test_uploads_go_to_an_s3_store_when_configured(database_url, tmp_path, monke
     assert list((tmp_path / "staging").glob("*")) == []  # staged, checked, uploaded, removed
     app.extensions["iugc"].engine.dispose()
     svc.engine.dispose()
+
+
+def _limited_service(database_url, tmp_path, **rates):
+    svc = Service(database_url, tmp_path, challenge_file(tmp_path))
+    svc.app = create_app({"DATABASE_URL": database_url, "STORAGE_URL": str(svc.storage.root), "INSTANCE": str(tmp_path), **rates})
+    svc.client = svc.app.test_client()
+    return svc
+
+
+def test_api_calls_over_the_tokens_rate_get_429_and_other_tokens_go_on(database_url, tmp_path):
+    svc = _limited_service(database_url, tmp_path, API_RATE_LIMIT="3 per minute")
+    alpha, beta = _token(svc, "a@example.org", "alpha"), _token(svc, "b@example.org", "beta")
+    assert [svc.client.get("/api/v1/phases", headers=alpha).status_code for _ in range(3)] == [200] * 3
+    refused = svc.client.get(f"/api/v1/phases/{VALIDATION}/leaderboard", headers=alpha)  # every endpoint shares the count
+    assert refused.status_code == 429
+    assert "3 per 1 minute" in refused.json["error"] and refused.json["retry_after"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert svc.client.get("/api/v1/phases", headers=beta).status_code == 200  # per token, not per address
+    assert svc.client.get("/api/v1/phases", headers=_token(svc, "org@example.org")).status_code == 200
+    assert svc.client.get("/api/v1/phases", headers={"Authorization": "Bearer iugc_forged"}).status_code == 401
+    svc.app.extensions["iugc"].engine.dispose()
+    svc.engine.dispose()
+
+
+def test_an_upload_over_the_upload_rate_gets_429_and_stores_nothing(database_url, tmp_path):
+    svc = _limited_service(database_url, tmp_path, API_UPLOAD_RATE_LIMIT="1 per hour")
+    alpha = _token(svc, "a@example.org", "alpha")
+    assert _upload(svc, alpha, 1).status_code == 202
+    before = svc.counts()
+    refused = _upload(svc, alpha, 2)
+    assert refused.status_code == 429 and "too many uploads" in refused.json["error"] and "1 per 1 hour" in refused.json["error"]
+    assert 3000 < int(refused.headers["Retry-After"]) <= 3600
+    assert svc.counts() == before
+    assert svc.client.get("/api/v1/phases", headers=alpha).status_code == 200  # the general rate is not used up
+    svc.app.extensions["iugc"].engine.dispose()
+    svc.engine.dispose()
+
+
+def test_the_openapi_document_lists_429_for_every_authenticated_endpoint(service):
+    doc = service.client.get("/api/v1/openapi.json").json
+    for path, methods in doc["paths"].items():
+        for method, operation in methods.items():
+            assert ("429" in operation["responses"]) == (not path.endswith("openapi.json")), (method, path)
+
+
+def test_a_rate_that_cannot_be_read_stops_the_app_naming_the_setting(service, tmp_path, monkeypatch):
+    from submissions.exceptions import ConfigurationError
+
+    monkeypatch.setenv("IUGC_API_RATE_LIMIT", "lots")
+    with pytest.raises(ConfigurationError, match="IUGC_API_RATE_LIMIT .* is 'lots', not a rate"):
+        create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'iugc.sqlite3'}", "INSTANCE": str(tmp_path)})
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_with_a_redis_broker_the_rate_counters_are_shared_by_every_app(database_url, tmp_path, request):
+    redis = request.getfixturevalue("redis_server")
+    rates = {"API_RATE_LIMIT": "2 per minute", "BROKER_URL": redis.url}
+    first = _limited_service(database_url, tmp_path, **rates)
+    alpha = _token(first, "a@example.org", "alpha")
+    assert [first.client.get("/api/v1/phases", headers=alpha).status_code for _ in range(2)] == [200, 200]
+    # another app (another process of the deployment) counts against the same Redis counters;
+    # with in-memory counters (RATELIMIT_STORAGE_URI memory://) this call is allowed
+    second = create_app({"DATABASE_URL": database_url, "STORAGE_URL": str(first.storage.root), "INSTANCE": str(tmp_path), **rates})
+    assert second.test_client().get("/api/v1/phases", headers=alpha).status_code == 429
+    redis.stop()  # the counters are away: calls are served (and a warning logged), not refused or failed
+    assert [second.test_client().get("/api/v1/phases", headers=alpha).status_code for _ in range(3)] == [200, 200, 200]
+    redis.start()  # back (empty: no persistence): counted again, without a restart of the app
+    assert [second.test_client().get("/api/v1/phases", headers=alpha).status_code for _ in range(3)] == [200, 200, 429]
+    for app in (first.app, second):
+        app.extensions["iugc"].engine.dispose()
+    first.engine.dispose()
+
+
+def test_a_submissions_status_takes_the_same_few_statements_however_many_evaluations_it_has(service):
+    from sqlalchemy import event
+
+    from submissions import reports
+    from submissions.models import User
+
+    alpha = _token(service, "a@example.org", "alpha")
+    sid = _upload(service, alpha, 1).json["id"]
+    for number in range(3):  # evaluated, then re-evaluated twice: three evaluations with their histories
+        job = queue.claim_next(service.sessions, f"h:{number}:x")
+        assert queue.finish(service.sessions, job, {"status": "succeeded", "aggregates": {"dice": 0.5}, "score": 0.5, "cases": {}})
+        if number < 2:
+            assert queue.reevaluate(service.sessions, None, SANITY, sid)
+    statements = []
+    event.listen(service.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with service.sessions() as session:
+        for email in ("a@example.org", "org@example.org"):
+            user = session.query(User).filter_by(email=email).one()
+            statements.clear()
+            status = reports.submission_status(session, user, sid)
+            assert [len(e["history"]) for e in status["evaluations"]] == [5, 4, 4]
+            assert len(statements) <= (4 if email == "a@example.org" else 3), statements  # + the participant's team

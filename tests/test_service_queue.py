@@ -209,9 +209,10 @@ def test_a_platform_fault_in_the_pool_is_retried_and_a_stopped_pool_gives_work_b
         release.wait(30)
         return noop_result(job)
 
-    pool = WorkerPool(service.sessions, service.storage, threads=1, evaluate=flaky, poll_seconds=0.05, cleanup=False).start()
+    pool = WorkerPool(service.sessions, service.storage, threads=1, evaluate=flaky, poll_seconds=0.05, cleanup=False,
+                      stop_seconds=0.5).start()
     assert started.wait(30)
-    pool.stop(timeout=0.2)  # the evaluation in hand is still running
+    pool.stop(timeout=0.2)  # the evaluation in hand is still running, and ignores its cancel
     (state,) = [s for _, _, s, _ in _evaluations(service).values()]
     assert state == State.queued and len(calls) == 2  # given back to the queue for the next start
     release.set()
@@ -256,3 +257,36 @@ def test_a_postgresql_restart_during_a_run_loses_nothing(postgres_cluster, tmp_p
         assert session.query(CaseResult).count() == 200  # each result stored once
     svc.engine.dispose()
     postgres_cluster.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+MAX_STATEMENTS_PER_EVALUATION = 8  # claim: SELECT + the transition's 3; result: the transition's 3 + the entry upsert (was 19)
+
+
+def test_a_no_op_evaluation_takes_at_most_8_sql_statements(service):
+    """Dispatch and bookkeeping cost (benchmarks/bench_service.py): counted, not timed.
+    BEGIN is left out (SQLite's BEGIN IMMEDIATE is a statement, PostgreSQL's is not)."""
+    from sqlalchemy import event
+
+    from submissions.models import LeaderboardEntry
+    from submissions.worker import noop_job
+
+    users = [service.participant(f"u{i}@example.org", f"team{i}") for i in range(3)]
+    ids = [_submit(service, users[i % 3], i) for i in range(6)]
+    pool = WorkerPool(service.sessions, service.storage, threads=0, evaluate=noop_job, cleanup=False)
+    statements = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if not statement.lstrip().upper().startswith("BEGIN"):
+            statements.append(statement)
+
+    event.listen(service.engine, "before_cursor_execute", count)
+    try:
+        for _ in ids:
+            pool.run(queue.claim_next(service.sessions, pool.worker_id))
+    finally:
+        event.remove(service.engine, "before_cursor_execute", count)
+    assert len(statements) <= MAX_STATEMENTS_PER_EVALUATION * len(ids), "\n".join(statements)
+    with service.sessions() as session:
+        assert {s.status for s in session.query(Submission)} == {State.succeeded}
+        assert all(e.attempts == 1 and e.definition_sha256 for e in session.query(Evaluation))
+        assert sorted(e.submission_id for e in session.query(LeaderboardEntry)) == sorted(ids[-3:])  # ties: the later

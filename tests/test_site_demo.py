@@ -9,8 +9,10 @@ from sqlalchemy import func, select
 
 from iugc import site_demo
 from iugc.cli import main
+from leaderboard.web import overlays
 from submissions import db, reports
 from submissions.models import Evaluation, Role, Submission, User
+from submissions.storage import LocalStorage
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
 
@@ -35,6 +37,11 @@ def test_demo_site_prepares_a_ranked_site_and_a_second_run_reuses_it(tmp_path, m
     assert all(r["n_cases"] == 6 for r in rows)
     baseline = next(r for r in rows if r["team"] == "demo-team")
     assert 0.5 < baseline["score"] < 1.0
+    with sessions() as session:  # the baseline's masks are kept, as the worker keeps them: its cases have overlays
+        case_id = session.get(Submission, baseline["submission"]).evaluations[-1].cases[0].case_id
+        png = overlays.case_overlay(session, LocalStorage(instance / "storage"), organizer, baseline["submission"], case_id,
+                                    tmp_path / "overlays")
+    assert png.startswith(b"\x89PNG")
     again = CliRunner().invoke(main, ["demo-site", "--instance", str(instance), "--cases", "6", "--no-serve"])
     assert again.exit_code == 0, again.output
     assert "already submitted" in again.output and "psfhs2023: already there" in again.output

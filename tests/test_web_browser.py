@@ -4,9 +4,10 @@ the baseline image in a real container on real frames.
 
 A participant registers, creates a team, uploads the baseline's `docker save` archive
 (progress bar), watches the status reach a score without reloading, finds the team on the
-leaderboard and opens the per-case page; the organizer publishes the final phase and the
-participant then sees it. Screenshots of each page, at a laptop's and a phone's width,
-go to ``$IUGC_TEST_ARTIFACTS/web`` (default ``artifacts/web`` in the checkout).
+leaderboard, opens the per-case page and a case's overlay; the organizer publishes the
+final phase and the participant then sees it. Screenshots of each page, at a laptop's and a phone's width,
+go to ``$IUGC_TEST_ARTIFACTS/web`` (default ``artifacts/web`` in the checkout); the
+overlay, an image, once (``12-overlay.png``).
 
 Needs ``apt-get install chromium`` (``IUGC_REQUIRE_BROWSER=1`` turns its absence into a
 failure), a Docker engine and the real frames (their own switches).
@@ -19,8 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from leaderboard.web.overlays import EXPERT, PREDICTED
 from tests.conftest import ROOT
 from tests.docker_support import require_engine
 from tests.service_support import docker_like_archive, free_port, wait_for_port
@@ -138,6 +141,17 @@ def shoot(page, name: str) -> None:
     page.set_viewport_size(LAPTOP)
 
 
+def _rgb(png: bytes):
+    import cv2
+
+    assert png.startswith(b"\x89PNG"), png[:200]
+    return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].astype(int)
+
+
+def _hex(colour: str):
+    return np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+
+
 def login(page, base, email):
     page.goto(f"{base}/login")
     page.fill("input[name=email]", email)
@@ -207,6 +221,17 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     cases = page.locator("#cases tbody tr")
     assert cases.count() == N_CASES
     shoot(page, "08-submission-detail")
+
+    link = cases.first.locator("td a")  # a sanity-check case: its overlay, drawn from the masks the worker kept
+    case_id = link.inner_text()
+    link.click()
+    page.wait_for_url(f"{base}/submissions/{sid}/cases/{case_id}/overlay.png")
+    assert page.evaluate("[document.images[0].naturalWidth, document.images[0].naturalHeight]") == [768, 768]
+    overlay = _rgb(page.request.get(page.url).body())
+    for colour in (EXPERT, PREDICTED):  # both masks and constructions are drawn
+        assert (np.abs(overlay - _hex(colour)).max(axis=-1) < 30).sum() > 200, colour
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "12-overlay.png"))
 
     page.goto(base + "/leaderboard/psfhs2023-final-test")
     assert "not published yet" in page.inner_text("main")

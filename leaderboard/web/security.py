@@ -42,7 +42,7 @@ MIN_SECRET_LENGTH = 32
 MIN_PASSWORD_LENGTH = 10
 
 csrf = CSRFProtect()
-limiter = Limiter(get_remote_address, storage_uri="memory://", default_limits=[])
+limiter = Limiter(get_remote_address, default_limits=[])  # storage: RATELIMIT_STORAGE_URI (leaderboard.app)
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Log in to see this page."

@@ -1,5 +1,6 @@
 """Uploads and the team's submissions: ``/phases/<slug>/upload``, ``/submissions`` (status
-updating without a reload from ``/submissions/status.json``), ``/submissions/<id>``, cancel."""
+updating without a reload from ``/submissions/status.json``), ``/submissions/<id>``, cancel,
+and a public case's overlay ``/submissions/<id>/cases/<case>/overlay.png``."""
 from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
@@ -12,6 +13,7 @@ from submissions.models import utcnow
 from leaderboard.web import queries
 from leaderboard.web.board import COLUMNS
 from leaderboard.web.forms import ActionForm
+from leaderboard.web import overlays
 from leaderboard.web.security import page
 
 bp = Blueprint("submissions", __name__)
@@ -96,9 +98,23 @@ def detail(submission_id):
         submission = reports.visible_submission(session, user, submission_id)
         latest = submission.evaluations[-1]
         return render_template("submissions/detail.html", s=status, cases=cases, cases_note=cases_note,
+                               overlays=bool(cases) and submission.phase.public_cases
+                               and overlays.kept_masks(_ctx().storage, reports.latest_success(submission)) is not None,
                                metric_columns=COLUMNS + COUNTS, case_columns=CASE_COLUMNS,
                                queue_position=queries.queue_position(session, latest),
                                runtime=queries.runtime_seconds(latest), form=ActionForm())
+
+
+@page(bp, "/submissions/<int:submission_id>/cases/<case_id>/overlay.png", "user")
+def overlay(submission_id, case_id):
+    """The predicted and expert masks of a public case with their AoP constructions (PNG)."""
+    context = _ctx()
+    with context.sessions() as session:
+        png = overlays.case_overlay(session, context.storage, current_user.user, submission_id, case_id,
+                                    context.settings.instance / "cache" / "overlays")
+    response = current_app.response_class(png, mimetype="image/png")
+    response.headers["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 @page(bp, "/submissions/<int:submission_id>/cancel", "user", methods=("POST",))
