@@ -27,7 +27,6 @@ def serve_cmd(host, port, threads, workers, grace, evaluation):
     from waitress import create_server
 
     from leaderboard.app import create_app
-    from submissions.cli import install_signal_handlers
     from submissions.exceptions import ServiceError
     from submissions.worker import EVALUATIONS, WorkerPool
 
@@ -48,7 +47,6 @@ def serve_cmd(host, port, threads, workers, grace, evaluation):
         ctx.wake = pool.wake
     server = create_server(app, host=host, port=port, threads=threads, clear_untrusted_proxy_headers=True,
                            max_request_body_size=_largest_upload(ctx))
-    install_signal_handlers()
     mode = "celery" if ctx.settings.broker_url else f"{workers} embedded worker(s)"
     click.echo(f"serving http://{host}:{server.effective_port}/api/v1 ({mode}); SIGTERM stops", err=True)
     try:
