@@ -267,6 +267,7 @@ def _write_report(report_dir: Path, results, failed, notes, challenge, samples, 
 
     from data_manifest.io import is_new_folder, staged_folder
     from evaluator.report import figure_names, ranking_report
+    from evaluator.signals import pool_worker_signals
 
     if not is_new_folder(report_dir):
         raise click.ClickException(f"--report {report_dir}: exists and is not an empty folder; name a new folder")
@@ -300,7 +301,7 @@ def _write_report(report_dir: Path, results, failed, notes, challenge, samples, 
                 bar.update()
         else:  # figures are independent: drawn in parallel, one process per core
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            with context.Pool(jobs) as pool:
+            with context.Pool(jobs, initializer=pool_worker_signals) as pool:
                 for _ in pool.imap_unordered(_render_figure, items, chunksize=1):
                     bar.update()
         bar.close()
@@ -387,23 +388,6 @@ def _limits(challenge, phase_name, timeout, memory, cpus, output_limit, gpus):
     return replace(limits, **{k: v for k, v in changes.items() if v is not None}), phases[phase_name]
 
 
-def _cancel_on_signals():
-    """SIGTERM and SIGINT cancel the run (the container and its folders are removed, exit 130).
-
-    SIGINT is set here too, not left to Python's default: a worker started in the
-    background (`cmd &`, many supervisors) inherits SIGINT ignored, and `kill -INT` then
-    left its submission running until the time limit."""
-    import signal
-
-    from evaluator.exceptions import CancelledError
-
-    def handler(signum, frame):
-        raise CancelledError(f"interrupted by signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 # The option that lowers each limit a host may lack (HostLimitError.limit -> advice).
 _HOST_LIMIT_OPTIONS = {
     "cpus": lambda host: f"--cpus {host.cpus}",
@@ -454,7 +438,6 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
     case_ids = _case_ids(cases_file)
     limits, phase_def = _limits(challenge, phase, timeout, memory, cpus, output_limit, gpus)
     phase_label = f"phase {phase_def.name}"
-    _cancel_on_signals()
     engine = None
     stack = contextlib.ExitStack()  # removes, at the end, an image this run loaded from an archive
     try:

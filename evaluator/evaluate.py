@@ -313,14 +313,10 @@ def _init_worker(challenge: ChallengeDefinition, cache_dir: Path | None) -> None
 
 
 def _init_pool_worker(challenge: ChallengeDefinition, cache_dir: Path | None) -> None:
-    """A forked pool worker: SIGTERM kills it again and SIGINT raises KeyboardInterrupt.
-    A forked worker inherits the parent's handlers, and `iugc evaluate-image` turns both
-    into an exception, which the worker's per-case ``except`` would swallow: the pool's
-    terminate then waited forever."""
-    import signal
+    """A forked pool worker's set-up: :func:`evaluator.signals.pool_worker_signals`, then the state."""
+    from evaluator.signals import pool_worker_signals
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    pool_worker_signals()
     _init_worker(challenge, cache_dir)
 
 

@@ -53,11 +53,9 @@ def kit_check_cmd(target, challenge, data, out):
     platform would accept it; 1 when refused or it cannot be checked.
     """
     from data_manifest.io import atomic_write_text
-    from evaluator.cli import _cancel_on_signals
     from evaluator.exceptions import CancelledError, KitError, RetryableError
     from evaluator.kit import check, format_report
 
-    _cancel_on_signals()
     try:
         report = check(target, challenge=challenge, data=data)
     except (KitError, RetryableError) as exc:

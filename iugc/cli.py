@@ -1,8 +1,6 @@
 """Entry point of the `iugc` console script."""
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import click
@@ -12,30 +10,9 @@ from challenge.cli import challenge_group
 from data_manifest.cli import data_group
 from evaluator.cli import biometry_cmd, docker_group, evaluate_cmd, evaluate_image_cmd, rank_cmd
 from evaluator.kit_cli import export_base_cmd, kit_group
+from evaluator.signals import interrupt_on_signals
 from leaderboard.cli import serve_cmd, submit_cmd
 from submissions.cli import admin_group, db_group, worker_cmd
-
-
-_INSTALLED: dict = {}  # the process that installed the handlers, and the handlers it had
-
-
-def install_signal_handlers() -> None:
-    """SIGINT and SIGTERM raise KeyboardInterrupt in this process; in a process forked from
-    it (multiprocessing workers) they act as they did before, so ``Pool.terminate`` still
-    ends a worker quietly."""
-    if _INSTALLED.get("pid") == os.getpid():
-        return  # installed already: keep the handlers from before ours
-    _INSTALLED.update(pid=os.getpid(), handlers={s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)})
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-
-
-def _interrupt(signum, frame):
-    if os.getpid() != _INSTALLED["pid"]:  # a forked worker: the signal's action before ours
-        signal.signal(signum, _INSTALLED["handlers"][signum])
-        os.kill(os.getpid(), signum)
-        return
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class _Cancellable(click.Group):
@@ -49,7 +26,7 @@ class _Cancellable(click.Group):
     would print "Aborted!" and exit 1."""
 
     def invoke(self, ctx):
-        install_signal_handlers()
+        interrupt_on_signals()
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:

@@ -28,7 +28,6 @@ def serve_cmd(host, port, threads, workers, grace, evaluation, processes):
     evaluations and requeues them (a shutdown never counts against a team).
     """
     from leaderboard.app import create_app
-    from submissions.cli import install_signal_handlers
     from submissions.exceptions import ServiceError
     from submissions.worker import EVALUATIONS, WorkerPool
 
@@ -39,7 +38,6 @@ def serve_cmd(host, port, threads, workers, grace, evaluation, processes):
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
     ctx = app.extensions["iugc"]
-    install_signal_handlers()  # before forking: the other processes stop as gracefully
     sockets, children = None, []
     if processes > 1:
         import socket
@@ -102,7 +100,10 @@ def _fork_server(listener, threads: int, grace: float) -> int:
         return pid
     status = 0
     try:
+        from evaluator.signals import interrupt_on_signals
         from leaderboard.app import create_app
+
+        interrupt_on_signals()  # this process's own: SIGTERM ends it gracefully, as the first
 
         server = _server(create_app(), None, None, threads, [listener])
         try:

@@ -198,17 +198,6 @@ def publish_cmd(slug):
     click.echo(f"results of {slug} are published")
 
 
-def install_signal_handlers():
-    """SIGTERM and SIGINT end the main loop with KeyboardInterrupt (then a graceful stop)."""
-    import signal
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
 @click.command("worker")
 @click.option("--concurrency", type=int, default=1, show_default=True, help="Evaluations run at the same time on this machine.")
 @click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds SIGTERM waits for running evaluations before stopping their containers and requeueing them.")
@@ -235,7 +224,6 @@ def worker_cmd(concurrency, grace, evaluation):
 
         run_celery_worker(settings, sessions, storage, concurrency, evaluation, grace)
         return
-    install_signal_handlers()
     pool = WorkerPool(sessions, storage, threads=concurrency, evaluate=lambda job: EVALUATIONS[evaluation](job, storage)).start()
     click.echo(f"worker {pool.worker_id}: {concurrency} thread(s) on {settings.database_url.split('://')[0]}; SIGTERM stops it", err=True)
     try:

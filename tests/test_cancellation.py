@@ -129,9 +129,9 @@ def test_baseline_train_ends_on_a_signal_with_whole_checkpoints(psfhs_dir, tmp_p
 
 _POOL_PROBE = """
 import multiprocessing, time
-from iugc.cli import install_signal_handlers
+from evaluator.signals import interrupt_on_signals
 
-install_signal_handlers()
+interrupt_on_signals()
 with multiprocessing.get_context("fork").Pool(2) as pool:  # leaving the block terminates the workers (SIGTERM)
     print(pool.apply(sum, ([1, 2],)))
     pool.apply_async(time.sleep, (60,))  # a worker busy in Python code when the SIGTERM comes
