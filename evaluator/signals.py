@@ -30,10 +30,20 @@ def _interrupt(signum, frame):
 
 
 def pool_worker_signals() -> None:
-    """For a forked pool worker's initializer: SIGTERM kills it (as ``Pool.terminate``
-    expects) and SIGINT is ignored. It inherits handlers that turn both into an exception,
-    which a per-case ``except`` would swallow (terminate then waited forever); and Ctrl-C
-    reaches the whole process group, where the parent alone acts on it, so the workers
-    print no traceback of their own."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    """For a forked pool worker's initializer: SIGTERM ends it through SystemExit (exit
+    status 128 + 15) and SIGINT is ignored.
+
+    It inherits handlers that turn both into KeyboardInterrupt, which is fine in the parent
+    but not here. SIGTERM must end the worker, because ``Pool.terminate`` sends it. It must
+    do so by an exception, not the default action: an idle worker waits for its next task
+    holding the pool's queue lock, and only an exception unwinds that ``with lock:``. A
+    worker killed outright keeps the lock forever, and the parent's terminate then waits
+    on it (a SIGTERM to the process group hung ``iugc evaluate``). A per-case
+    ``except Exception`` does not catch SystemExit, and multiprocessing prints no traceback
+    for it. SIGINT (Ctrl-C reaches the whole process group) is the parent's to act on."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)

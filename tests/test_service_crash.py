@@ -51,7 +51,7 @@ def _start(mode, env, port):
 
 
 def _owned(engine, pid):
-    return engine.containers.list(all=True, filters={"label": f"org.iugc.owner={socket.gethostname()}:{pid}"})
+    return engine.containers.list(all=True, sparse=True, filters={"label": f"org.iugc.owner={socket.gethostname()}:{pid}"})
 
 
 @pytest.mark.slow

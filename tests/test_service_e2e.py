@@ -144,4 +144,4 @@ def test_upload_to_leaderboard_gives_the_numbers_of_evaluate_image(mode, databas
     assert server.returncode == 0
     for process in filter(None, (server, worker)):
         owner = f"{socket.gethostname()}:{process.pid}"
-        assert engine.containers.list(all=True, filters={"label": f"org.iugc.owner={owner}"}) == []
+        assert engine.containers.list(all=True, sparse=True, filters={"label": f"org.iugc.owner={owner}"}) == []

@@ -73,7 +73,8 @@ class Run:
         return process
 
     def containers(self, process) -> list:
-        return self.engine.containers.list(all=True, filters={"label": f"org.iugc.owner={socket.gethostname()}:{process.pid}"})
+        # sparse: the list answer alone; inspecting each one raced with the removal watched for (NotFound)
+        return self.engine.containers.list(all=True, sparse=True, filters={"label": f"org.iugc.owner={socket.gethostname()}:{process.pid}"})
 
     def wait_running_container(self, process, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
