@@ -37,10 +37,13 @@ def min_ranks(values: list[float | None], higher_is_better: bool) -> list[int]:
     return [int(r) + 1 for r in np.searchsorted(np.sort(keyed), keyed, side="left")]
 
 
-def _method_values(aggregates: list[dict], challenge: ChallengeDefinition, method: str) -> list[float]:
-    """A value per team where lower is better, for the ranking method."""
+def _method_values(aggregates: list[dict], challenge: ChallengeDefinition, method: str,
+                   scores: list[float | None] | None = None) -> list[float]:
+    """A value per team where lower is better, for the ranking method (``scores``: each
+    team's challenge score, when the caller has them already)."""
     if method == "score":
-        scores = [challenge_score(a, challenge)[0] for a in aggregates]
+        if scores is None:
+            scores = [challenge_score(a, challenge)[0] for a in aggregates]
         return [-s if s is not None else np.inf for s in scores]
     if method == "mean-rank":
         per_metric = [
@@ -60,11 +63,12 @@ def rank_teams(results: dict[str, dict], challenge: ChallengeDefinition, method:
         return test_then_rank(results, challenge)["rows"]
     teams = list(results)
     aggregates = [results[t]["aggregates"] for t in teams]
-    values = _method_values(aggregates, challenge, method)
+    scores = [challenge_score(a, challenge)[0] for a in aggregates]  # once per team: the rows show them too
+    values = _method_values(aggregates, challenge, method, scores)
     ranks = min_ranks(values, higher_is_better=False)
     rows = []
-    for team, agg, rank, value in zip(teams, aggregates, ranks, values):
-        row = {"team": team, "rank": rank, "score": challenge_score(agg, challenge)[0]}
+    for team, agg, rank, value, score in zip(teams, aggregates, ranks, values, scores):
+        row = {"team": team, "rank": rank, "score": score}
         if method == "mean-rank":
             row["mean_rank"] = value
         row.update(agg)

@@ -145,10 +145,15 @@ def heartbeat(sessions: sessionmaker[Session], worker_id: str, evaluation_ids: l
     """Refresh the heartbeat of the rows this worker holds; returns the ids it still holds."""
     if not evaluation_ids:
         return set()
-    held = (Evaluation.id.in_(evaluation_ids), Evaluation.worker_id == worker_id, Evaluation.status == State.running)
+    held = _held(worker_id, evaluation_ids)
     with transaction(sessions) as session:
         session.execute(update(Evaluation).where(*held).values(heartbeat_at=utcnow()))
         return set(session.execute(select(Evaluation.id).where(*held)).scalars())
+
+
+def _held(worker_id: str, evaluation_ids: list[int]) -> tuple:
+    """The conditions of a row ``worker_id`` holds: one of ``evaluation_ids``, its id, running."""
+    return Evaluation.id.in_(evaluation_ids), Evaluation.worker_id == worker_id, Evaluation.status == State.running
 
 
 def still_held(sessions: sessionmaker[Session], worker_id: str, evaluation_ids: list[int]) -> set[int]:
@@ -156,8 +161,7 @@ def still_held(sessions: sessionmaker[Session], worker_id: str, evaluation_ids: 
     if not evaluation_ids:
         return set()
     with sessions() as session:
-        return set(session.execute(select(Evaluation.id).where(
-            Evaluation.id.in_(evaluation_ids), Evaluation.worker_id == worker_id, Evaluation.status == State.running)).scalars())
+        return set(session.execute(select(Evaluation.id).where(*_held(worker_id, evaluation_ids))).scalars())
 
 
 def _counts(session: Session, submission_id: int, platform: bool) -> None:
