@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from submissions import admin, reports
+from submissions.exceptions import Forbidden
 from submissions.models import LeaderboardEntry, Phase, Team, User
 
 KEPT = 256
@@ -95,7 +96,7 @@ def ranked(session: Session, user: User, board: Board) -> dict:
     """``reports.leaderboard``'s dict for ``user``, kept under the board's key; raises what
     ``reports.leaderboard`` raises (Forbidden, InvalidRequest)."""
     if reports.results_hidden(board, user):
-        reports.leaderboard(session, user, board.slug, board.method)  # raises its Forbidden
+        raise Forbidden(f"the results of {board.slug} are not published yet")
     return kept(("rows",) + board.key, lambda: reports.leaderboard(session, user, board.slug, board.method))
 
 

@@ -38,9 +38,18 @@ def audit(session: Session, actor_id: int | None, action: str, target: str | Non
     session.add(AuditEntry(actor_id=actor_id, action=action, target=target, detail=detail or None))
 
 
+_DEFINITIONS: dict[str, ChallengeDefinition] = {}
+"""Validated definitions by their sha256: a challenge's definition never changes (another
+definition is another challenge), and validating one costs more than a leaderboard query."""
+
+
 def definition_of(challenge: Challenge) -> ChallengeDefinition:
-    """The validated definition a challenge row was created from."""
-    return ChallengeDefinition.model_validate(challenge.definition)
+    """The validated definition a challenge row was created from (validated once per
+    process; the row's ``definition`` column is read only then)."""
+    definition = _DEFINITIONS.get(challenge.definition_sha256)
+    if definition is None:
+        definition = _DEFINITIONS[challenge.definition_sha256] = ChallengeDefinition.model_validate(challenge.definition)
+    return definition
 
 
 def init_challenge(session: Session, name_or_path: str | Path, actor_id: int | None = None) -> tuple[Challenge, bool]:

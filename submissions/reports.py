@@ -10,13 +10,13 @@ worker hosts are never part of what a participant gets.
 """
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from evaluator.ranking import rank_teams
 from submissions import admin
 from submissions.exceptions import Forbidden, InvalidRequest, NotFound
-from submissions.models import TERMINAL, Evaluation, LeaderboardEntry, Phase, Role, State, Submission, Team, User
+from submissions.models import TERMINAL, Challenge, Evaluation, LeaderboardEntry, Phase, Role, State, Submission, Team, User
 from submissions.uploads import quota
 
 
@@ -111,28 +111,37 @@ def submission_cases(session: Session, user: User, submission_id: int) -> dict:
     return {"id": submission.id, "evaluation": result.number if result else None, "cases": cases}
 
 
+_LEADERBOARD = (  # one round trip: the phase (visibility, definition) and its entries; built once
+    select(Phase.kind, Phase.results_published, Challenge,  # the challenge without its definition (deferred)
+           LeaderboardEntry.submission_id, Team.name, Evaluation.aggregates)
+    .join(Challenge, Challenge.id == Phase.challenge_id)
+    .outerjoin(LeaderboardEntry, LeaderboardEntry.phase_id == Phase.id)
+    .outerjoin(Team, Team.id == LeaderboardEntry.team_id).outerjoin(Evaluation, Evaluation.id == LeaderboardEntry.evaluation_id)
+    .where(Phase.slug == bindparam("slug")))
+
+
 def leaderboard(session: Session, user: User, slug: str, method: str | None = None) -> dict:
     """Ranked rows, one per team, by ``method`` (default the challenge's first ranking
     method): each team's best-scoring submission (its latest successful evaluation; ties:
     the later submission), read from ``leaderboard_entries``."""
-    phase = admin.phase_by_slug(session, slug)
-    if results_hidden(phase, user):
+    found = session.execute(_LEADERBOARD, {"slug": slug}).all()
+    if not found:
+        admin.phase_by_slug(session, slug)  # raises its NotFound, naming the phases there are
+    first = found[0]
+    if results_hidden(first, user):
         raise Forbidden(f"the results of {slug} are not published yet")
-    definition = admin.definition_of(phase.challenge)
+    definition = admin.definition_of(first.Challenge)
     if method is not None and method not in definition.ranking.methods:
         raise InvalidRequest(f"ranking method must be one of {', '.join(definition.ranking.methods)}, got {method!r}")
     method = method or definition.ranking.methods[0]
-    entries = session.execute(
-        select(LeaderboardEntry.submission_id, Team.name, Evaluation.aggregates)
-        .join(Team, Team.id == LeaderboardEntry.team_id).join(Evaluation, Evaluation.id == LeaderboardEntry.evaluation_id)
-        .where(LeaderboardEntry.phase_id == phase.id)
-    ).all()
+    entries = [(str(r.submission_id), r.name, r.aggregates) for r in found if r.submission_id is not None]
     if not entries:
         return {"phase": slug, "method": method, "rows": []}
-    teams = {str(sid): name for sid, name, _ in entries}
+    teams = {sid: name for sid, name, _ in entries}
     rows = []
-    for ranked in rank_teams({str(sid): {"aggregates": agg or {}} for sid, _, agg in entries}, definition, method):
+    for ranked in rank_teams({sid: {"aggregates": agg or {}} for sid, _, agg in entries}, definition, method):
         sid = ranked.pop("team")
         rows.append({"team": teams[sid], "submission": int(sid), **ranked})
     rows.sort(key=lambda r: (r["rank"], r["team"]))
     return {"phase": slug, "method": method, "rows": rows}
+
