@@ -8,10 +8,10 @@ Errors are ``{"error": message}`` with the status of the ``submissions.exception
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import math
-from functools import wraps
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -32,6 +32,7 @@ from submissions.exceptions import (
 )
 from submissions.uploads import submit
 from leaderboard import boards
+from leaderboard.rates import WindowCounters
 from leaderboard.web.security import limiter
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -46,27 +47,35 @@ ERROR = {"$ref": "#/components/schemas/Error"}
 
 
 def endpoint(rule: str, method: str, summary: str, *, auth: bool = True, body: dict | None = None,
-             responses: dict[int, str], status: int = 200, rates: tuple[str, ...] = ("API_RATE_LIMIT",)):
+             responses: dict[int, str], status: int = 200, rates: tuple[str, ...] = ("API_RATE_LIMIT",),
+             reads: bool = False):
     """Register a view on the blueprint with what OpenAPI says about it.
 
     ``rates``: the app config entries whose per-token rates an authenticated call counts
     against (checked after the token, before the view: a refused call changes nothing).
+    ``reads``: the view only reads; it is called with the read session that authenticated
+    the caller as its first argument (one session per call, not two).
     """
     def decorate(view):
-        @wraps(view)
+        @functools.wraps(view)
         def wrapper(**kwargs):
-            if auth:
-                token = _bearer()
-                with current_app.extensions["iugc"].read_sessions() as session:
-                    g.user = admin.authenticate(session, token)
+            if not auth:
+                return answer(view(**kwargs))
+            token = _bearer()
+            with current_app.extensions["iugc"].read_sessions() as session:
+                g.user = admin.authenticate(session, token)
                 for rate in rates:
                     _count_rate(rate, hashlib.sha256(token.encode()).hexdigest())
-            result = view(**kwargs)
+                if reads:
+                    return answer(view(session, **kwargs))
+            return answer(view(**kwargs))
+
+        def answer(result):
             return (result if isinstance(result, Response) else jsonify(result)), status
 
         errors = {401: "no valid token", 429: "over the token's rate limit (with retry_after)"} if auth else {}
         ENDPOINTS[view.__name__] = {"summary": summary, "description": (view.__doc__ or "").strip(), "auth": auth,
-                                    "body": body, "status": status, "responses": {**responses, **errors}}
+                                    "body": body, "status": status, "responses": {**responses, **errors}, "rates": rates}
         api.add_url_rule(rule, view.__name__, wrapper, methods=[method])
         return wrapper
     return decorate
@@ -80,13 +89,11 @@ def _bearer() -> str | None:
 
 def _count_rate(config_name: str, token_sha256: str) -> None:
     """Count one call of this token against the app's ``config_name`` rate; RateLimited
-    (with when it frees) when over. The counters are the web pages' Flask-Limiter storage."""
-    from limits import parse
-
+    (with when it frees) when over. The counters: :func:`_counters`."""
     from redis.exceptions import RedisError
 
-    item = parse(current_app.config[config_name])
-    strategy = limiter.limiter
+    item = _rate(current_app.config[config_name])
+    strategy = _counters()
     try:
         if strategy.hit(item, "iugc-api", config_name, token_sha256):
             return
@@ -97,6 +104,21 @@ def _count_rate(config_name: str, token_sha256: str) -> None:
     what = "uploads" if config_name == "API_UPLOAD_RATE_LIMIT" else "requests"
     raise RateLimited(f"too many {what}: this token may make {item.amount} per {item.multiples} {item.GRANULARITY.name}; "
                       f"the next is allowed at {reset_at:%Y-%m-%d %H:%M:%S} UTC (see Retry-After)", retry_after=reset_at)
+
+
+@functools.lru_cache(maxsize=16)
+def _rate(text: str):
+    from limits import parse
+
+    return parse(text)
+
+
+def _counters():
+    """Redis: Flask-Limiter's strategy on its Redis storage (shared by every process);
+    memory: one :class:`leaderboard.rates.WindowCounters` per app."""
+    if current_app.config["RATELIMIT_STORAGE_URI"].startswith("memory"):
+        return current_app.extensions.setdefault("iugc_api_rates", WindowCounters())
+    return limiter.limiter
 
 
 def _json_body(*required: str) -> dict:
@@ -198,11 +220,10 @@ def cancel_submission(submission_id):
 
 
 @endpoint("/phases/<slug>/leaderboard", "GET", "Ranked rows: team, submission, rank, score and every metric",
-          responses={200: "{rows: [...]}", 403: "final results not published yet", 404: "no such phase"})
-def get_leaderboard(slug):
+          responses={200: "{rows: [...]}", 403: "final results not published yet", 404: "no such phase"}, reads=True)
+def get_leaderboard(session, slug):
     """The rows are ranked once per change of the phase's entries (``leaderboard.boards``)."""
-    with _ctx().read_sessions() as session:
-        board = boards.state(session, slug)
-        data = boards.ranked(session, g.user, board)
+    board = boards.state(session, slug)
+    data = boards.ranked(session, g.user, board)
     body = boards.kept(("api-json",) + board.key, lambda: current_app.json.dumps(data) + "\n")
     return Response(body, mimetype="application/json")

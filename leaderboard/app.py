@@ -94,4 +94,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from leaderboard.web import init_web
 
     init_web(app, settings.instance, test_config)
+    from leaderboard.kept_answers import KeptAnswers
+
+    app.wsgi_app = KeptAnswers(app)  # the leaderboard page and API answers, kept in front of Flask
     return app

@@ -4,16 +4,14 @@ the organizers' CSV/JSON export.
 Ranking a phase (``submissions.reports.leaderboard``, ``evaluator.ranking``) costs
 milliseconds per call; the result depends only on the phase's leaderboard entries (each
 team's name and ranked evaluation: a new scored submission, a disqualification or a
-reinstatement moves an entry), the ranking method and the publish state. :func:`key`
-(:func:`state`) reads those and the phase's visibility in one query; :func:`ranked`
-recomputes only when the key changes, and
+reinstatement moves an entry, and moves the phase's ``board_version`` with it), the
+ranking method and the publish state. :func:`state` reads those and the phase's
+visibility from the phase's row; :func:`ranked` recomputes only when the key changes, and
 anything derived from the rows (the API's JSON, the page's table) is kept under the same
 key with :func:`kept`. Who may see a phase is checked on every call, never cached.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from submissions import admin, reports
 from submissions.exceptions import Forbidden
-from submissions.models import LeaderboardEntry, Phase, Team, User
+from submissions.models import Phase, User
 
 KEPT = 256
 """Entries kept per app (rows, JSON, tables, charts of every phase and method); the least
@@ -40,17 +38,28 @@ class Kept:
         self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key, compute: Callable):
+    def peek(self, key):
+        """The value kept under ``key`` (None when none is)."""
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        value = compute()  # outside the lock: two threads may both compute a new key once
+        return None
+
+    def put(self, key, value) -> None:
         with self._lock:
             self._items[key] = value
             self.computed += 1
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
+
+    def get(self, key, compute: Callable):
+        """The value kept under ``key``, or ``compute()`` kept there (values are never None)."""
+        value = self.peek(key)
+        if value is not None:
+            return value
+        value = compute()  # outside the lock: two threads may both compute a new key once
+        self.put(key, value)
         return value
 
 
@@ -61,9 +70,9 @@ def store() -> Kept:
 
 @dataclass(frozen=True)
 class Board:
-    """A phase's leaderboard as of now, read in one query: who may see it (``kind``,
-    ``results_published``, as ``reports.results_hidden`` reads a phase) and ``key``, what
-    its ranked rows depend on."""
+    """A phase's leaderboard as of now, read from the phase's row: who may see it
+    (``kind``, ``results_published``, as ``reports.results_hidden`` reads a phase) and
+    ``key``, what its ranked rows depend on."""
 
     id: int
     slug: str
@@ -73,23 +82,18 @@ class Board:
     key: tuple
 
 
-_STATE = (  # built once: building a statement costs more than running it
-    select(Phase.id, Phase.kind, Phase.results_published, LeaderboardEntry.team_id, Team.name, LeaderboardEntry.evaluation_id)
-    .outerjoin(LeaderboardEntry, LeaderboardEntry.phase_id == Phase.id).outerjoin(Team, Team.id == LeaderboardEntry.team_id)
-    .where(Phase.slug == bindparam("slug")).order_by(LeaderboardEntry.team_id))
+_STATE = (select(Phase.id, Phase.kind, Phase.results_published, Phase.board_version)  # built once: building costs more than running
+          .where(Phase.slug == bindparam("slug")))
 
 
 def state(session: Session, slug: str, method: str | None = None) -> Board:
-    """The phase ``slug`` and its key: the method, the publish state and each entry's team
-    id, team name and evaluation id (a succeeded evaluation never changes), the entries as
-    one sha256 (a short key is cheap to look up on every request). NotFound for no phase."""
-    rows = session.execute(_STATE, {"slug": slug}).all()
-    if not rows:
+    """The phase ``slug`` and its key: the method, the publish state and the phase's
+    ``board_version`` (moved by every change of its entries). NotFound for no phase."""
+    row = session.execute(_STATE, {"slug": slug}).first()
+    if row is None:
         admin.phase_by_slug(session, slug)  # raises its NotFound, naming the phases there are
-    phase_id, kind, published = rows[0][:3]
-    entries = [tuple(r[3:]) for r in rows if r[3] is not None]
-    digest = hashlib.sha256(json.dumps(entries).encode()).hexdigest()
-    return Board(phase_id, slug, kind, published, method, (phase_id, method, published, digest))
+    phase_id, kind, published, version = row
+    return Board(phase_id, slug, kind, published, method, (phase_id, method, published, version))
 
 
 def ranked(session: Session, user: User, board: Board) -> dict:

@@ -13,8 +13,9 @@ import click
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--threads", type=int, default=8, show_default=True, help="HTTP request threads (per process).")
 @click.option("--processes", type=int, default=1, show_default=True,
-              help="Processes answering requests on one listening socket (Python runs one thread at a time per process: "
-                   "use the cores). The first also runs the embedded workers; rate limits and kept leaderboards are per process.")
+              help="Processes answering requests on the port, each on its own socket (SO_REUSEPORT: the kernel spreads the "
+                   "connections). Python runs one thread at a time per process: use the cores. The first also runs the embedded "
+                   "workers; kept leaderboards, and rate limits without a Redis broker, are per process.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Embedded evaluation threads (no broker); 0: none, use `iugc worker`.")
 @click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds SIGTERM waits for requests and evaluations before stopping their containers and requeueing them.")
 @click.option("--evaluation", type=click.Choice(["docker", "noop"]), default="docker", hidden=True,
@@ -42,13 +43,17 @@ def serve_cmd(host, port, threads, workers, grace, evaluation, processes):
     if processes > 1:
         import socket
 
-        try:
-            listener = socket.create_server((host, port), backlog=1024)
+        try:  # a socket per process on one port (SO_REUSEPORT): the kernel spreads the connections evenly
+            listeners = [socket.create_server((host, port), backlog=1024, reuse_port=True)]
+            listeners += [socket.create_server((host, listeners[0].getsockname()[1]), backlog=1024, reuse_port=True)
+                          for _ in range(processes - 1)]
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        sockets = [listener]
+        sockets = listeners[:1]
         ctx.engine.dispose()  # no database connection crosses the fork
-        children = [_fork_server(listener, threads, grace) for _ in range(processes - 1)]
+        children = [_fork_server(listener, listeners, threads, grace) for listener in listeners[1:]]
+        for listener in listeners[1:]:
+            listener.close()  # the child's own
     pool = dispatch = None
     try:
         if ctx.settings.broker_url:
@@ -82,17 +87,45 @@ def serve_cmd(host, port, threads, workers, grace, evaluation, processes):
         _stop_children(children, grace)
 
 
+class OncePer:
+    """A logging filter that lets one record through per ``seconds``: waitress warns "Task
+    queue depth is N" for every request a busy server queues (hundreds a second at load).
+
+    >>> note = OncePer(10, clock=iter([0.0, 3.0, 12.0]).__next__)  # three records, at 0, 3 and 12 s
+    >>> [note.filter(None) for _ in range(3)]
+    [True, False, True]
+    """
+
+    def __init__(self, seconds: float, clock=None):
+        import time
+
+        self.seconds, self._clock, self._next = seconds, clock or time.monotonic, float("-inf")
+
+    def filter(self, record) -> bool:
+        now = self._clock()
+        if now < self._next:
+            return False
+        self._next = now + self.seconds
+        return True
+
+
 def _server(app, host, port, threads, sockets):
+    import logging
+
     from waitress import create_server
 
+    queue_log = logging.getLogger("waitress.queue")
+    if not any(isinstance(f, OncePer) for f in queue_log.filters):
+        queue_log.addFilter(OncePer(10.0))
     where = {"sockets": sockets} if sockets else {"host": host, "port": port}
     return create_server(app, threads=threads, clear_untrusted_proxy_headers=True,
                          max_request_body_size=_largest_upload(app.extensions["iugc"]), **where)
 
 
-def _fork_server(listener, threads: int, grace: float) -> int:
-    """A process answering requests on ``listener`` with its own app (and database
-    connections) until SIGTERM; returns its pid to the parent."""
+def _fork_server(listener, listeners: list, threads: int, grace: float) -> int:
+    """A process answering requests on ``listener`` (one of ``listeners``, the others
+    closed in it) with its own app (and database connections) until SIGTERM; returns its
+    pid to the parent."""
     import os
 
     pid = os.fork()
@@ -100,6 +133,9 @@ def _fork_server(listener, threads: int, grace: float) -> int:
         return pid
     status = 0
     try:
+        for other in listeners:
+            if other is not listener:
+                other.close()
         from evaluator.signals import interrupt_on_signals
         from leaderboard.app import create_app
 

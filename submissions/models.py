@@ -141,6 +141,8 @@ class Phase(Base):
     limits: Mapped[dict] = mapped_column(JSON)
     results_published: Mapped[bool] = mapped_column(Boolean, default=False)
     published_at: Mapped[dt.datetime | None]
+    board_version: Mapped[int] = mapped_column(default=0, server_default="0")
+    """Moved by every change of the phase's leaderboard entries (``queue.refresh_entry``)."""
 
     challenge: Mapped[Challenge] = relationship(back_populates="phases")
     datasets: Mapped[list["Dataset"]] = relationship(back_populates="phase", order_by="Dataset.id")

@@ -210,15 +210,20 @@ def finish(sessions: sessionmaker[Session], job: Job, result: dict, storage=None
 def refresh_entry(session: Session, phase_id: int, team_id: int) -> None:
     """Point the team's leaderboard entry at its best-scoring submission (ties: the later)
     that is not disqualified: one upsert, and a delete only when the team has none left
-    (a disqualified team has no entry)."""
+    (a disqualified team has no entry). It moves the phase's ``board_version``: the only
+    writer of the entries, so a kept leaderboard is current while that number is."""
     params = {"phase_id": phase_id, "team_id": team_id}
     # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... SELECT, and the delete never ran
     if session.execute(_entry_upsert(session.bind.dialect.name), params).first() is None:
         session.execute(_ENTRY_DELETE, params)
+    session.execute(_BOARD_MOVED, {"phase_id": phase_id})
 
 
 _ENTRIES = LeaderboardEntry.__table__
 _TEAMS = Team.__table__
+_PHASES = Phase.__table__
+_BOARD_MOVED = (update(_PHASES).where(_PHASES.c.id == bindparam("phase_id"))
+                .values(board_version=_PHASES.c.board_version + 1))
 _ENTRY_DELETE = delete(_ENTRIES).where(_ENTRIES.c.phase_id == bindparam("phase_id"), _ENTRIES.c.team_id == bindparam("team_id"))
 
 

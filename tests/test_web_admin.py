@@ -19,7 +19,7 @@ from sqlalchemy import event, func, select
 from submissions import admin, db
 from submissions.models import AuditEntry, Dataset, Phase, Submission, Team
 from tests.service_support import database_url, postgres_cluster  # noqa: F401 (fixtures)
-from tests.web_support import FAIR, GOOD, ORGANIZER, SANITY, VALIDATION, open_site
+from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, SANITY, VALIDATION, Site, open_site
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
 UTC = dt.timezone.utc
@@ -292,7 +292,7 @@ def test_a_refused_disqualification_says_why_and_changes_nothing(lite, case, mes
 
 # ---- the migration --------------------------------------------------------------------
 
-def test_db_upgrade_takes_a_0001_database_to_0002_keeping_its_data_and_serve_refuses_0001(database_url, tmp_path):
+def test_db_upgrade_takes_a_0001_database_to_the_head_keeping_its_data_and_serve_refuses_0001(database_url, tmp_path):
     from iugc.cli import main
     from sqlalchemy import text as sql
 
@@ -302,15 +302,20 @@ def test_db_upgrade_takes_a_0001_database_to_0002_keeping_its_data_and_serve_ref
         connection.execute(sql("INSERT INTO challenges (id, name, title, definition, definition_sha256, created_at) "
                                "VALUES (1, 'c', 'C', '{}', :sha, :now)"), {"sha": "0" * 64, "now": dt.datetime(2026, 1, 1)})
         connection.execute(sql("INSERT INTO teams (id, challenge_id, name, created_at) VALUES (7, 1, 'alpha', :now)"), {"now": dt.datetime(2026, 1, 1)})
+        connection.execute(sql("INSERT INTO phases (id, challenge_id, name, slug, title, kind, submissions_per_day, failures_count, "
+                               "logs_visible, public_cases, limits, results_published) VALUES "
+                               "(3, 1, 'v', 'c-v', 'V', 'validation', 5, false, false, false, '{}', false)"))
     env = {"IUGC_DATABASE_URL": database_url, "IUGC_INSTANCE": str(tmp_path), "IUGC_SECRET_KEY": "s" * 40}
     refused = CliRunner().invoke(main, ["serve", "--workers", "0", "--port", "0"], env=env)
     assert refused.exit_code == 1
-    assert "is at revision 0001, older than this version needs (0002): run `iugc db upgrade`" in refused.output
+    assert f"is at revision 0001, older than this version needs ({db.head_revision()}): run `iugc db upgrade`" in refused.output
     upgraded = CliRunner().invoke(main, ["db", "upgrade"], env=env)
-    assert upgraded.exit_code == 0 and "upgraded from 0001 to revision 0002" in upgraded.output
+    assert upgraded.exit_code == 0 and f"upgraded from 0001 to revision {db.head_revision()}" in upgraded.output
+    assert db.head_revision() == "0003"  # (a new migration: extend this test with what it adds)
     with engine.connect() as connection:
         assert connection.execute(sql("SELECT id, name, disqualified_at, disqualified_reason FROM teams")).all() == [(7, "alpha", None, None)]
-        assert connection.execute(sql("SELECT count(*) FROM invitations")).scalar() == 0
+        assert connection.execute(sql("SELECT count(*) FROM invitations")).scalar() == 0  # 0002
+        assert connection.execute(sql("SELECT id, board_version FROM phases")).all() == [(3, 0)]  # 0003
     db.require_current_schema(engine)
     engine.dispose()
 
@@ -371,7 +376,57 @@ def test_a_kept_leaderboard_request_makes_the_same_few_read_only_queries_however
                 begins[name] = [q for q in statements if q.startswith("BEGIN")]
     finally:
         event.remove(engine, "before_cursor_execute", listener)
-    assert counts[("api", 2)] == counts[("api", 8)] == 2, counts  # the token's user; the phase with its entries
-    assert counts[("page", 2)] == counts[("page", 8)] == 1, counts  # the phase with its entries
-    # reads do not take SQLite's write lock (BEGIN IMMEDIATE), which queues concurrent requests
-    assert begins == {"api": ["BEGIN", "BEGIN"], "page": ["BEGIN"]}, begins
+    assert counts[("api", 2)] == counts[("api", 8)] == 2, counts  # the token's user; the phase's row (its board version)
+    assert counts[("page", 2)] == counts[("page", 8)] == 1, counts  # the phase's row
+    # reads do not take SQLite's write lock (BEGIN IMMEDIATE), which queues concurrent requests; one read each
+    assert begins == {"api": ["BEGIN"], "page": ["BEGIN"]}, begins
+
+
+def test_a_kept_api_answer_still_checks_the_token_its_rate_and_the_phase_every_call(tmp_path):
+    """The API's leaderboard is kept in front of Flask (leaderboard.kept_answers); every call
+    is still authenticated, counted against its token's rate and refused where hidden."""
+    site = Site(tmp_path, API_RATE_LIMIT="4 per minute")
+    site.person("a@example.org", "alpha")
+    site.submission("a@example.org", VALIDATION, GOOD)
+    site.submission("a@example.org", FINAL, GOOD)
+    with db.transaction(site.sessions) as session:
+        tokens = {email: {"Authorization": f"Bearer {admin.issue_token(session, email)}"} for email in ("a@example.org", ORGANIZER)}
+    api = site.app.test_client()
+    board = f"/api/v1/phases/{VALIDATION}/leaderboard"
+    assert [api.get(board, headers=tokens["a@example.org"]).status_code for _ in range(5)] == [200] * 4 + [429]  # 3 of them kept
+    assert api.get(board, headers=tokens[ORGANIZER]).json["rows"][0]["team"] == "alpha"  # another token: its own count
+    final = f"/api/v1/phases/{FINAL}/leaderboard"
+    assert api.get(final, headers=tokens[ORGANIZER]).status_code == 200
+    assert api.get(final, headers=tokens[ORGANIZER]).status_code == 200  # kept for the organizer's view...
+    with db.transaction(site.sessions) as session:  # (a fresh minute's worth of calls for the participant)
+        tokens["a@example.org"] = {"Authorization": f"Bearer {admin.issue_token(session, 'a@example.org')}"}
+    refused = api.get(final, headers=tokens["a@example.org"])
+    assert refused.status_code == 403 and "not published" in refused.json["error"]  # ...never shown while hidden
+    with db.transaction(site.sessions) as session:
+        admin.user_by_email(session, ORGANIZER).active = False
+    assert api.get(board, headers=tokens[ORGANIZER]).status_code == 401  # a kept answer, a deactivated caller
+    assert api.get(board, headers={"Authorization": "Bearer iugc_forged"}).status_code == 401
+    site.close()
+
+
+def test_a_kept_page_is_served_only_to_visitors_without_a_cookie_and_moves_with_the_board(lite):
+    from leaderboard.kept_answers import KeptAnswers
+
+    lite.person("a@example.org", "alpha")
+    lite.person("b@example.org", "beta")
+    lite.submission("a@example.org", VALIDATION, FAIR)
+    with db.transaction(lite.sessions) as session:
+        admin.publish(session, VALIDATION)
+    front = lite.app.wsgi_app
+    assert isinstance(front, KeptAnswers)
+    anonymous = lite.app.test_client()
+    first = anonymous.get(f"/leaderboard/{VALIDATION}")
+    assert first.status_code == 200 and "Set-Cookie" not in first.headers and len(front.kept._items) == 1
+    again = anonymous.get(f"/leaderboard/{VALIDATION}")
+    assert again.get_data() == first.get_data() and again.headers["Content-Security-Policy"] == first.headers["Content-Security-Policy"]
+    lite.submission("b@example.org", VALIDATION, GOOD)  # the board moves: a new key, the app renders it anew
+    assert _ranked(anonymous) == ["beta", "alpha"] and len(front.kept._items) == 2
+    member = lite.client("b@example.org")  # a logged-in visitor (a session cookie) gets the app's own page
+    assert "your team" in member.get(f"/leaderboard/{VALIDATION}").get_data(as_text=True)
+    assert "your team" not in anonymous.get(f"/leaderboard/{VALIDATION}").get_data(as_text=True)
+    assert anonymous.get(f"/leaderboard/{FINAL}").status_code == 403 and len(front.kept._items) == 2  # unpublished: the app says no

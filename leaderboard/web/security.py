@@ -25,7 +25,7 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import abort, current_app
+from flask import abort, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user
@@ -43,6 +43,16 @@ MIN_PASSWORD_LENGTH = 10
 
 csrf = CSRFProtect()
 limiter = Limiter(get_remote_address, default_limits=[])  # storage: RATELIMIT_STORAGE_URI (leaderboard.app)
+
+
+@limiter.request_filter
+def _not_limited() -> bool:
+    """The requests Flask-Limiter skips at once (resolving no limit costs an API call more
+    than its own work): every rate here is on a form's POST (``page(limit=...)``), and API
+    v1 counts each token's calls itself (``leaderboard.api``)."""
+    return request.method != "POST" or request.blueprint == "api"
+
+
 login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Log in to see this page."
