@@ -16,7 +16,12 @@ CHUNK = 1 << 20
 
 
 class ClientError(ServiceError):
-    """The server answered with an error (its message) or could not be reached."""
+    """The server answered with an error (its message) or could not be reached;
+    ``retry_after``: the seconds a 429 said to wait (None otherwise)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def _check(response: requests.Response) -> dict:
@@ -25,7 +30,9 @@ def _check(response: requests.Response) -> dict:
     except ValueError:
         body = {}
     if response.status_code >= 400:
-        raise ClientError(f"{response.status_code}: {body.get('error') or response.reason}")
+        wait = response.headers.get("Retry-After", "")
+        raise ClientError(f"{response.status_code}: {body.get('error') or response.reason}",
+                          retry_after=float(wait) if response.status_code == 429 and wait.isdigit() else None)
     return body
 
 
@@ -102,14 +109,25 @@ class Client:
         return self._call("GET", f"/submissions/{submission_id}")
 
     def wait(self, submission_id: int, poll: float = 2.0, timeout: float | None = None) -> dict:
+        """Follow a submission until it is done; a 429 (the token's calls are over their
+        rate, say by another script with the same token) waits as long as it says, then
+        follows on."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        last = "queued"
         while True:
-            status = self.status(submission_id)
-            if status["done"]:
-                return status
-            if deadline is not None and time.monotonic() > deadline:
-                raise ClientError(f"submission {submission_id} is still {status['status']} after {timeout:.0f} s")
-            time.sleep(poll)
+            pause = poll
+            try:
+                status = self.status(submission_id)
+                if status["done"]:
+                    return status
+                last = status["status"]
+            except ClientError as exc:
+                if exc.retry_after is None:
+                    raise
+                pause = max(poll, exc.retry_after)
+            if deadline is not None and time.monotonic() + pause > deadline:
+                raise ClientError(f"submission {submission_id} is still {last} after {timeout:.0f} s")
+            time.sleep(pause)
 
 
 def default_server() -> str:

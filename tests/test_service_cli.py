@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -99,3 +100,38 @@ def test_submit_against_a_running_server(env, tmp_path):
         server.send_signal(signal.SIGTERM)
         server.wait(60)
     assert server.returncode == 0, server.stderr.read()
+
+
+def test_following_a_submission_waits_out_the_tokens_rate_instead_of_failing(env, tmp_path):
+    """`iugc submit` follows with status calls; when the token is over its rate (another
+    script sharing it), a 429 makes it wait as long as Retry-After says and go on."""
+    import requests
+
+    from leaderboard.client import Client, ClientError
+
+    for step in (("db", "upgrade"), ("admin", "init", "--challenge", "psfhs2023")):
+        assert iugc(*step, env=env).returncode == 0
+    iugc("admin", "create-user", "a@example.org", "--role", "participant", env=env, stdin="long enough password\n")
+    token = iugc("admin", "token", "a@example.org", env=env).stdout.split()[-1]
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "iugc", "serve", "--port", str(port), "--workers", "0"],  # stays queued
+                              env={**env, "IUGC_API_RATE_LIMIT": "3 per 2 seconds"}, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_port(port, process=server)
+        client = Client(url, token)
+        assert requests.post(f"{url}/api/v1/teams", json={"name": "alpha"}, headers={"Authorization": f"Bearer {token}"},
+                             timeout=30).status_code == 201
+        sid = client.upload("psfhs2023-sanity-check", docker_like_archive(tmp_path / "g.tar", "g"), progress=False)["id"]
+        with pytest.raises(ClientError) as over:  # three calls in a row: the third is over the rate
+            for _ in range(3):
+                client.status(sid)
+        assert over.value.retry_after is not None and 1 <= over.value.retry_after <= 2
+        began = time.monotonic()
+        with pytest.raises(ClientError, match=rf"submission {sid} is still queued after 6 s"):
+            client.wait(sid, poll=0.2, timeout=6)  # 429s on the way, waited out, not raised
+        assert time.monotonic() - began > 4
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
