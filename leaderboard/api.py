@@ -65,7 +65,7 @@ def endpoint(rule: str, method: str, summary: str, *, auth: bool = True, body: d
             with current_app.extensions["iugc"].read_sessions() as session:
                 g.user = admin.authenticate(session, token)
                 for rate in rates:
-                    _count_rate(rate, hashlib.sha256(token.encode()).hexdigest())
+                    count_rate(rate, hashlib.sha256(token.encode()).hexdigest())
                 if reads:
                     return answer(view(session, **kwargs))
             return answer(view(**kwargs))
@@ -87,7 +87,7 @@ def _bearer() -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _count_rate(config_name: str, token_sha256: str) -> None:
+def count_rate(config_name: str, token_sha256: str) -> None:
     """Count one call of this token against the app's ``config_name`` rate; RateLimited
     (with when it frees) when over. The counters: :func:`_counters`."""
     from redis.exceptions import RedisError

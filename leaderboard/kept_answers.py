@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 from submissions import admin, reports
 from submissions.exceptions import NotAuthenticated, NotFound, RateLimited
 from leaderboard import boards
+from leaderboard.api import ENDPOINTS, count_rate
 
 _SLUG = r"([A-Za-z0-9][A-Za-z0-9_.-]*)"
 _PAGE = re.compile(rf"/leaderboard/{_SLUG}")
@@ -79,12 +80,10 @@ class KeptAnswers:
 
     def _counted(self, token: str) -> bool:
         """Count the call against the token's rates as the app would; False when over."""
-        from leaderboard.api import ENDPOINTS, _count_rate
-
         with self.app.app_context():
             try:
                 for rate in ENDPOINTS["get_leaderboard"]["rates"]:
-                    _count_rate(rate, hashlib.sha256(token.encode()).hexdigest())
+                    count_rate(rate, hashlib.sha256(token.encode()).hexdigest())
             except RateLimited:
                 return False
         return True
