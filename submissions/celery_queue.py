@@ -10,7 +10,9 @@ worker died; the reaper (heartbeats, in every worker) brings back the row.
 The :class:`Dispatcher` in ``iugc serve`` sends a message for each queued evaluation it
 has not sent recently, when woken by an upload and every few seconds, so messages lost
 with a Redis restart (no persistence) or refused because the team had one running are
-sent again; extra messages are harmless.
+sent again; extra messages are harmless. A worker that runs nothing also claims from the
+database every ``IDLE_CLAIM_SECONDS``: Celery's threads-pool consumer can stop taking
+messages after a few quick Redis reconnections and never say so.
 """
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ from submissions.config import Settings
 
 log = logging.getLogger("iugc.celery")
 TASK = "iugc.evaluate"
+IDLE_CLAIM_SECONDS = 10.0
+"""How often a Celery worker that runs nothing looks for queued evaluations in the
+database itself (``WorkerPool._claim_when_idle``): a message is only a wake-up."""
 
 
 def visibility_timeout(sessions) -> int:
@@ -116,7 +121,8 @@ def run_celery_worker(settings: Settings, sessions, storage, concurrency: int, e
     from submissions.worker import EVALUATIONS, WorkerPool
 
     app = make_celery(settings, sessions)
-    pool = WorkerPool(sessions, storage, threads=0, evaluate=lambda job: EVALUATIONS[evaluation](job, storage)).start()
+    pool = WorkerPool(sessions, storage, threads=0, evaluate=lambda job: EVALUATIONS[evaluation](job, storage),
+                      slots=concurrency, idle_claim_seconds=IDLE_CLAIM_SECONDS).start()
     for evaluation_id, state in pool.requeued_at_start.items():  # our previous process's: their messages may be stuck
         if state.value == "queued":
             app.send_task(TASK, args=[evaluation_id])

@@ -114,9 +114,15 @@ class WorkerPool:
     def __init__(self, sessions: sessionmaker[Session], storage, *, threads: int = 1, evaluate: Evaluate | None = None,
                  heartbeat_seconds: float = queue.HEARTBEAT_SECONDS, timeout_seconds: float = queue.HEARTBEAT_TIMEOUT_SECONDS,
                  max_attempts: int = queue.MAX_ATTEMPTS, poll_seconds: float = 0.5, cleanup: bool = True,
-                 cancel_poll_seconds: float = CANCEL_POLL_SECONDS, stop_seconds: float = STOP_SECONDS):
+                 cancel_poll_seconds: float = CANCEL_POLL_SECONDS, stop_seconds: float = STOP_SECONDS,
+                 slots: int | None = None, idle_claim_seconds: float | None = None):
+        """``slots``: with ``threads=0`` (Celery runs ``run_one``), how many evaluations this
+        process runs at once at most. ``idle_claim_seconds``: while it runs none, claim from
+        the database that often (:meth:`_claim_when_idle`)."""
         if threads < 0:
             raise ValueError(f"threads must be >= 0 (0: only heartbeats, jobs run by run_one), got {threads}")
+        if idle_claim_seconds is not None and not slots:
+            raise ValueError("idle_claim_seconds needs slots (the evaluations run at once)")
         self.sessions, self.storage, self.n_threads = sessions, storage, threads
         self.evaluate = evaluate or (lambda job: run_job(job, storage))
         self.heartbeat_seconds, self.timeout_seconds = heartbeat_seconds, timeout_seconds
@@ -131,6 +137,8 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self.completed = 0
         self.requeued_at_start: dict = {}
+        self._slots = threading.BoundedSemaphore(slots) if slots else None
+        self.idle_claim_seconds = idle_claim_seconds
 
     def start(self) -> "WorkerPool":
         # our previous process's evaluations, at once (its pid is gone: no heartbeat timeout to wait)
@@ -139,6 +147,8 @@ class WorkerPool:
             self._cleanup_engine()
         self._threads = [threading.Thread(target=self._work, name=f"iugc-worker-{i}", daemon=True) for i in range(self.n_threads)]
         self._threads.append(threading.Thread(target=self._beat, name="iugc-heartbeat", daemon=True))
+        if self.idle_claim_seconds is not None:
+            self._threads.append(threading.Thread(target=self._claim_when_idle, name="iugc-idle-claim", daemon=True))
         for thread in self._threads:
             thread.start()
         return self
@@ -211,11 +221,36 @@ class WorkerPool:
     def run_one(self, evaluation_id: int) -> bool:
         """Claim and run one named evaluation (a Celery task), or, when it is not claimable
         (its team has one running, it was taken), the next queued one; False when none is."""
+        if self._slots is None:
+            return self._run_claimed(evaluation_id)
+        with self._slots:
+            return self._run_claimed(evaluation_id)
+
+    def _run_claimed(self, evaluation_id: int) -> bool:
         job = queue.claim(self.sessions, self.worker_id, evaluation_id) or queue.claim_next(self.sessions, self.worker_id)
         if job is None:
             return False
         self.run(job)
         return True
+
+    def _claim_when_idle(self) -> None:
+        """While this process runs nothing, claim queued evaluations from the database (the
+        row is the truth; a broker message is only a wake-up), one at a time, in a slot of
+        its own. A Celery consumer that silently stopped taking messages (Celery's threads
+        pool after some Redis reconnections) then still leaves no queued row behind."""
+        while not self._stop.wait(self.idle_claim_seconds):
+            while not self._stop.is_set() and not self._held and self._slots.acquire(blocking=False):
+                try:
+                    job = queue.claim_next(self.sessions, self.worker_id)
+                    if job is None:
+                        break
+                    log.warning("evaluation %d: claimed from the database, no broker message came for it", job.evaluation_id)
+                    self.run(job)
+                except Exception:
+                    log.exception("claiming from the database failed; retrying")  # the database restarting, say
+                    break
+                finally:
+                    self._slots.release()
 
     def run(self, job: Job) -> None:
         """Run a claimed job, heartbeating it meanwhile, and store its result once."""

@@ -85,6 +85,24 @@ def _exactly_once(service, n):
     return dict(attempts)
 
 
+def test_a_worker_that_gets_no_messages_still_runs_what_is_queued_from_the_database(service, redis_server):
+    """Celery's threads-pool consumer can stop taking messages after quick Redis
+    reconnections without a word; a worker that runs nothing claims from the database every
+    IDLE_CLAIM_SECONDS (the row is the truth). Here no dispatcher sends a message at all."""
+    from submissions.celery_queue import IDLE_CLAIM_SECONDS
+
+    _fill(service, 6, teams=3)
+    began = time.monotonic()
+    workers = _workers(service, redis_server.url, n=1, concurrency=2)
+    try:
+        _wait_all_succeeded(service, 6, timeout=IDLE_CLAIM_SECONDS + 90)
+    finally:
+        _stop(workers)
+    assert time.monotonic() - began >= IDLE_CLAIM_SECONDS  # none came before the first idle look
+    assert _exactly_once(service, 6) == {1: 6}
+    assert "claimed from the database, no broker message came for it" in workers[0].stderr.read()
+
+
 @pytest.mark.slow
 def test_a_thousand_noop_evaluations_through_two_celery_workers_run_exactly_once(service, redis_server):
     _fill(service, 1000)
