@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from evaluator.ranking import rank_teams
 from submissions import admin
 from submissions.exceptions import Forbidden, InvalidRequest, NotFound
-from submissions.models import TERMINAL, Challenge, Evaluation, LeaderboardEntry, Phase, Role, State, Submission, Team, User
+from submissions.models import TERMINAL, CaseResult, Challenge, Evaluation, LeaderboardEntry, Phase, Role, State, Submission, Team, User
 from submissions.uploads import quota
 
 
@@ -113,7 +113,7 @@ def submission_cases(session: Session, user: User, submission_id: int) -> dict:
 
 _LEADERBOARD = (  # one round trip: the phase (visibility, definition) and its entries; built once
     select(Phase.kind, Phase.results_published, Challenge,  # the challenge without its definition (deferred)
-           LeaderboardEntry.submission_id, Team.name, Evaluation.aggregates)
+           LeaderboardEntry.submission_id, LeaderboardEntry.evaluation_id, Team.name, Evaluation.aggregates)
     .join(Challenge, Challenge.id == Phase.challenge_id)
     .outerjoin(LeaderboardEntry, LeaderboardEntry.phase_id == Phase.id)
     .outerjoin(Team, Team.id == LeaderboardEntry.team_id).outerjoin(Evaluation, Evaluation.id == LeaderboardEntry.evaluation_id)
@@ -134,13 +134,27 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
     if method is not None and method not in definition.ranking.methods:
         raise InvalidRequest(f"ranking method must be one of {', '.join(definition.ranking.methods)}, got {method!r}")
     method = method or definition.ranking.methods[0]
-    entries = [(str(r.submission_id), r.name, r.aggregates) for r in found if r.submission_id is not None]
+    entries = [r for r in found if r.submission_id is not None]
     if not entries:
         return {"phase": slug, "method": method, "rows": []}
-    teams = {sid: name for sid, name, _ in entries}
+    teams = {str(r.submission_id): r.name for r in entries}
+    results = {str(r.submission_id): {"aggregates": r.aggregates or {}} for r in entries}
+    if method == "test-then-rank":  # paired tests on the per-case values of each team's ranked evaluation
+        cases: dict[int, dict] = {}
+        for evaluation_id, case_id, values in session.execute(
+                select(CaseResult.evaluation_id, CaseResult.case_id, CaseResult.values)
+                .where(CaseResult.evaluation_id.in_([r.evaluation_id for r in entries]))):
+            cases.setdefault(evaluation_id, {})[case_id] = values
+        for r in entries:
+            results[str(r.submission_id)]["cases"] = cases.get(r.evaluation_id, {})
+    try:
+        ranking = rank_teams(results, definition, method)
+    except ValueError as exc:  # test-then-rank: no per-case values, or teams scored on different cases
+        raise InvalidRequest(f"{slug} cannot be ranked by {method}: {exc}") from None
     rows = []
-    for ranked in rank_teams({sid: {"aggregates": agg or {}} for sid, _, agg in entries}, definition, method):
+    for ranked in ranking:
         sid = ranked.pop("team")
+        ranked.pop("p_values", None)  # every pair's p-values: the analysis shows them, not each row
         rows.append({"team": teams[sid], "submission": int(sid), **ranked})
     rows.sort(key=lambda r: (r["rank"], r["team"]))
     return {"phase": slug, "method": method, "rows": rows}

@@ -365,6 +365,46 @@ def test_the_leaderboard_shows_rank_stability_and_pairwise_significance_from_the
     assert client.get(f"/leaderboard/{SANITY}/stability.svg").data == svg.data
 
 
+def test_the_test_then_rank_tab_ranks_by_paired_wilcoxon_tests_on_the_per_case_values(site, two_evaluated):
+    """PSFHS 2023's final ranking rule on the page (it was an HTTP 500): a team's rank on a
+    metric is 1 + the teams significantly better (one-sided Wilcoxon, alpha 0.05), ordered by
+    the mean of those ranks. The oracle: scipy.stats.wilcoxon on the per-case values."""
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    from challenge.definition import METRIC_DIRECTIONS, load_challenge
+
+    definition = load_challenge("psfhs2023")
+    cases = sorted(two_evaluated["alpha"]["cases"])
+
+    def per_case(team, metric):
+        values = two_evaluated[team]["cases"]
+        if metric == "aop_error":
+            return np.array([values[c]["aop_error"] for c in cases], float)
+        return np.array([np.mean([values[c][f"{metric}_ps"], values[c][f"{metric}_fh"]]) for c in cases], float)
+
+    ranks = {"alpha": [], "beta": []}
+    for metric in definition.ranking.mean_rank_metrics:
+        a, b = per_case("alpha", metric), per_case("beta", metric)
+        better = "greater" if METRIC_DIRECTIONS[metric] else "less"
+        ranks["alpha"].append(1 + int(wilcoxon(b, a, alternative=better).pvalue < definition.ranking.alpha))
+        ranks["beta"].append(1 + int(wilcoxon(a, b, alternative=better).pvalue < definition.ranking.alpha))
+    expected = sorted(((float(np.mean(r)), team) for team, r in ranks.items()))
+    assert expected[0][1] == "alpha" and expected[0][0] < expected[1][0]  # the fixture's alpha eroded less
+    page = site.client("alpha@example.org").get(f"/leaderboard/{SANITY}?method=test-then-rank")
+    assert page.status_code == 200 and "Test, then rank" in text(page)
+    rows = table_rows(page, "leaderboard")
+    header = [h for h in re.findall(r"<th[^>]*>(.*?)</th>", page.get_data(as_text=True).split('id="leaderboard"', 1)[1])]
+    mean_rank = next(i for i, h in enumerate(header) if "Mean rank" in h)
+    assert [(r[1].split()[0], r[mean_rank]) for r in rows] == [(team, f"{value:.3f}") for value, team in expected]
+
+
+def test_test_then_rank_without_per_case_values_says_why(site):
+    _two_teams(site, VALIDATION)
+    page = site.client("a@example.org").get(f"/leaderboard/{VALIDATION}?method=test-then-rank")
+    assert page.status_code == 400 and "cannot be ranked by test-then-rank" in text(page)
+
+
 def test_no_stability_analysis_without_per_case_values(site):
     _two_teams(site, VALIDATION)
     client = site.client("a@example.org")

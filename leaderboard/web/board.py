@@ -124,7 +124,8 @@ def stability(slug):
     with current_app.extensions["iugc"].read_sessions() as session:
         data = board(session, viewer(), slug, request.args.get("method") or None)
         stats = _analysis(session, data)
-        if stats is None:
-            raise NotFound(f"{slug} has no rank-stability analysis: it needs two ranked teams with per-case values")
+        if stats is None or stats["bootstrap"] is None:
+            raise NotFound(f"{slug} has no rank-stability analysis by this method: it needs two ranked teams with per-case values, "
+                           "ranked by score or mean-rank")
         svg = charts.stability_svg(stats, [r["team"] for r in data["rows"]], _cache())
     return Response(svg, mimetype="image/svg+xml", headers={"Cache-Control": "private, max-age=60"})

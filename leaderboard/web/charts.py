@@ -55,7 +55,8 @@ def analysis(session: Session, phase: Phase, method: str, cache: Path) -> dict |
     if not common:
         return None
     definition = admin.definition_of(phase.challenge)
-    out = {"bootstrap": bootstrap_ranks(results, definition, method, definition.ranking.bootstrap_samples, seed=0),
+    resampled = method in ("score", "mean-rank")  # test-then-rank is itself the paired tests: no resampling of it
+    out = {"bootstrap": bootstrap_ranks(results, definition, method, definition.ranking.bootstrap_samples, seed=0) if resampled else None,
            "significance": wilcoxon_significance(results, definition), "n_cases": len(common)}
     _write(path, json.dumps(out, allow_nan=False).encode())
     return out
