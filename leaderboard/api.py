@@ -82,7 +82,15 @@ def endpoint(rule: str, method: str, summary: str, *, auth: bool = True, body: d
 
 
 def _bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
+    return bearer_token(request.headers.get("Authorization", ""))
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, None for any other.
+
+    >>> bearer_token("Bearer iugc_abc "), bearer_token("Basic eDp5"), bearer_token("Bearer ")
+    ('iugc_abc', None, None)
+    """
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 

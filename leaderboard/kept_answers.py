@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 from submissions import admin, reports
 from submissions.exceptions import NotAuthenticated, NotFound, RateLimited
 from leaderboard import boards
-from leaderboard.api import ENDPOINTS, count_rate
+from leaderboard.api import ENDPOINTS, bearer_token, count_rate
 
 _SLUG = r"([A-Za-z0-9][A-Za-z0-9_.-]*)"
 _PAGE = re.compile(rf"/leaderboard/{_SLUG}")
@@ -56,9 +56,8 @@ class KeptAnswers:
                 board = self._board(session, page.group(1), method)
             return (("page",) + board.key if board is not None and board.results_published else None), None
         if api := _API.fullmatch(path):
-            scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-            token = token.strip()
-            if scheme.lower() != "bearer" or not token:
+            token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+            if token is None:
                 return None, None
             with self.app.extensions["iugc"].read_sessions() as session:
                 try:

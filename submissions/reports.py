@@ -111,6 +111,16 @@ def submission_cases(session: Session, user: User, submission_id: int) -> dict:
     return {"id": submission.id, "evaluation": result.number if result else None, "cases": cases}
 
 
+def case_values(session: Session, evaluation_ids: list[int]) -> dict[int, dict[str, dict]]:
+    """``{evaluation id: {case id: values}}`` of the given evaluations, in one query (an
+    evaluation without per-case values is absent)."""
+    cases: dict[int, dict[str, dict]] = {}
+    for evaluation_id, case_id, values in session.execute(
+            select(CaseResult.evaluation_id, CaseResult.case_id, CaseResult.values).where(CaseResult.evaluation_id.in_(evaluation_ids))):
+        cases.setdefault(evaluation_id, {})[case_id] = values
+    return cases
+
+
 _LEADERBOARD = (  # one round trip: the phase (visibility, definition) and its entries; built once
     select(Phase.kind, Phase.results_published, Challenge,  # the challenge without its definition (deferred)
            LeaderboardEntry.submission_id, LeaderboardEntry.evaluation_id, Team.name, Evaluation.aggregates)
@@ -140,11 +150,7 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
     teams = {str(r.submission_id): r.name for r in entries}
     results = {str(r.submission_id): {"aggregates": r.aggregates or {}} for r in entries}
     if method == "test-then-rank":  # paired tests on the per-case values of each team's ranked evaluation
-        cases: dict[int, dict] = {}
-        for evaluation_id, case_id, values in session.execute(
-                select(CaseResult.evaluation_id, CaseResult.case_id, CaseResult.values)
-                .where(CaseResult.evaluation_id.in_([r.evaluation_id for r in entries]))):
-            cases.setdefault(evaluation_id, {})[case_id] = values
+        cases = case_values(session, [r.evaluation_id for r in entries])
         for r in entries:
             results[str(r.submission_id)]["cases"] = cases.get(r.evaluation_id, {})
     try:
@@ -158,4 +164,3 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
         rows.append({"team": teams[sid], "submission": int(sid), **ranked})
     rows.sort(key=lambda r: (r["rank"], r["team"]))
     return {"phase": slug, "method": method, "rows": rows}
-

@@ -12,6 +12,7 @@ an image.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import tempfile
@@ -221,17 +222,12 @@ class WorkerPool:
     def run_one(self, evaluation_id: int) -> bool:
         """Claim and run one named evaluation (a Celery task), or, when it is not claimable
         (its team has one running, it was taken), the next queued one; False when none is."""
-        if self._slots is None:
-            return self._run_claimed(evaluation_id)
-        with self._slots:
-            return self._run_claimed(evaluation_id)
-
-    def _run_claimed(self, evaluation_id: int) -> bool:
-        job = queue.claim(self.sessions, self.worker_id, evaluation_id) or queue.claim_next(self.sessions, self.worker_id)
-        if job is None:
-            return False
-        self.run(job)
-        return True
+        with self._slots or contextlib.nullcontext():
+            job = queue.claim(self.sessions, self.worker_id, evaluation_id) or queue.claim_next(self.sessions, self.worker_id)
+            if job is None:
+                return False
+            self.run(job)
+            return True
 
     def _claim_when_idle(self) -> None:
         """While this process runs nothing, claim queued evaluations from the database (the

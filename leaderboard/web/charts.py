@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from evaluator.ranking import bootstrap_ranks, wilcoxon_significance
-from submissions import admin
-from submissions.models import CaseResult, LeaderboardEntry, Phase, Team
+from submissions import admin, reports
+from submissions.models import LeaderboardEntry, Phase, Team
 
 
 def _ranked(session: Session, phase: Phase) -> dict[str, int]:
@@ -45,11 +45,7 @@ def analysis(session: Session, phase: Phase, method: str, cache: Path) -> dict |
     path = cache / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
-    rows = session.execute(select(CaseResult.evaluation_id, CaseResult.case_id, CaseResult.values)
-                           .where(CaseResult.evaluation_id.in_(list(ranked.values())))).all()
-    cases: dict[int, dict] = {}
-    for evaluation_id, case_id, values in rows:
-        cases.setdefault(evaluation_id, {})[case_id] = values
+    cases = reports.case_values(session, list(ranked.values()))
     results = {team: {"cases": cases.get(evaluation_id, {})} for team, evaluation_id in ranked.items()}
     common = set.intersection(*(set(r["cases"]) for r in results.values()))
     if not common:
