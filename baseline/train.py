@@ -269,44 +269,176 @@ def _from_checkpoint(config: TrainConfig) -> tuple[TrainConfig, dict]:
     return config, state
 
 
-def train(config: TrainConfig, progress: bool = True) -> dict:
-    """Train (or resume) into ``config.out``; returns the best validation figures."""
-    from tqdm import tqdm
+def freeze_encoder(model: BaselineNet) -> None:
+    """Fine-tuning with a frozen encoder: its weights get no gradient."""
+    for p in model.encoder_parameters():
+        p.requires_grad = False
 
-    if config.val_every < 1:  # before anything is built or written
-        raise ValueError(f"val_every must be at least 1, got {config.val_every}")
-    if config.warmup_epochs < 0:
-        raise ValueError(f"warmup_epochs must be at least 0, got {config.warmup_epochs}")
-    if config.refit:
-        config = replace(config, train_splits=sorted({*config.train_splits, *config.val_splits}), val_splits=[])
-    init_state = None
-    if config.init_from:
-        config, init_state = _from_checkpoint(config)
-    out = Path(config.out)
-    seed_everything(config.seed)
+
+def set_training_mode(model: BaselineNet, frozen_encoder: bool) -> None:
+    """Training mode, except a frozen encoder's BatchNorm layers, which keep the statistics
+    they were trained with (in training mode they would drift to the new data's while their
+    weights stay put); the style-noise hooks still act."""
+    model.train()
+    if frozen_encoder:
+        for module in model.net.encoder.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+@dataclass
+class Run:
+    """Everything a training run changes as it goes, so everything :func:`save_checkpoint`
+    stores and :func:`load_checkpoint` restores."""
+
+    model: BaselineNet
+    average: WeightAverage
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    rows: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"psfhs_score": -np.inf})
+    next_epoch: int = 0
+
+
+def build_run(config: TrainConfig, init_state: dict | None) -> Run:
+    """The network (from ``init_state``'s weights when fine-tuning), its weight average,
+    optimiser, schedule and gradient scaler."""
     device = config.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is visible; use --device cpu")
     # channels_last: about 30% faster training steps on CPU (oneDNN), and the layout tensor cores prefer.
     model = build_model(config).to(device, memory_format=torch.channels_last)
     if init_state is not None:
         model.load_state_dict(init_state["model"])
     if config.freeze_encoder:
-        for p in model.encoder_parameters():
-            p.requires_grad = False
+        freeze_encoder(model)
     average = WeightAverage(model, config.ema_decay)
     if config.style_noise:  # on the trained network only: the average is evaluated, never perturbed
         add_style_noise(model, config.style_noise)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device == "cuda")
+    return Run(model, average, optimizer, scheduler, scaler)
+
+
+def weights_checkpoint(run: Run, config: TrainConfig, epoch: int) -> dict:
+    """What prediction and fine-tuning read (best.pt): the weight average, its architecture
+    and input size, the epoch (0-based; -1 for the starting weights) and the log so far."""
+    return {"model": run.average.model.state_dict(), "model_config": run.model.config, "epoch": epoch, "rows": run.rows,
+            "size": config.size}
+
+
+def save_checkpoint(run: Run, config: TrainConfig, epoch: int, path: Path) -> None:
+    """last.pt: the weights checkpoint and everything else a resume needs."""
+    _atomic_torch_save(
+        {**weights_checkpoint(run, config, epoch), "training_model": run.model.state_dict(),
+         "average_steps": run.average.steps, "optimizer": run.optimizer.state_dict(),
+         "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "best": run.best,
+         "torch_rng": torch.get_rng_state()},
+        path)
+
+
+def load_checkpoint(run: Run, path: Path, device: str) -> None:
+    """Restore ``run`` from a :func:`save_checkpoint` file; training goes on after its epoch."""
+    state = torch.load(path, map_location=device, weights_only=False)
+    run.model.load_state_dict(state.get("training_model", state["model"]))  # runs before the average kept one
+    run.average.model.load_state_dict(state["model"])
+    run.average.steps = state.get("average_steps", 0)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if "scaler" in state:  # checkpoints before the scaler was kept restart its scale (CUDA --amp only)
+        run.scaler.load_state_dict(state["scaler"])
+    run.next_epoch, run.best, run.rows = state["epoch"] + 1, state["best"], state["rows"]
+    torch.set_rng_state(state["torch_rng"])
+
+
+def train_epoch(run: Run, train_set: FrameDataset, config: TrainConfig, epoch: int, progress: bool) -> dict:
+    """One pass over the training frames; returns the log row's training part (mean loss,
+    the learning rate of the epoch's first step)."""
+    from tqdm import tqdm
+
+    device = config.device
     # --amp: float16 on CUDA (with the scaler), bfloat16 on CPU (no scaler needed: bfloat16
-    # keeps float32's exponent range). A training step measured 2.0x faster with bfloat16 on
-    # 2 cores with AVX512-BF16; CPUs without it emulate bfloat16 and run slower, hence the warning.
+    # keeps float32's exponent range).
     amp_dtype = torch.float16 if device == "cuda" else torch.bfloat16
-    if config.amp and device == "cpu" and not cpu_has_bfloat16():
+    steps_per_epoch = -(-len(train_set) // config.batch_size)
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    optimizer = run.optimizer
+    set_training_mode(run.model, config.freeze_encoder)
+    train_set.set_epoch(epoch)
+    # each item's augmentation is seeded by (seed, epoch, index), so the workers change nothing but the speed
+    loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
+                        pin_memory=device == "cuda", generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+    losses = []
+    scheduled = run.scheduler.get_last_lr()
+    for step, (images, masks, standard) in enumerate(
+            tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)):
+        global_step = epoch * steps_per_epoch + step
+        if global_step < warmup_steps:  # linear warm-up on top of the cosine schedule
+            for group, lr in zip(optimizer.param_groups, scheduled):
+                group["lr"] = lr * (global_step + 1) / (warmup_steps + 1)
+        elif global_step == warmup_steps and warmup_steps:
+            for group, lr in zip(optimizer.param_groups, scheduled):
+                group["lr"] = lr
+        if step == 0:
+            first_lr = optimizer.param_groups[0]["lr"]  # logged: the warm-up and schedule can be read off log.csv
+        images = images.to(device, memory_format=torch.channels_last)
+        masks, standard = masks.to(device), standard.to(device)
+        with torch.autocast(device_type=device, dtype=amp_dtype, enabled=config.amp):
+            logits, standard_logit = run.model(images)
+            loss = loss_fn(logits.float(), masks, standard_logit.float(), standard, config.boundary_weight)
+        optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(optimizer)
+        run.scaler.update()
+        run.average.update(run.model)
+        losses.append(float(loss.detach()))
+    for group, lr in zip(optimizer.param_groups, scheduled):
+        group["lr"] = lr  # the cosine schedule steps from its own value, never from a warm-up's
+    run.scheduler.step()
+    return {"train_loss": float(np.mean(losses)), "lr": first_lr}
+
+
+def record(run: Run, row: dict, figures: dict, out: Path) -> None:
+    """Add an epoch's row (training part and validation figures) to the log and the curves."""
+    row.update({k: figures.get(k) for k in LOG_COLUMNS if k not in row})
+    run.rows.append(row)
+    _write_log(out / "log.csv", run.rows)
+    plot_curves(run.rows, out / "curves.png")
+
+
+def _check(config: TrainConfig) -> TrainConfig:
+    """Options refused before anything is built or written; a refit's splits."""
+    if config.val_every < 1:
+        raise ValueError(f"val_every must be at least 1, got {config.val_every}")
+    if config.warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be at least 0, got {config.warmup_epochs}")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device is visible; use --device cpu")
+    if config.amp and config.device == "cpu" and not cpu_has_bfloat16():
         warnings.warn("--amp on this CPU: it has no native bfloat16 (AVX512-BF16 or AMX), so mixed precision will "
-                      "be slower than float32; leave --amp off", stacklevel=2)
+                      "be slower than float32; leave --amp off", stacklevel=3)
+    if config.refit:
+        config = replace(config, train_splits=sorted({*config.train_splits, *config.val_splits}), val_splits=[])
+    return config
+
+
+def train(config: TrainConfig, progress: bool = True) -> dict:
+    """Train (or resume) into ``config.out``; returns the best validation figures.
+
+    The steps: build the run (fine-tuning: from the checkpoint's weights), restore it from
+    ``last.pt`` when resuming, measure the starting weights when fine-tuning, then per
+    epoch train, validate (every ``val_every`` epochs and after the last), log, keep
+    ``best.pt`` when the PSFHS score improves (a refit: after the last epoch) and save
+    ``last.pt``.
+    """
+    config = _check(config)
+    init_state = None
+    if config.init_from:
+        config, init_state = _from_checkpoint(config)
+    out = Path(config.out)
+    seed_everything(config.seed)
+    device = config.device
+    run = build_run(config, init_state)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
     train_set = FrameDataset(config.data, tuple(config.train_splits), config.size, augment=True, seed=config.seed)
@@ -314,85 +446,30 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         train_set.preload()  # the workers are forked every epoch: they inherit the decoded frames
     # validated as `iugc baseline predict` predicts (smoothed), so the best epoch is the best for prediction
     val_set = None if config.refit else FrameDataset(config.data, tuple(config.val_splits), config.size, smooth=SMOOTH)
-    rows, start, best, truths = [], 0, {"psfhs_score": -np.inf}, {}
-    steps_per_epoch = -(-len(train_set) // config.batch_size)
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    truths: dict = {}
     last = out / "last.pt"
     if config.resume and last.is_file():
-        state = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(state.get("training_model", state["model"]))  # runs before the average kept one
-        average.model.load_state_dict(state["model"])
-        average.steps = state.get("average_steps", 0)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, best, rows = state["epoch"] + 1, state["best"], state["rows"]
-        torch.set_rng_state(state["torch_rng"])
+        load_checkpoint(run, last, device)
     out.mkdir(parents=True, exist_ok=True)  # only now: a bad option or encoder above leaves no RUN_DIR behind
     (out / "config.json").write_text(json.dumps(asdict(config), indent=1))
-    if init_state is not None and start == 0 and val_set is not None:
+    if init_state is not None and run.next_epoch == 0 and val_set is not None:
         # the starting weights are the ones to beat: a fine-tune that only hurts leaves them as best.pt
         began = time.time()
-        figures = validate(average.model, val_set, device, truths)
-        row = {"epoch": 0, "train_loss": None, "seconds": round(time.time() - began, 2)}
-        row.update({k: figures.get(k) for k in LOG_COLUMNS if k not in row})
-        rows.append(row)
-        _write_log(out / "log.csv", rows)
+        figures = validate(run.average.model, val_set, device, truths)
+        record(run, {"epoch": 0, "train_loss": None, "seconds": round(time.time() - began, 2)}, figures, out)
         if figures.get("psfhs_score") is not None:
-            best = dict(row)
-            _atomic_torch_save({"model": average.model.state_dict(), "model_config": model.config, "epoch": -1,
-                                "rows": rows, "size": config.size}, out / "best.pt")
-    for epoch in range(start, config.epochs):
+            run.best = dict(run.rows[-1])
+            _atomic_torch_save(weights_checkpoint(run, config, -1), out / "best.pt")
+    for epoch in range(run.next_epoch, config.epochs):
         began = time.time()
-        model.train()
-        train_set.set_epoch(epoch)
-        # each item's augmentation is seeded by (seed, epoch, index), so the workers change nothing but the speed
-        loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.workers,
-                            pin_memory=device == "cuda",
-                            generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-        losses = []
-        scheduled = scheduler.get_last_lr()
-        for step, (images, masks, standard) in enumerate(
-                tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress)):
-            global_step = epoch * steps_per_epoch + step
-            if global_step < warmup_steps:  # linear warm-up on top of the cosine schedule
-                for group, lr in zip(optimizer.param_groups, scheduled):
-                    group["lr"] = lr * (global_step + 1) / (warmup_steps + 1)
-            elif global_step == warmup_steps and warmup_steps:
-                for group, lr in zip(optimizer.param_groups, scheduled):
-                    group["lr"] = lr
-            if step == 0:
-                first_lr = optimizer.param_groups[0]["lr"]  # logged: the warm-up and schedule can be read off log.csv
-            images = images.to(device, memory_format=torch.channels_last)
-            masks, standard = masks.to(device), standard.to(device)
-            with torch.autocast(device_type=device, dtype=amp_dtype, enabled=config.amp):
-                logits, standard_logit = model(images)
-                loss = loss_fn(logits.float(), masks, standard_logit.float(), standard, config.boundary_weight)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            average.update(model)
-            losses.append(float(loss.detach()))
-        for group, lr in zip(optimizer.param_groups, scheduled):
-            group["lr"] = lr  # the cosine schedule steps from its own value, never from a warm-up's
-        scheduler.step()
+        row = {"epoch": epoch + 1, **train_epoch(run, train_set, config, epoch, progress)}
         validating = val_set is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs)
-        figures = validate(average.model, val_set, device, truths) if validating else {}
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - began, 2),
-               "lr": first_lr}
-        row.update({k: figures.get(k) for k in LOG_COLUMNS if k not in row})
-        rows.append(row)
-        _write_log(out / "log.csv", rows)
-        plot_curves(rows, out / "curves.png")
-        state = {"model": average.model.state_dict(), "model_config": model.config, "epoch": epoch, "rows": rows}
+        figures = validate(run.average.model, val_set, device, truths) if validating else {}
+        row["seconds"] = round(time.time() - began, 2)
+        record(run, row, figures, out)
         score = figures.get("psfhs_score")
-        if (score is not None and score > best["psfhs_score"]) or (config.refit and epoch + 1 == config.epochs):
-            best = dict(row)
-            _atomic_torch_save({**state, "size": config.size}, out / "best.pt")
-        _atomic_torch_save(
-            {**state, "training_model": model.state_dict(), "average_steps": average.steps,
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
-             "torch_rng": torch.get_rng_state(), "size": config.size},
-            last,
-        )
-    return best
+        if (score is not None and score > run.best["psfhs_score"]) or (config.refit and epoch + 1 == config.epochs):
+            run.best = dict(run.rows[-1])
+            _atomic_torch_save(weights_checkpoint(run, config, epoch), out / "best.pt")
+        save_checkpoint(run, config, epoch, last)
+    return run.best

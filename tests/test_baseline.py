@@ -180,10 +180,41 @@ def test_finetune_from_a_checkpoint_with_a_frozen_encoder(dataset, tmp_path):
     tuned = tmp_path / "b"
     train(TrainConfig(data=str(dataset), out=str(tuned), epochs=1, init_from=str(run / "best.pt"), freeze_encoder=True, **TINY), progress=False)
     after = torch.load(tuned / "last.pt", weights_only=False)["model"]
-    encoder = [k for k in before if k.startswith("net.encoder.") and "running" not in k and "num_batches" not in k]
+    trained = torch.load(tuned / "last.pt", weights_only=False)["training_model"]
+    encoder = [k for k in before if k.startswith("net.encoder.") and before[k].is_floating_point()]
     decoder = [k for k in before if k.startswith("net.decoder.") and before[k].is_floating_point() and "running" not in k]
-    assert all(torch.equal(before[k], after[k]) for k in encoder if before[k].is_floating_point())
+    assert any("running_mean" in k for k in encoder)
+    # weights and BatchNorm statistics alike: a frozen encoder keeps what it was trained with
+    assert all(torch.equal(before[k], after[k]) and torch.equal(before[k], trained[k]) for k in encoder)
     assert any(not torch.equal(before[k], after[k]) for k in decoder)
+    decoder_stats = [k for k in decoder if k.replace("weight", "running_mean") in before and k.endswith("weight")]
+    assert any(not torch.equal(before[k.replace("weight", "running_mean")], trained[k.replace("weight", "running_mean")])
+               for k in decoder_stats), "the decoder's BatchNorm statistics did not move: the check above could not fail"
+
+
+def test_a_checkpoint_restores_everything_a_run_changes_the_gradient_scaler_too(dataset, tmp_path):
+    from baseline.train import Run, build_run, load_checkpoint, save_checkpoint
+
+    config = TrainConfig(data=str(dataset), out=str(tmp_path), epochs=3, **TINY)
+    run = build_run(config, None)
+    run.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)  # what a CUDA --amp run holds
+    loss = sum(p.sum() for p in run.model.parameters())
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()  # the scale grows to 2048 after one clean step
+    run.average.update(run.model)
+    run.scheduler.step()
+    run.rows, run.best = [{"epoch": 1}], {"psfhs_score": 0.5, "epoch": 1}
+    save_checkpoint(run, config, 0, tmp_path / "last.pt")
+    fresh = build_run(config, None)
+    fresh.scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    load_checkpoint(fresh, tmp_path / "last.pt", "cpu")
+    assert isinstance(fresh, Run) and fresh.scaler.get_scale() == run.scaler.get_scale() == 2048.0
+    assert fresh.next_epoch == 1 and fresh.rows == run.rows and fresh.best == run.best
+    assert fresh.average.steps == 1 and fresh.scheduler.get_last_lr() == run.scheduler.get_last_lr()
+    assert fresh.optimizer.state_dict()["state"].keys() == run.optimizer.state_dict()["state"].keys()
+    for key, value in run.model.state_dict().items():
+        assert torch.equal(fresh.model.state_dict()[key], value), key
 
 
 def test_missing_weights_give_a_clear_error(tmp_path):
