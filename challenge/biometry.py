@@ -87,7 +87,7 @@ def largest_contour(structure: np.ndarray) -> np.ndarray | None:
     return xy[:, ::-1].copy()
 
 
-def _angle_at(vertex, a, b) -> float | None:
+def angle_at(vertex, a, b) -> float | None:
     """Angle a-vertex-b in degrees by the law of cosines; None when a side has zero length."""
     side_a = math.dist(vertex, a)
     side_b = math.dist(vertex, b)
@@ -250,7 +250,7 @@ def contour_biometry(mask: np.ndarray) -> Biometry:
     nearest = fh[int(np.argmin(d2))]
     hsd = math.sqrt(int(d2.min()))
     tangent = _tangent_point(p, fh)
-    aop = None if tangent is None else _angle_at(p, s, tangent)
+    aop = None if tangent is None else angle_at(p, s, tangent)
     return Biometry(
         aop=aop,
         hsd=hsd,
@@ -322,7 +322,7 @@ def ellipse_biometry(mask: np.ndarray) -> Biometry:
     tx = (-2 * k * m / b**2) / (2 * (1 / a**2 + k**2 / b**2))
     ty = k * tx + m
     tangent = (tx * math.cos(angle) - ty * math.sin(angle) + fcx, tx * math.sin(angle) + ty * math.cos(angle) + fcy)
-    aop = _angle_at(e2, e1, tangent)
+    aop = angle_at(e2, e1, tangent)
     if aop is not None and not math.isfinite(aop):
         aop = None
     return Biometry(aop=aop, hsd=None, ps_endpoints=(e1, e2), tangent_point=tangent)

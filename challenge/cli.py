@@ -19,7 +19,7 @@ def list_cmd() -> None:
     for name in available_challenges():
         c = load_challenge(name)
         phases = ", ".join(p.name for p in c.phases)
-        click.echo(f"{name:<12} {c.aop_method:<8} tasks: {', '.join(c.tasks)}; phases: {phases}")
+        click.echo(f"{name:<12} {c.aop_method:<9} tasks: {', '.join(c.tasks)}; phases: {phases}")
 
 
 @challenge_group.command("show")

@@ -33,6 +33,7 @@ METRIC_DIRECTIONS: dict[str, bool] = {
     "nsd": True,
     "sensitivity": True,
     "precision": True,
+    "mre": False,
 }
 """Metric families known to the evaluator and whether a higher value is better."""
 
@@ -40,13 +41,18 @@ SEGMENTATION_METRICS = ("dice", "hd", "asd", "hd95", "nsd", "sensitivity", "prec
 CATALOGUE_METRICS = ("hd95", "nsd", "sensitivity", "precision")
 """Segmentation metrics computed only for challenges that list them (evaluator/metrics.py)."""
 BIOMETRY_METRICS = ("aop_error", "hsd_error")
+LANDMARK_METRICS = ("mre", "aop_error")
+"""IUGC 2025: the mean radial error of the three landmarks and the AoP error they give."""
 CLASSIFICATION_METRICS = ("accuracy", "auc", "f1", "mcc")
-PER_CASE_METRICS = SEGMENTATION_METRICS + BIOMETRY_METRICS
+CASE_VALUE_METRICS = BIOMETRY_METRICS + ("mre",)
+"""Per-case metrics read as one value per case (the others are means over structures)."""
+PER_CASE_METRICS = SEGMENTATION_METRICS + CASE_VALUE_METRICS
 """Metrics with a value per case (paired tests need one); classification has none."""
 RankingMethod = Literal["score", "mean-rank", "test-then-rank"]
 
 MetricName = Literal[
-    "dice", "hd", "asd", "hd95", "nsd", "sensitivity", "precision", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc"
+    "dice", "hd", "asd", "hd95", "nsd", "sensitivity", "precision", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc",
+    "mre",
 ]
 
 
@@ -70,6 +76,9 @@ class WorstCase(_Strict):
     nsd: float = 0.0
     sensitivity: float = 0.0
     precision: float = 0.0
+    mre: float = 100.0
+    """Radial error, in pixels, of each landmark of a missing or invalid landmark prediction
+    (so also its MRE)."""
 
 
 class UndefinedPolicy(_Strict):
@@ -173,10 +182,12 @@ class ChallengeDefinition(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     title: str
     reference: str
-    tasks: tuple[Literal["classification", "segmentation", "biometry"], ...] = Field(min_length=1)
+    tasks: tuple[Literal["classification", "segmentation", "biometry", "landmarks"], ...] = Field(min_length=1)
     structures: tuple[Literal["ps", "fh", "all"], ...] = ("ps", "fh", "all")
     metrics: tuple[MetricName, ...] = Field(min_length=1)
-    aop_method: Literal["ellipse", "contour"]
+    aop_method: Literal["ellipse", "contour", "landmarks"]
+    """How the AoP is measured: from masks (``ellipse``: PSFHS 2023; ``contour``: IUGC 2024) or
+    from the three predicted points (``landmarks``: IUGC 2025; :mod:`challenge.landmarks`)."""
     nsd_tolerance_px: float = Field(default=2.0, gt=0)
     """Tolerance of the ``nsd`` metric, in pixels (a surface pixel within it counts as matched)."""
     worst_case: WorstCase = WorstCase()
@@ -191,11 +202,17 @@ class ChallengeDefinition(_Strict):
             "classification": CLASSIFICATION_METRICS,
             "segmentation": SEGMENTATION_METRICS,
             "biometry": BIOMETRY_METRICS,
+            "landmarks": LANDMARK_METRICS,
         }
         allowed = {m for task in self.tasks for m in needs[task]}
         stray = [m for m in self.metrics if m not in allowed]
         if stray:
             raise ValueError(f"metrics {stray} belong to no task of this challenge (tasks: {list(self.tasks)})")
+        if ("landmarks" in self.tasks) != (self.aop_method == "landmarks"):
+            raise ValueError("a landmarks task measures the AoP from its points: give it aop_method 'landmarks', "
+                             "and that method only to a challenge with the landmarks task")
+        if "landmarks" in self.tasks and {"segmentation", "biometry"} & set(self.tasks):
+            raise ValueError("a landmarks challenge scores points, not masks: it cannot also have a segmentation or biometry task")
         for term in self.score.terms:
             if term.metric not in self.metrics:
                 raise ValueError(f"score term uses metric {term.metric!r}, which is not in metrics")

@@ -12,7 +12,9 @@ def data_group() -> None:
 
 
 @data_group.command("import")
-@click.option("--layout", type=click.Choice(["psfhs", "png", "iugc2024"]), required=True, help="psfhs: image_mha/ + label_mha/; png: images/ + masks/; iugc2024: videos/ + seg/ + CSV + landmark.json.")
+@click.option("--layout", type=click.Choice(["psfhs", "png", "iugc2024", "iugc2025"]), required=True,
+              help="psfhs: image_mha/ + label_mha/; png: images/ + masks/; iugc2024: videos/ + seg/ + CSV + landmark.json; "
+                   "iugc2025: frames + one CSV (Filename, PS1, PS2, FH1; points [x, y] or (x, y)).")
 @click.option("--source", required=True, type=click.Path(path_type=Path), help="The release folder.")
 @click.option("--dest", required=True, type=click.Path(path_type=Path), help="New (or empty) folder for the canonical dataset.")
 @click.option("--name", default=None, help="Dataset name recorded in the manifest (default: the folder name).")
@@ -34,12 +36,35 @@ def import_cmd(layout, source, dest, name):
         raise click.ClickException(str(exc)) from None
     labelled = sum(1 for c in manifest.cases if c.mask)
     derived = sum(1 for c in manifest.cases if c.standard_plane_derived)
-    click.echo(f"imported {len(manifest.cases)} cases ({labelled} with masks) into {dest}"
+    pointed = sum(1 for c in manifest.cases if c.aop_landmarks)
+    click.echo(f"imported {len(manifest.cases)} cases ({labelled} with masks{f', {pointed} with landmarks' if pointed else ''}) into {dest}"
                + (" -- SYNTHETIC data, marked so in the manifest" if manifest.synthetic else ""))
     if derived:
         standard = sum(1 for c in manifest.cases if c.standard_plane_derived and c.standard_plane)
         click.echo(f"standard-plane labels derived from the masks (IUGC rule: both PS and FH visible) for {derived} cases "
                    f"the release does not label: {standard} standard, {derived - standard} not")
+
+
+@data_group.command("landmarks")
+@click.argument("dataset", type=click.Path(path_type=Path))
+def landmarks_cmd(dataset):
+    """Derive IUGC 2025's landmarks (PS1, PS2, FH1) from DATASET's masks.
+
+    PS1 and PS2 are the ends of the pubic symphysis' long axis, FH1 the point where the
+    line from PS2 touches the fetal head: the points the IUGC 2024 contour construction
+    measures the AoP from. They are written into the manifest marked derived; landmarks a
+    release annotated are kept. Cases whose masks lack a structure get none.
+    """
+    from data_manifest.landmarks import NoMasks, derive_landmarks
+    from data_manifest.manifest import ManifestError
+
+    try:
+        outcome = derive_landmarks(dataset)
+    except (ManifestError, NoMasks) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{dataset}: landmarks derived from the masks for {len(outcome['derived'])} cases"
+               + (f", none for {len(outcome['undefined'])} (a structure missing or no tangent point)" if outcome["undefined"] else "")
+               + (f"; {len(outcome['annotated'])} annotated kept" if outcome["annotated"] else ""))
 
 
 @data_group.command("verify")

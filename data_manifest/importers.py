@@ -11,6 +11,9 @@ Layouts (``iugc data import --layout``):
   ``classification.csv`` (``video,frame,label``, 1 = standard plane) and
   ``landmark.json`` (``{"<video>_<frame>": {"ps_points", "hsd_point", "aop_tangency",
   "aop", "hsd"}}``).
+* ``iugc2025`` -- the IUGC 2025 release: frames and one CSV with the columns ``Filename,
+  PS1, PS2, FH1``, each point written ``[x, y]`` or ``(x, y)`` in the frame's pixel space
+  (frames found beside the CSV or, by name, in a folder below it).
 
 Every importer validates every file first and writes the dataset into a staging folder
 renamed into place at the end: on any bad file, the error lists every problem (one line
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from challenge.labels import FH, PS
-from data_manifest.io import ReadError, commit_folder, encode_png, is_new_folder, read_image, read_mask, sha256_bytes, stage_folder
-from data_manifest.manifest import MANIFEST_NAME, CaseRecord, Manifest, ManifestError, load_manifest, write_manifest
+from data_manifest.io import ReadError, case_id_of, commit_folder, encode_png, is_new_folder, read_image, read_mask, sha256_bytes, stage_folder
+from data_manifest.manifest import CASE_ID, MANIFEST_NAME, CaseRecord, Manifest, ManifestError, load_manifest, write_manifest
 
-LAYOUTS = ("psfhs", "png", "iugc2024")
+LAYOUTS = ("psfhs", "png", "iugc2024", "iugc2025")
 
 
 class ImportProblems(ValueError):
@@ -74,6 +78,7 @@ class DatasetWriter:
         standard_plane: bool | None = None,
         standard_plane_derived: bool = False,
         landmarks: dict | None = None,
+        aop_landmarks: dict | None = None,
     ) -> CaseRecord:
         if mask is not None and mask.shape != image.shape[:2]:
             raise ReadError(f"{source}: mask shape {mask.shape} differs from the frame's {image.shape[:2]}")
@@ -90,6 +95,7 @@ class DatasetWriter:
             standard_plane=standard_plane,
             standard_plane_derived=standard_plane_derived,
             landmarks=landmarks,
+            aop_landmarks=aop_landmarks,
         )
         if mask is not None:
             mask_png = encode_png(mask)
@@ -283,6 +289,88 @@ def _frame_cases_iugc2024(source: Path, problems: list[str]) -> Iterator[tuple]:
         problems.append(f"{source / 'classification.csv'}: video {video!r} has no videos/{video}.avi")
 
 
+LANDMARK_COLUMNS = ("Filename", "PS1", "PS2", "FH1")
+
+
+def parse_point(text: str) -> tuple[float, float]:
+    """A point written ``[x, y]`` or ``(x, y)`` (IUGC 2025's CSV) as finite floats; ValueError
+    saying what is wrong otherwise.
+
+    >>> parse_point("[12.5, 40]"), parse_point(" (3, 4) ")
+    ((12.5, 40.0), (3.0, 4.0))
+    """
+    inner = text.strip()
+    if len(inner) < 2 or (inner[0], inner[-1]) not in (("[", "]"), ("(", ")")):
+        raise ValueError(f"{text.strip()[:40]!r} is not a point; write it [x, y] or (x, y)")
+    parts = inner[1:-1].split(",")
+    try:
+        x, y = (float(part) for part in parts)
+    except ValueError:
+        raise ValueError(f"{text.strip()[:40]!r} is not a point; write it [x, y] or (x, y) with two numbers") from None
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise ValueError(f"{text.strip()[:40]!r} has a coordinate that is not a finite number")
+    return x, y
+
+
+def _landmark_csv(source: Path, problems: list[str]) -> Path | None:
+    found = sorted(source.glob("*.csv"))
+    if len(found) != 1:
+        problems.append(f"{source}: expected one CSV of landmarks ({', '.join(LANDMARK_COLUMNS)}) in the folder, "
+                        f"found {len(found)}" + (f": {', '.join(p.name for p in found)}" if found else ""))
+        return None
+    return found[0]
+
+
+def _frame_cases_iugc2025(source: Path, problems: list[str]) -> Iterator[tuple]:
+    path = _landmark_csv(source, problems)
+    if path is None:
+        return
+    by_name: dict[str, list[Path]] = {}
+    for frame in source.rglob("*"):
+        if frame.is_file() and case_id_of(frame) is not None:
+            by_name.setdefault(frame.name, []).append(frame)
+    seen: dict[str, int] = {}
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in LANDMARK_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            problems.append(f"{path}: missing columns {missing} (expected {', '.join(LANDMARK_COLUMNS)})")
+            return
+        for line, row in enumerate(reader, start=2):
+            name = (row["Filename"] or "").strip()
+            case_id = case_id_of(Path(name)) or ""
+            if not re.fullmatch(CASE_ID, case_id):
+                problems.append(f"{path}:{line}: Filename {name[:80]!r} is not a frame file named <case id>.png|.jpg|... "
+                                "(a case id: letters, digits, '_', '-', '.')")
+                continue
+            if case_id in seen:
+                problems.append(f"{path}:{line}: {name} again (first on line {seen[case_id]})")
+                continue
+            seen[case_id] = line
+            try:
+                points = {key: parse_point(row[key] or "") for key in LANDMARK_COLUMNS[1:]}
+            except ValueError as exc:
+                problems.append(f"{path}:{line}: {exc}")
+                continue
+            candidates = [source / name] if (source / name).is_file() else by_name.get(Path(name).name, [])
+            if len(candidates) != 1:
+                problems.append(f"{path}:{line}: frame {name} " + ("not found in the folder" if not candidates else
+                                f"found {len(candidates)} times ({', '.join(str(c) for c in candidates[:3])})"))
+                continue
+            try:
+                image = read_image(candidates[0])
+            except ReadError as exc:
+                problems.append(str(exc))
+                continue
+            h, w = image.shape
+            outside = [k for k, (x, y) in points.items() if not (-1 <= x <= w and -1 <= y <= h)]
+            if outside:
+                problems.append(f"{path}:{line}: {', '.join(outside)} of {name} lie outside its {w} x {h} frame")
+                continue
+            yield case_id, image, None, {"source": f"iugc2025:{candidates[0].relative_to(source)}",
+                                         "aop_landmarks": points}
+
+
 SYNTHETIC_MARKER = "SYNTHETIC.txt"  # the file `iugc data phantom` writes into the raw layouts it makes
 
 
@@ -302,6 +390,7 @@ READERS: dict[str, Callable[[Path, list[str]], Iterator[tuple]]] = {
     "psfhs": _frame_cases_psfhs,
     "png": _frame_cases_png,
     "iugc2024": _frame_cases_iugc2024,
+    "iugc2025": _frame_cases_iugc2025,
 }
 
 

@@ -17,22 +17,42 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
 from data_manifest.io import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "iugc-dataset/1"
+CASE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class ManifestError(ValueError):
     """A manifest is missing or invalid; the message names the file and the problem."""
 
 
+Point = tuple[FiniteFloat, FiniteFloat]
+
+
+class AopLandmarks(BaseModel):
+    """IUGC 2025's three landmarks of a frame, ``[x, y]`` in its pixel space
+    (:mod:`challenge.landmarks`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    PS1: Point
+    PS2: Point
+    FH1: Point
+    derived: bool = False
+    """True when computed from the case's mask (`iugc data landmarks`), not annotated."""
+
+    def points(self) -> dict[str, Point]:
+        return {"PS1": self.PS1, "PS2": self.PS2, "FH1": self.FH1}
+
+
 class CaseRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    case_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    case_id: str = Field(pattern=CASE_ID)
     source: str
     derived_from: str | None = None  # the case a generated frame was made from: it follows that case's split
     video: str | None = None
@@ -48,7 +68,8 @@ class CaseRecord(BaseModel):
     # True when the release gives no label and standard_plane was derived from the mask
     # by the IUGC rule (standard exactly when both PS and FH are visible).
     standard_plane_derived: bool = False
-    landmarks: dict | None = None
+    landmarks: dict | None = None  # IUGC 2024's landmark.json entry, as the release gives it
+    aop_landmarks: AopLandmarks | None = None  # IUGC 2025's PS1, PS2, FH1
 
 
 class Manifest(BaseModel):
@@ -56,7 +77,7 @@ class Manifest(BaseModel):
 
     format: Literal["iugc-dataset/1"] = FORMAT
     name: str
-    source_layout: Literal["psfhs", "png", "iugc2024", "phantom"]
+    source_layout: Literal["psfhs", "png", "iugc2024", "iugc2025", "phantom"]
     synthetic: bool = False
     description: str = ""
     cases: list[CaseRecord]

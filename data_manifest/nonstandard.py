@@ -204,7 +204,8 @@ def generate_nonstandard_dataset(source: Path, dest: Path, *, per_frame: float =
             image = read_image(Path(source) / case.image)
             mask = read_mask(Path(source) / case.mask) if case.mask else None
             record = writer.add(case.case_id, image, mask, source=case.source, video=case.video,
-                                frame_index=case.frame_index, landmarks=case.landmarks, **derived_label(mask))
+                                frame_index=case.frame_index, landmarks=case.landmarks,
+                                aop_landmarks=case.aop_landmarks and case.aop_landmarks.model_dump(), **derived_label(mask))
             record.split = case.split
         for k, kind in enumerate(tqdm(plan, desc="non-standard", unit="frame", disable=not progress)):
             case = usable[int(order[k % len(usable)])]

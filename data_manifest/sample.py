@@ -87,7 +87,8 @@ def write_sample(dest: Path, n_cases: int, *, source: Path | None = None, seed: 
         for case in chosen:
             mask = read_mask(source / case.mask) if case.mask else None
             writer.add(case.case_id, read_image(source / case.image), mask, source=case.source, video=case.video,
-                       frame_index=case.frame_index, standard_plane=_label(case), landmarks=case.landmarks)
+                       frame_index=case.frame_index, standard_plane=_label(case), landmarks=case.landmarks,
+                                aop_landmarks=case.aop_landmarks and case.aop_landmarks.model_dump())
             clip = source / "videos" / f"{case.video}.avi" if case.video else None
             if clip is not None and clip.is_file() and not (writer.staging / "videos" / clip.name).exists():
                 (writer.staging / "videos").mkdir(exist_ok=True)

@@ -105,7 +105,7 @@ def evaluate_cmd(predictions, ground_truth, challenge_name, out, split, cases_fi
     if not quiet:
         agg = result["aggregates"]
         click.echo(f"{challenge.name}: {agg['n_cases']} cases{_selected(split, cases_file)}, {agg['n_errors']} with errors -> {out}")
-        for key in ("dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc"):
+        for key in ("dice", "hd", "asd", "re_ps1", "re_ps2", "re_fh1", "mre", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc"):
             if key in agg:
                 click.echo(f"  {key:<10}{_fmt(agg[key])}")
         click.echo(_score_line(result))

@@ -4,7 +4,9 @@ Ground truth is either a dataset imported by ``iugc data import`` (a folder with
 ``manifest.json``; classification labels come from it) or a plain folder of
 ``<case_id>.png|.mha|.nii.gz`` masks. Predictions are ``<case_id>.png|.mha|.nii.gz``
 masks, plus an optional ``predictions.json`` mapping case ids to
-``{"p_standard_plane": p}`` for challenges with a classification task.
+``{"p_standard_plane": p}`` for challenges with a classification task. A landmark
+challenge (IUGC 2025) reads ``landmarks.json`` instead of masks and its truth points from
+the manifest.
 
 One bad case never aborts the run: it gets worst-case values and an ``error``. Truth
 biometry is cached by the truth file's sha256 (it is fixed across submissions), and the
@@ -25,6 +27,7 @@ import numpy as np
 
 from challenge.biometry import Biometry, biometry
 from challenge.definition import ChallengeDefinition
+from challenge.landmarks import checked_landmarks
 from data_manifest.io import MASK_SUFFIXES, ReadError, case_id_of, read_mask, sha256_bytes, sha256_file
 from data_manifest.manifest import MANIFEST_NAME, load_manifest
 from evaluator.provenance import provenance
@@ -36,10 +39,12 @@ from evaluator.scores import (
     challenge_score,
     empty_case,
     segmentation_values,
+    landmark_values,
     worst_case_values,
 )
 
 PROBABILITIES_FILE = "predictions.json"
+LANDMARKS_FILE = "landmarks.json"
 CACHE_VERSION = "3"  # 3: the ellipse method leaves AoP undefined (not 0) at 5 points or fewer
 
 
@@ -59,6 +64,8 @@ class TruthCase:
     standard_plane: bool | None
     mask_sha256: str | None = None   # from the manifest; None: computed from the file when needed
     split: str | None = None         # from the manifest; None for a plain folder of masks
+    landmarks: dict | None = None    # IUGC 2025's points, from the manifest
+    shape: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,16 @@ class TruthSet:
                 raise EvaluationInputError("the case list selects no case; give one case id per line")
             chosen = set(wanted)
             cases = [c for c in cases if c.case_id in chosen]
+        return TruthSet(self.folder, cases, self.manifest_sha256, self.synthetic)
+
+    def with_landmarks(self) -> "TruthSet":
+        """The cases with landmark truth (a landmark challenge scores only those);
+        EvaluationInputError when there is none."""
+        cases = [c for c in self.cases if c.landmarks is not None]
+        if not cases:
+            raise EvaluationInputError(
+                f"no case of {self.folder} has landmark truth (PS1, PS2, FH1); import an IUGC 2025 release with "
+                f"`iugc data import --layout iugc2025`, or derive the points from masks with `iugc data landmarks {self.folder}`")
         return TruthSet(self.folder, cases, self.manifest_sha256, self.synthetic)
 
     def provenance_entries(self) -> list[tuple[str, str | None, bool | None]]:
@@ -145,7 +162,8 @@ def discover_truth(gt_dir: Path) -> TruthSet:
     if (gt_dir / MANIFEST_NAME).is_file():
         manifest = load_manifest(gt_dir)
         cases = [
-            TruthCase(c.case_id, str(gt_dir / c.mask) if c.mask else None, c.standard_plane, c.mask_sha256, c.split)
+            TruthCase(c.case_id, str(gt_dir / c.mask) if c.mask else None, c.standard_plane, c.mask_sha256, c.split,
+                      c.aop_landmarks.points() if c.aop_landmarks else None, tuple(c.shape))
             for c in manifest.cases
         ]
         return TruthSet(gt_dir, cases, sha256_file(gt_dir / MANIFEST_NAME), manifest.synthetic)
@@ -197,6 +215,48 @@ def discover_predictions(pred_dir: Path) -> tuple[dict[str, str], dict[str, floa
             else:
                 problems.append(f"{PROBABILITIES_FILE}: case {case_id}: p_standard_plane must be a number in [0, 1]")
     return masks, probabilities, problems
+
+
+def discover_landmarks(pred_dir: Path, shapes: dict[str, tuple[int, int]]) -> tuple[dict[str, dict], dict[str, str], list[str]]:
+    """Checked points by case id from ``pred_dir/landmarks.json``, each bad entry's problem
+    by case id (:func:`challenge.landmarks.checked_landmarks`), and warnings (an unreadable
+    file, entries for no truth case)."""
+    pred_dir = Path(pred_dir)
+    problem = _folder_problem(pred_dir, "predictions folder")
+    if problem:
+        raise EvaluationInputError(problem)
+    path = pred_dir / LANDMARKS_FILE
+    if not path.is_file():
+        return {}, {}, [f"no {LANDMARKS_FILE} in {pred_dir}: every case scores the worst case"]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("the top level must be an object {case_id: {PS1, PS2, FH1}}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return {}, {}, [f"{LANDMARKS_FILE}: unreadable ({str(exc)[:200]}); every case scores the worst case"]
+    points, bad, warnings = {}, {}, []
+    for case_id, entry in data.items():
+        if case_id not in shapes:
+            continue
+        try:
+            points[case_id] = checked_landmarks(entry, shapes[case_id])
+        except ValueError as exc:
+            bad[case_id] = str(exc)
+    stray = sorted(set(data) - set(shapes))
+    if stray:
+        shown = ", ".join(str(s)[:40] for s in stray[:5]) + (" ..." if len(stray) > 5 else "")
+        warnings.append(f"{LANDMARKS_FILE}: {len(stray)} entries match no ground-truth case and were ignored: {shown}")
+    return points, bad, warnings
+
+
+def evaluate_landmark_case(truth: TruthCase, points: dict | None, problem: str | None, challenge: ChallengeDefinition) -> dict:
+    """One case of a landmark challenge: radial errors, MRE and AoP error, or the worst
+    case with the reason when the prediction is missing or invalid."""
+    case = {**landmark_values(points, truth.landmarks, challenge), "error": None}
+    if points is None:
+        case["error"] = (f"invalid prediction: {problem} (scored as worst case)" if problem else
+                         f"missing prediction: no entry in {LANDMARKS_FILE} (scored as worst case)")
+    return case
 
 
 class TruthCache:
@@ -349,8 +409,14 @@ def evaluate_folder(
     (stray files) are listed in ``warnings``.
     """
     available = discover_truth(Path(ground_truth))
+    if "landmarks" in challenge.tasks:
+        available = available.with_landmarks()
     selected = available.select(split=split, case_ids=case_ids)
     truths = selected.cases
+    if "landmarks" in challenge.tasks:
+        points, bad, warnings = discover_landmarks(Path(predictions), {t.case_id: t.shape for t in truths})
+        results = [evaluate_landmark_case(t, points.get(t.case_id), bad.get(t.case_id), challenge) for t in truths]
+        return _result(challenge, selected, split, dict(zip((t.case_id for t in truths), results)), warnings)
     masks, probabilities, warnings = discover_predictions(Path(predictions))
     if len(truths) < len(available.cases):  # a subset: masks of the other truth cases are not stray, only unscored
         unselected = {c.case_id for c in available.cases} - {t.case_id for t in truths}
@@ -375,6 +441,11 @@ def evaluate_folder(
             case["standard_plane"] = label
             case["p_standard_plane"] = p
         cases[truth.case_id] = case
+    return _result(challenge, selected, split, cases, warnings)
+
+
+def _result(challenge: ChallengeDefinition, selected: TruthSet, split: str | None, cases: dict[str, dict], warnings: list[str]) -> dict:
+    """The result document of scored ``cases``: aggregates, score, provenance, warnings."""
     table = CaseTable.from_cases(cases)
     aggregates = aggregate(table, challenge)
     aggregates["n_errors"] = sum(1 for c in cases.values() if c["error"])

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from challenge.biometry import Biometry
-from challenge.definition import BIOMETRY_METRICS, METRIC_DIRECTIONS, PER_CASE_METRICS, ChallengeDefinition
+from challenge.definition import CASE_VALUE_METRICS, METRIC_DIRECTIONS, PER_CASE_METRICS, ChallengeDefinition
 from evaluator.scores import CaseTable, aggregate, case_score, challenge_score, worst_case_values
 
 METHODS = ("score", "mean-rank", "test-then-rank")
@@ -93,7 +93,7 @@ def per_case_matrix(case_ids: list[str], tables: list[CaseTable], challenge: Cha
     """:func:`per_case_values` from tables built once (:func:`aligned_tables`)."""
     if metric not in PER_CASE_METRICS:
         raise ValueError(f"metric {metric!r} has no per-case value; expected one of {PER_CASE_METRICS}")
-    if metric in BIOMETRY_METRICS:
+    if metric in CASE_VALUE_METRICS:
         table = np.array([t.values[metric] for t in tables])
     else:  # a structure's value missing leaves the case's mean undefined (NaN)
         table = np.array([np.mean([t.values[f"{metric}_{s}"] for s in challenge.structures], axis=0) for t in tables])

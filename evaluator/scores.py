@@ -13,13 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from challenge.biometry import Biometry
-from challenge.definition import CATALOGUE_METRICS, SEGMENTATION_METRICS, ChallengeDefinition, ScoreTerm
+from challenge.definition import CASE_VALUE_METRICS, CATALOGUE_METRICS, SEGMENTATION_METRICS, ChallengeDefinition, ScoreTerm
 from challenge.labels import STRUCTURES
+from challenge.landmarks import LANDMARKS, aop_from_landmarks, radial_errors
 from evaluator.classification import CLASSIFICATION_FUNCTIONS
 from evaluator.metrics import hd95, nsd, precision, sensitivity, structure_metrics
 
 SEGMENTATION_KEYS = tuple(f"{m}_{s}" for m in ("dice", "hd", "asd") for s in STRUCTURES)
 BIOMETRY_KEYS = ("aop_pred", "aop_gt", "aop_error", "hsd_pred", "hsd_gt", "hsd_error")
+RADIAL_KEYS = tuple(f"re_{name.lower()}" for name in LANDMARKS)
+LANDMARK_KEYS = RADIAL_KEYS + ("mre",)
 CASE_KEYS = SEGMENTATION_KEYS + BIOMETRY_KEYS + ("error",)
 CATALOGUE_KEYS = tuple(f"{m}_{s}" for m in CATALOGUE_METRICS for s in STRUCTURES)
 CLASSIFICATION_KEYS = ("standard_plane", "p_standard_plane")
@@ -107,6 +110,34 @@ def worst_case_values(challenge: ChallengeDefinition, gt: Biometry | None) -> di
     return out
 
 
+def landmark_values(pred: dict | None, truth: dict, challenge: ChallengeDefinition) -> dict:
+    """Radial error of each landmark (``re_ps1``, ``re_ps2``, ``re_fh1``, pixels), their
+    mean ``mre``, and the AoP of prediction and truth from their points with its error,
+    unreduced. ``pred`` None (missing or invalid) scores the challenge's worst case:
+    ``worst_case.mre`` for every landmark and ``worst_case.aop_error``. An AoP the truth's
+    points cannot define (PS1 or FH1 on PS2) follows ``undefined_biometry`` as for masks.
+
+    >>> from challenge.definition import load_challenge
+    >>> truth = {"PS1": (0, 0), "PS2": (10, 0), "FH1": (10, -10)}
+    >>> v = landmark_values({"PS1": (0, 3), "PS2": (10, 0), "FH1": (10, -10)}, truth, load_challenge("iugc2025"))
+    >>> v["re_ps1"], v["mre"], round(v["aop_error"], 2)
+    (3.0, 1.0, 16.7)
+    >>> landmark_values(None, truth, load_challenge("iugc2025"))["mre"]
+    725.0
+    """
+    worst = challenge.worst_case
+    gt_aop = aop_from_landmarks(truth)
+    if pred is None:
+        out = {key: worst.mre for key in LANDMARK_KEYS}
+        pred_aop = None
+    else:
+        out = radial_errors(pred, truth)
+        out["mre"] = float(np.mean(list(out.values())))
+        pred_aop = aop_from_landmarks(pred)
+    out["aop_pred"], out["aop_gt"], out["aop_error"] = _error(pred_aop, gt_aop, worst.aop_error, challenge.undefined_biometry)
+    return out
+
+
 def empty_case() -> dict:
     return {key: None for key in CASE_KEYS}
 
@@ -121,7 +152,7 @@ class CaseTable:
     @classmethod
     def from_cases(cls, cases: dict[str, dict]) -> "CaseTable":
         ids = list(cases)
-        keys = SEGMENTATION_KEYS + CATALOGUE_KEYS + ("aop_error", "hsd_error") + CLASSIFICATION_KEYS
+        keys = SEGMENTATION_KEYS + CATALOGUE_KEYS + ("aop_error", "hsd_error") + LANDMARK_KEYS + CLASSIFICATION_KEYS
         # numpy turns None into NaN in a float array, one row per case
         matrix = np.array([[case.get(key) for key in keys] for case in cases.values()], dtype=np.float64).reshape(len(ids), len(keys))
         values = {key: np.ascontiguousarray(matrix[:, k]) for k, key in enumerate(keys)}
@@ -142,21 +173,31 @@ def aggregate(table: CaseTable, challenge: ChallengeDefinition, index: np.ndarra
 
     Returns per-structure means (``dice_ps`` ...), the m-terms over structures and cases
     (``dice``, ``hd``, ``asd``), ``aop_error``/``hsd_error`` means over cases whose truth
-    is defined, classification metrics over cases with a label, and counts.
+    is defined, classification metrics over cases with a label, and counts. A landmark
+    challenge has the means of ``re_ps1``, ``re_ps2``, ``re_fh1``, ``mre`` and ``aop_error``
+    instead of the segmentation ones.
     """
     v = table.values if index is None else {k: a[index] for k, a in table.values.items()}
     out: dict = {}
-    for metric in ("dice", "hd", "asd") + tuple(m for m in CATALOGUE_METRICS if m in challenge.metrics):
+    mask_metrics = () if "landmarks" in challenge.tasks else ("dice", "hd", "asd")
+    for metric in mask_metrics + tuple(m for m in CATALOGUE_METRICS if m in challenge.metrics):
         per_structure = [v[f"{metric}_{s}"] for s in STRUCTURES]
         for s, column in zip(STRUCTURES, per_structure):
             out[f"{metric}_{s}"] = _mean(column)
         out[metric] = _mean(np.concatenate(per_structure))
     segmented = v["_segmented"]
-    for metric in ("aop_error", "hsd_error"):
+    for metric in ("aop_error",) + (() if "landmarks" in challenge.tasks else ("hsd_error",)):
         out[metric] = _mean(v[metric])
     out["n_cases"] = int(len(segmented))
-    out["n_segmentation_cases"] = int(segmented.sum())
-    out["n_excluded_aop"] = int(np.count_nonzero(segmented & np.isnan(v["aop_error"])))
+    if "landmarks" in challenge.tasks:
+        for key in LANDMARK_KEYS:
+            out[key] = _mean(v[key])
+        measured = ~np.isnan(v["mre"])  # the cases with landmark truth
+        out["n_landmark_cases"] = int(measured.sum())
+    else:
+        measured = segmented
+        out["n_segmentation_cases"] = int(segmented.sum())
+    out["n_excluded_aop"] = int(np.count_nonzero(measured & np.isnan(v["aop_error"])))
     if "hsd_error" in challenge.metrics:
         out["n_excluded_hsd"] = int(np.count_nonzero(segmented & np.isnan(v["hsd_error"])))
     if "classification" in challenge.tasks:
@@ -201,7 +242,7 @@ def case_score(case: dict, challenge: ChallengeDefinition) -> float | None:
             if any(x is None for x in values):
                 continue
             mean = sum(values) / len(values)
-        elif term.metric in ("aop_error", "hsd_error"):
+        elif term.metric in CASE_VALUE_METRICS:
             mean = case.get(term.metric)
             if mean is None:
                 continue

@@ -1,0 +1,213 @@
+"""IUGC 2025's landmark challenge: points derived from real masks, radial errors and the AoP
+from points against a direct numpy computation, the CSV importer, the output checks."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from challenge.biometry import contour_biometry
+from challenge.definition import ChallengeDefinition, load_challenge
+from challenge.landmarks import LANDMARKS, aop_from_landmarks, landmarks_from_mask
+from data_manifest.importers import ImportProblems, import_dataset
+from data_manifest.io import read_mask
+from data_manifest.landmarks import NoMasks, derive_landmarks
+from data_manifest.manifest import load_manifest
+from evaluator.evaluate import EvaluationInputError, evaluate_folder
+from evaluator import ranking
+from tests.conftest import ROOT, link_frames, real_mask_paths
+
+IUGC2025 = load_challenge("iugc2025")
+
+
+def iugc(*args):
+    return subprocess.run([sys.executable, "-m", "iugc", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def pointed(psfhs_dir, tmp_path_factory):
+    """60 real frames imported, with landmarks derived from their expert masks."""
+    root = tmp_path_factory.mktemp("landmarks")
+    ids = [p.stem for p in real_mask_paths()][::11]
+    import_dataset("png", link_frames(root / "src", ids=ids), root / "ds", progress=False)
+    outcome = derive_landmarks(root / "ds", progress=False)
+    assert len(outcome["derived"]) >= 55 and not outcome["annotated"]
+    return root / "ds"
+
+
+def _numpy_angle(vertex, a, b) -> float:
+    """The angle at ``vertex`` by the dot product (the platform uses the law of cosines)."""
+    u, v = np.subtract(a, vertex), np.subtract(b, vertex)
+    return float(np.degrees(np.arccos(np.clip(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)), -1, 1))))
+
+
+def test_the_aop_from_derived_landmarks_is_the_contour_aop_of_the_same_mask(psfhs_dir):
+    checked = 0
+    for path in real_mask_paths()[::7]:
+        mask = read_mask(path)
+        points, contour = landmarks_from_mask(mask), contour_biometry(mask)
+        if contour.aop is None:
+            assert points is None
+            continue
+        assert aop_from_landmarks(points) == pytest.approx(contour.aop, abs=1e-9)
+        assert _numpy_angle(points["PS2"], points["PS1"], points["FH1"]) == pytest.approx(contour.aop, abs=1e-6)
+        checked += 1
+    assert checked >= 80
+
+
+def test_radial_errors_mre_and_aop_error_match_a_direct_numpy_computation(pointed, tmp_path):
+    truth = {c.case_id: c.aop_landmarks.points() for c in load_manifest(pointed).cases if c.aop_landmarks}
+    rng = np.random.default_rng(0)
+    predicted = {case: {k: [x + rng.normal(0, 4), y + rng.normal(0, 4)] for k, (x, y) in pts.items()}
+                 for case, pts in truth.items()}
+    (tmp_path / "landmarks.json").write_text(json.dumps(predicted))
+    result = evaluate_folder(tmp_path, pointed, IUGC2025, progress=False)
+    assert set(result["cases"]) == set(truth) and result["aggregates"]["n_errors"] == 0
+    expected_mre, expected_aop = [], []
+    for case, pts in truth.items():
+        got = result["cases"][case]
+        errors = [float(np.linalg.norm(np.subtract(predicted[case][k], pts[k]))) for k in LANDMARKS]
+        assert [got["re_ps1"], got["re_ps2"], got["re_fh1"]] == pytest.approx(errors, abs=1e-9)
+        assert got["mre"] == pytest.approx(np.mean(errors), abs=1e-9)
+        aop_pred = _numpy_angle(predicted[case]["PS2"], predicted[case]["PS1"], predicted[case]["FH1"])
+        aop_gt = _numpy_angle(pts["PS2"], pts["PS1"], pts["FH1"])
+        assert got["aop_error"] == pytest.approx(abs(aop_pred - aop_gt), abs=1e-6)
+        expected_mre.append(np.mean(errors))
+        expected_aop.append(abs(aop_pred - aop_gt))
+    agg = result["aggregates"]
+    assert agg["mre"] == pytest.approx(np.mean(expected_mre)) and agg["aop_error"] == pytest.approx(np.mean(expected_aop))
+    assert agg["n_landmark_cases"] == len(truth) and "dice" not in agg and "hsd_error" not in agg
+    expected_score = 0.5 * (1 - min(1, agg["mre"] / 100)) + 0.5 * (1 - min(1, agg["aop_error"] / 180))
+    assert result["score"] == pytest.approx(expected_score)
+
+
+BAD_ENTRIES = {
+    "a coordinate that is not finite": ({"PS1": [float("nan"), 1], "PS2": [3, 4], "FH1": [5, 6]}, "finite"),
+    "an infinite one": ({"PS1": [1, 2], "PS2": [float("inf"), 4], "FH1": [5, 6]}, "finite"),
+    "a point far outside the frame": ({"PS1": [1, 2], "PS2": [3, 4], "FH1": [900, 6]}, "far outside"),
+    "a missing key": ({"PS1": [1, 2], "PS2": [3, 4]}, "FH1 is missing"),
+    "an extra key": ({"PS1": [1, 2], "PS2": [3, 4], "FH1": [5, 6], "FH2": [1, 1]}, "unknown keys"),
+    "three coordinates": ({"PS1": [1, 2, 3], "PS2": [3, 4], "FH1": [5, 6]}, "two finite numbers"),
+    "a string": ({"PS1": "1, 2", "PS2": [3, 4], "FH1": [5, 6]}, "two finite numbers"),
+    "booleans": ({"PS1": [True, False], "PS2": [3, 4], "FH1": [5, 6]}, "two finite numbers"),
+    "not an object": ([[1, 2], [3, 4], [5, 6]], "expected an object"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(BAD_ENTRIES))
+def test_each_malformed_entry_scores_its_case_worst_and_says_why(pointed, tmp_path, what):
+    entry, words = BAD_ENTRIES[what]
+    truth = {c.case_id: c.aop_landmarks.points() for c in load_manifest(pointed).cases if c.aop_landmarks}
+    bad_case, good_case = sorted(truth)[:2]
+    predicted = {good_case: {k: list(v) for k, v in truth[good_case].items()}, bad_case: entry}
+    (tmp_path / "landmarks.json").write_text(json.dumps(predicted))
+    result = evaluate_folder(tmp_path, pointed, IUGC2025, progress=False)
+    bad, good = result["cases"][bad_case], result["cases"][good_case]
+    assert words in bad["error"] and "invalid prediction" in bad["error"] and "Traceback" not in bad["error"]
+    assert bad["mre"] == IUGC2025.worst_case.mre and bad["aop_error"] == IUGC2025.worst_case.aop_error
+    assert good["error"] is None and good["mre"] == 0.0 and good["aop_error"] == 0.0
+    missing = result["cases"][sorted(truth)[2]]
+    assert missing["mre"] == IUGC2025.worst_case.mre and "missing prediction" in missing["error"]
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2, 3]", ""])
+def test_an_unreadable_landmarks_file_scores_every_case_worst_with_a_warning(pointed, tmp_path, content):
+    (tmp_path / "landmarks.json").write_text(content)
+    result = evaluate_folder(tmp_path, pointed, IUGC2025, progress=False)
+    assert any("landmarks.json: unreadable" in w for w in result["warnings"])
+    assert all(c["mre"] == IUGC2025.worst_case.mre for c in result["cases"].values())
+
+
+def test_truth_without_landmarks_is_refused_with_the_command_that_adds_them(psfhs_dir, tmp_path):
+    import_dataset("png", link_frames(tmp_path / "src", limit=3), tmp_path / "ds", progress=False)
+    with pytest.raises(EvaluationInputError, match="iugc data landmarks"):
+        evaluate_folder(tmp_path, tmp_path / "ds", IUGC2025, progress=False)
+
+
+def test_landmark_results_rank_by_mean_rank_and_by_paired_tests(pointed, tmp_path):
+    truth = {c.case_id: c.aop_landmarks.points() for c in load_manifest(pointed).cases if c.aop_landmarks}
+    results = {}
+    for team, noise in (("close", 1.0), ("far", 6.0)):
+        rng = np.random.default_rng(1)
+        folder = tmp_path / team
+        folder.mkdir()
+        (folder / "landmarks.json").write_text(json.dumps(
+            {c: {k: [x + rng.normal(0, noise), y + rng.normal(0, noise)] for k, (x, y) in p.items()} for c, p in truth.items()}))
+        results[team] = evaluate_folder(folder, pointed, IUGC2025, progress=False)
+    rows = ranking.rank_teams(results, IUGC2025, "mean-rank")
+    assert [r["team"] for r in rows] == ["close", "far"] and rows[0]["mean_rank"] == 1.0
+    tested = ranking.test_then_rank(results, IUGC2025)
+    assert [r["team"] for r in tested["rows"]] == ["close", "far"]
+    assert tested["rows"][1]["significance_ranks"]["mre"] == 2
+
+
+def _release(folder, rows, header="Filename,PS1,PS2,FH1", frames=("a.png", "b.png")):
+    import cv2
+
+    (folder / "frames").mkdir(parents=True)
+    for name in frames:
+        cv2.imwrite(str(folder / "frames" / name), np.full((100, 120), 80, np.uint8))
+    (folder / "labels.csv").write_text(header + "\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def test_the_iugc2025_csv_reads_both_point_spellings(tmp_path):
+    source = _release(tmp_path / "rel", ['a.png,"[10, 20]","[30.5, 40]","(50, 60)"', 'b.png,"(1,2)","(3,4)","[5,6]"'])
+    manifest = import_dataset("iugc2025", source, tmp_path / "ds", progress=False)
+    cases = manifest.by_id()
+    assert cases["a"].aop_landmarks.points() == {"PS1": (10.0, 20.0), "PS2": (30.5, 40.0), "FH1": (50.0, 60.0)}
+    assert cases["b"].aop_landmarks.FH1 == (5.0, 6.0) and not cases["b"].aop_landmarks.derived
+    assert cases["a"].shape == (100, 120) and manifest.source_layout == "iugc2025"
+
+
+@pytest.mark.parametrize("row, words", [
+    ('a.png,"[10, 20]","[30, 40]","50, 60"', "not a point"),
+    ('a.png,"[10, x]","[30, 40]","[50, 60]"', "two numbers"),
+    ('a.png,"[10, nan]","[30, 40]","[50, 60]"', "not a finite number"),
+    ('a.png,"[10, 20]","[30, 40]","[500, 60]"', "outside its 120 x 100 frame"),
+    ('missing.png,"[10, 20]","[30, 40]","[50, 60]"', "not found"),
+    ('b.png,"[10, 20]","[30, 40]","[50, 60]"\nb.png,"[1, 2]","[3, 4]","[5, 6]"', "again"),
+    ('../x y.png,"[10, 20]","[30, 40]","[50, 60]"', "is not a frame file"),
+])
+def test_a_bad_csv_row_is_named_and_nothing_is_written(tmp_path, row, words):
+    source = _release(tmp_path / "rel", [row])
+    with pytest.raises(ImportProblems) as caught:
+        import_dataset("iugc2025", source, tmp_path / "ds", progress=False)
+    assert any(words in p and "labels.csv:" in p for p in caught.value.problems), caught.value.problems
+    assert not (tmp_path / "ds").exists()
+
+
+def test_a_csv_without_the_columns_or_two_csvs_are_refused(tmp_path):
+    source = _release(tmp_path / "rel", ['a.png,1,2,3'], header="name,p1,p2,p3")
+    with pytest.raises(ImportProblems, match="missing columns"):
+        import_dataset("iugc2025", source, tmp_path / "ds", progress=False)
+    (source / "more.csv").write_text("x\n")
+    with pytest.raises(ImportProblems, match="expected one CSV"):
+        import_dataset("iugc2025", source, tmp_path / "ds", progress=False)
+
+
+def test_cli_import_and_derive_say_what_they_did_and_refuse_a_dataset_without_masks(psfhs_dir, tmp_path):
+    source = _release(tmp_path / "rel", ['a.png,"[10, 20]","[30, 40]","[50, 60]"'], frames=("a.png",))
+    run = iugc("data", "import", "--layout", "iugc2025", "--source", str(source), "--dest", str(tmp_path / "ds"))
+    assert run.returncode == 0 and "1 with landmarks" in run.stdout, run.stderr
+    refused = iugc("data", "landmarks", str(tmp_path / "ds"))
+    assert refused.returncode == 1 and "no case has a mask" in refused.stderr and "Traceback" not in refused.stderr
+    with pytest.raises(NoMasks):
+        derive_landmarks(tmp_path / "ds", progress=False)
+    import_dataset("png", link_frames(tmp_path / "src", limit=4), tmp_path / "real", progress=False)
+    derived = iugc("data", "landmarks", str(tmp_path / "real"))
+    assert derived.returncode == 0 and "derived from the masks for 4 cases" in derived.stdout
+
+
+def test_a_landmarks_task_needs_the_landmarks_aop_method_and_no_masks():
+    data = IUGC2025.model_dump()
+    with pytest.raises(ValueError, match="aop_method 'landmarks'"):
+        ChallengeDefinition.model_validate({**data, "aop_method": "contour"})
+    with pytest.raises(ValueError, match="cannot also have a segmentation"):
+        ChallengeDefinition.model_validate({**data, "tasks": ["landmarks", "segmentation"], "metrics": ["mre", "aop_error", "dice"]})
+    psfhs = load_challenge("psfhs2023").model_dump()
+    with pytest.raises(ValueError, match="aop_method 'landmarks'"):
+        ChallengeDefinition.model_validate({**psfhs, "aop_method": "landmarks"})
+    assert IUGC2025.phases[0].ranking_method == "mean-rank" and math.isclose(IUGC2025.worst_case.mre, 725.0)
