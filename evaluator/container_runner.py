@@ -255,8 +255,8 @@ class _Runner:
     def __exit__(self, *exc):
         self.deprovision()
 
-    def collect_outputs(self, shapes: dict[str, tuple[int, int]], *, classification: bool) -> tuple[Path, CollectedOutputs]:
-        collected = collect_outputs(self.workspace.output, shapes, self.workspace.collected, classification=classification)
+    def collect_outputs(self, shapes: dict[str, tuple[int, int]], *, tasks: tuple[str, ...]) -> tuple[Path, CollectedOutputs]:
+        collected = collect_outputs(self.workspace.output, shapes, self.workspace.collected, tasks=tasks)
         return self.workspace.collected, collected
 
     def deprovision(self) -> None:

@@ -62,7 +62,10 @@ def evaluate_image(
     """
     timings: dict[str, float] = {}
     began = time.monotonic()
-    truth = discover_truth(Path(dataset)).select(split=split, case_ids=case_ids)
+    truth = discover_truth(Path(dataset))
+    if "landmarks" in challenge.tasks:  # refused before anything runs when there is no landmark truth
+        truth = truth.with_landmarks()
+    truth = truth.select(split=split, case_ids=case_ids)
     chosen = {c.case_id for c in truth.cases}
     cases = [c for c in input_cases(Path(dataset)) if c.case_id in chosen]
     shapes = {c.case_id: c.shape for c in cases}
@@ -98,13 +101,14 @@ def evaluate_image(
                 raise failure
             t = time.monotonic()
             try:
-                clean_dir, collected = job.collect_outputs(shapes, classification="classification" in challenge.tasks)
+                clean_dir, collected = job.collect_outputs(shapes, tasks=challenge.tasks)
             except OSError as exc:
                 raise RetryableError(f"the platform could not copy the outputs for scoring: {exc}") from None
             timings["collect_outputs"] = time.monotonic() - t
-            if collected.valid_masks == 0:
+            if collected.valid_predictions == 0:
                 first = next(iter(collected.errors.values()), "no outputs")
-                raise SubmissionError("invalid_outputs", f"invalid outputs: no case has a valid mask (first problem: {first})")
+                what = "valid landmarks" if "landmarks" in challenge.tasks else "a valid mask"
+                raise SubmissionError("invalid_outputs", f"invalid outputs: no case has {what} (first problem: {first})")
             t = time.monotonic()
             scored = evaluate_folder(clean_dir, Path(dataset), challenge, jobs=jobs, cache_dir=cache_dir, progress=progress,
                                      split=split, case_ids=case_ids)

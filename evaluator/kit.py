@@ -217,9 +217,10 @@ def build_kit(engine, folder: Path, kit: Kit) -> float:
     return time.monotonic() - began
 
 
-def _cases(data: Path | None, scratch: Path) -> tuple[Path, str]:
-    """The dataset to run on (``data``, else phantoms written under ``scratch``) and
-    its description in words."""
+def _cases(data: Path | None, scratch: Path, *, landmarks: bool) -> tuple[Path, str]:
+    """The dataset to run on (``data``, else phantoms written under ``scratch``, with
+    landmarks derived from their masks for a landmark challenge) and its description in words."""
+    from data_manifest.landmarks import derive_landmarks
     from data_manifest.manifest import ManifestError, load_manifest
     from data_manifest.sample import write_sample
 
@@ -227,11 +228,17 @@ def _cases(data: Path | None, scratch: Path) -> tuple[Path, str]:
     if data is None:
         data = scratch / "sample"
         write_sample(data, SAMPLE_CASES, source=None)
+        if landmarks:
+            derive_landmarks(data, progress=False)
     try:
         manifest = load_manifest(data)
     except ManifestError as exc:
         raise KitError(f"--data: {exc}") from None
-    return data, f"{len(manifest.cases)} {'SYNTHETIC phantom' if manifest.synthetic else 'real'} cases{where}"
+    scored = [c for c in manifest.cases if c.aop_landmarks] if landmarks else manifest.cases
+    if not scored:
+        raise KitError(f"--data: no case of {data} has landmark truth (PS1, PS2, FH1); use the challenge's public sample, "
+                       f"or derive the points from its masks with `iugc data landmarks {data}`")
+    return data, f"{len(scored)} {'SYNTHETIC phantom' if manifest.synthetic else 'real'} cases{where}"
 
 
 def check(target: str, *, challenge: str | None = None, data: Path | None = None, engine=None,
@@ -259,7 +266,7 @@ def check(target: str, *, challenge: str | None = None, data: Path | None = None
     limits = Limits.from_phase(phase)
     engine = engine or docker_engine.client()
     with tempfile.TemporaryDirectory(prefix="iugc-kit-") as scratch:
-        dataset, described = _cases(data, Path(scratch))
+        dataset, described = _cases(data, Path(scratch), landmarks="landmarks" in definition.tasks)
         build_seconds = build_kit(engine, path, kit) if kit is not None else None
         image = kit.image if kit is not None else target
         with contextlib.ExitStack() as stack:
@@ -302,7 +309,7 @@ def format_report(report: CheckReport, *, max_cases: int = 10, log_lines: int = 
         lines.append(f"  ... and {len(bad) - max_cases} more cases with problems")
     if result.get("status") == "succeeded":
         agg = result["aggregates"]
-        shown = [f"{k} {_fmt(agg[k])}" for k in ("dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc") if k in agg]
+        shown = [f"{k} {_fmt(agg[k])}" for k in ("dice", "hd", "asd", "mre", "aop_error", "hsd_error", "accuracy", "auc") if k in agg]
         lines.append("  scores    " + ", ".join(shown))
         lines.append(f"  score     {_fmt(result['score'])}" + (f" ({result['score_note']})" if result.get("score_note") else ""))
     if report.accepted:

@@ -3,7 +3,9 @@
 Only plain files directly in the output folder are read, never through a link; each
 expected ``<case_id>.png`` must decode to a 2-D uint8 mask of the input frame's size with
 labels in {0, 1, 2}; ``predictions.json`` must map known case ids to probabilities
-finite in [0, 1]. Valid files are copied into a clean folder for the evaluator; each bad
+finite in [0, 1]; a landmark challenge's ``landmarks.json`` must give each case's PS1,
+PS2 and FH1 as finite points near its frame (:func:`challenge.landmarks.checked_landmarks`).
+Valid files are copied into a clean folder for the evaluator; each bad
 or missing case gets a participant-safe error and, when scored, the worst case.
 """
 from __future__ import annotations
@@ -17,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from evaluator.evaluate import PROBABILITIES_FILE, valid_probability
+from challenge.landmarks import checked_landmarks
+from evaluator.evaluate import LANDMARKS_FILE, PROBABILITIES_FILE, valid_probability
 
 MAX_MASK_BYTES = 64 << 20
 MAX_JSON_BYTES = 16 << 20
@@ -27,7 +30,7 @@ MAX_JSON_BYTES = 16 << 20
 class CollectedOutputs:
     errors: dict[str, str] = field(default_factory=dict)    # case id -> problem
     warnings: list[str] = field(default_factory=list)         # not a case's own
-    valid_masks: int = 0
+    valid_predictions: int = 0  # cases whose mask (or landmarks) passed the checks
 
 
 def _shown(name: str) -> str:
@@ -67,11 +70,13 @@ def check_mask(data: bytes, shape: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def collect_outputs(output_dir: Path, shapes: dict[str, tuple[int, int]], dest: Path, *, classification: bool) -> CollectedOutputs:
-    """Validate ``output_dir`` against the cases' input shapes; copy valid files to ``dest``.
+def collect_outputs(output_dir: Path, shapes: dict[str, tuple[int, int]], dest: Path, *, tasks: tuple[str, ...]) -> CollectedOutputs:
+    """Validate ``output_dir`` against the cases' input shapes and the challenge's ``tasks``;
+    copy valid files to ``dest``.
 
     ``shapes`` maps each case id to its input (height, width). ``dest`` receives
-    ``<case_id>.png`` for every valid mask and a clean ``predictions.json``.
+    ``<case_id>.png`` for every valid mask and a clean ``predictions.json`` (classification),
+    or a clean ``landmarks.json`` of the valid entries (a landmark challenge).
     """
     out = CollectedOutputs()
     dest.mkdir(parents=True, exist_ok=True)
@@ -79,6 +84,9 @@ def collect_outputs(output_dir: Path, shapes: dict[str, tuple[int, int]], dest: 
     with os.scandir(output_dir) as entries:
         for entry in entries:
             present[entry.name] = entry
+    if "landmarks" in tasks:
+        _collect_landmarks(Path(output_dir), present, shapes, dest, out)
+        return out
     for case_id, shape in shapes.items():
         name = f"{case_id}.png"
         if name not in present:
@@ -92,12 +100,12 @@ def collect_outputs(output_dir: Path, shapes: dict[str, tuple[int, int]], dest: 
             out.errors[case_id] = f"invalid output {name}: {reason}"
             continue
         (dest / name).write_bytes(data)
-        out.valid_masks += 1
+        out.valid_predictions += 1
     expected = {f"{c}.png" for c in shapes} | {PROBABILITIES_FILE}
     unexpected = sorted(set(present) - expected)
     if unexpected:
         out.warnings.append(f"{len(unexpected)} unexpected files in /output ignored: " + ", ".join(_shown(n) for n in unexpected[:5]))
-    if classification:
+    if "classification" in tasks:
         probabilities = _collect_probabilities(Path(output_dir), present, shapes, out)
         (dest / PROBABILITIES_FILE).write_text(json.dumps({c: {"p_standard_plane": p} for c, p in probabilities.items()}))
     return out
@@ -131,3 +139,34 @@ def _collect_probabilities(output_dir: Path, present: dict, shapes: dict, out: C
         else:
             note(case_id, f"p_standard_plane {_shown(str(p))} is not a finite number in [0, 1]")
     return probabilities
+
+
+def _collect_landmarks(output_dir: Path, present: dict, shapes: dict, dest: Path, out: CollectedOutputs) -> None:
+    unexpected = sorted(set(present) - {LANDMARKS_FILE})
+    if unexpected:
+        out.warnings.append(f"{len(unexpected)} unexpected files in /output ignored: " + ", ".join(_shown(n) for n in unexpected[:5]))
+    if LANDMARKS_FILE not in present:
+        out.errors.update({case_id: f"missing output {LANDMARKS_FILE}" for case_id in shapes})
+        return
+    try:
+        data = json.loads(_read_regular(output_dir / LANDMARKS_FILE, MAX_JSON_BYTES))
+        if not isinstance(data, dict):
+            raise ValueError('the top level must be an object {case_id: {"PS1": [x, y], "PS2": [x, y], "FH1": [x, y]}}')
+    except (OSError, ValueError) as exc:
+        reason = "a link (links are not followed)" if isinstance(exc, OSError) and exc.errno == 40 else exc
+        out.errors.update({case_id: f"invalid output {LANDMARKS_FILE}: {reason}" for case_id in shapes})
+        return
+    unknown = [k for k in data if k not in shapes]
+    if unknown:
+        out.warnings.append(f"{LANDMARKS_FILE}: {len(unknown)} unknown case ids ignored: " + ", ".join(_shown(k) for k in unknown[:5]))
+    clean = {}
+    for case_id, shape in shapes.items():
+        if case_id not in data:
+            out.errors[case_id] = f"missing output: no entry in {LANDMARKS_FILE}"
+            continue
+        try:
+            clean[case_id] = {name: list(point) for name, point in checked_landmarks(data[case_id], shape).items()}
+        except ValueError as exc:
+            out.errors[case_id] = f"invalid output in {LANDMARKS_FILE}: {exc}"
+    (dest / LANDMARKS_FILE).write_text(json.dumps(clean))
+    out.valid_predictions = len(clean)

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from challenge.definition import load_challenge
+from data_manifest.landmarks import derive_landmarks
 from data_manifest.importers import import_dataset
 from data_manifest.manifest import load_manifest
 from data_manifest.nonstandard import generate_nonstandard_dataset
@@ -34,7 +35,7 @@ from tests.docker_support import require_engine
 
 pytestmark = pytest.mark.xdist_group("docker")  # with the other engine tests: they count the runner's containers
 BASE = "iugc/base:latest"
-CHALLENGES = ("psfhs2023", "iugc2024")
+CHALLENGES = ("psfhs2023", "iugc2024", "iugc2025")
 
 
 def iugc(*args, timeout=300):
@@ -55,10 +56,10 @@ def test_new_kit_refuses_a_non_empty_folder_and_writes_nothing(tmp_path):
 
 
 def test_new_kit_refuses_an_unknown_challenge_and_writes_nothing(tmp_path):
-    run = iugc("kit", "new", tmp_path / "kit", "--challenge", "iugc2025")
+    run = iugc("kit", "new", tmp_path / "kit", "--challenge", "iugc2031")
     assert run.returncode == 1
     (line,) = run.stderr.strip().splitlines()
-    assert "unknown challenge 'iugc2025'" in line and "iugc2024" in line and "psfhs2023" in line
+    assert "unknown challenge 'iugc2031'" in line and "iugc2025" in line and "psfhs2023" in line
     assert list(tmp_path.iterdir()) == []
 
 
@@ -104,6 +105,7 @@ def real_sample(psfhs_dir, tmp_path_factory):
     import_dataset("psfhs", psfhs_dir / "release_sample", root / "release", progress=False)
     generate_nonstandard_dataset(root / "release", root / "with-ns", per_frame=0.25, seed=0, progress=False)
     write_sample(root / "sample", 8, source=root / "with-ns")
+    derive_landmarks(root / "sample", progress=False)  # for the landmark challenge (iugc2025)
     labels = [c.standard_plane for c in load_manifest(root / "sample").cases]
     assert True in labels and False in labels
     return root / "sample"
@@ -124,9 +126,11 @@ def test_the_template_writes_what_the_contract_asks_without_docker(challenge, re
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == f"predicted {len(cases)} of {len(cases)} cases"
     classifies = challenge == "iugc2024"
-    collected = collect_outputs(workspace.output, {c.case_id: c.shape for c in cases}, tmp_path / "clean", classification=classifies)
-    assert collected.errors == {} and collected.warnings == [] and collected.valid_masks == len(cases)
+    collected = collect_outputs(workspace.output, {c.case_id: c.shape for c in cases}, tmp_path / "clean",
+                                tasks=load_challenge(challenge).tasks)
+    assert collected.errors == {} and collected.warnings == [] and collected.valid_predictions == len(cases)
     assert (workspace.output / "predictions.json").exists() is classifies
+    assert (workspace.output / "landmarks.json").exists() is (challenge == "iugc2025")
 
 
 # --- kit check against the real engine --------------------------------------------------
@@ -163,12 +167,16 @@ def test_the_template_passes_kit_check_and_evaluate_image_on_real_frames(challen
     folder, image = kits[challenge]
     run = iugc("kit", "check", folder, "--data", real_sample, "--out", tmp_path / "kit.json")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "ACCEPTED: the sanity check would pass (all 8 cases have valid outputs)" in run.stdout
-    assert f"checked {image} on 8 real cases from {real_sample} ({challenge}, phase sanity-check)" in run.stdout
+    n = 6 if challenge == "iugc2025" else 8  # two of the eight are non-standard frames, with no landmarks to find
+    assert f"ACCEPTED: the sanity check would pass (all {n} cases have valid outputs)" in run.stdout
+    assert f"checked {image} on {n} real cases from {real_sample} ({challenge}, phase sanity-check)" in run.stdout
     assert "of the phase's 300 s limit" in run.stdout and "of the phase's 8192 MB limit" in run.stdout
     kit_result = json.loads((tmp_path / "kit.json").read_text())
     assert kit_result["status"] == "succeeded" and kit_result["aggregates"]["n_errors"] == 0
-    assert 0 < kit_result["aggregates"]["dice"] < 1  # the stand-in overlaps the anatomy, imperfectly
+    if challenge == "iugc2025":  # the stand-in's fixed points are near the anatomy, not on it
+        assert 0 < kit_result["aggregates"]["mre"] < 200 and kit_result["score"] is not None
+    else:
+        assert 0 < kit_result["aggregates"]["dice"] < 1  # the stand-in overlaps the anatomy, imperfectly
     if challenge == "iugc2024":
         assert kit_result["score"] is not None  # both plane labels: AUC and the score are defined
     # The platform's own command on the same image and cases says the same.

@@ -10,8 +10,12 @@ a read-only filesystem except /output and /tmp, and the phase's time and memory 
                                    1 pubic symphysis, 2 fetal head
     /output/predictions.json       {"<case_id>": {"p_standard_plane": 0.93}} (challenges
                                    that classify standard planes)
+    /output/landmarks.json         {"<case_id>": {"PS1": [x, y], "PS2": [x, y], "FH1": [x, y]}}
+                                   instead of masks, for landmark challenges (IUGC 2025), in
+                                   the input frame's pixels
 
-Put your model into ``predict`` below; the rest reads and writes the files for you.
+Put your model into ``predict`` (masks) or ``predict_landmarks`` (landmark challenges)
+below; the rest reads and writes the files for you.
 Try it without Docker:  IUGC_INPUT=some/input IUGC_OUTPUT=out python3 predict.py
 """
 import json
@@ -51,6 +55,20 @@ def predict(frame):
     mask[_ellipse(frame.shape, (0.52 * width, 0.55 * height), (0.27 * width, 0.22 * height), 0)] = 2
     mask[_ellipse(frame.shape, (0.40 * width, 0.17 * height), (0.115 * width, 0.06 * height), -15)] = 1
     return mask, 0.5
+
+
+def predict_landmarks(frame):
+    """Landmark challenges (IUGC 2025): one frame in, its three landmarks out, as (x, y)
+    pixels of the frame: PS1 and PS2, the upper and lower ends of the pubic symphysis'
+    long axis, and FH1, where the line from PS2 touches the fetal head.
+
+    The stand-in puts them where they usually lie: a valid answer, not a useful one.
+
+    >>> predict_landmarks(np.zeros((256, 256), np.uint8))["PS2"]
+    (133.12, 53.76)
+    """
+    height, width = frame.shape
+    return {"PS1": (0.29 * width, 0.2 * height), "PS2": (0.52 * width, 0.21 * height), "FH1": (0.78 * width, 0.42 * height)}
 # =====================================================================================
 
 
@@ -68,20 +86,25 @@ def main():
     input_dir = Path(os.environ.get("IUGC_INPUT", "/input"))
     output_dir = Path(os.environ.get("IUGC_OUTPUT", "/output"))
     cases = json.loads((input_dir / "cases.json").read_text())["cases"]
-    probabilities = {}
+    answers = {}
     for case in cases:
         case_id = case["case_id"]
         try:  # one failing case must not cost the others: it is scored as the worst case
             frame = np.asarray(Image.open(input_dir / case["image"]).convert("L"))
-            mask, p = predict(frame)
-            Image.fromarray(np.asarray(mask, dtype=np.uint8)).save(output_dir / f"{case_id}.png")
-            probabilities[case_id] = {"p_standard_plane": float(p)}
+            if "landmarks" in TASKS:
+                answers[case_id] = {name: [float(x), float(y)] for name, (x, y) in predict_landmarks(frame).items()}
+            else:
+                mask, p = predict(frame)
+                Image.fromarray(np.asarray(mask, dtype=np.uint8)).save(output_dir / f"{case_id}.png")
+                answers[case_id] = {"p_standard_plane": float(p)}
         except Exception:
             print(f"case {case_id} failed:\n{traceback.format_exc()}", file=sys.stderr)
-    if "classification" in TASKS:
-        (output_dir / "predictions.json").write_text(json.dumps(probabilities))
-    print(f"predicted {len(probabilities)} of {len(cases)} cases")
-    return 0 if probabilities or not cases else 1
+    if "landmarks" in TASKS:
+        (output_dir / "landmarks.json").write_text(json.dumps(answers))
+    elif "classification" in TASKS:
+        (output_dir / "predictions.json").write_text(json.dumps(answers))
+    print(f"predicted {len(answers)} of {len(cases)} cases")
+    return 0 if answers or not cases else 1
 
 
 if __name__ == "__main__":
