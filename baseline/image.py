@@ -26,7 +26,8 @@ WHEELS = ("numpy==2.2.6", "opencv-python-headless==4.12.0.88", "onnxruntime==1.2
 PLATFORM_ARGS = [arg for tag in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
                  for arg in ("--platform", tag)]
 # Only what baseline.submission imports: no PyTorch, no pydantic.
-SOURCES = ("challenge/__init__.py", "challenge/labels.py", "baseline/__init__.py", "baseline/frames.py",
+SOURCES = ("challenge/__init__.py", "challenge/labels.py", "challenge/biometry.py", "challenge/landmarks.py",
+           "baseline/__init__.py", "baseline/frames.py",
            "baseline/postprocess.py", "baseline/onnx_predict.py", "baseline/submission.py")
 
 

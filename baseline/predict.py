@@ -13,6 +13,7 @@ from baseline.frames import SMOOTH, to_network
 from baseline.model import BaselineNet
 from baseline.postprocess import Steps, finish
 from challenge.biometry import biometry
+from challenge.landmarks import landmarks_of
 from data_manifest.io import IMAGE_SUFFIXES, ReadError, atomic_write_bytes, atomic_write_text, case_id_of, encode_png, read_image
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -216,7 +217,7 @@ def predict_folder(input_dir: Path, output_dir: Path, weights="default", device=
     from tqdm import tqdm
 
     model, size = load_models([weights] if isinstance(weights, (str, Path)) else list(weights), device)
-    results, errors = {}, {}
+    results, errors, landmarks = {}, {}, {}
     folder = Path(input_dir)
     paths = sorted(p for p in folder.iterdir() if case_id_of(p) and p.name.lower().endswith(IMAGE_SUFFIXES))
     videos = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".avi")
@@ -242,7 +243,11 @@ def predict_folder(input_dir: Path, output_dir: Path, weights="default", device=
                 "aop_contour": contour.aop,
                 "hsd_contour": contour.hsd,
             }
+            points = landmarks_of(contour)
+            if points is not None:
+                landmarks[case_id] = points
         atomic_write_text(output_dir / "predictions.json", json.dumps(results, indent=1) + "\n")
+        atomic_write_text(output_dir / "landmarks.json", json.dumps(landmarks, indent=1) + "\n")
     except BaseException:  # interrupted or failed: no partial prediction folder is left to be scored
         for path in written:
             path.unlink(missing_ok=True)

@@ -2,7 +2,9 @@
 
 This is the entry point of the ``iugc/baseline`` image and of ``--runner local``. It needs
 only NumPy, OpenCV and ONNX Runtime (no PyTorch, no platform packages beyond the
-baseline's pre/post-processing and the label schema):
+baseline's pre/post-processing, the label schema and the AoP geometry). For a landmark
+challenge (``"tasks": ["landmarks"]`` in ``cases.json``) it writes ``landmarks.json``, the
+points its masks' AoP construction finds, instead of the masks:
 
     python -m baseline.submission --input /input --output /output [--model model.onnx]
 
@@ -36,9 +38,12 @@ def default_model() -> Path:
 def run(input_dir: Path, output_dir: Path, model: Path, threads: int | None = None) -> int:
     from baseline.onnx_predict import OnnxPredictor
 
+    from challenge.landmarks import landmarks_from_mask
+
     listing = json.loads((input_dir / "cases.json").read_text())
+    wants_landmarks = "landmarks" in listing.get("tasks", ())  # IUGC 2025: landmarks.json instead of masks
     predictor = OnnxPredictor(model, threads=threads)
-    probabilities, failed = {}, 0
+    answers, failed = {}, 0
     cases = listing["cases"]
     for start in range(0, len(cases), BATCH):
         batch, frames = [], []
@@ -53,11 +58,16 @@ def run(input_dir: Path, output_dir: Path, model: Path, threads: int | None = No
         if not frames:
             continue
         for case, (mask, p) in zip(batch, predictor.predict_batch(frames)):
-            cv2.imwrite(str(output_dir / f"{case['case_id']}.png"), mask)
-            probabilities[case["case_id"]] = {"p_standard_plane": round(p, 6)}
-    (output_dir / "predictions.json").write_text(json.dumps(probabilities))
-    print(f"predicted {len(probabilities)} of {len(cases)} cases")
-    return 1 if failed and not probabilities else 0
+            if wants_landmarks:  # the points the mask's AoP construction finds; none where it has no AoP
+                points = landmarks_from_mask(mask)
+                if points is not None:
+                    answers[case["case_id"]] = {name: [round(x, 3), round(y, 3)] for name, (x, y) in points.items()}
+            else:
+                cv2.imwrite(str(output_dir / f"{case['case_id']}.png"), mask)
+                answers[case["case_id"]] = {"p_standard_plane": round(p, 6)}
+    (output_dir / ("landmarks.json" if wants_landmarks else "predictions.json")).write_text(json.dumps(answers))
+    print(f"predicted {len(answers)} of {len(cases)} cases")
+    return 1 if failed and not answers else 0
 
 
 def main(argv: list[str] | None = None) -> int:

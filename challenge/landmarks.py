@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from challenge.biometry import Point, angle_at, contour_biometry
+from challenge.biometry import Biometry, Point, angle_at, contour_biometry
 
 LANDMARKS = ("PS1", "PS2", "FH1")
 
@@ -31,7 +31,13 @@ def landmarks_from_mask(mask: np.ndarray) -> dict[str, Point] | None:
     >>> landmarks_from_mask(m)
     {'PS1': (10.0, 40.0), 'PS2': (29.0, 43.0), 'FH1': (49.0, 29.0)}
     """
-    construction = contour_biometry(mask).aop_construction
+    return landmarks_of(contour_biometry(mask))
+
+
+def landmarks_of(contour: Biometry) -> dict[str, Point] | None:
+    """The landmarks of a mask's contour-method biometry (:func:`landmarks_from_mask`
+    without measuring it again), or None where its AoP is undefined."""
+    construction = contour.aop_construction
     if construction is None:
         return None
     vertex, axis_end, tangent = construction

@@ -135,7 +135,7 @@ class _Workspace:
         self.collected = self.dir / "collected"
         self.output_mounted = False
 
-    def prepare_input(self, cases: list[InputCase], challenge: str) -> None:
+    def prepare_input(self, cases: list[InputCase], challenge: str, tasks: tuple[str, ...] = ()) -> None:
         (self.input / "images").mkdir(parents=True)
         listing = []
         for case in cases:
@@ -154,7 +154,7 @@ class _Workspace:
                     shutil.copyfile(case.clip, clip_target)
                 entry["video"] = f"videos/{case.clip.name}"
             listing.append(entry)
-        (self.input / CASES_FILE).write_text(json.dumps({"challenge": challenge, "cases": listing}, indent=1))
+        (self.input / CASES_FILE).write_text(json.dumps({"challenge": challenge, "tasks": list(tasks), "cases": listing}, indent=1))
         for root, dirs, files in os.walk(self.input):
             os.chmod(root, 0o755)
             for name in files:
@@ -277,12 +277,12 @@ class DockerRunner(_Runner):
         self.container = None
         self.image_digest: str | None = None
 
-    def provision(self, cases: list[InputCase], challenge: str) -> None:
+    def provision(self, cases: list[InputCase], challenge: str, tasks: tuple[str, ...] = ()) -> None:
         info = engine_api.inspect_image(self.engine, self.image)
         check_image(info, self.limits)
         self.image_digest = info["Id"]
         self.workspace = _Workspace(self.job_id)
-        self.workspace.prepare_input(cases, challenge)
+        self.workspace.prepare_input(cases, challenge, tasks)
         self.workspace.prepare_output(self.limits.output_limit_mb)
 
     def execute(self) -> Execution:
@@ -383,9 +383,9 @@ class LocalRunner(_Runner):
         self.workspace: _Workspace | None = None
         self.image_digest = f"local:{image}"
 
-    def provision(self, cases: list[InputCase], challenge: str) -> None:
+    def provision(self, cases: list[InputCase], challenge: str, tasks: tuple[str, ...] = ()) -> None:
         self.workspace = _Workspace(self.job_id)
-        self.workspace.prepare_input(cases, challenge)
+        self.workspace.prepare_input(cases, challenge, tasks)
         self.workspace.output.mkdir()
 
     def execute(self) -> Execution:

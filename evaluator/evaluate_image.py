@@ -87,7 +87,7 @@ def evaluate_image(
         try:
             t = time.monotonic()
             try:
-                job.provision(cases, challenge.name)
+                job.provision(cases, challenge.name, challenge.tasks)
             except OSError as exc:  # a full or unwritable work folder is the platform's
                 raise RetryableError(f"the platform could not prepare the input folder: {exc}") from None
             timings["provision"] = time.monotonic() - t

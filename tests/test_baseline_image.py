@@ -131,3 +131,55 @@ def test_local_runner_stops_when_cancelled(cases, onnx_model, tmp_path, monkeypa
         evaluate_image("iugc/baseline:latest", cases, CHALLENGE, LIMITS, runner="local", cache_dir=None, jobs=1, cancel=cancel)
     assert time.monotonic() - began < 5  # a full run takes longer (imports, model load, every case)
     assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def pointed_cases(cases, tmp_path_factory):
+    """The same 40 frames with IUGC 2025 landmarks derived from their expert masks."""
+    import shutil
+
+    from data_manifest.landmarks import derive_landmarks
+
+    dest = tmp_path_factory.mktemp("pointed") / "ds"
+    shutil.copytree(cases, dest)
+    derive_landmarks(dest, progress=False)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def landmark_reference(pointed_cases, checkpoint, tmp_path_factory):
+    """`iugc baseline predict` (its landmarks.json) + `iugc evaluate --challenge iugc2025`."""
+    root = tmp_path_factory.mktemp("ref25")
+    for cmd in (["baseline", "predict", "--input", str(pointed_cases / "images"), "--output", str(root / "preds"), "--weights", str(checkpoint)],
+                ["evaluate", "--predictions", str(root / "preds"), "--ground-truth", str(pointed_cases), "--challenge", "iugc2025",
+                 "--out", str(root / "r.json"), "--no-cache", "--quiet"]):
+        done = subprocess.run([sys.executable, "-m", "iugc", *cmd], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    return json.loads((root / "r.json").read_text())
+
+
+def _agree_on_landmarks(result, reference):
+    assert result["status"] == "succeeded", result.get("error")
+    n = reference["aggregates"]["n_cases"]
+    assert result["aggregates"]["n_cases"] == n >= 38 and reference["aggregates"]["n_errors"] <= 2
+    assert 0 < reference["aggregates"]["mre"] < 30  # the baseline's points are near the expert's
+    assert abs(result["aggregates"]["mre"] - reference["aggregates"]["mre"]) <= 0.5
+    assert abs(result["aggregates"]["aop_error"] - reference["aggregates"]["aop_error"]) <= 0.5
+    assert result["score"] is not None
+
+
+def test_local_runner_enters_the_landmark_challenge_as_predict_does(pointed_cases, landmark_reference, onnx_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("IUGC_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("IUGC_MODEL", str(onnx_model))
+    result = evaluate_image("iugc/baseline:latest", pointed_cases, load_challenge("iugc2025"), LIMITS, runner="local",
+                            cache_dir=None, jobs=1)
+    _agree_on_landmarks(result, landmark_reference)
+    assert result["warnings"] == []  # landmarks.json alone: no mask written, nothing unexpected
+
+
+@pytest.mark.xdist_group("docker")
+def test_baseline_image_enters_the_landmark_challenge(baseline_image, pointed_cases, landmark_reference, tmp_path, monkeypatch):
+    engine, image = baseline_image
+    monkeypatch.setenv("IUGC_WORK_DIR", str(tmp_path / "work"))
+    result = evaluate_image(image, pointed_cases, load_challenge("iugc2025"), LIMITS, engine=engine, cache_dir=None, jobs=1)
+    _agree_on_landmarks(result, landmark_reference)

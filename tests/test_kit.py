@@ -119,7 +119,7 @@ def test_the_template_writes_what_the_contract_asks_without_docker(challenge, re
     new_kit(tmp_path / "kit", challenge, base=BASE)
     workspace = _Workspace("kit-local")
     cases = input_cases(real_sample)
-    workspace.prepare_input(cases, challenge)
+    workspace.prepare_input(cases, challenge, load_challenge(challenge).tasks)
     workspace.output.mkdir()
     env = {**os.environ, "IUGC_INPUT": str(workspace.input), "IUGC_OUTPUT": str(workspace.output)}
     run = subprocess.run([sys.executable, str(tmp_path / "kit" / "predict.py")], env=env, capture_output=True, text=True)

@@ -3,7 +3,7 @@
 The platform runs this once per evaluation, as the image's non-root user, with no network,
 a read-only filesystem except /output and /tmp, and the phase's time and memory limits:
 
-    /input/cases.json              {"challenge": ..., "cases": [{"case_id": "03744",
+    /input/cases.json              {"challenge": ..., "tasks": [...], "cases": [{"case_id": "03744",
                                      "image": "images/03744.png", "height": 256, "width": 256, ...}]}
     /input/images/<case_id>.png    8-bit grey frame
     /output/<case_id>.png          your mask: 8-bit, the frame's size, 0 background,
