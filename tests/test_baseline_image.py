@@ -58,16 +58,20 @@ def baseline_image(onnx_model, tmp_path_factory):
     return engine, BASELINE_IMAGE
 
 
-@pytest.fixture(scope="module")
-def reference(cases, checkpoint, tmp_path_factory):
-    """`iugc baseline predict` (PyTorch) + `iugc evaluate` on the same frames."""
-    root = tmp_path_factory.mktemp("ref")
-    for cmd in (["baseline", "predict", "--input", str(cases / "images"), "--output", str(root / "preds"), "--weights", str(checkpoint)],
-                ["evaluate", "--predictions", str(root / "preds"), "--ground-truth", str(cases), "--challenge", "iugc2024",
+def _predicted_and_evaluated(dataset, checkpoint, challenge: str, root) -> dict:
+    """`iugc baseline predict` (PyTorch) + `iugc evaluate --challenge CHALLENGE` on ``dataset``."""
+    for cmd in (["baseline", "predict", "--input", str(dataset / "images"), "--output", str(root / "preds"), "--weights", str(checkpoint)],
+                ["evaluate", "--predictions", str(root / "preds"), "--ground-truth", str(dataset), "--challenge", challenge,
                  "--out", str(root / "r.json"), "--no-cache", "--quiet"]):
         done = subprocess.run([sys.executable, "-m", "iugc", *cmd], cwd=ROOT, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
     return json.loads((root / "r.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(cases, checkpoint, tmp_path_factory):
+    """The same frames through `iugc baseline predict` + `iugc evaluate`."""
+    return _predicted_and_evaluated(cases, checkpoint, "iugc2024", tmp_path_factory.mktemp("ref"))
 
 
 def _agree(result, reference):
@@ -149,13 +153,7 @@ def pointed_cases(cases, tmp_path_factory):
 @pytest.fixture(scope="module")
 def landmark_reference(pointed_cases, checkpoint, tmp_path_factory):
     """`iugc baseline predict` (its landmarks.json) + `iugc evaluate --challenge iugc2025`."""
-    root = tmp_path_factory.mktemp("ref25")
-    for cmd in (["baseline", "predict", "--input", str(pointed_cases / "images"), "--output", str(root / "preds"), "--weights", str(checkpoint)],
-                ["evaluate", "--predictions", str(root / "preds"), "--ground-truth", str(pointed_cases), "--challenge", "iugc2025",
-                 "--out", str(root / "r.json"), "--no-cache", "--quiet"]):
-        done = subprocess.run([sys.executable, "-m", "iugc", *cmd], cwd=ROOT, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-    return json.loads((root / "r.json").read_text())
+    return _predicted_and_evaluated(pointed_cases, checkpoint, "iugc2025", tmp_path_factory.mktemp("ref25"))
 
 
 def _agree_on_landmarks(result, reference):
