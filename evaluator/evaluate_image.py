@@ -21,7 +21,7 @@ from pathlib import Path
 from challenge.definition import ChallengeDefinition
 from evaluator.container_runner import DockerRunner, LocalRunner, cleanup_stale, failure_of, input_cases
 from evaluator.docker_engine import Limits
-from evaluator.evaluate import discover_truth, evaluate_folder, truth_provenance
+from evaluator.evaluate import LANDMARKS_FILE, discover_truth, evaluate_folder, truth_provenance
 from evaluator.exceptions import RetryableError, SubmissionError
 
 
@@ -55,8 +55,8 @@ def evaluate_image(
     and CancelledError/KeyboardInterrupt when interrupted, after removing everything.
 
     ``keep_outputs``: an existing folder that receives a copy of the validated masks
-    (``<case_id>.png``, the ones scored) before the run's folders are removed; nothing
-    is copied when the run fails.
+    (``<case_id>.png``, the ones scored; a landmark challenge's checked ``landmarks.json``)
+    before the run's folders are removed; nothing is copied when the run fails.
     ``cancel`` (a ``threading.Event`` or anything with ``is_set()``): once set, the
     container is killed within a fraction of a second and CancelledError is raised.
     """
@@ -115,8 +115,9 @@ def evaluate_image(
             scored["provenance"]["image_digest"] = job.image_digest
             timings["scoring"] = time.monotonic() - t
             try:
-                for mask in clean_dir.glob("*.png") if keep_outputs is not None else ():
-                    shutil.copyfile(mask, Path(keep_outputs) / mask.name)
+                kept = [*clean_dir.glob("*.png"), *clean_dir.glob(LANDMARKS_FILE)] if keep_outputs is not None else ()
+                for path in kept:
+                    shutil.copyfile(path, Path(keep_outputs) / path.name)
             except OSError as exc:
                 raise RetryableError(f"the platform could not keep the outputs: {exc}") from None
         except SubmissionError as exc:

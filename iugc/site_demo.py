@@ -4,12 +4,13 @@ Each step says what it does and how long it took, and a second run reuses what t
 made (the database, data, people and results are kept in the instance folder):
 
 1. a secret key and a migrated SQLite database in the instance folder;
-2. the psfhs2023 and iugc2024 challenges, with real frames from ``../shared/data/psfhs``
-   as every phase's data (SYNTHETIC phantoms, labelled so, when they are absent);
+2. the psfhs2023, iugc2024 and iugc2025 challenges, with real frames from
+   ``../shared/data/psfhs`` as every phase's data (SYNTHETIC phantoms, labelled so, when
+   they are absent; iugc2025's landmarks derived from their expert masks);
 3. an organizer and a demo team, with their passwords printed (and kept in
    ``<instance>/demo-credentials.txt``);
-4. stand-in teams: degraded copies of the expert masks (``iugc.demo``), scored by the
-   evaluator and stored as their submissions' results;
+4. stand-in teams: degraded copies of the expert masks (``iugc.demo``; for iugc2025 the
+   landmarks of those masks), scored by the evaluator and stored as their submissions' results;
 5. the baseline, as the demo team's submission: its container when a Docker engine
    answers (evaluated by the server's worker once it starts), the trusted local runner
    otherwise;
@@ -35,7 +36,8 @@ import cv2
 from iugc.demo import SHARED_PSFHS, _team_masks
 
 ORGANIZER, PARTICIPANT, DEMO_TEAM = "organizer@iugc.local", "team@iugc.local", "demo-team"
-CHALLENGES = ("psfhs2023", "iugc2024")
+CHALLENGES = ("psfhs2023", "iugc2024", "iugc2025")
+STAND_IN_CHALLENGES = ("psfhs2023", "iugc2025")
 STAND_INS = ("near-perfect", "ragged-edges", "eroded", "shifted", "forgets-ps")
 SCORED_PHASES = ("sanity-check", "validation", "final-test")
 
@@ -93,6 +95,32 @@ def _data(instance: Path, cases: int) -> tuple[Path, bool]:
     return dest, True
 
 
+def _landmark_data(instance: Path, frames: Path) -> Path:
+    """The demo frames with IUGC 2025 landmarks derived from their masks (made once)."""
+    from data_manifest.landmarks import derive_landmarks
+
+    dest = instance / "data" / "landmarks"
+    if not (dest / "manifest.json").exists():
+        staging = dest.with_name("landmarks.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(frames, staging)
+        derive_landmarks(staging, progress=False)
+        staging.rename(dest)
+    return dest
+
+
+def _stand_in_landmarks(masks: Path, dest: Path) -> Path:
+    """A stand-in's landmarks.json: the points of its degraded masks (``dest``, made once)."""
+    from challenge.landmarks import landmarks_from_mask
+    from data_manifest.io import read_mask
+
+    if not (dest / "landmarks.json").exists():
+        points = {path.stem: landmarks_from_mask(read_mask(path)) for path in sorted(masks.glob("*.png"))}
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "landmarks.json").write_text(json.dumps({k: v for k, v in points.items() if v is not None}))
+    return dest
+
+
 def _docker_baseline() -> bool:
     """Whether a Docker engine answers and holds iugc/baseline:latest."""
     from docker.errors import ImageNotFound
@@ -112,15 +140,12 @@ def prepare(instance: Path, cases: int) -> dict:
     from sqlalchemy import select
 
     from challenge.definition import load_challenge
-    from evaluator.docker_engine import Limits
-    from evaluator.evaluate import evaluate_folder
-    from evaluator.evaluate_image import evaluate_image
-    from submissions.worker import keep_masks
     from data_manifest.io import read_mask
     from data_manifest.manifest import load_manifest
+    from evaluator.evaluate import evaluate_folder
     from leaderboard.web.security import hash_password, write_secret_key
     from submissions import admin, db, queue
-    from submissions.models import Submission, Team, User
+    from submissions.models import Team, User
     from submissions.storage import LocalStorage
     from submissions.uploads import submit
 
@@ -135,13 +160,14 @@ def prepare(instance: Path, cases: int) -> dict:
     with step(f"challenges {', '.join(CHALLENGES)} and their data"):
         data, synthetic = _data(instance, cases)
         click.echo(f"    {len(load_manifest(data).cases)} {'SYNTHETIC phantom' if synthetic else 'real PSFHS'} frames in {data}")
+        truths = {name: data for name in CHALLENGES} | {"iugc2025": _landmark_data(instance, data)}
         with db.transaction(sessions) as session:
             for name in CHALLENGES:
                 challenge, created = admin.init_challenge(session, name)
                 click.echo(f"    {name}: {'created' if created else 'already there'}")
                 for phase in challenge.phases:
                     if admin.active_dataset(session, phase.id) is None:
-                        admin.add_dataset(session, phase.slug, data)
+                        admin.add_dataset(session, phase.slug, truths[name])
     credentials = _credentials(instance)
     with step("organizer and demo team"):
         with db.transaction(sessions) as session:
@@ -149,8 +175,9 @@ def prepare(instance: Path, cases: int) -> dict:
                 if session.execute(select(User.id).where(User.email == email)).first() is None:
                     admin.create_user(session, email, role).password_hash = hash_password(credentials[email])
             user = admin.user_by_email(session, PARTICIPANT)
-            if admin.team_of(session, user, admin.phase_by_slug(session, "psfhs2023-sanity-check").challenge_id) is None:
-                admin.create_team(session, user, DEMO_TEAM, "psfhs2023")
+            for name in STAND_IN_CHALLENGES:
+                if admin.team_of(session, user, admin.phase_by_slug(session, f"{name}-sanity-check").challenge_id) is None:
+                    admin.create_team(session, user, DEMO_TEAM, name)
     with step(f"stand-in teams ({', '.join(STAND_INS)}) scored by the evaluator"):
         manifest = load_manifest(data)
         predictions = instance / "stand-ins"
@@ -163,53 +190,78 @@ def prepare(instance: Path, cases: int) -> dict:
                     if team in STAND_INS and mask is not None:
                         (predictions / team).mkdir(parents=True, exist_ok=True)
                         cv2.imwrite(str(predictions / team / f"{case.case_id}.png"), mask)
-        definition = load_challenge("psfhs2023")
-        for team in STAND_INS:
-            with db.transaction(sessions) as session:
-                if session.execute(select(Team.id).where(Team.name == team)).first():
-                    continue
-                email = f"{team}@iugc.local"
-                if session.execute(select(User.id).where(User.email == email)).first() is None:
-                    admin.create_user(session, email, "participant")
-                admin.create_team(session, admin.user_by_email(session, email), team, "psfhs2023")
-                user_id = admin.user_by_email(session, email).id
-            result = evaluate_folder(predictions / team, data, definition, progress=False, cache_dir=instance / "cache")
-            for phase in SCORED_PHASES:
-                archive = _stand_in_archive(instance / f"stand-in-{team}-{phase}.tar", f"{team}-{phase}")
-                with open(archive, "rb") as stream:
-                    submit(sessions, storage, user_id, f"psfhs2023-{phase}", stream)
-                archive.unlink()
-                job = queue.claim_next(sessions, f"demo:{os.getpid()}:{team}")
-                queue.finish(sessions, job, {**result, "status": "succeeded", "logs": "stand-in: scored from its masks"})
-            click.echo(f"    {team}: score {result['score']:.4f}")
-    with step("the baseline as the demo team's submission"):
-        with sessions() as session:
-            user = admin.user_by_email(session, PARTICIPANT)
-            done = session.execute(select(Submission.id).join(Team).where(Team.name == DEMO_TEAM)).first()
-        if done:
-            click.echo("    already submitted")
-        elif _docker_baseline():
-            archive = instance / "baseline.tar"
-            subprocess.run(["docker", "save", "iugc/baseline:latest", "-o", str(archive)], check=True)
-            with open(archive, "rb") as stream:
-                sid = submit(sessions, storage, user.id, "psfhs2023-sanity-check", stream)
-            archive.unlink()
-            click.echo(f"    submission {sid} queued: the server's worker runs iugc/baseline:latest in a container")
-        else:
-            click.echo("    no Docker engine with iugc/baseline:latest: the trusted local runner evaluates it")
-            archive = _stand_in_archive(instance / "baseline-local.tar", "baseline-local")
-            with open(archive, "rb") as stream:
-                sid = submit(sessions, storage, user.id, "psfhs2023-sanity-check", stream)
-            archive.unlink()
-            job = queue.claim_next(sessions, f"demo:{os.getpid()}:baseline")
-            phase = next(p for p in definition.phases if p.name == "sanity-check")
-            result = keep_masks(storage, phase.public_cases, lambda keep: evaluate_image(  # as the worker does: for the overlays
-                "iugc/baseline:latest", data, definition, Limits.from_phase(phase), runner="local", cache_dir=instance / "cache",
-                keep_outputs=keep))
-            queue.finish(sessions, job, result, storage)
-            click.echo(f"    submission {sid}: {result['status']}, score {result.get('score')}")
+        for name in STAND_IN_CHALLENGES:
+            definition = load_challenge(name)
+            for team in STAND_INS:
+                with db.transaction(sessions) as session:
+                    challenge_id = admin.phase_by_slug(session, f"{name}-sanity-check").challenge_id
+                    if session.execute(select(Team.id).where(Team.name == team, Team.challenge_id == challenge_id)).first():
+                        continue
+                    email = f"{team}@iugc.local"
+                    if session.execute(select(User.id).where(User.email == email)).first() is None:
+                        admin.create_user(session, email, "participant")
+                    admin.create_team(session, admin.user_by_email(session, email), team, name)
+                    user_id = admin.user_by_email(session, email).id
+                answers = predictions / team
+                if "landmarks" in definition.tasks:
+                    answers = _stand_in_landmarks(answers, predictions / f"{team}-landmarks")
+                result = evaluate_folder(answers, truths[name], definition, progress=False, cache_dir=instance / "cache")
+                for phase in SCORED_PHASES:
+                    archive = _stand_in_archive(instance / f"stand-in-{team}-{phase}.tar", f"{team}-{phase}")
+                    with open(archive, "rb") as stream:
+                        submit(sessions, storage, user_id, f"{name}-{phase}", stream)
+                    archive.unlink()
+                    job = queue.claim_next(sessions, f"demo:{os.getpid()}:{team}")
+                    queue.finish(sessions, job, {**result, "status": "succeeded", "logs": "stand-in: scored from its masks"})
+                click.echo(f"    {name} {team}: score {result['score']:.4f}")
+    for name in STAND_IN_CHALLENGES:
+        with step(f"the baseline as the demo team's submission to {name}"):
+            _submit_baseline(instance, sessions, storage, name, truths[name])
     engine.dispose()
     return credentials
+
+
+def _submit_baseline(instance: Path, sessions, storage, name: str, data: Path) -> None:
+    """The demo team's baseline submission to ``name``'s sanity check: its container when
+    a Docker engine holds the image (the server's worker runs it), else evaluated now by
+    the trusted local runner, keeping its outputs as the worker does (for the overlays)."""
+    from sqlalchemy import select
+
+    from challenge.definition import load_challenge
+    from evaluator.docker_engine import Limits
+    from evaluator.evaluate_image import evaluate_image
+    from submissions import admin, queue
+    from submissions.models import Challenge, Submission, Team
+    from submissions.uploads import submit
+    from submissions.worker import keep_masks
+
+    with sessions() as session:
+        user = admin.user_by_email(session, PARTICIPANT)
+        done = session.execute(select(Submission.id).join(Team).join(Challenge)
+                               .where(Team.name == DEMO_TEAM, Challenge.name == name)).first()
+    if done:
+        click.echo("    already submitted")
+    elif _docker_baseline():
+        archive = instance / "baseline.tar"
+        subprocess.run(["docker", "save", "iugc/baseline:latest", "-o", str(archive)], check=True)
+        with open(archive, "rb") as stream:
+            sid = submit(sessions, storage, user.id, f"{name}-sanity-check", stream)
+        archive.unlink()
+        click.echo(f"    submission {sid} queued: the server's worker runs iugc/baseline:latest in a container")
+    else:
+        click.echo("    no Docker engine with iugc/baseline:latest: the trusted local runner evaluates it")
+        archive = _stand_in_archive(instance / "baseline-local.tar", "baseline-local")
+        with open(archive, "rb") as stream:
+            sid = submit(sessions, storage, user.id, f"{name}-sanity-check", stream)
+        archive.unlink()
+        job = queue.claim_next(sessions, f"demo:{os.getpid()}:baseline")
+        definition = load_challenge(name)
+        phase = next(p for p in definition.phases if p.name == "sanity-check")
+        result = keep_masks(storage, phase.public_cases, lambda keep: evaluate_image(
+            "iugc/baseline:latest", data, definition, Limits.from_phase(phase), runner="local", cache_dir=instance / "cache",
+            keep_outputs=keep))
+        queue.finish(sessions, job, result, storage)
+        click.echo(f"    submission {sid}: {result['status']}, score {result.get('score')}")
 
 
 def run_site_demo(instance: Path, cases: int, port: int, serve: bool) -> None:

@@ -23,6 +23,7 @@ from typing import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from evaluator.evaluate import LANDMARKS_FILE
 from evaluator.exceptions import CancelledError, RetryableError, SubmissionError
 from submissions import queue
 from submissions.queue import Job
@@ -82,7 +83,8 @@ def run_job(job: Job, storage) -> dict:
 def keep_masks(storage, public_cases: bool, evaluate: Callable[[Path | None], dict]) -> dict:
     """``evaluate(keep_outputs)``: ``evaluate_image`` given a folder for the validated masks
     when the phase's cases are public; those are stored and named in the result
-    (``output_masks``: case id -> storage key) for the site's overlays. A run of a phase
+    (``output_masks``: case id -> storage key; a landmark challenge's ``landmarks.json``:
+    ``output_landmarks``, its storage key) for the site's overlays. A run of a phase
     with hidden cases gets no folder and keeps nothing."""
     if not public_cases:
         return evaluate(None)
@@ -90,6 +92,9 @@ def keep_masks(storage, public_cases: bool, evaluate: Callable[[Path | None], di
         result = evaluate(Path(kept))
         if result.get("status") == "succeeded":
             result["output_masks"] = {p.stem: storage.put_bytes(p.read_bytes()) for p in sorted(Path(kept).glob("*.png"))}
+            landmarks = Path(kept) / LANDMARKS_FILE
+            if landmarks.is_file():
+                result["output_landmarks"] = storage.put_bytes(landmarks.read_bytes())
     return result
 
 

@@ -211,3 +211,25 @@ def test_a_landmarks_task_needs_the_landmarks_aop_method_and_no_masks():
     with pytest.raises(ValueError, match="aop_method 'landmarks'"):
         ChallengeDefinition.model_validate({**psfhs, "aop_method": "landmarks"})
     assert IUGC2025.phases[0].ranking_method == "mean-rank" and math.isclose(IUGC2025.worst_case.mre, 725.0)
+
+
+def test_a_landmark_overlay_marks_each_point_in_its_colour(psfhs_dir):
+    import cv2
+
+    from leaderboard.web.overlays import EXPERT, PREDICTED, overlay_scale, render_overlay
+
+    frame = cv2.imread(str(psfhs_dir / "images" / "03800.png"), cv2.IMREAD_GRAYSCALE)
+    expert = landmarks_from_mask(read_mask(psfhs_dir / "masks" / "03800.png"))
+    predicted = {k: (x + 12, y + 9) for k, (x, y) in expert.items()}
+    image = cv2.imdecode(np.frombuffer(render_overlay(frame, predicted, expert, "landmarks"), np.uint8), cv2.IMREAD_COLOR)
+    scale = overlay_scale(frame.shape)
+
+    def near(point, colour: str) -> bool:
+        bgr = np.array([int(colour[5:7], 16), int(colour[3:5], 16), int(colour[1:3], 16)])
+        x, y = (int(round((v + 0.5) * scale)) for v in point)
+        patch = image[y - 4:y + 5, x - 4:x + 5].reshape(-1, 3).astype(int)
+        return bool((np.abs(patch - bgr).sum(axis=1) < 60).any())
+
+    for name in LANDMARKS:
+        assert near(predicted[name], PREDICTED) and near(expert[name], EXPERT), name
+        assert not near(predicted[name], EXPERT), name  # 15 px apart: each colour only where its points are

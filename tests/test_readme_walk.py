@@ -88,6 +88,25 @@ def _iugc_phantom_release(walk: Path) -> None:
                     "--videos", "5", "--frames", "4"], cwd=walk, check=True, capture_output=True)
 
 
+def _iugc2025_release(walk: Path) -> None:
+    """IUGC2025/: eight real frames and the CSV of their landmarks (derived from the expert
+    masks), the points written both ways the release writes them."""
+    from challenge.landmarks import landmarks_from_mask
+    from data_manifest.io import read_mask
+
+    release = walk / "IUGC2025"
+    if release.exists():
+        return
+    (release / "images").mkdir(parents=True)
+    rows = ["Filename,PS1,PS2,FH1"]
+    for i, path in enumerate(sorted((walk / "data/psfhs/masks").glob("*.png"))[:8]):
+        points = landmarks_from_mask(read_mask(path))
+        shutil.copyfile(walk / "data/psfhs/images" / path.name, release / "images" / path.name)
+        spell = "[{:g}, {:g}]" if i % 2 else "({:g}, {:g})"
+        rows.append(f"{path.name}," + ",".join(f'"{spell.format(*points[k])}"' for k in ("PS1", "PS2", "FH1")))
+    (release / "labels.csv").write_text("\n".join(rows) + "\n")
+
+
 def _perfect_predictions(walk: Path) -> None:
     if not (walk / "preds").exists():
         shutil.copytree(walk / "data/psfhs/masks", walk / "preds")
@@ -199,6 +218,9 @@ WALK: list[Step] = [
     Step(r"^iugc data import --layout png ", fresh="data/psfhs", expect=_says("imported 26 cases", "derived")),
     Step(r"^iugc data import --layout iugc2024 ", prepare=_iugc_phantom_release, fresh="data/iugc",
          expect=_says("imported 20 cases", "SYNTHETIC")),
+    Step(r"^iugc data import --layout iugc2025 ", prepare=_iugc2025_release, fresh="data/iugc25",
+         expect=_says("imported 8 cases", "8 with landmarks")),
+    Step(r"^iugc data landmarks ", expect=_says("landmarks derived from the masks")),
     Step(r"^iugc data verify ", expect=_says("OK")),
     Step(r"^iugc data split \S+ --blocks ", expect=_says("train: 12", "validation: 14")),
     Step(r"^iugc data split \S+ --by-video ", expect=_says("train:", "validation:")),

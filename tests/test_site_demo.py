@@ -42,9 +42,18 @@ def test_demo_site_prepares_a_ranked_site_and_a_second_run_reuses_it(tmp_path, m
         png = overlays.case_overlay(session, LocalStorage(instance / "storage"), organizer, baseline["submission"], case_id,
                                     tmp_path / "overlays")
     assert png.startswith(b"\x89PNG")
+    with sessions() as session:  # IUGC 2025 beside them: the same stand-ins' landmarks and the baseline's, ranked by mean rank
+        landmark_rows = reports.leaderboard(session, organizer, "iugc2025-sanity-check")["rows"]
+        entry = next(r for r in landmark_rows if r["team"] == "demo-team")
+        case_id = session.get(Submission, entry["submission"]).evaluations[-1].cases[0].case_id
+        drawn = overlays.case_overlay(session, LocalStorage(instance / "storage"), organizer, entry["submission"], case_id,
+                                      tmp_path / "overlays")
+    assert {r["team"] for r in landmark_rows} == {"demo-team", *site_demo.STAND_INS}
+    assert landmark_rows[0]["team"] == "near-perfect" and landmark_rows[0]["mean_rank"] == 1.0
+    assert 0 < entry["mre"] < 30 and entry["aop_error"] < 30 and drawn.startswith(b"\x89PNG") and drawn != png
     again = CliRunner().invoke(main, ["demo-site", "--instance", str(instance), "--cases", "6", "--no-serve"])
     assert again.exit_code == 0, again.output
-    assert "already submitted" in again.output and "psfhs2023: already there" in again.output
+    assert again.output.count("already submitted") == 2 and "iugc2025: already there" in again.output
     with sessions() as session:
         assert (session.execute(select(func.count()).select_from(Submission)).scalar(),
                 session.execute(select(func.count()).select_from(Evaluation)).scalar()) == counts

@@ -26,6 +26,8 @@ COLUMNS = [
     ("score", "Score", True), ("mean_rank", "Mean rank", False),
     ("dice_ps", "Dice PS", True), ("dice_fh", "Dice FH", True), ("dice_all", "Dice all", True),
     ("hd", "HD (px)", False), ("asd", "ASD (px)", False),
+    ("re_ps1", "RE PS1 (px)", False), ("re_ps2", "RE PS2 (px)", False), ("re_fh1", "RE FH1 (px)", False),
+    ("mre", "MRE (px)", False),
     ("aop_error", "ΔAoP (°)", False), ("hsd_error", "ΔHSD (px)", False),
     ("accuracy", "Accuracy", True), ("f1", "F1", True), ("auc", "AUC", True), ("mcc", "MCC", True),
     ("n_cases", "Cases", None),
@@ -61,12 +63,14 @@ def board(session, user: User | None, slug: str, method: str | None) -> dict:
 
 
 def _view(data: dict, phase: Phase) -> dict:
-    columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in data["rows"]) or c[0] in ("score", "dice_all")]
+    definition = admin.definition_of(phase.challenge)
+    headline = "mre" if "landmarks" in definition.tasks else "dice_all"  # shown on an empty board too
+    columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in data["rows"]) or c[0] in ("score", headline)]
     ranks = [r["rank"] for r in data["rows"]]
     digits = {key: 0 if key == "n_cases" else 4 if key == "score" else 3 for key, _, _ in columns}
     cells = [[(cell(r.get(key), digits[key]), "" if r.get(key) is None else r.get(key)) for key, _, _ in columns] for r in data["rows"]]
     return {**data, "columns": columns, "cells": cells, "tied": {r for r in ranks if ranks.count(r) > 1},
-            "methods": admin.definition_of(phase.challenge).ranking.methods}
+            "methods": definition.ranking.methods}
 
 
 def cell(value, digits: int) -> str:

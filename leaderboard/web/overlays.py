@@ -1,6 +1,7 @@
 """Overlays of a public case: the frame with the predicted and the expert masks' contours
 and both AoP constructions (PS axis, FH tangent point, the angle written), drawn on the
-server as PNG so a team sees why a case scored as it did.
+server as PNG so a team sees why a case scored as it did. A landmark challenge's overlay
+draws the predicted and the expert PS1, PS2 and FH1 with the construction they make.
 
 Only phases whose cases are public have them. The worker keeps the validated masks of
 those runs only (``submissions.worker.keep_masks``; the evaluation's result document
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from challenge.biometry import Biometry, biometry
 from challenge.labels import FH, PS
+from challenge.landmarks import aop_from_landmarks, radial_errors
 from data_manifest.io import ReadError, atomic_write_bytes, read_image, read_mask, sha256_file
 from data_manifest.manifest import MANIFEST_NAME, ManifestError, load_manifest
 from evaluator.outputs import check_mask
@@ -66,9 +68,13 @@ def case_overlay(session: Session, storage, user: User, submission_id: int, case
     path = Path(cache) / str(evaluation.id) / f"{case_id}.png"
     if path.is_file():
         return path.read_bytes()
-    frame, predicted, expert = _case_images(session, storage, evaluation, case_id)
+    method = admin.definition_of(phase.challenge).aop_method
+    if method == "landmarks":
+        frame, predicted, expert = _case_points(session, storage, evaluation, case_id)
+    else:
+        frame, predicted, expert = _case_images(session, storage, evaluation, case_id)
     with _DRAWING:  # matplotlib's text rendering is not thread-safe; the server has request threads
-        png = render_overlay(frame, predicted, expert, admin.definition_of(phase.challenge).aop_method)
+        png = render_overlay(frame, predicted, expert, method)
     atomic_write_bytes(path, png)
     return png
 
@@ -82,6 +88,42 @@ def kept_masks(storage, evaluation: Evaluation | None) -> dict[str, str] | None:
         return json.loads(stream.read()).get("output_masks")
 
 
+def kept_landmarks(storage, evaluation: Evaluation | None) -> dict | None:
+    """The landmarks.json a landmark evaluation kept (its result's ``output_landmarks``,
+    already checked), or None when it kept none."""
+    if evaluation is None or evaluation.result_key is None:
+        return None
+    with closing(storage.open(evaluation.result_key)) as stream:
+        key = json.loads(stream.read()).get("output_landmarks")
+    if key is None:
+        return None
+    with closing(storage.open(key)) as stream:
+        return json.loads(stream.read())
+
+
+def _case_record(session: Session, evaluation: Evaluation, case_id: str):
+    """(dataset folder, manifest record, frame) of a case, from the dataset the evaluation
+    ran on, which must be unchanged since."""
+    dataset = session.get(Dataset, evaluation.dataset_id) if evaluation.dataset_id is not None else None
+    try:
+        if dataset is None or sha256_file(Path(dataset.path) / MANIFEST_NAME) != evaluation.manifest_sha256:
+            raise NotFound("the data this evaluation ran on has changed since; an organizer can re-evaluate the submission")
+        record = load_manifest(dataset.path).by_id()[case_id]
+        return Path(dataset.path), record, read_image(Path(dataset.path) / record.image)
+    except (OSError, ManifestError, ReadError, KeyError):
+        raise NotFound("the data this evaluation ran on can no longer be read; an organizer can re-evaluate the submission") from None
+
+
+def _case_points(session: Session, storage, evaluation: Evaluation, case_id: str):
+    """(frame, predicted landmarks or None, expert landmarks) of a landmark challenge's case."""
+    kept = kept_landmarks(storage, evaluation)
+    if kept is None:
+        raise NotFound(f"evaluation {evaluation.number} kept no landmarks; an organizer can re-evaluate the submission")
+    _, record, frame = _case_record(session, evaluation, case_id)
+    expert = record.aop_landmarks.points() if record.aop_landmarks else None
+    return frame, kept.get(case_id), expert
+
+
 def _case_images(session: Session, storage, evaluation: Evaluation, case_id: str):
     """(frame, predicted mask or None, expert mask) of a case, from the evaluation's
     stored result and the dataset it ran on (which must be unchanged since)."""
@@ -89,15 +131,10 @@ def _case_images(session: Session, storage, evaluation: Evaluation, case_id: str
     if masks is None:
         raise NotFound(f"evaluation {evaluation.number} kept no masks (it ran before overlays existed); "
                        "an organizer can re-evaluate the submission")
-    dataset = session.get(Dataset, evaluation.dataset_id) if evaluation.dataset_id is not None else None
-    try:
-        if dataset is None or sha256_file(Path(dataset.path) / MANIFEST_NAME) != evaluation.manifest_sha256:
-            raise NotFound("the data this evaluation ran on has changed since; an organizer can re-evaluate the submission")
-        record = load_manifest(dataset.path).by_id()[case_id]
-        frame = read_image(Path(dataset.path) / record.image)
-        # a frame without an expert mask (a non-standard plane) shows no expert structure
-        expert = read_mask(Path(dataset.path) / record.mask) if record.mask else np.zeros(frame.shape, np.uint8)
-    except (OSError, ManifestError, ReadError, KeyError):
+    folder, record, frame = _case_record(session, evaluation, case_id)
+    try:  # a frame without an expert mask (a non-standard plane) shows no expert structure
+        expert = read_mask(folder / record.mask) if record.mask else np.zeros(frame.shape, np.uint8)
+    except (OSError, ReadError):
         raise NotFound("the data this evaluation ran on can no longer be read; an organizer can re-evaluate the submission") from None
     key = masks.get(case_id)
     if key is None:
@@ -117,16 +154,17 @@ def overlay_scale(shape: tuple[int, int]) -> int:
     return max(1, TARGET_SIDE // max(shape))
 
 
-def render_overlay(frame: np.ndarray, predicted: np.ndarray | None, expert: np.ndarray, method: str) -> bytes:
+def render_overlay(frame: np.ndarray, predicted, expert, method: str) -> bytes:
     """The overlay as PNG bytes, RGB, of shape (H * s, W * s) with s = ``overlay_scale``.
 
     Parameters
     ----------
     frame : (H, W) uint8 grey frame.
     predicted : (H, W) label mask (0/1/2) the submission wrote, or None when it wrote no
-        valid mask for the case (then only the expert's is drawn, and the legend says so).
-    expert : (H, W) label mask (0/1/2) of the expert.
-    method : the challenge's AoP method, ``"ellipse"`` or ``"contour"``.
+        valid mask for the case (then only the expert's is drawn, and the legend says so);
+        for ``method="landmarks"``, its ``{"PS1", "PS2", "FH1"}`` points or None.
+    expert : (H, W) label mask (0/1/2) of the expert; its points for ``"landmarks"``.
+    method : the challenge's AoP method, ``"ellipse"``, ``"contour"`` or ``"landmarks"``.
 
     Expert contours and construction are cyan and solid, predicted ones orange and
     dashed; each construction is its PS axis, the line from the vertex to the FH tangent
@@ -141,7 +179,7 @@ def render_overlay(frame: np.ndarray, predicted: np.ndarray | None, expert: np.n
     if frame.ndim != 2:
         raise ValueError(f"frame must be a 2-D grey image, got shape {frame.shape}")
     for name, mask in (("predicted", predicted), ("expert", expert)):
-        if mask is not None and np.shape(mask) != frame.shape:
+        if method != "landmarks" and mask is not None and np.shape(mask) != frame.shape:
             raise ValueError(f"the {name} mask has shape {np.shape(mask)}, the frame {frame.shape}")
     from matplotlib.figure import Figure  # no pyplot: safe in the server's threads
 
@@ -156,16 +194,26 @@ def render_overlay(frame: np.ndarray, predicted: np.ndarray | None, expert: np.n
     legend, angles = [], {}
     for label, mask, colour, style in (("expert", expert, EXPERT, "-"), ("predicted", predicted, PREDICTED, "--")):
         if mask is None:
-            legend.append(("predicted (dashed): no valid mask for this case", colour))
+            what = "landmarks" if method == "landmarks" else "valid mask"
+            legend.append((f"{label} ({'solid' if style == '-' else 'dashed'}): no {what} for this case", colour))
             continue
-        _contours(ax, mask, colour, style)
-        value = biometry(mask, method)
+        if method == "landmarks":
+            value = Biometry(aop=aop_from_landmarks(mask), hsd=None, ps_endpoints=(tuple(mask["PS1"]), tuple(mask["PS2"])),
+                             tangent_point=tuple(mask["FH1"]))
+            for name, (x, y) in mask.items():
+                ax.annotate(name, (x, y), xytext=(4, 4 if style == "-" else -10), textcoords="offset points", color=colour,
+                            fontsize=2.6 * scale, zorder=6)
+        else:
+            _contours(ax, mask, colour, style)
+            value = biometry(mask, method)
         _construction(ax, value, colour, style)
         angles[label] = value.aop
         shown = f"AoP {value.aop:.1f}°" if value.aop is not None else "AoP undefined"
         legend.append((f"{label} ({'solid' if style == '-' else 'dashed'}): {shown}", colour))
     if angles.get("expert") is not None and angles.get("predicted") is not None:
         legend.append((f"difference: {abs(angles['predicted'] - angles['expert']):.1f}°", "white"))
+    if method == "landmarks" and predicted is not None and expert is not None:
+        legend.append((f"mean radial error: {np.mean(list(radial_errors(predicted, expert).values())):.1f} px", "white"))
     for row, (text, colour) in enumerate(legend):
         ax.text(0.015, 0.985 - row * 0.04, text, transform=ax.transAxes, ha="left", va="top", color=colour,
                 fontsize=3.4 * scale, zorder=7, bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none", "pad": 1.5})
@@ -195,7 +243,7 @@ def _construction(ax, value: Biometry, colour: str, style: str) -> None:
         return
     vertex, axis_end, tangent = points
     ax.plot([axis_end[0], vertex[0], tangent[0]], [axis_end[1], vertex[1], tangent[1]], style, color=colour, linewidth=1.6, zorder=4)
-    ax.plot([vertex[0], tangent[0]], [vertex[1], tangent[1]], "o", color=colour, markersize=7,
+    ax.plot([axis_end[0], vertex[0], tangent[0]], [axis_end[1], vertex[1], tangent[1]], "o", color=colour, markersize=7,
             markeredgecolor="black", markeredgewidth=0.6, zorder=5)
     to_axis = math.degrees(math.atan2(axis_end[1] - vertex[1], axis_end[0] - vertex[0]))
     to_tangent = math.degrees(math.atan2(tangent[1] - vertex[1], tangent[0] - vertex[0]))

@@ -17,9 +17,11 @@ from leaderboard.web import overlays
 from leaderboard.web.security import page
 
 bp = Blueprint("submissions", __name__)
-COUNTS = [("n_segmentation_cases", "Segmented cases", None), ("n_excluded_aop", "Cases without AoP", None), ("n_errors", "Cases with errors", None)]
+COUNTS = [("n_segmentation_cases", "Segmented cases", None), ("n_landmark_cases", "Cases with landmarks", None),
+          ("n_excluded_aop", "Cases without AoP", None), ("n_errors", "Cases with errors", None)]
 CASE_COLUMNS = [("dice_ps", "Dice PS"), ("dice_fh", "Dice FH"), ("dice_all", "Dice all"), ("hd_ps", "HD PS"), ("hd_fh", "HD FH"),
-                ("asd_all", "ASD all"), ("aop_pred", "AoP pred (°)"), ("aop_gt", "AoP expert (°)"), ("aop_error", "ΔAoP (°)"),
+                ("asd_all", "ASD all"), ("re_ps1", "RE PS1 (px)"), ("re_ps2", "RE PS2 (px)"), ("re_fh1", "RE FH1 (px)"),
+                ("mre", "MRE (px)"), ("aop_pred", "AoP pred (°)"), ("aop_gt", "AoP expert (°)"), ("aop_error", "ΔAoP (°)"),
                 ("hsd_pred", "HSD pred"), ("hsd_gt", "HSD expert"), ("hsd_error", "ΔHSD"), ("p_standard_plane", "p(standard)")]
 
 
