@@ -311,7 +311,7 @@ def _write_report(report_dir: Path, results, failed, notes, challenge, samples, 
 
 def format_table(rows, challenge, method, stability=None, significance=None) -> str:
     """The ranked table as text: every metric of the challenge, plus stability columns."""
-    metric_cols = [m for m in ("dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc") if m in challenge.metrics]
+    metric_cols = [m for m in ("dice", "hd", "asd", "mre", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc") if m in challenge.metrics]
     sig_cols = list(challenge.ranking.mean_rank_metrics) if method == "test-then-rank" else []
     header = ["rank", "team".ljust(16), "score".rjust(9)]
     if method in ("mean-rank", "test-then-rank"):
@@ -491,7 +491,7 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
         click.echo(f"  model time {result['runtime_seconds']:.2f} s, platform overhead {t.get('overhead', 0):.2f} s")
     if result["status"] == "succeeded":
         agg = result["aggregates"]
-        for key in ("dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc"):
+        for key in ("dice", "hd", "asd", "mre", "aop_error", "hsd_error", "accuracy", "auc"):
             if key in agg:
                 click.echo(f"  {key:<10}{_fmt(agg[key])}")
         click.echo(_score_line(result))

@@ -233,3 +233,48 @@ def test_a_landmark_overlay_marks_each_point_in_its_colour(psfhs_dir):
     for name in LANDMARKS:
         assert near(predicted[name], PREDICTED) and near(expert[name], EXPERT), name
         assert not near(predicted[name], EXPERT), name  # 15 px apart: each colour only where its points are
+
+
+def test_iugc_rank_and_its_report_take_landmark_results_unchanged(pointed, tmp_path):
+    truth = {c.case_id: c.aop_landmarks.points() for c in load_manifest(pointed).cases if c.aop_landmarks}
+    for team, noise in (("steady", 1.0), ("shaky", 5.0)):
+        rng = np.random.default_rng(2)
+        (tmp_path / team).mkdir()
+        (tmp_path / team / "landmarks.json").write_text(json.dumps(
+            {c: {k: [x + rng.normal(0, noise), y + rng.normal(0, noise)] for k, (x, y) in p.items()} for c, p in truth.items()}))
+        run = iugc("evaluate", "--predictions", str(tmp_path / team), "--ground-truth", str(pointed), "--challenge", "iugc2025",
+                   "--out", str(tmp_path / f"{team}.json"), "--quiet")
+        assert run.returncode == 0, run.stderr
+    run = iugc("rank", str(tmp_path / "steady.json"), str(tmp_path / "shaky.json"), "--method", "mean-rank",
+               "--report", str(tmp_path / "report"))
+    assert run.returncode == 0, run.stderr
+    header, first, second = [line.split() for line in run.stdout.splitlines()[:3]]
+    assert "mre" in header and "aop_error" in header and (first[1], second[1]) == ("steady", "shaky")
+    mre = {json.loads((tmp_path / f"{t}.json").read_text())["aggregates"]["mre"] for t in ("steady", "shaky")}
+    assert float(first[header.index("mre")]) == pytest.approx(min(mre), abs=1e-4)
+    assert (tmp_path / "report" / "podium_mre.png").stat().st_size > 1000
+
+
+def test_the_sandbox_keeps_only_checked_landmarks_and_names_each_bad_case(tmp_path):
+    from evaluator.outputs import collect_outputs
+
+    shapes = {"a": (100, 120), "b": (100, 120), "c": (100, 120), "d": (100, 120)}
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "landmarks.json").write_text(json.dumps({
+        "a": {"PS1": [1, 2], "PS2": [3, 4], "FH1": [5, 6]},
+        "b": {"PS1": [1, 2], "PS2": [3, 4], "FH1": [500, 6]},
+        "c": {"PS1": [1, 2], "PS2": [3, 4]},
+        "zz": {"PS1": [1, 2], "PS2": [3, 4], "FH1": [5, 6]},
+    }))
+    (out / "a.png").write_bytes(b"stray")
+    collected = collect_outputs(out, shapes, tmp_path / "clean", tasks=("landmarks",))
+    assert json.loads((tmp_path / "clean" / "landmarks.json").read_text()) == {"a": {"PS1": [1.0, 2.0], "PS2": [3.0, 4.0], "FH1": [5.0, 6.0]}}
+    assert collected.valid_predictions == 1 and set(collected.errors) == {"b", "c", "d"}
+    assert "far outside" in collected.errors["b"] and "FH1 is missing" in collected.errors["c"] and "no entry" in collected.errors["d"]
+    assert any("unknown case ids" in w and "zz" in w for w in collected.warnings)
+    assert any("unexpected files" in w and "a.png" in w for w in collected.warnings)
+    (out / "landmarks.json").unlink()
+    (out / "landmarks.json").symlink_to(tmp_path / "clean" / "landmarks.json")  # a link is never followed
+    linked = collect_outputs(out, shapes, tmp_path / "clean2", tasks=("landmarks",))
+    assert linked.valid_predictions == 0 and all("a link" in e for e in linked.errors.values())
