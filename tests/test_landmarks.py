@@ -278,3 +278,40 @@ def test_the_sandbox_keeps_only_checked_landmarks_and_names_each_bad_case(tmp_pa
     (out / "landmarks.json").symlink_to(tmp_path / "clean" / "landmarks.json")  # a link is never followed
     linked = collect_outputs(out, shapes, tmp_path / "clean2", tasks=("landmarks",))
     assert linked.valid_predictions == 0 and all("a link" in e for e in linked.errors.values())
+
+
+def test_the_site_shows_the_landmark_challenge_and_ranks_it_in_pixels_and_degrees(tmp_path):
+    import html
+    import re
+
+    from submissions import admin, db, queue
+    from submissions.uploads import submit
+    from tests.web_support import ORGANIZER, open_site
+
+    site_iter = open_site(tmp_path)
+    site = next(site_iter)
+    try:
+        with db.transaction(site.sessions) as session:
+            admin.init_challenge(session, "iugc2025")
+        page = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", site.client().get("/").get_data(as_text=True))))
+        assert "IUGC 2025: landmarks and the angle of progression" in page
+        assert "PS1, PS2 (the ends of the pubic symphysis' long axis)" in page
+        assert "every landmark 725.0 px from its truth" in page
+        for team, mre, aop in (("close", 4.0, 3.0), ("far", 12.0, 9.0)):
+            with db.transaction(site.sessions) as session:
+                user = admin.create_user(session, f"{team}@example.org", "participant")
+                admin.create_team(session, user, team, "iugc2025")
+                user_id = user.id
+            with open(site.archive(), "rb") as stream:
+                submit(site.sessions, site.storage, user_id, "iugc2025-sanity-check", stream)
+            job = queue.claim_next(site.sessions, f"test:{team}")
+            aggregates = {"re_ps1": mre, "re_ps2": mre, "re_fh1": mre, "mre": mre, "aop_error": aop, "n_cases": 3, "n_errors": 0}
+            assert queue.finish(site.sessions, job, {"status": "succeeded", "aggregates": aggregates, "score": None, "cases": {}})
+        board = site.client(ORGANIZER).get("/leaderboard/iugc2025-sanity-check").get_data(as_text=True)
+        headers = [html.unescape(re.sub(r"<[^>]+>", "", h)).strip() for h in re.findall(r"<th[^>]*>(.*?)</th>", board, re.S)]
+        assert {"MRE (px) ↓", "RE PS1 (px) ↓", "ΔAoP (°) ↓"} <= set(headers), headers
+        assert not any(h.startswith("Dice") for h in headers)
+        rows = re.findall(r"<tr[^>]*>(.*?)</tr>", board.split("<tbody>", 1)[1], re.S)
+        assert ["close" in rows[0], "far" in rows[1]] == [True, True]  # mean rank: better on both metrics
+    finally:
+        next(site_iter, None)
