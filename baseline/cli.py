@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 
-FINETUNE_LR = 3e-4  # chosen on benchmarks/finetune_new_scanner.py (docs/baseline.md)
+FINETUNE_LR = 3e-4  # chosen in the second-scanner fine-tuning study (docs/baseline.md, "Fine-tuning")
 
 
 def _train_options(f, *, finetune: bool = False):
@@ -46,6 +46,9 @@ def _train_options(f, *, finetune: bool = False):
             click.option("--encoder-weights", default=None, help="Pretrained encoder weights to download (e.g. imagenet); default: from scratch."),
             click.option("--decoder-channels", default="128,64,32,16,8", show_default=True,
                          help="Decoder widths, one per encoder stage (smp's default, 256,128,64,32,16, is slower on CPU)."),
+            click.option("--progressive", default="", metavar="SIZE:EPOCHS,...",
+                         help="Progressive resizing: train the first epochs at smaller sizes, e.g. 128:8,192:8 (8 epochs at "
+                              "128 px, 8 at 192, the rest at --size); cheaper epochs, see docs/baseline.md."),
             click.option("--refit", is_flag=True,
                          help="Train on the train and validation splits together, with no validation; RUN_DIR/best.pt is "
                               "the weight average after the last epoch (give --epochs of the split run it refits)."),
@@ -95,7 +98,15 @@ def _config(options: dict):
         channels = [int(c) for c in options.pop("decoder_channels").split(",")]
     except ValueError:
         raise click.BadParameter("expected integers separated by commas", param_hint="--decoder-channels") from None
-    return TrainConfig(**options, decoder_channels=channels, encoder_depth=len(channels))
+    text = options.pop("progressive")
+    try:
+        progressive = [[int(n) for n in part.split(":")] for part in text.split(",")] if text else []
+        if any(len(pair) != 2 for pair in progressive):
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"expected SIZE:EPOCHS pairs separated by commas, e.g. 128:8,192:8; got {text[:60]!r}",
+                                 param_hint="--progressive") from None
+    return TrainConfig(**options, decoder_channels=channels, encoder_depth=len(channels), progressive=progressive)
 
 
 @click.group("baseline")
@@ -107,9 +118,12 @@ def baseline_group() -> None:
 @_train_options
 def train_cmd(**options):
     """Train from scratch; validation through the evaluator every epoch, best by PSFHS score."""
-    from baseline.train import train
+    from baseline.train import TrainingOptionError, train
 
-    best = train(_config(options))
+    try:
+        best = train(_config(options))
+    except TrainingOptionError as exc:
+        raise click.ClickException(str(exc)) from None
     if options["refit"]:
         click.echo(f"refit: {options['out']}/best.pt holds the weight average after epoch {best.get('epoch')}")
     else:
@@ -129,11 +143,11 @@ def finetune_cmd(**options):
     starting weights are measured on the validation split first (epoch 0 in log.csv) and
     stay RUN_DIR/best.pt unless an epoch beats them.
     """
-    from baseline.train import train
+    from baseline.train import TrainingOptionError, train
 
     try:
         best = train(_config(options))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, TrainingOptionError) as exc:
         raise click.ClickException(str(exc)) from None
     if best.get("epoch") == 0:
         click.echo(f"no epoch beat the starting weights (PSFHS score {best.get('psfhs_score')}): best.pt holds them unchanged")

@@ -68,6 +68,24 @@ class TrainConfig:
     style_noise: float = 0.0
     warmup_epochs: float = 0.0
     refit: bool = False
+    progressive: list[list[int]] = field(default_factory=list)
+    """Progressive resizing: ``[[size, epochs], ...]`` train the first epochs at smaller
+    sizes, in that order; the rest at ``size`` (validation is always at ``size``)."""
+
+
+def size_at(config: "TrainConfig", epoch: int) -> int:
+    """The input size epoch ``epoch`` (0-based) trains at.
+
+    >>> c = TrainConfig(data="", out="", epochs=10, progressive=[[128, 3], [192, 2]])
+    >>> [size_at(c, e) for e in range(10)]
+    [128, 128, 128, 192, 192, 256, 256, 256, 256, 256]
+    """
+    first = 0
+    for size, epochs in config.progressive:
+        if epoch < first + epochs:
+            return size
+        first += epochs
+    return config.size
 
 
 def cpu_has_bfloat16() -> bool:
@@ -406,12 +424,24 @@ def record(run: Run, row: dict, figures: dict, out: Path) -> None:
     plot_curves(run.rows, out / "curves.png")
 
 
+class TrainingOptionError(ValueError):
+    """An option makes no sense (the message names it and says what to give); raised
+    before anything is built or written."""
+
+
 def _check(config: TrainConfig) -> TrainConfig:
     """Options refused before anything is built or written; a refit's splits."""
     if config.val_every < 1:
-        raise ValueError(f"val_every must be at least 1, got {config.val_every}")
+        raise TrainingOptionError(f"--val-every must be at least 1, got {config.val_every}")
     if config.warmup_epochs < 0:
-        raise ValueError(f"warmup_epochs must be at least 0, got {config.warmup_epochs}")
+        raise TrainingOptionError(f"--warmup-epochs must be at least 0, got {config.warmup_epochs}")
+    for size, epochs in config.progressive:
+        if size < 32 or size % 32 or epochs < 1:
+            raise TrainingOptionError(f"--progressive takes sizes that are multiples of 32 and at least one epoch each, "
+                                      f"got {size}:{epochs}")
+    if config.progressive and sum(epochs for _, epochs in config.progressive) >= config.epochs:
+        raise TrainingOptionError(f"--progressive must leave epochs at the full size {config.size}: its "
+                                  f"{sum(e for _, e in config.progressive)} epochs are not fewer than --epochs {config.epochs}")
     if config.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: no CUDA device is visible; use --device cpu")
     if config.amp and config.device == "cpu" and not cpu_has_bfloat16():
@@ -441,9 +471,16 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     run = build_run(config, init_state)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
-    train_set = FrameDataset(config.data, tuple(config.train_splits), config.size, augment=True, seed=config.seed)
-    if config.workers:
-        train_set.preload()  # the workers are forked every epoch: they inherit the decoded frames
+    train_sets: dict[int, FrameDataset] = {}
+
+    def train_set_at(size: int) -> FrameDataset:
+        if size not in train_sets:
+            train_sets[size] = FrameDataset(config.data, tuple(config.train_splits), size, augment=True, seed=config.seed)
+            if config.workers:
+                train_sets[size].preload()  # the workers are forked every epoch: they inherit the decoded frames
+        return train_sets[size]
+
+    train_set_at(size_at(config, 0))  # a split without cases fails here, before RUN_DIR exists
     # validated as `iugc baseline predict` predicts (smoothed), so the best epoch is the best for prediction
     val_set = None if config.refit else FrameDataset(config.data, tuple(config.val_splits), config.size, smooth=SMOOTH)
     truths: dict = {}
@@ -462,7 +499,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             _atomic_torch_save(weights_checkpoint(run, config, -1), out / "best.pt")
     for epoch in range(run.next_epoch, config.epochs):
         began = time.time()
-        row = {"epoch": epoch + 1, **train_epoch(run, train_set, config, epoch, progress)}
+        row = {"epoch": epoch + 1, **train_epoch(run, train_set_at(size_at(config, epoch)), config, epoch, progress)}
         validating = val_set is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs)
         figures = validate(run.average.model, val_set, device, truths) if validating else {}
         row["seconds"] = round(time.time() - began, 2)

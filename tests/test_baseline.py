@@ -642,7 +642,7 @@ def test_validation_every_n_epochs_and_after_the_last(dataset, tmp_path):
     assert all(r["train_loss"] for r in rows)
     assert best["epoch"] in (2, 3)
     assert torch.load(tmp_path / "run" / "best.pt", weights_only=False)["epoch"] + 1 == best["epoch"]
-    with pytest.raises(ValueError, match="val_every must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="--val-every must be at least 1, got 0"):
         train(TrainConfig(data=str(dataset), out=str(tmp_path / "bad"), epochs=1, val_every=0, **TINY), progress=False)
     assert not (tmp_path / "bad").exists()
 
@@ -952,3 +952,27 @@ def test_training_selects_epochs_with_undefined_truth_angles_left_out(dataset, t
     assert undefined >= 1, "no validation frame lacks a truth angle: the check below could not fail"
     figures = validate(model, FrameDataset(dataset, ("validation",), size, smooth=SMOOTH), "cpu")
     assert figures["aop_error_ellipse"] == pytest.approx(np.mean(errors), abs=1e-6)
+
+
+def test_progressive_resizing_trains_the_first_epochs_smaller_and_validates_at_the_full_size(dataset, tmp_path, monkeypatch):
+    from baseline import train as training
+
+    seen = []
+    original = training.train_epoch
+
+    def spy(run, train_set, config, epoch, progress):
+        seen.append((epoch, train_set.size, tuple(train_set[0][0].shape)))
+        return original(run, train_set, config, epoch, progress)
+
+    monkeypatch.setattr(training, "train_epoch", spy)
+    config = TrainConfig(data=str(dataset), out=str(tmp_path / "run"), epochs=3, progressive=[[32, 2]], **TINY)
+    train(config, progress=False)
+    assert seen == [(0, 32, (1, 32, 32)), (1, 32, (1, 32, 32)), (2, 64, (1, 64, 64))]
+    rows = log_rows(tmp_path / "run" / "log.csv")
+    assert len(rows) == 3 and all(0 <= float(r["dice"]) <= 1 for r in rows)
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=False)["size"] == 64  # prediction runs at the full size
+    for bad, words in (("128", "SIZE:EPOCHS pairs"), ("100:2", "multiples of 32"), ("32:40", "must leave epochs at the full size")):
+        cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "train", "--data", str(dataset), "--out", str(tmp_path / "bad"),
+                              "--epochs", "3", "--progressive", bad], capture_output=True, text=True, cwd=ROOT)
+        assert cli.returncode != 0 and words in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
+        assert not (tmp_path / "bad").exists()
