@@ -57,9 +57,9 @@ def synthetic_results(teams: int, cases: int, seed: int = 0) -> dict[str, dict]:
 
 def whole_report(results, challenge, samples, folder: Path) -> None:
     """What `iugc rank --report` does once the files are loaded (report.json, PNG, SVG)."""
-    from evaluator.cli import _write_report
+    from evaluator.report import write_report
 
-    _write_report(folder, results, {}, [], challenge, samples, seed=0, progress=False)
+    write_report(folder, results, {}, [], challenge, samples, seed=0, progress=False)
 
 
 def _cpu_seconds() -> float:

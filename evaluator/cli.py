@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from challenge.definition import DefinitionError, available_challenges, load_challenge
+from evaluator.ranking import cell as _fmt
 
 
 def _challenge(name: str):
@@ -54,14 +55,6 @@ def _score_line(result: dict) -> str:
     """The score, and why it is undefined when it is."""
     score = result.get("score")
     return f"  {'score':<10}{_fmt(score)}" + (f"  ({result.get('score_note')})" if score is None else "")
-
-
-def _fmt(value, width: int = 9) -> str:
-    if value is None:
-        return "-".rjust(width)
-    if isinstance(value, float):
-        return f"{value:.4f}".rjust(width)
-    return str(value).rjust(width)
 
 
 @click.command("evaluate")
@@ -205,10 +198,12 @@ def rank_cmd(results_files, method, allow_missing, samples, wilcoxon, seed, json
         bootstrap_ranks,
         case_set_problem,
         fill_missing_cases,
+        format_table,
         rank_teams,
         wilcoxon_significance,
         with_failed_teams,
     )
+    from evaluator.report import ReportError, write_report
 
     results, failed, sources, name = _load_results(list(results_files))
     challenge = _challenge(name)
@@ -241,115 +236,12 @@ def rank_cmd(results_files, method, allow_missing, samples, wilcoxon, seed, json
         doc = {"challenge": name, "method": method, "rows": rows, "bootstrap": stability, "wilcoxon": significance, "notes": notes}
         atomic_write_text(json_out, json.dumps(doc, indent=1) + "\n")
     if report_dir:
-        written = _write_report(report_dir, results, failed, notes, challenge, samples or challenge.ranking.bootstrap_samples, seed, method)
+        try:
+            written = write_report(report_dir, results, failed, notes, challenge, samples or challenge.ranking.bootstrap_samples,
+                                   seed, method)
+        except ReportError as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(f"report: {len(written)} files in {report_dir} ({', '.join(written[:3])} ...)")
-
-
-def _render_figure(item) -> None:
-    """Draw one report figure and save it as PNG and SVG (a pool worker's task)."""
-    import matplotlib
-    import matplotlib.pyplot as plt
-
-    from evaluator.report import report_figure
-
-    report, stem, folder = item
-    figure = report_figure(report, stem)
-    with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: smaller, faster
-        figure.savefig(folder / f"{stem}.png", dpi=100)
-        figure.savefig(folder / f"{stem}.svg")
-    plt.close(figure)
-
-
-def _write_report(report_dir: Path, results, failed, notes, challenge, samples, seed, method=None, progress=True) -> list[str]:
-    """Render the report into a temporary sibling folder, then rename it into place."""
-    import multiprocessing
-    import os
-
-    from data_manifest.io import is_new_folder, staged_folder
-    from evaluator.report import figure_names, ranking_report
-    from evaluator.signals import pool_worker_signals
-
-    if not is_new_folder(report_dir):
-        raise click.ClickException(f"--report {report_dir}: exists and is not an empty folder; name a new folder")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # imported once here, inherited by the forked workers
-    except ImportError:
-        raise click.ClickException("--report needs matplotlib (pip install -e .)") from None
-    # Fonts and renderers load on first use; loaded here, every forked worker inherits them
-    # instead of loading its own (2-3 s of a 20-team report on 2 cores).
-    import io
-
-    warm, axis = plt.subplots(figsize=(1, 1))
-    axis.set_title("warm-up")
-    for fmt in ("png", "svg"):
-        warm.savefig(io.BytesIO(), format=fmt)
-    plt.close(warm)
-    report = ranking_report(results, challenge, samples, seed, order_by=method)
-    report.update(failed=failed, notes=notes)
-    with staged_folder(report_dir) as tmp:
-        from tqdm import tqdm
-
-        items = [(report, stem, tmp) for stem in figure_names(report)]
-        jobs = max(1, min(len(os.sched_getaffinity(0)), len(items)))
-        bar = tqdm(total=len(items), desc="report figures", unit="figure", file=sys.stderr, disable=not progress)
-        if jobs == 1:
-            for item in items:
-                _render_figure(item)
-                bar.update()
-        else:  # figures are independent: drawn in parallel, one process per core
-            context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-            with context.Pool(jobs, initializer=pool_worker_signals) as pool:
-                for _ in pool.imap_unordered(_render_figure, items, chunksize=1):
-                    bar.update()
-        bar.close()
-        (tmp / "report.json").write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-    return sorted(p.name for p in report_dir.iterdir())
-
-
-def format_table(rows, challenge, method, stability=None, significance=None) -> str:
-    """The ranked table as text: every metric of the challenge, plus stability columns."""
-    metric_cols = [m for m in ("dice", "hd", "asd", "mre", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc") if m in challenge.metrics]
-    sig_cols = list(challenge.ranking.mean_rank_metrics) if method == "test-then-rank" else []
-    header = ["rank", "team".ljust(16), "score".rjust(9)]
-    if method in ("mean-rank", "test-then-rank"):
-        header.append("mean_rank".rjust(9))
-    header += [f"r_{m}".rjust(9) for m in sig_cols]
-    header += [m.rjust(9) for m in metric_cols]
-    if stability:
-        header += ["med_rank".rjust(9), "rank_95%".rjust(9), "P(first)".rjust(9)]
-    if significance:
-        header.append("sig_rank".rjust(9))
-    lines = [" ".join(header)]
-    for row in rows:
-        cells = [str(row["rank"]).rjust(4), row["team"][:16].ljust(16), _fmt(row["score"])]
-        if row.get("status") == "failed":
-            lines.append(" ".join(cells + [f"failed: {row['reason']}"]))
-            continue
-        if method in ("mean-rank", "test-then-rank"):
-            cells.append(_fmt(row["mean_rank"]))
-        cells += [_fmt(row["significance_ranks"][m]) for m in sig_cols]
-        cells += [_fmt(row.get(m)) for m in metric_cols]
-        if stability:
-            t = stability["teams"][row["team"]]
-            cells += [_fmt(t["median_rank"]), f"{t['p2.5']:.0f}-{t['p97.5']:.0f}".rjust(9), _fmt(t["p_first"])]
-        if significance:
-            cells.append(_fmt(significance["significance_rank"][row["team"]]))
-        lines.append(" ".join(cells))
-    if sig_cols:
-        lines.append(f"r_<metric>: 1 + teams significantly better on it (one-sided Wilcoxon signed-rank on per-case values, "
-                     f"alpha {challenge.ranking.alpha}); order: mean of those ranks, ties by score")
-    if stability:
-        tau = stability["kendall_tau"]
-        lines.append(
-            f"bootstrap ({stability['method']}): {stability['samples']} resamples of the cases; Kendall's tau vs the full ranking: "
-            f"median {_fmt(tau['median'], 0)}, 95% interval {_fmt(tau['p2.5'], 0)} to {_fmt(tau['p97.5'], 0)}"
-        )
-    if significance:
-        lines.append(f"sig_rank: 1 + teams significantly better (pairwise Wilcoxon signed-rank, alpha {significance['alpha']})")
-    return "\n".join(lines)
 
 
 _SIZE_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}

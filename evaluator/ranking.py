@@ -421,3 +421,61 @@ def wilcoxon_significance(results: dict[str, dict], challenge: ChallengeDefiniti
         "p_values": p_values,
         "significance_rank": {t: 1 + better_than[t] for t in teams},
     }
+
+
+def cell(value, width: int = 9) -> str:
+    """A value as a right-aligned text cell: floats with 4 decimals, "-" for none.
+
+    >>> cell(0.91234), cell(None, 3), cell(7, 2)
+    ('   0.9123', '  -', ' 7')
+    """
+    if value is None:
+        return "-".rjust(width)
+    if isinstance(value, float):
+        return f"{value:.4f}".rjust(width)
+    return str(value).rjust(width)
+
+
+def format_table(rows, challenge, method, stability=None, significance=None) -> str:
+    """The ranked table as text: every metric of the challenge, plus stability columns."""
+    metric_cols = [m for m in ("dice", "hd", "asd", "mre", "aop_error", "hsd_error", "accuracy", "auc", "f1", "mcc") if m in challenge.metrics]
+    sig_cols = list(challenge.ranking.mean_rank_metrics) if method == "test-then-rank" else []
+    header = ["rank", "team".ljust(16), "score".rjust(9)]
+    if method in ("mean-rank", "test-then-rank"):
+        header.append("mean_rank".rjust(9))
+    header += [f"r_{m}".rjust(9) for m in sig_cols]
+    header += [m.rjust(9) for m in metric_cols]
+    if stability:
+        header += ["med_rank".rjust(9), "rank_95%".rjust(9), "P(first)".rjust(9)]
+    if significance:
+        header.append("sig_rank".rjust(9))
+    lines = [" ".join(header)]
+    for row in rows:
+        cells = [str(row["rank"]).rjust(4), row["team"][:16].ljust(16), cell(row["score"])]
+        if row.get("status") == "failed":
+            lines.append(" ".join(cells + [f"failed: {row['reason']}"]))
+            continue
+        if method in ("mean-rank", "test-then-rank"):
+            cells.append(cell(row["mean_rank"]))
+        cells += [cell(row["significance_ranks"][m]) for m in sig_cols]
+        cells += [cell(row.get(m)) for m in metric_cols]
+        if stability:
+            t = stability["teams"][row["team"]]
+            cells += [cell(t["median_rank"]), f"{t['p2.5']:.0f}-{t['p97.5']:.0f}".rjust(9), cell(t["p_first"])]
+        if significance:
+            cells.append(cell(significance["significance_rank"][row["team"]]))
+        lines.append(" ".join(cells))
+    if sig_cols:
+        lines.append(f"r_<metric>: 1 + teams significantly better on it (one-sided Wilcoxon signed-rank on per-case values, "
+                     f"alpha {challenge.ranking.alpha}); order: mean of those ranks, ties by score")
+    if stability:
+        tau = stability["kendall_tau"]
+        lines.append(
+            f"bootstrap ({stability['method']}): {stability['samples']} resamples of the cases; Kendall's tau vs the full ranking: "
+            f"median {cell(tau['median'], 0)}, 95% interval {cell(tau['p2.5'], 0)} to {cell(tau['p97.5'], 0)}"
+        )
+    if significance:
+        lines.append(f"sig_rank: 1 + teams significantly better (pairwise Wilcoxon signed-rank, alpha {significance['alpha']})")
+    return "\n".join(lines)
+
+

@@ -19,7 +19,7 @@ from data_manifest.importers import import_dataset
 from data_manifest.io import atomic_write_text, read_mask
 from data_manifest.manifest import load_manifest
 from data_manifest.phantom import write_phantom_dataset
-from evaluator.cli import format_table
+from evaluator.ranking import format_table
 from evaluator.evaluate import evaluate_folder
 from evaluator.ranking import bootstrap_ranks, rank_teams, wilcoxon_significance
 
