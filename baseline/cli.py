@@ -201,10 +201,11 @@ def export_cmd(weights, fmt, out, force):
 @click.option("--adapt-bn", is_flag=True,
               help="First re-estimate the BatchNorm statistics on the input frames (AdaBN: label-free adaptation to a "
                    "scanner the network was not trained on; each prediction then depends on the whole folder; at least 8 frames).")
-@click.option("--standard-from", type=click.Choice(["mean", "segmentation", "head"]), default="mean", show_default=True,
-              help="Where p(standard plane) comes from: 'segmentation' applies the IUGC rule (both PS and FH visible) "
-                   "to the masks, the lower of the two structures' highest probability; 'head': the network's "
-                   "classification head; 'mean': the mean of the two (see the model card). Masks are the same.")
+@click.option("--standard-from", type=click.Choice(["head", "mean", "segmentation"]), default="head", show_default=True,
+              help="Where p(standard plane) comes from: 'head': the network's classification head; 'segmentation' "
+                   "applies the IUGC rule (both PS and FH visible) to the masks, the lower of the two structures' highest "
+                   "probability; 'mean': the mean of the two (better on a scanner training never saw; see the model "
+                   "card). Masks are the same.")
 def predict_cmd(input_dir, output_dir, weights, device, flip, complete, largest_component, fill_holes, ellipse_head, ellipse_ps,
                 smooth, adapt_bn, standard_from):
     """Write <case_id>.png masks (0/1/2, input size) and predictions.json (p, AoP, HSD).

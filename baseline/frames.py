@@ -13,7 +13,7 @@ validation block) the speckle is finer from top to bottom, and the network outli
 the bright streaks inside the pubic symphysis, too small a structure, which over-estimates
 the angle; a light low-pass before the network makes the symphysis whole again (its
 area 0.81 -> 0.95 of the expert's; model card), and leaves the training scanner's frames
-as they were (`python benchmarks/smoothing.py`)."""
+as they were (the smoothing study in docs/baseline.md)."""
 
 
 def to_network(image: np.ndarray, size: int, smooth: float = 0.0) -> np.ndarray:

@@ -28,7 +28,7 @@ class Steps:
     holes: bool = True
     ellipse: bool = True
     ellipse_ps: bool = True
-    standard_from: str = "mean"
+    standard_from: str = "head"
 
     def __post_init__(self):
         if self.standard_from not in STANDARD_SOURCES:
@@ -45,11 +45,13 @@ def standard_probability(probs: np.ndarray, p_head: float, source: str = "mean")
       the fetal head) applied to the segmentation: the lower of PS's and FH's highest
       probability in the frame. It reaches 0.5 only if the argmax shows both somewhere (a
       pixel where one class has probability >= 0.5 is that class's);
-    - "head": ``p_head`` unchanged;
-    - "mean" (the default): the mean of the two. On a scanner that training never saw the
-      head calls many real standard planes non-standard while the masks still show both
-      structures; on the training scanner the segmentation sees both structures in some
-      frames that lack one; the mean is never the worst of the three (see the model card).
+    - "head": ``p_head`` unchanged (prediction's default: with both scanners in training
+      it is the most accurate of the three on the validation block; model card);
+    - "mean" (this function's default, and training's during validation): the mean of the
+      two. On a scanner that training never saw the head calls many real standard planes
+      non-standard while the masks still show both structures; on the training scanner the
+      segmentation sees both structures in some frames that lack one; the mean is never
+      the worst of the three (docs/baseline.md).
 
     >>> probs = np.zeros((3, 4, 4), np.float32); probs[0] = 1; probs[:, 0, 0] = (0.25, 0.5, 0.25)
     >>> [standard_probability(probs, 0.75, s) for s in ("segmentation", "head", "mean")]  # no head in view

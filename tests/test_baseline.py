@@ -512,7 +512,9 @@ def test_a_structure_the_argmax_missed_is_completed_only_where_the_head_sees_a_s
     ps = completed == 1
     assert ps[20:40, 40:80].all() and ps.sum() == 20 * 40  # the PS region, at the frame's size
     assert (completed == 2).sum() == 60 * 60  # the head untouched
-    assert p == pytest.approx((0.4 + STANDARD) / 2)  # the segmentation's 0.4 (the PS is never the argmax) and the head's
+    assert p == STANDARD  # the head's: p(standard plane)'s default source
+    _, mean = finish(probs, STANDARD, (128, 128), Steps(ellipse=False, ellipse_ps=False, standard_from="mean"))
+    assert mean == pytest.approx((0.4 + STANDARD) / 2)  # the segmentation's 0.4 (the PS is never the argmax) and the head's
     assert not (finish(probs, STANDARD - 0.01, (128, 128))[0] == 1).any()  # not a standard plane: left missing
     assert not (finish(probs, 0.99, (128, 128), Steps(complete=False))[0] == 1).any()  # switched off
     with pytest.raises(ValueError, match=r"\(3, H, W\).*\(2, 64, 64\)"):
@@ -521,7 +523,7 @@ def test_a_structure_the_argmax_missed_is_completed_only_where_the_head_sees_a_s
         complete_structures(np.zeros((64, 64), np.uint8), probs[:2])
 
 
-def test_p_standard_averages_the_iugc_rule_on_the_segmentation_and_the_head():
+def test_p_standard_comes_from_the_head_the_iugc_rule_on_the_segmentation_or_their_mean():
     from baseline.postprocess import Steps, finish, standard_probability
 
     probs = np.zeros((3, 32, 32), np.float32)
@@ -530,7 +532,7 @@ def test_p_standard_averages_the_iugc_rule_on_the_segmentation_and_the_head():
     probs[:, 15:30, 5:25] = np.array([0.4, 0.0, 0.6])[:, None, None]  # a head, p(FH) 0.6
     assert standard_probability(probs, 0.1, "segmentation") == pytest.approx(0.6)  # the weaker structure decides
     assert standard_probability(probs, 0.1, "head") == pytest.approx(0.1)
-    assert standard_probability(probs, 0.1) == pytest.approx(0.35)  # the default: their mean
+    assert standard_probability(probs, 0.1) == pytest.approx(0.35)  # the function's default: their mean
     no_head = probs.copy()
     no_head[:, 15:30, 5:25] = np.array([0.7, 0.0, 0.3])[:, None, None]  # the head never the argmax
     assert standard_probability(no_head, 0.9, "segmentation") == pytest.approx(0.3)  # below 0.5: not standard
@@ -538,7 +540,7 @@ def test_p_standard_averages_the_iugc_rule_on_the_segmentation_and_the_head():
     reported = {source: finish(no_head, 0.9, (64, 64), Steps(standard_from=source)) for source in ("mean", "segmentation", "head")}
     assert all((mask == reported["head"][0]).all() for mask, _ in reported.values())
     assert [p for _, p in reported.values()] == [pytest.approx(0.6), pytest.approx(0.3), 0.9]
-    assert finish(no_head, 0.9, (64, 64))[1] == pytest.approx(0.6)  # the default is the mean
+    assert finish(no_head, 0.9, (64, 64))[1] == 0.9  # prediction's default: the head
     with pytest.raises(ValueError, match="standard_from must be one of .*'both'"):
         Steps(standard_from="both")
     with pytest.raises(ValueError, match=r"\(3, H, W\) softmax: got shape \(32, 32\)"):

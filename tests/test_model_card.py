@@ -52,13 +52,24 @@ def test_shipped_weights_reproduce_the_card_through_predict_and_evaluate(psfhs_d
     card = _card_module()
     name = list(card.VARIANTS)[0]
     measured = card.figures(tmp_path, "default", card.VARIANTS[name], name)
-    recorded = META["validation"][name]
-    assert measured["n_real"] == 101 and measured["n_classification"] == 150
-    for key in card.KEYS:
-        if recorded[key] is None:
-            assert measured[key] is None, key
-        else:
-            assert measured[key] == pytest.approx(recorded[key], abs=1e-6), key
+    assert set(measured) == set(META["shipped_on_validation"]) == {"pooled", "first scanner", "second scanner"}
+    assert [measured[g]["n_real"] for g in ("pooled", "first scanner", "second scanner")] == [154, 96, 58]
+    for group, recorded in META["shipped_on_validation"].items():
+        for key in card.KEYS:
+            if recorded[key] is None:
+                assert measured[group][key] is None, (group, key)
+            else:
+                assert measured[group][key] == pytest.approx(recorded[key], abs=1e-6), (group, key)
+
+
+def test_the_card_summary_quotes_the_held_out_figures_per_scanner_and_pooled():
+    text = (WEIGHTS / "MODEL_CARD.md").read_text()
+    summary = text[: text.index("## Training")]
+    default = next(iter(META["held_out"]["variants"].values()))
+    for group, figures in default.items():
+        row = next(line for line in summary.splitlines() if line.startswith(f"| {group} "))
+        assert f"{figures['dice_all']:.4f}" in row and f"{figures['psfhs_score']:.4f}" in row
+    assert "iugc baseline train" in summary and "--refit" in summary
 
 
 def test_onnx_export_of_the_shipped_weights_agrees_on_the_validation_block(psfhs_dir, tmp_path):
