@@ -119,6 +119,10 @@ def add_dataset(session: Session, slug: str, folder: str | Path, actor_id: int |
         raise InvalidRequest(f"{folder} is not a dataset from `iugc data import`: {exc}") from None
     if problems:
         raise InvalidRequest(f"{folder} fails `iugc data verify` ({len(problems)} problem(s)), first: {problems[0]}")
+    if "landmarks" in definition_of(phase.challenge).tasks and not any(c.aop_landmarks for c in manifest.cases):
+        raise InvalidRequest(f"{folder} has no landmark truth (PS1, PS2, FH1) for the landmark challenge {phase.challenge.name}; "
+                             f"import the release with `iugc data import --layout iugc2025`, or derive the points from masks "
+                             f"with `iugc data landmarks {folder}`")
     digest = hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
     if expected_sha256 is not None and expected_sha256.strip().lower() != digest:
         raise InvalidRequest(f"the sha256 of {folder / 'manifest.json'} is {digest}, not {expected_sha256.strip()!r}: check the folder")

@@ -315,3 +315,25 @@ def test_the_site_shows_the_landmark_challenge_and_ranks_it_in_pixels_and_degree
         assert ["close" in rows[0], "far" in rows[1]] == [True, True]  # mean rank: better on both metrics
     finally:
         next(site_iter, None)
+
+
+def test_a_landmark_phase_refuses_a_dataset_without_landmark_truth(psfhs_dir, tmp_path):
+    from submissions import admin, db
+    from submissions.exceptions import InvalidRequest
+    from tests.web_support import open_site
+
+    import_dataset("png", link_frames(tmp_path / "src", limit=3), tmp_path / "masks-only", progress=False)
+    (tmp_path / "site").mkdir()
+    site_iter = open_site(tmp_path / "site")
+    site = next(site_iter)
+    try:
+        with db.transaction(site.sessions) as session:
+            admin.init_challenge(session, "iugc2025")
+        with pytest.raises(InvalidRequest, match="no landmark truth .*`iugc data landmarks "):
+            with db.transaction(site.sessions) as session:
+                admin.add_dataset(session, "iugc2025-validation", tmp_path / "masks-only")
+        derive_landmarks(tmp_path / "masks-only", progress=False)
+        with db.transaction(site.sessions) as session:
+            assert admin.add_dataset(session, "iugc2025-validation", tmp_path / "masks-only").n_cases == 3
+    finally:
+        next(site_iter, None)
