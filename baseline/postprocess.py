@@ -35,7 +35,7 @@ class Steps:
             raise ValueError(f"standard_from must be one of {STANDARD_SOURCES}: got {self.standard_from!r}")
 
 
-def standard_probability(probs: np.ndarray, p_head: float, source: str = "mean") -> float:
+def standard_probability(probs: np.ndarray, p_head: float, source: str = "head") -> float:
     """p(standard plane) of one frame, from the network's softmax ``probs`` (3, H, W) and
     its classification head's probability ``p_head`` (in [0, 1]).
 
@@ -45,13 +45,12 @@ def standard_probability(probs: np.ndarray, p_head: float, source: str = "mean")
       the fetal head) applied to the segmentation: the lower of PS's and FH's highest
       probability in the frame. It reaches 0.5 only if the argmax shows both somewhere (a
       pixel where one class has probability >= 0.5 is that class's);
-    - "head": ``p_head`` unchanged (prediction's default: with both scanners in training
-      it is the most accurate of the three on the validation block; model card);
-    - "mean" (this function's default, and training's during validation): the mean of the
-      two. On a scanner that training never saw the head calls many real standard planes
-      non-standard while the masks still show both structures; on the training scanner the
-      segmentation sees both structures in some frames that lack one; the mean is never
-      the worst of the three (docs/baseline.md).
+    - "head" (the default): ``p_head`` unchanged; with both scanners in training it is the
+      most accurate of the three on the validation block (model card);
+    - "mean": the mean of the two. On a scanner that training never saw the head calls
+      many real standard planes non-standard while the masks still show both structures;
+      on the training scanner the segmentation sees both structures in some frames that
+      lack one; the mean is never the worst of the three (docs/baseline.md).
 
     >>> probs = np.zeros((3, 4, 4), np.float32); probs[0] = 1; probs[:, 0, 0] = (0.25, 0.5, 0.25)
     >>> [standard_probability(probs, 0.75, s) for s in ("segmentation", "head", "mean")]  # no head in view
@@ -190,7 +189,7 @@ def finish(probs: np.ndarray, p_head: float, shape: tuple[int, ...], steps: Step
 
     >>> probs = np.zeros((3, 4, 4), np.float32); probs[0] = 1
     >>> mask, p = finish(probs, 0.9, (8, 8)); mask.shape, p
-    ((8, 8), 0.45)
+    ((8, 8), 0.9)
     """
     p_standard = standard_probability(probs, p_head, steps.standard_from)
     mask = probs.argmax(0).astype(np.uint8)

@@ -532,7 +532,8 @@ def test_p_standard_comes_from_the_head_the_iugc_rule_on_the_segmentation_or_the
     probs[:, 15:30, 5:25] = np.array([0.4, 0.0, 0.6])[:, None, None]  # a head, p(FH) 0.6
     assert standard_probability(probs, 0.1, "segmentation") == pytest.approx(0.6)  # the weaker structure decides
     assert standard_probability(probs, 0.1, "head") == pytest.approx(0.1)
-    assert standard_probability(probs, 0.1) == pytest.approx(0.35)  # the function's default: their mean
+    assert standard_probability(probs, 0.1, "mean") == pytest.approx(0.35)
+    assert standard_probability(probs, 0.1) == pytest.approx(0.1)  # the default: the head
     no_head = probs.copy()
     no_head[:, 15:30, 5:25] = np.array([0.7, 0.0, 0.3])[:, None, None]  # the head never the argmax
     assert standard_probability(no_head, 0.9, "segmentation") == pytest.approx(0.3)  # below 0.5: not standard
