@@ -23,7 +23,6 @@ from typing import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from evaluator.evaluate import LANDMARKS_FILE
 from evaluator.exceptions import CancelledError, RetryableError, SubmissionError
 from submissions import queue
 from submissions.queue import Job
@@ -92,6 +91,8 @@ def keep_masks(storage, public_cases: bool, evaluate: Callable[[Path | None], di
         result = evaluate(Path(kept))
         if result.get("status") == "succeeded":
             result["output_masks"] = {p.stem: storage.put_bytes(p.read_bytes()) for p in sorted(Path(kept).glob("*.png"))}
+            from evaluator.evaluate import LANDMARKS_FILE  # here, not at start-up: it loads NumPy and OpenCV
+
             landmarks = Path(kept) / LANDMARKS_FILE
             if landmarks.is_file():
                 result["output_landmarks"] = storage.put_bytes(landmarks.read_bytes())
