@@ -1,0 +1,1 @@
+"""Generic helpers below every package: files written whole, hashes, signal handling."""
