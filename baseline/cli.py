@@ -242,7 +242,7 @@ def build_baseline_cmd(weights, force):
     from baseline.export import export_onnx
     from baseline.image import BASELINE_IMAGE, build_baseline
     from evaluator.evaluate import default_cache_dir
-    from evaluator.exceptions import RetryableError
+    from sandbox.exceptions import RetryableError
 
     cache = default_cache_dir().parent
     try:

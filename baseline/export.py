@@ -34,7 +34,7 @@ def export_onnx(weights: str | Path, out: str | Path, opset: int = 17) -> Path:
 def cached_default_onnx() -> Path:
     """The committed default weights exported to ONNX once, cached by their sha256."""
     from baseline.predict import WEIGHTS_DIR
-    from data_manifest.io import sha256_file
+    from common.files import sha256_file
     from evaluator.evaluate import default_cache_dir
 
     weights = WEIGHTS_DIR / "baseline.pt"

@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from evaluator import docker_engine as engine_api
-from evaluator.exceptions import RetryableError
-from evaluator.images import BASE_IMAGE, HASH_LABEL
+from sandbox import docker_engine as engine_api
+from sandbox.exceptions import RetryableError
+from sandbox.images import BASE_IMAGE, HASH_LABEL
 
 BASELINE_IMAGE = "iugc/baseline:latest"
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ WHEELS = ("numpy==2.2.6", "opencv-python-headless==4.12.0.88", "onnxruntime==1.2
 PLATFORM_ARGS = [arg for tag in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
                  for arg in ("--platform", tag)]
 # Only what baseline.submission imports: no PyTorch, no pydantic.
-SOURCES = ("challenge/__init__.py", "challenge/labels.py", "challenge/biometry.py", "challenge/landmarks.py",
+SOURCES = ("challenge/__init__.py", "challenge/labels.py", "challenge/biometry.py", "challenge/landmarks.py", "challenge/outputs.py",
            "baseline/__init__.py", "baseline/frames.py",
            "baseline/postprocess.py", "baseline/onnx_predict.py", "baseline/submission.py")
 

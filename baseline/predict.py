@@ -14,7 +14,9 @@ from baseline.model import BaselineNet
 from baseline.postprocess import Steps, finish
 from challenge.biometry import biometry
 from challenge.landmarks import landmarks_of
-from data_manifest.io import IMAGE_SUFFIXES, ReadError, atomic_write_bytes, atomic_write_text, case_id_of, encode_png, read_image
+from challenge.outputs import LANDMARKS_FILE, PROBABILITIES_FILE
+from common.files import atomic_write_bytes, atomic_write_text
+from data_manifest.io import IMAGE_SUFFIXES, ReadError, case_id_of, encode_png, read_image
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
@@ -246,8 +248,8 @@ def predict_folder(input_dir: Path, output_dir: Path, weights="default", device=
             points = landmarks_of(contour)
             if points is not None:
                 landmarks[case_id] = points
-        atomic_write_text(output_dir / "predictions.json", json.dumps(results, indent=1) + "\n")
-        atomic_write_text(output_dir / "landmarks.json", json.dumps(landmarks, indent=1) + "\n")
+        atomic_write_text(output_dir / PROBABILITIES_FILE, json.dumps(results, indent=1) + "\n")
+        atomic_write_text(output_dir / LANDMARKS_FILE, json.dumps(landmarks, indent=1) + "\n")
     except BaseException:  # interrupted or failed: no partial prediction folder is left to be scored
         for path in written:
             path.unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""The baseline as a submission: reads ``/input``, writes ``/output`` (docs/SUBMISSION.md).
+"""The baseline as a submission: reads ``/input``, writes ``/output`` (docs/submission.md).
 
 This is the entry point of the ``iugc/baseline`` image and of ``--runner local``. It needs
 only NumPy, OpenCV and ONNX Runtime (no PyTorch, no platform packages beyond the
@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 import cv2
+
+from challenge.outputs import LANDMARKS_FILE, PROBABILITIES_FILE
 
 IMAGE_MODEL = Path("/opt/iugc/model.onnx")
 BATCH = 8
@@ -65,7 +67,7 @@ def run(input_dir: Path, output_dir: Path, model: Path, threads: int | None = No
             else:
                 cv2.imwrite(str(output_dir / f"{case['case_id']}.png"), mask)
                 answers[case["case_id"]] = {"p_standard_plane": round(p, 6)}
-    (output_dir / ("landmarks.json" if wants_landmarks else "predictions.json")).write_text(json.dumps(answers))
+    (output_dir / (LANDMARKS_FILE if wants_landmarks else PROBABILITIES_FILE)).write_text(json.dumps(answers))
     print(f"predicted {len(answers)} of {len(cases)} cases")
     return 1 if failed and not answers else 0
 

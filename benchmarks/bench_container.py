@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from challenge.definition import load_challenge  # noqa: E402
 from data_manifest.importers import import_dataset  # noqa: E402
-from evaluator import docker_engine  # noqa: E402
-from evaluator.docker_engine import Limits  # noqa: E402
-from evaluator.evaluate_image import evaluate_image  # noqa: E402
-from evaluator.images import build_base  # noqa: E402
+from sandbox import docker_engine  # noqa: E402
+from sandbox.docker_engine import Limits  # noqa: E402
+from sandbox.evaluate_image import evaluate_image  # noqa: E402
+from sandbox.images import build_base  # noqa: E402
 
 PSFHS = ROOT.parent / "shared" / "data" / "psfhs"
 NULL_SUBMISSION = '''

@@ -4,7 +4,7 @@ A challenge names its tasks, metrics, AoP method, worst-case values, the policy 
 undefined biometry, its score formula, its ranking methods and its phases with their
 limits. A new challenge is a new file in ``challenge/definitions/`` (or any path given to
 :func:`load_challenge`), not new code. The format is documented in
-``docs/CHALLENGE_DEFINITION.md``.
+``docs/challenge-definition.md``.
 """
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ class Phase(_Strict):
 
 
 class ChallengeDefinition(_Strict):
-    """A validated challenge definition (see ``docs/CHALLENGE_DEFINITION.md``)."""
+    """A validated challenge definition (see ``docs/challenge-definition.md``)."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     title: str

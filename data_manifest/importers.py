@@ -6,7 +6,7 @@ Layouts (``iugc data import --layout``):
   and ``label_mha/<id>.mha`` (0/1/2).
 * ``png`` -- ``images/<id>.png`` and ``masks/<id>.png`` (0/1/2 or raw 0/7/8); a frame with
   no mask is imported unlabelled.
-* ``iugc2024`` -- the IUGC 2024 release as described in ``docs/CHALLENGE_DEFINITION.md``:
+* ``iugc2024`` -- the IUGC 2024 release as described in ``docs/challenge-definition.md``:
   ``videos/<video>.avi``, ``seg/<video>/<frame>.png`` masks with raw 7/8 labels,
   ``classification.csv`` (``video,frame,label``, 1 = standard plane) and
   ``landmark.json`` (``{"<video>_<frame>": {"ps_points", "hsd_point", "aop_tangency",
@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from challenge.labels import FH, PS
-from data_manifest.io import ReadError, case_id_of, commit_folder, encode_png, is_new_folder, read_image, read_mask, sha256_bytes, stage_folder
+from common.files import commit_folder, is_new_folder, sha256_bytes, stage_folder
+from data_manifest.io import ReadError, case_id_of, encode_png, read_image, read_mask
 from data_manifest.manifest import CASE_ID, MANIFEST_NAME, CaseRecord, Manifest, ManifestError, load_manifest, write_manifest
 
 LAYOUTS = ("psfhs", "png", "iugc2024", "iugc2025")

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
-from data_manifest.io import atomic_write_text
+from common.files import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "iugc-dataset/1"

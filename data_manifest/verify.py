@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from data_manifest.importers import structures_present
-from data_manifest.io import ReadError, read_image, read_mask, sha256_file
+from common.files import sha256_file
+from data_manifest.io import ReadError, read_image, read_mask
 from data_manifest.manifest import ManifestError, load_manifest
 
 

@@ -15,7 +15,6 @@ cases are spread over the available cores.
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -28,7 +27,9 @@ import numpy as np
 from challenge.biometry import Biometry, biometry
 from challenge.definition import ChallengeDefinition
 from challenge.landmarks import checked_landmarks
-from data_manifest.io import MASK_SUFFIXES, ReadError, case_id_of, read_mask, sha256_bytes, sha256_file
+from challenge.outputs import LANDMARKS_FILE, PROBABILITIES_FILE, valid_probability
+from common.files import sha256_bytes, sha256_file
+from data_manifest.io import MASK_SUFFIXES, ReadError, case_id_of, read_mask
 from data_manifest.manifest import MANIFEST_NAME, load_manifest
 from evaluator.provenance import provenance
 from evaluator.scores import (
@@ -43,14 +44,7 @@ from evaluator.scores import (
     worst_case_values,
 )
 
-PROBABILITIES_FILE = "predictions.json"
-LANDMARKS_FILE = "landmarks.json"
 CACHE_VERSION = "3"  # 3: the ellipse method leaves AoP undefined (not 0) at 5 points or fewer
-
-
-def valid_probability(p) -> bool:
-    """Whether ``p`` is a usable p(standard plane): a real number, finite, in [0, 1]."""
-    return isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and 0 <= p <= 1
 
 
 class EvaluationInputError(ValueError):
@@ -373,8 +367,8 @@ def _init_worker(challenge: ChallengeDefinition, cache_dir: Path | None) -> None
 
 
 def _init_pool_worker(challenge: ChallengeDefinition, cache_dir: Path | None) -> None:
-    """A forked pool worker's set-up: :func:`evaluator.signals.pool_worker_signals`, then the state."""
-    from evaluator.signals import pool_worker_signals
+    """A forked pool worker's set-up: :func:`common.signals.pool_worker_signals`, then the state."""
+    from common.signals import pool_worker_signals
 
     pool_worker_signals()
     _init_worker(challenge, cache_dir)
@@ -401,7 +395,7 @@ def evaluate_folder(
     split: str | None = None,
     case_ids=None,
 ) -> dict:
-    """Evaluate every truth case; returns the result document (see ``docs/SUBMISSION.md``).
+    """Evaluate every truth case; returns the result document (see ``docs/submission.md``).
 
     ``split`` (a manifest split name) and ``case_ids`` (an iterable of ids) select the
     cases scored; None: all. ``jobs`` defaults to the number of usable cores;

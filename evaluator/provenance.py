@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 from challenge.definition import ChallengeDefinition
-from data_manifest.io import sha256_bytes
+from common.files import sha256_bytes
 
 
 @lru_cache(maxsize=1)

@@ -8,7 +8,7 @@
 * ``test-then-rank`` -- the PSFHS 2023 final-ranking rule: on each ranking metric, one-sided
   Wilcoxon signed-rank tests on paired per-case values; a team's rank on the metric is
   1 + the number of teams significantly better; teams ordered by the mean of those ranks,
-  ties broken by the score (see docs/CHALLENGE_DEFINITION.md).
+  ties broken by the score (see docs/challenge-definition.md).
 * Pairwise two-sided Wilcoxon tests on per-case scores (``--wilcoxon``, a summary column).
 
 Results ranked together must cover the same cases (:func:`case_set_problem`);

@@ -268,8 +268,8 @@ def write_report(report_dir: Path, results, failed, notes, challenge, samples, s
     import multiprocessing
     import os
 
-    from data_manifest.io import is_new_folder, staged_folder
-    from evaluator.signals import pool_worker_signals
+    from common.files import is_new_folder, staged_folder
+    from common.signals import pool_worker_signals
 
     if not is_new_folder(report_dir):
         raise ReportError(f"--report {report_dir}: exists and is not an empty folder; name a new folder")

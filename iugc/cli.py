@@ -8,9 +8,9 @@ import click
 from baseline.cli import baseline_group, build_baseline_cmd
 from challenge.cli import challenge_group
 from data_manifest.cli import data_group
-from evaluator.cli import biometry_cmd, docker_group, evaluate_cmd, evaluate_image_cmd, rank_cmd
-from evaluator.kit_cli import export_base_cmd, kit_group
-from evaluator.signals import interrupt_on_signals
+from evaluator.cli import biometry_cmd, evaluate_cmd, rank_cmd
+from sandbox.cli import docker_group, evaluate_image_cmd, kit_group
+from common.signals import interrupt_on_signals
 from leaderboard.cli import serve_cmd, submit_cmd
 from submissions.cli import admin_group, db_group, worker_cmd
 
@@ -36,9 +36,11 @@ class _Cancellable(click.Group):
 
 @click.group(cls=_Cancellable, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """IUGC challenge platform: data, evaluation and ranking for intrapartum ultrasound.
+    """IUGC challenge platform: data, evaluation, ranking, the baseline, the sandbox
+    and the challenge site for intrapartum ultrasound.
 
-    Start with `iugc demo`; every command has its own --help.
+    Start with `make demo` in the checkout (it sets up and serves the site; `iugc demo`
+    ranks stand-in teams in the terminal); every command has its own --help.
     """
 
 
@@ -75,7 +77,6 @@ main.add_command(biometry_cmd)
 main.add_command(rank_cmd)
 main.add_command(evaluate_image_cmd)
 docker_group.add_command(build_baseline_cmd)
-docker_group.add_command(export_base_cmd)
 main.add_command(kit_group)
 main.add_command(docker_group)
 main.add_command(db_group)

@@ -16,7 +16,8 @@ import numpy as np
 from challenge.definition import load_challenge
 from challenge.labels import PS
 from data_manifest.importers import import_dataset
-from data_manifest.io import atomic_write_text, read_mask
+from common.files import atomic_write_text
+from data_manifest.io import read_mask
 from data_manifest.manifest import load_manifest
 from data_manifest.phantom import write_phantom_dataset
 from evaluator.ranking import format_table

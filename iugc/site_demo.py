@@ -125,8 +125,8 @@ def _docker_baseline() -> bool:
     """Whether a Docker engine answers and holds iugc/baseline:latest."""
     from docker.errors import ImageNotFound
 
-    from evaluator import docker_engine
-    from evaluator.exceptions import RetryableError
+    from sandbox import docker_engine
+    from sandbox.exceptions import RetryableError
 
     try:
         docker_engine.client().images.get("iugc/baseline:latest")
@@ -228,8 +228,8 @@ def _submit_baseline(instance: Path, sessions, storage, name: str, data: Path) -
     from sqlalchemy import select
 
     from challenge.definition import load_challenge
-    from evaluator.docker_engine import Limits
-    from evaluator.evaluate_image import evaluate_image
+    from sandbox.docker_engine import Limits
+    from sandbox.evaluate_image import evaluate_image
     from submissions import admin, queue
     from submissions.models import Challenge, Submission, Team
     from submissions.uploads import submit

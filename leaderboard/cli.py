@@ -136,7 +136,7 @@ def _fork_server(listener, listeners: list, threads: int, grace: float) -> int:
         for other in listeners:
             if other is not listener:
                 other.close()
-        from evaluator.signals import interrupt_on_signals
+        from common.signals import interrupt_on_signals
         from leaderboard.app import create_app
 
         interrupt_on_signals()  # this process's own: SIGTERM ends it gracefully, as the first

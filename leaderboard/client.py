@@ -40,8 +40,8 @@ def save_image(reference: str, dest: Path, progress: bool = True) -> Path:
     """``docker save`` an image reference to ``dest`` (streamed)."""
     from tqdm import tqdm
 
-    from evaluator import docker_engine
-    from evaluator.exceptions import RetryableError
+    from sandbox import docker_engine
+    from sandbox.exceptions import RetryableError
 
     try:
         engine = docker_engine.client()

@@ -3,7 +3,7 @@
 Both runners follow ``provision -> execute -> collect_outputs -> deprovision``:
 
 - :class:`DockerRunner` runs an untrusted image in a hardened container
-  (:mod:`evaluator.docker_engine`). ``/output`` is a host tmpfs of the phase's output
+  (:mod:`sandbox.docker_engine`). ``/output`` is a host tmpfs of the phase's output
   size when the worker may mount one (root), so writing past the limit fails inside the
   container; otherwise a watcher stops the container once the folder passes the limit.
 - :class:`LocalRunner` runs a *trusted* command (the baseline) as a subprocess with the
@@ -30,10 +30,10 @@ from pathlib import Path
 
 from data_manifest.io import encode_png, read_image
 from data_manifest.manifest import load_manifest
-from evaluator import docker_engine as engine_api
-from evaluator.docker_engine import Limits
-from evaluator.exceptions import CancelledError, SubmissionError
-from evaluator.outputs import CollectedOutputs, collect_outputs
+from sandbox import docker_engine as engine_api
+from sandbox.docker_engine import Limits
+from sandbox.exceptions import CancelledError, SubmissionError
+from sandbox.outputs import CollectedOutputs, collect_outputs
 
 CASES_FILE = "cases.json"
 OWNER_FILE = ".owner"

@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 
 from challenge.definition import ChallengeDefinition
-from evaluator.container_runner import DockerRunner, LocalRunner, cleanup_stale, failure_of, input_cases
-from evaluator.docker_engine import Limits
-from evaluator.evaluate import LANDMARKS_FILE, discover_truth, evaluate_folder, truth_provenance
-from evaluator.exceptions import RetryableError, SubmissionError
+from sandbox.container_runner import DockerRunner, LocalRunner, cleanup_stale, failure_of, input_cases
+from sandbox.docker_engine import Limits
+from challenge.outputs import LANDMARKS_FILE
+from evaluator.evaluate import discover_truth, evaluate_folder, truth_provenance
+from sandbox.exceptions import RetryableError, SubmissionError
 
 
 def _failed(error: SubmissionError, **extra) -> dict:
@@ -72,7 +73,7 @@ def evaluate_image(
     if runner not in ("docker", "local"):
         raise ValueError(f"runner must be 'docker' or 'local', got {runner!r}")
     if runner == "docker":
-        from evaluator import docker_engine
+        from sandbox import docker_engine
 
         engine = engine or docker_engine.client()
         docker_engine.check_host(limits, docker_engine.host_resources(engine), phase)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from challenge.landmarks import checked_landmarks
-from evaluator.evaluate import LANDMARKS_FILE, PROBABILITIES_FILE, valid_probability
+from challenge.outputs import LANDMARKS_FILE, PROBABILITIES_FILE, valid_probability
 
 MAX_MASK_BYTES = 64 << 20
 MAX_JSON_BYTES = 16 << 20

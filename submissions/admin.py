@@ -72,7 +72,7 @@ def init_challenge(session: Session, name_or_path: str | Path, actor_id: int | N
     challenge = Challenge(name=definition.name, title=definition.title, definition=document, definition_sha256=digest)
     session.add(challenge)
     for phase in definition.phases:
-        from evaluator.docker_engine import Limits
+        from sandbox.docker_engine import Limits
 
         limits = Limits.from_phase(phase)
         session.add(Phase(

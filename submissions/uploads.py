@@ -2,7 +2,7 @@
 quotas, then the records and the stored archive, or nothing at all.
 
 The archive is streamed to a staging file (never held in memory) and checked by
-``evaluator.intake.check_archive`` before anything is kept. The quota check and the
+``sandbox.intake.check_archive`` before anything is kept. The quota check and the
 insert happen in one transaction holding the team's row lock (``SELECT ... FOR UPDATE``
 on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises writers), so concurrent uploads
 from one team cannot both take the last slot.
@@ -16,8 +16,8 @@ from typing import BinaryIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from evaluator.exceptions import SubmissionError
-from evaluator.intake import check_archive
+from sandbox.exceptions import SubmissionError
+from sandbox.intake import check_archive
 from submissions import admin
 from submissions.db import transaction
 from submissions.exceptions import Conflict, Forbidden, InvalidArchive, QuotaExceeded

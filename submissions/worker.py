@@ -4,10 +4,10 @@
 N threads fed from the database, one heartbeat thread that also runs the reaper. At
 start it requeues what its own previous process left running on this host (the owner
 process is gone, so there is no need to wait for the heartbeat timeout) and removes that
-run's containers and folders (``evaluator.container_runner.cleanup_stale``).
+run's containers and folders (``sandbox.container_runner.cleanup_stale``).
 
 :func:`run_job` is the real evaluation: the archive from storage, loaded once per engine,
-then ``evaluator.evaluate_image.evaluate_image`` as it is; there is no other way to run
+then ``sandbox.evaluate_image.evaluate_image`` as it is; there is no other way to run
 an image.
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ from typing import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from evaluator.exceptions import CancelledError, RetryableError, SubmissionError
+from challenge.outputs import LANDMARKS_FILE
+from sandbox.exceptions import CancelledError, RetryableError, SubmissionError
 from submissions import queue
 from submissions.queue import Job
 
@@ -50,11 +51,11 @@ def evaluator_version() -> str:
 def run_job(job: Job, storage) -> dict:
     """The real evaluation of a job on this machine's Docker engine."""
     from challenge.definition import ChallengeDefinition
-    from evaluator import docker_engine
-    from evaluator.docker_engine import Limits
+    from sandbox import docker_engine
+    from sandbox.docker_engine import Limits
     from evaluator.evaluate import default_cache_dir
-    from evaluator.evaluate_image import evaluate_image
-    from evaluator.intake import load_archive
+    from sandbox.evaluate_image import evaluate_image
+    from sandbox.intake import load_archive
 
     if job.dataset_path is None:
         raise RetryableError("no dataset is registered for this phase (`iugc admin add-dataset`)")
@@ -91,8 +92,6 @@ def keep_masks(storage, public_cases: bool, evaluate: Callable[[Path | None], di
         result = evaluate(Path(kept))
         if result.get("status") == "succeeded":
             result["output_masks"] = {p.stem: storage.put_bytes(p.read_bytes()) for p in sorted(Path(kept).glob("*.png"))}
-            from evaluator.evaluate import LANDMARKS_FILE  # here, not at start-up: it loads NumPy and OpenCV
-
             landmarks = Path(kept) / LANDMARKS_FILE
             if landmarks.is_file():
                 result["output_landmarks"] = storage.put_bytes(landmarks.read_bytes())
@@ -161,8 +160,8 @@ class WorkerPool:
         return self
 
     def _cleanup_engine(self) -> None:
-        from evaluator import docker_engine
-        from evaluator.container_runner import cleanup_stale
+        from sandbox import docker_engine
+        from sandbox.container_runner import cleanup_stale
 
         try:
             removed = cleanup_stale(docker_engine.client())

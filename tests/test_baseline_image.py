@@ -10,8 +10,8 @@ import pytest
 
 from challenge.definition import load_challenge
 from data_manifest.importers import import_dataset
-from evaluator.docker_engine import Limits
-from evaluator.evaluate_image import evaluate_image
+from sandbox.docker_engine import Limits
+from sandbox.evaluate_image import evaluate_image
 from tests.conftest import ROOT
 from tests.docker_support import require_engine
 
@@ -50,7 +50,7 @@ def onnx_model(checkpoint, tmp_path_factory):
 def baseline_image(onnx_model, tmp_path_factory):
     from baseline.image import BASELINE_IMAGE, build_baseline
     from evaluator.evaluate import default_cache_dir
-    from evaluator.images import build_base
+    from sandbox.images import build_base
 
     engine = require_engine()
     build_base(progress=False, engine=engine)
@@ -124,7 +124,7 @@ def test_local_runner_stops_when_cancelled(cases, onnx_model, tmp_path, monkeypa
     import threading
     import time
 
-    from evaluator.exceptions import CancelledError
+    from sandbox.exceptions import CancelledError
 
     monkeypatch.setenv("IUGC_WORK_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("IUGC_MODEL", str(onnx_model))

@@ -129,7 +129,7 @@ def test_baseline_train_ends_on_a_signal_with_whole_checkpoints(psfhs_dir, tmp_p
 
 _POOL_PROBE = """
 import multiprocessing, time
-from evaluator.signals import interrupt_on_signals
+from common.signals import interrupt_on_signals
 
 interrupt_on_signals()
 with multiprocessing.get_context("fork").Pool(2) as pool:  # leaving the block terminates the workers (SIGTERM)

@@ -1,4 +1,4 @@
-"""The corner-case table of docs/CHALLENGE_DEFINITION.md, one test per row and challenge.
+"""The corner-case table of docs/challenge-definition.md, one test per row and challenge.
 
 Each row is a truth/prediction pair built from a real PSFHS frame, scored by
 `evaluate_folder`; the expected values come from the independent oracles (SimpleITK for

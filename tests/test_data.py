@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from data_manifest.importers import ImportProblems, import_dataset
-from data_manifest.io import read_image, read_mask, sha256_file, staged_folder
+from common.files import sha256_file, staged_folder
+from data_manifest.io import read_image, read_mask
 from data_manifest.manifest import load_manifest, write_manifest
 from data_manifest.phantom import phantom_frame, write_phantom_dataset, write_phantom_iugc2024
 from data_manifest.split import parse_blocks, split_by_blocks, split_by_video

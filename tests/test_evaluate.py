@@ -199,7 +199,7 @@ import json, multiprocessing, os, signal, sys, time
 
 from challenge.definition import load_challenge
 from evaluator import evaluate
-from evaluator.signals import interrupt_on_signals
+from common.signals import interrupt_on_signals
 
 SIG = int(sys.argv[1])
 

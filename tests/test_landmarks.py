@@ -256,7 +256,7 @@ def test_iugc_rank_and_its_report_take_landmark_results_unchanged(pointed, tmp_p
 
 
 def test_the_sandbox_keeps_only_checked_landmarks_and_names_each_bad_case(tmp_path):
-    from evaluator.outputs import collect_outputs
+    from sandbox.outputs import collect_outputs
 
     shapes = {"a": (100, 120), "b": (100, 120), "c": (100, 120), "d": (100, 120)}
     out = tmp_path / "out"

@@ -7,19 +7,21 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Each package may import only the packages listed for it (its lower layers).
 ALLOWED = {
-    "challenge": set(),
-    "data_manifest": {"challenge"},
-    "evaluator": {"challenge", "data_manifest"},
-    # The baseline validates through the evaluator (issue 3), which comes before it in the
-    # package list; it must not import submissions or leaderboard.
-    "baseline": {"challenge", "data_manifest", "evaluator"},
-    "submissions": {"challenge", "data_manifest", "evaluator"},
-    "leaderboard": {"challenge", "data_manifest", "evaluator", "submissions"},
-    "iugc": {"challenge", "data_manifest", "evaluator", "baseline", "submissions", "leaderboard"},
+    "common": set(),  # generic helpers: files written whole, hashes, signal handling
+    "challenge": {"common"},
+    "data_manifest": {"common", "challenge"},
+    "evaluator": {"common", "challenge", "data_manifest"},  # scoring and ranking only
+    "sandbox": {"common", "challenge", "data_manifest", "evaluator"},  # runs untrusted images, scores through the evaluator
+    # the baseline validates through the evaluator and builds its image with the sandbox
+    "baseline": {"common", "challenge", "data_manifest", "evaluator", "sandbox"},
+    "submissions": {"common", "challenge", "data_manifest", "evaluator", "sandbox"},
+    "leaderboard": {"common", "challenge", "data_manifest", "evaluator", "sandbox", "submissions"},
+    "iugc": {"common", "challenge", "data_manifest", "evaluator", "sandbox", "baseline", "submissions", "leaderboard"},
 }
 
 
-def imported_packages(path: Path) -> set[str]:
+def imported_modules(path: Path) -> set[str]:
+    """Every top-level name ``path`` imports (absolute imports), ours or not."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found = set()
     for node in ast.walk(tree):
@@ -27,7 +29,11 @@ def imported_packages(path: Path) -> set[str]:
             found.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.add(node.module.split(".")[0])
-    return found & set(ALLOWED)
+    return found
+
+
+def imported_packages(path: Path) -> set[str]:
+    return imported_modules(path) & set(ALLOWED)
 
 
 @pytest.mark.parametrize("package", sorted(p for p in ALLOWED if (ROOT / p).is_dir()))
@@ -43,3 +49,16 @@ def test_checker_sees_an_upward_import(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("from evaluator.metrics import dice\nimport data_manifest.io\n")
     assert imported_packages(module) == {"evaluator", "data_manifest"}
+
+
+def test_scoring_runs_no_container():
+    """The evaluator scores and ranks; only the sandbox talks to a container engine."""
+    bad = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "evaluator").rglob("*.py"))
+           if imported_modules(path) & {"docker", "sandbox"}]
+    assert not bad, f"modules of evaluator/ that import docker or the sandbox: {bad}"
+
+
+def test_every_package_is_in_the_layering():
+    """A new top-level package must take its place in ALLOWED (and so in the layers)."""
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "benchmarks"}
+    assert packages <= set(ALLOWED), f"packages missing from ALLOWED: {sorted(packages - set(ALLOWED))}"

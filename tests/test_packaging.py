@@ -5,7 +5,7 @@ import subprocess
 import sys
 import zipfile
 
-from evaluator.kit import TEMPLATE_FILES
+from sandbox.kit import TEMPLATE_FILES
 from tests.conftest import ROOT
 
 
@@ -19,7 +19,7 @@ def test_the_wheel_carries_the_weights_and_the_challenge_definitions(tmp_path):
         names = set(archive.namelist())
         definitions = {p.relative_to(ROOT).as_posix() for p in (ROOT / "challenge" / "definitions").glob("*.yaml")}
         assert definitions and definitions <= names
-        kit = {f"evaluator/kit_template/{name}" for name in TEMPLATE_FILES}
+        kit = {f"sandbox/kit_template/{name}" for name in TEMPLATE_FILES}
         assert kit <= names, sorted(kit - names)  # `iugc kit new` from a plain install
         migrations = {p.relative_to(ROOT).as_posix() for p in (ROOT / "submissions" / "migrations").rglob("*") if p.suffix in (".py", ".mako")}
         assert "submissions/migrations/script.py.mako" in migrations and migrations <= names  # `iugc db upgrade` needs them

@@ -21,10 +21,10 @@ import pytest
 
 from challenge.definition import load_challenge
 from data_manifest.importers import import_dataset
-from evaluator import docker_engine
-from evaluator.docker_engine import Host, Limits
-from evaluator.evaluate_image import evaluate_image
-from evaluator.exceptions import HostLimitError, RetryableError, SubmissionError
+from sandbox import docker_engine
+from sandbox.docker_engine import Host, Limits
+from sandbox.evaluate_image import evaluate_image
+from sandbox.exceptions import HostLimitError, RetryableError, SubmissionError
 from tests.conftest import ROOT
 from tests.docker_support import require_engine
 

@@ -1,11 +1,13 @@
-"""Walk the README as a new user would: every command line of its code blocks, in order,
-in a temporary folder, on a few real frames, each checked to exit as documented.
+"""Walk the README and the guides as a new user would: every command line of their code
+blocks, in order, in a temporary folder, on a few real frames, each checked to exit as
+documented.
 
-The commands are read from README.md itself. Each must match one rule of ``WALK`` (the
+The commands are read from the pages themselves (``PAGES``, in that order; a command
+already run by an earlier page is not run again). Each must match one rule of ``WALK`` (the
 first that matches): a rule says what to prepare, what to substitute (placeholders such
 as ``frames/`` or ``...``, training lengths cut to one epoch) and what to check, or why
-the walk skips it. A README command no rule matches fails the test, naming it: when the
-README changes, add or adjust its rule here.
+the walk skips it. A documented command no rule matches fails the test, naming it: when a
+page changes, add or adjust its rule here.
 
 Placeholders are filled with real PSFHS frames: ``../shared/data/psfhs`` (relative to the
 walk's folder) holds 12 frames of the train blocks and 14 of the validation blocks,
@@ -38,6 +40,21 @@ pytestmark = pytest.mark.xdist_group("docker")
 # validation=04206-04301+04344-04401): 12 train and 14 validation frames.
 TRAIN_IDS = [f"0{n}" for n in [*range(3744, 3752), *range(4302, 4306)]]
 VALIDATION_IDS = [f"0{n}" for n in [*range(4206, 4210), *range(4344, 4354)]]
+
+
+# the order a new user reads them in: the data and evaluation guides prepare what the
+# README's later blocks and the baseline and sandbox guides use
+PAGES = ["docs/data.md", "docs/evaluation.md", "README.md", "docs/baseline.md", "docs/sandbox.md"]
+
+
+def documented_commands() -> list[str]:
+    """Every page's commands in ``PAGES`` order, each once."""
+    commands: list[str] = []
+    for page in PAGES:
+        for command in readme_commands((ROOT / page).read_text(encoding="utf-8")):
+            if command not in commands:
+                commands.append(command)
+    return commands
 
 
 def readme_commands(text: str) -> list[str]:
@@ -141,7 +158,7 @@ LOADED: list[str] = []  # images the walk's `docker load` adds, removed at the e
 
 def _team_archive(walk: Path) -> None:
     """team.tar: a tiny non-root image saved with `docker save` (loaded again by the walk)."""
-    from evaluator import docker_engine
+    from sandbox import docker_engine
     from tests.test_platform_faults import _inert_image
 
     engine = docker_engine.client()
@@ -157,7 +174,7 @@ def _team_archive(walk: Path) -> None:
 def remove_loaded():
     yield
     if LOADED:
-        from evaluator import docker_engine
+        from sandbox import docker_engine
 
         engine = docker_engine.client()
         for tag in LOADED:
@@ -262,7 +279,7 @@ def _step(command: str) -> Step:
     for step in WALK:
         if re.search(step.pattern, command):
             return step
-    raise AssertionError(f"README command not covered by the walk: {command!r}; add a Step for it to WALK in {__file__}")
+    raise AssertionError(f"documented command not covered by the walk: {command!r}; add a Step for it to WALK in {__file__}")
 
 
 def _available(need: str | None) -> str | None:
@@ -274,8 +291,8 @@ def _available(need: str | None) -> str | None:
         except ImportError:
             return "the baseline extras (torch, onnxruntime) are not installed"
     if need == "docker":
-        from evaluator import docker_engine
-        from evaluator.exceptions import RetryableError
+        from sandbox import docker_engine
+        from sandbox.exceptions import RetryableError
 
         try:
             docker_engine.client()
@@ -287,7 +304,7 @@ def _available(need: str | None) -> str | None:
 
 
 def test_every_readme_command_has_a_step():
-    commands = readme_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    commands = documented_commands()
     assert len(commands) > 20
     for command in commands:
         _step(command)
@@ -302,7 +319,7 @@ def test_walk_the_readme(psfhs_dir, tmp_path, remove_loaded):
     env = {**os.environ, "IUGC_CACHE_DIR": str(tmp_path / "cache"), "IUGC_WORK_DIR": str(tmp_path / "work"),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     skipped, timings = [], []
-    for command in readme_commands((ROOT / "README.md").read_text(encoding="utf-8")):
+    for command in documented_commands():
         step = _step(command)
         reason = step.skip or _available(step.needs)
         if reason:

@@ -30,7 +30,7 @@ SLOW = "iugc-test/slow-baseline:latest"
 
 @pytest.fixture(scope="module")
 def slow_image(baseline_image, tmp_path_factory):
-    from evaluator.docker_engine import build_image
+    from sandbox.docker_engine import build_image
 
     engine, image = baseline_image
     context = tmp_path_factory.mktemp("slow")

@@ -195,7 +195,7 @@ def test_the_embedded_pool_completes_every_evaluation_exactly_once(service):
 
 
 def test_a_platform_fault_in_the_pool_is_retried_and_a_stopped_pool_gives_work_back(service):
-    from evaluator.exceptions import RetryableError
+    from sandbox.exceptions import RetryableError
 
     alpha = service.participant("a@example.org", "alpha")
     _submit(service, alpha, 1)

@@ -143,8 +143,8 @@ def dataset(psfhs_dir, tmp_path_factory):
 
 def test_the_worker_keeps_the_scored_masks_of_a_public_phase_and_nothing_of_a_hidden_one(dataset, tmp_path, monkeypatch):
     pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
-    from evaluator.docker_engine import Limits
-    from evaluator.evaluate_image import evaluate_image
+    from sandbox.docker_engine import Limits
+    from sandbox.evaluate_image import evaluate_image
     from submissions.storage import LocalStorage
 
     monkeypatch.setenv("IUGC_WORK_DIR", str(tmp_path / "work"))

@@ -1,5 +1,5 @@
 """The web pages through Flask's test client, on the service's records: the overview from
-the challenge definition and docs/SUBMISSION.md, leaderboards (values, ranking methods,
+the challenge definition and docs/submission.md, leaderboards (values, ranking methods,
 who sees which phase, the final phase before and after publishing), teams and
 invitations, uploads, the team's submissions with live status, cancel, the submission
 detail, and the organizer's pages."""
@@ -54,7 +54,7 @@ def test_the_overview_shows_the_challenge_its_phases_and_how_to_submit(site):
     assert "5 min" in page and "8 GB" in page  # sanity-check limits: 300 s, 8192 MB
     assert "How to build a submission" in page and "iugc docker build-baseline" in page
     guide = site.client().get("/how-to-submit")
-    assert "What the sandbox enforces" in text(guide)  # rendered from docs/SUBMISSION.md
+    assert "What the sandbox enforces" in text(guide)  # rendered from docs/submission.md
     assert "<strong>What the sandbox enforces</strong>" in guide.get_data(as_text=True)
     assert '<h2 id="the-container">The container</h2>' in guide.get_data(as_text=True)
 

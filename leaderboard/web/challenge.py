@@ -1,5 +1,5 @@
 """The challenge overview ``/``: tasks, data, rules, phases with dates, limits and quotas
-(from the challenge definitions as loaded), and how to build a submission (docs/SUBMISSION.md)."""
+(from the challenge definitions as loaded), and how to build a submission (docs/submission.md)."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -16,7 +16,7 @@ from submissions.uploads import quota
 from leaderboard.web.security import page
 
 bp = Blueprint("challenge", __name__)
-GUIDE = Path(__file__).resolve().parents[2] / "docs" / "SUBMISSION.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "submission.md"
 
 
 @lru_cache(maxsize=1)
@@ -27,7 +27,7 @@ def _guide_html(mtime: float) -> Markup:
 
 
 def guide_html() -> Markup | None:
-    """docs/SUBMISSION.md as HTML (our own file, so trusted), or None when not shipped."""
+    """docs/submission.md as HTML (our own file, so trusted), or None when not shipped."""
     return _guide_html(GUIDE.stat().st_mtime) if GUIDE.is_file() else None
 
 

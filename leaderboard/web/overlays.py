@@ -29,9 +29,10 @@ from sqlalchemy.orm import Session
 from challenge.biometry import Biometry, biometry
 from challenge.labels import FH, PS
 from challenge.landmarks import aop_from_landmarks, radial_errors
-from data_manifest.io import ReadError, atomic_write_bytes, read_image, read_mask, sha256_file
+from common.files import atomic_write_bytes, sha256_file
+from data_manifest.io import ReadError, read_image, read_mask
 from data_manifest.manifest import MANIFEST_NAME, ManifestError, load_manifest
-from evaluator.outputs import check_mask
+from sandbox.outputs import check_mask
 from submissions import admin, reports
 from submissions.exceptions import NotFound
 from submissions.models import CaseResult, Dataset, Evaluation, User
