@@ -3,7 +3,8 @@
 Every view is declared with :func:`endpoint`, which records its summary, parameters,
 request body and responses; ``GET /api/v1/openapi.json`` is built from those records and
 Flask's URL map (``leaderboard.openapi``), so the document cannot drift from the code.
-Errors are ``{"error": message}`` with the status of the ``submissions.exceptions`` class.
+Errors are ``{"error": message}`` with the status of the ``submissions.exceptions`` class
+(``leaderboard.errors``).
 """
 from __future__ import annotations
 
@@ -11,35 +12,20 @@ import datetime as dt
 import functools
 import hashlib
 import logging
-import math
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from submissions import admin, db, queue, reports
-from submissions.exceptions import (
-    Conflict,
-    ConfigurationError,
-    Forbidden,
-    InvalidArchive,
-    InvalidRequest,
-    NotAuthenticated,
-    NotFound,
-    QuotaExceeded,
-    RateLimited,
-    ServiceError,
-    TooLarge,
-)
+from submissions.exceptions import InvalidRequest, RateLimited
 from submissions.uploads import submit
 from leaderboard import boards
 from leaderboard.rates import WindowCounters
 from leaderboard.web.security import limiter
+from leaderboard.app import service
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 log = logging.getLogger("iugc.api")
 
-STATUS = {InvalidArchive: 422, InvalidRequest: 400, NotAuthenticated: 401, Forbidden: 403, NotFound: 404,
-          Conflict: 409, TooLarge: 413, QuotaExceeded: 429, ConfigurationError: 503}
 ENDPOINTS: dict[str, dict] = {}
 """view name -> its OpenAPI description, filled by :func:`endpoint`."""
 
@@ -62,7 +48,7 @@ def endpoint(rule: str, method: str, summary: str, *, auth: bool = True, body: d
             if not auth:
                 return answer(view(**kwargs))
             token = _bearer()
-            with current_app.extensions["iugc"].read_sessions() as session:
+            with service().read_sessions() as session:
                 g.user = admin.authenticate(session, token)
                 for rate in rates:
                     count_rate(rate, hashlib.sha256(token.encode()).hexdigest())
@@ -139,34 +125,6 @@ def _json_body(*required: str) -> dict:
     return data
 
 
-@api.errorhandler(ServiceError)
-def _service_error(exc: ServiceError):
-    status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
-    body = {"error": str(exc)}
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        body["retry_after"] = retry_after.isoformat()
-    response = jsonify(body)
-    if retry_after is not None:
-        from submissions.models import utcnow
-
-        response.headers["Retry-After"] = str(max(1, math.ceil((retry_after - utcnow()).total_seconds())))
-    return response, status
-
-
-@api.app_errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    if not request.path.startswith(api.url_prefix + "/"):
-        return exc  # not the API's: the web pages (a later issue) answer in HTML
-    messages = {404: "no such endpoint; see GET /api/v1/openapi.json", 405: f"{request.method} is not allowed here",
-                413: "the upload is larger than the server accepts"}
-    return jsonify({"error": messages.get(exc.code, exc.description)}), exc.code
-
-
-def _ctx():
-    return current_app.extensions["iugc"]
-
-
 @endpoint("/openapi.json", "GET", "This document: every endpoint of API v1 (OpenAPI 3)", auth=False, responses={200: "the document"})
 def openapi_document():
     from leaderboard.openapi import build
@@ -176,7 +134,7 @@ def openapi_document():
 
 @endpoint("/phases", "GET", "Phases with their windows, limits and the caller's team quota", responses={200: "a list of phases"})
 def list_phases():
-    with _ctx().sessions() as session:
+    with service().sessions() as session:
         return reports.phases(session, g.user)
 
 
@@ -185,7 +143,7 @@ def list_phases():
           responses={201: "the team", 400: "malformed body", 409: "name taken or already in a team"})
 def create_team():
     data = _json_body("name")
-    with db.transaction(_ctx().sessions) as session:
+    with db.transaction(service().sessions) as session:
         user = session.merge(g.user)
         team = admin.create_team(session, user, data["name"], data.get("challenge"))
         return {"id": team.id, "name": team.name, "challenge": team.challenge.name}
@@ -200,7 +158,7 @@ def create_submission(slug):
     upload = request.files.get("image")
     if upload is None:
         raise InvalidRequest("send the archive as the multipart form field `image` (`docker save IMAGE -o FILE.tar`)")
-    ctx = _ctx()
+    ctx = service()
     submission_id = submit(ctx.sessions, ctx.storage, g.user.id, slug, upload.stream)
     ctx.wake()
     return {"id": submission_id, "status": "queued"}
@@ -209,21 +167,21 @@ def create_submission(slug):
 @endpoint("/submissions/<int:submission_id>", "GET", "Status, timestamps, failure reason, aggregates and score",
           responses={200: "the submission", 404: "no such submission visible to the caller"})
 def get_submission(submission_id):
-    with _ctx().sessions() as session:
+    with service().sessions() as session:
         return reports.submission_status(session, g.user, submission_id)
 
 
 @endpoint("/submissions/<int:submission_id>/cases", "GET", "Per-case values where the phase shows them",
           responses={200: "per-case values", 403: "this phase does not show them", 404: "no such submission visible to the caller"})
 def get_submission_cases(submission_id):
-    with _ctx().sessions() as session:
+    with service().sessions() as session:
         return reports.submission_cases(session, g.user, submission_id)
 
 
 @endpoint("/submissions/<int:submission_id>/cancel", "POST", "Cancel a received, queued or running submission",
           responses={200: "cancelled", 400: "already finished", 404: "no such submission visible to the caller"})
 def cancel_submission(submission_id):
-    state = queue.cancel(_ctx().sessions, g.user.id, submission_id)
+    state = queue.cancel(service().sessions, g.user.id, submission_id)
     return {"id": submission_id, "status": state.value}
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from flask import Flask
+from flask import Flask, current_app
 
 from submissions import db
 from submissions.config import Settings
@@ -32,6 +32,12 @@ class ServiceContext:
     storage: object
     wake: Callable[[], None] = field(default=lambda: None)
     read_sessions: object = None
+
+
+def service() -> ServiceContext:
+    """The running app's service (sessions, storage, ``wake``): the one way views reach it,
+    as flaskr's ``get_db()``."""
+    return current_app.extensions["iugc"]
 
 
 def rate_limit_defaults(broker_url: str | None, environ=None) -> dict:
@@ -91,6 +97,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["iugc"] = ServiceContext(settings, engine, db.session_factory(engine), storage,
                                             read_sessions=db.read_session_factory(engine))
     app.register_blueprint(api)
+    from leaderboard import errors
+
+    errors.register(app)
     from leaderboard.web import init_web
 
     init_web(app, settings.instance, test_config)

@@ -2,17 +2,22 @@
 
 Each message is one line saying what was wrong and what to do next, safe to show the
 person who caused it (never a storage path, a host name or anything of the ground truth).
-``leaderboard/`` maps each class to one HTTP status; the commands print the message.
+Each class carries the HTTP status ``leaderboard/`` answers with (``status``); the commands
+print the message.
 """
 from __future__ import annotations
 
 
 class ServiceError(Exception):
-    """Base class of the errors below."""
+    """Base class of the errors below; one raised as itself is a server fault (HTTP 500)."""
+
+    status = 500
 
 
 class ConfigurationError(ServiceError):
-    """The service is not set up to do this (an unmigrated database, a bad URL)."""
+    """The service is not set up to do this (an unmigrated database, a bad URL) (HTTP 503)."""
+
+    status = 503
 
 
 class SchemaNotCurrent(ConfigurationError):
@@ -20,35 +25,51 @@ class SchemaNotCurrent(ConfigurationError):
 
 
 class InvalidRequest(ServiceError):
-    """The request or an uploaded archive is malformed (HTTP 400/422)."""
+    """The request or an uploaded archive is malformed (HTTP 400)."""
+
+    status = 400
 
 
 class InvalidArchive(InvalidRequest):
     """An uploaded archive breaks an intake rule (HTTP 422); the message names the rule."""
 
+    status = 422
+
 
 class NotAuthenticated(ServiceError):
     """No valid credentials (HTTP 401)."""
+
+    status = 401
 
 
 class Forbidden(ServiceError):
     """Authenticated, but this is another team's or an organizer's business (HTTP 403)."""
 
+    status = 403
+
 
 class NotFound(ServiceError):
     """It does not exist or is not visible to the caller (HTTP 404)."""
+
+    status = 404
 
 
 class Conflict(ServiceError):
     """A duplicate (the same archive twice, a team name taken) (HTTP 409)."""
 
+    status = 409
+
 
 class TooLarge(ServiceError):
     """An upload over the phase's size limit (HTTP 413)."""
 
+    status = 413
+
 
 class QuotaExceeded(ServiceError):
     """Over a quota; ``retry_after`` says when it frees up (HTTP 429)."""
+
+    status = 429
 
     def __init__(self, message: str, retry_after=None):
         super().__init__(message)

@@ -62,3 +62,19 @@ def test_every_package_is_in_the_layering():
     """A new top-level package must take its place in ALLOWED (and so in the layers)."""
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "benchmarks"}
     assert packages <= set(ALLOWED), f"packages missing from ALLOWED: {sorted(packages - set(ALLOWED))}"
+
+
+def test_each_page_blueprint_is_named_as_its_module_and_template_folder():
+    import importlib
+
+    from flask import Blueprint
+
+    modules = sorted(p.stem for p in (ROOT / "leaderboard/web").glob("*.py"))
+    blueprints = {}
+    for name in modules:
+        module = importlib.import_module(f"leaderboard.web.{name}")
+        if isinstance(getattr(module, "bp", None), Blueprint):
+            blueprints[name] = module.bp.name
+    assert set(blueprints) == {"admin", "auth", "challenge", "leaderboard", "submissions", "teams"}
+    assert {module: bp for module, bp in blueprints.items() if module != bp} == {}
+    assert all((ROOT / "leaderboard/templates" / name).is_dir() for name in blueprints)

@@ -291,7 +291,7 @@ def test_pages_send_security_headers(site):
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
 
 
-@pytest.mark.parametrize("name", ["leaderboard.web", "leaderboard.web.security", "leaderboard.web.admin_pages", "leaderboard.web.board"])
+@pytest.mark.parametrize("name", ["leaderboard.web", "leaderboard.web.security", "leaderboard.web.admin", "leaderboard.web.leaderboard"])
 def test_docstring_examples_of_the_web_modules(name):
     import doctest
     import importlib

@@ -1,5 +1,6 @@
 """The web pages beside API v1: one blueprint per area (auth, teams, challenge,
-submissions, leaderboard, admin), Jinja2 templates in ``leaderboard/templates`` and one
+submissions, leaderboard, admin), each in the module of its name rendering the templates of
+the folder of its name in ``leaderboard/templates``, and one
 stylesheet and script in ``leaderboard/static`` (no build step).
 
 :func:`init_web` is called by ``create_app``; the pages read and change the records only
@@ -9,16 +10,10 @@ from __future__ import annotations
 
 import os
 
-from flask import Flask, render_template, request
-from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from flask import Flask
 
-from submissions.exceptions import ServiceError
 from leaderboard.web.security import csrf, limiter, login_manager, secret_key
 
-HTML_ERRORS = (400, 401, 403, 404, 405, 413, 429, 500)
-TITLES = {400: "Bad request", 401: "Not logged in", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
-          409: "Conflict", 413: "Too large", 422: "Not accepted", 429: "Too many requests", 500: "Server error", 503: "Not available"}
 
 
 def init_web(app: Flask, instance, test_config: dict | None) -> None:
@@ -27,10 +22,8 @@ def init_web(app: Flask, instance, test_config: dict | None) -> None:
     ``test_config`` (``create_app``'s): its entries win over the defaults below, and with
     it (a test) a missing secret key is replaced by a random one.
     """
-    from leaderboard.api import STATUS, api
-    from leaderboard.api import _http_error as api_http_error
-    from leaderboard.web import admin_pages, auth, challenge, submission_pages, teams
-    from leaderboard.web import board
+    from leaderboard.api import api
+    from leaderboard.web import admin, auth, challenge, leaderboard, submissions, teams
 
     given = test_config or {}
     app.config["SECRET_KEY"] = secret_key(given.get("SECRET_KEY"), instance, testing=test_config is not None)
@@ -53,28 +46,8 @@ def init_web(app: Flask, instance, test_config: dict | None) -> None:
     csrf.exempt(api)  # bearer tokens, not cookies: nothing for a forged form to ride on
     limiter.init_app(app)
     login_manager.init_app(app)
-    for blueprint in (auth.bp, challenge.bp, teams.bp, submission_pages.bp, board.bp, admin_pages.bp):
+    for blueprint in (auth.bp, challenge.bp, teams.bp, submissions.bp, leaderboard.bp, admin.bp):
         app.register_blueprint(blueprint)
-
-    def web_error(exc):
-        if request.path.startswith(api.url_prefix + "/"):
-            return api_http_error(exc)
-        code = exc.code if isinstance(exc, HTTPException) else 500
-        message = exc.description if isinstance(exc, HTTPException) else "something went wrong on the server"
-        if isinstance(exc, CSRFError):
-            message = "The form was not sent from this site or your session ended: reload the page and try again."
-        if code == 429:
-            message = f"Too many attempts ({exc.description}); wait a little and try again."
-        return render_template("error.html", code=code, title=TITLES.get(code, "Error"), message=message), code
-
-    def service_error(exc: ServiceError):  # the api blueprint's own handler answers its JSON
-        code = next((c for cls, c in STATUS.items() if isinstance(exc, cls)), 500)
-        return render_template("error.html", code=code, title=TITLES.get(code, "Error"), message=str(exc)), code
-
-    for code in HTML_ERRORS:
-        app.register_error_handler(code, web_error)
-    app.register_error_handler(CSRFError, web_error)
-    app.register_error_handler(ServiceError, service_error)
 
     app.add_template_filter(duration)
     app.add_template_filter(gigabytes)

@@ -12,12 +12,10 @@ from submissions.exceptions import Conflict, InvalidRequest
 from submissions.models import User
 from leaderboard.web.forms import ActionForm, LoginForm, RegisterForm
 from leaderboard.web.security import Account, check_new_password, hash_password, needs_rehash, page, password_matches
+from leaderboard.app import service
 
 bp = Blueprint("auth", __name__)
 
-
-def _sessions():
-    return current_app.extensions["iugc"].sessions
 
 
 def _safe_next(target: str | None) -> str:
@@ -37,7 +35,7 @@ def register():
             form.password.errors.append(problem)
         else:
             try:
-                with db.transaction(_sessions()) as session:
+                with db.transaction(service().sessions) as session:
                     user = admin.create_user(session, email, "participant")
                     user.password_hash = hash_password(password)
                     session.flush()
@@ -55,7 +53,7 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
-        with db.transaction(_sessions()) as session:
+        with db.transaction(service().sessions) as session:
             user = session.execute(select(User).where(User.email == email)).scalar_one_or_none()
             ok = password_matches(user.password_hash if user else None, form.password.data) and user.active
             if ok and needs_rehash(user.password_hash):
@@ -79,7 +77,7 @@ def logout():
 
 @page(bp, "/account", "user")
 def account():
-    with _sessions()() as session:
+    with service().sessions() as session:
         tokens = admin_tokens(session, current_user.id)
     return render_template("auth/account.html", tokens=tokens, form=ActionForm(), new_token=None)
 
@@ -89,9 +87,9 @@ def new_token():
     form = ActionForm()
     if not form.validate_on_submit():
         return redirect(url_for("auth.account"))
-    with db.transaction(_sessions()) as session:
+    with db.transaction(service().sessions) as session:
         token = admin.issue_token(session, current_user.email, actor_id=current_user.id)
-    with _sessions()() as session:
+    with service().sessions() as session:
         tokens = admin_tokens(session, current_user.id)
     phase = request.form.get("phase", "")
     phase = phase if phase.replace("-", "").isalnum() else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, render_template
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import select
@@ -14,6 +14,7 @@ from submissions import admin
 from submissions.models import Challenge
 from submissions.uploads import quota
 from leaderboard.web.security import page
+from leaderboard.app import service
 
 bp = Blueprint("challenge", __name__)
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "submission.md"
@@ -46,7 +47,7 @@ def challenge_views(session, user) -> list[dict]:
 @page(bp, "/", "public")
 def overview():
     user = current_user.user if current_user.is_authenticated else None
-    with current_app.extensions["iugc"].sessions() as session:
+    with service().sessions() as session:
         challenges = challenge_views(session, user)
         return render_template("challenge/overview.html", challenges=challenges)
 

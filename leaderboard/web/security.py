@@ -34,6 +34,7 @@ from flask_wtf.csrf import CSRFProtect
 from submissions import admin
 from submissions.exceptions import ConfigurationError
 from submissions.models import Role, User
+from leaderboard.app import service
 
 ACCESS: dict[str, str] = {}
 """endpoint -> the access level :func:`page` declared for it."""
@@ -178,7 +179,7 @@ def _load(session_id: str):
     user_id, _, mark = session_id.partition(":")
     if not user_id.isdigit():
         return None
-    with current_app.extensions["iugc"].read_sessions() as session:
+    with service().read_sessions() as session:
         user = session.get(User, int(user_id))
     if user is None or not user.active or not user.password_hash or fingerprint(user.password_hash) != mark:
         return None

@@ -14,16 +14,14 @@ from submissions.models import Invitation, Team
 from leaderboard.web import invitations, queries
 from leaderboard.web.forms import ActionForm, InviteForm, TeamForm
 from leaderboard.web.security import page
+from leaderboard.app import service
 
 bp = Blueprint("teams", __name__, url_prefix="/teams")
 
 
-def _sessions():
-    return current_app.extensions["iugc"].sessions
-
 
 def _render(status=200, **forms):
-    with _sessions()() as session:
+    with service().sessions() as session:
         rows = []
         for challenge, team in queries.teams_of(session, current_user.user):
             rows.append({
@@ -48,7 +46,7 @@ def create():
     form = TeamForm()
     if form.validate_on_submit():
         try:
-            with db.transaction(_sessions()) as session:
+            with db.transaction(service().sessions) as session:
                 team = admin.create_team(session, session.merge(current_user.user), form.name.data, form.challenge.data)
                 name = team.name
         except (InvalidRequest, Conflict, NotFound) as exc:
@@ -63,7 +61,7 @@ def create():
 @page(bp, "/join/<token>", "user", methods=("GET", "POST"))
 def join(token):
     form = ActionForm()
-    with db.transaction(_sessions()) as session:
+    with db.transaction(service().sessions) as session:
         team = queries.team_of_invitation(session, current_app.secret_key, token)
         if form.validate_on_submit():
             queries.join_team(session, session.merge(current_user.user), team)
@@ -77,7 +75,7 @@ def leave(team_id):
     form = ActionForm()
     if not form.validate_on_submit():
         abort(400)
-    with db.transaction(_sessions()) as session:
+    with db.transaction(service().sessions) as session:
         if session.get(Team, team_id) is None:
             raise NotFound(f"no team {team_id}")
         queries.leave_team(session, current_user.user, team_id)
@@ -93,7 +91,7 @@ def invite(team_id):
         flash("No invitation was made: give an e-mail address.", "error")
         return _render(400, **{f"invite:{team_id}": form})
     try:
-        with db.transaction(_sessions()) as session:
+        with db.transaction(service().sessions) as session:
             invitation, token = invitations.create(session, session.merge(current_user.user), team_id, form.email.data)
             to, team, expires = invitation.email, invitation.team.name, invitation.expires_at
     except (InvalidRequest, NotFound) as exc:
@@ -120,7 +118,7 @@ def invite(team_id):
 @page(bp, "/invitations/<token>", "user", methods=("GET", "POST"))
 def accept_invitation(token):
     form = ActionForm()
-    with db.transaction(_sessions()) as session:
+    with db.transaction(service().sessions) as session:
         user = session.merge(current_user.user)
         if form.validate_on_submit():
             team = invitations.accept(session, token, user)

@@ -6,7 +6,7 @@ but a final-test one before it is published; anonymous visitors the phases an or
 has published (made public)."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, render_template, request
 from flask import session as flask_session
 from markupsafe import Markup
 from flask_login import current_user
@@ -18,6 +18,7 @@ from submissions.models import Phase, Role, User
 from leaderboard import boards
 from leaderboard.web import charts
 from leaderboard.web.security import page
+from leaderboard.app import service
 
 bp = Blueprint("leaderboard", __name__, url_prefix="/leaderboard")
 
@@ -85,14 +86,14 @@ def cell(value, digits: int) -> str:
 @page(bp, "", "public")
 def index():
     user = viewer()
-    with current_app.extensions["iugc"].sessions() as session:
+    with service().sessions() as session:
         phases = session.execute(select(Phase).order_by(Phase.id)).scalars().all()
         return render_template("leaderboard/index.html", phases=[(p, visible(p, user)) for p in phases])
 
 
 @page(bp, "/<slug>", "public")
 def phase(slug):
-    with current_app.extensions["iugc"].read_sessions() as session:
+    with service().read_sessions() as session:
         user = viewer()
         data = board(session, user, slug, request.args.get("method") or None)
         if user is None and "_flashes" not in flask_session:  # an anonymous page is the same for everyone: kept whole
@@ -113,7 +114,7 @@ def _page(session, user: User | None, data: dict) -> str:
 
 
 def _cache():
-    return current_app.extensions["iugc"].settings.instance / "cache" / "ranking"
+    return service().settings.instance / "cache" / "ranking"
 
 
 def _analysis(session, data: dict) -> dict | None:
@@ -125,7 +126,7 @@ def _analysis(session, data: dict) -> dict | None:
 @page(bp, "/<slug>/stability.svg", "public")
 def stability(slug):
     """The bootstrap rank-stability chart (same visibility as the leaderboard)."""
-    with current_app.extensions["iugc"].read_sessions() as session:
+    with service().read_sessions() as session:
         data = board(session, viewer(), slug, request.args.get("method") or None)
         stats = _analysis(session, data)
         if stats is None or stats["bootstrap"] is None:

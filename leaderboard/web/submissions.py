@@ -11,10 +11,11 @@ from submissions.exceptions import Forbidden, InvalidRequest, ServiceError
 from submissions.uploads import check_open, quota, submit
 from submissions.models import utcnow
 from leaderboard.web import queries
-from leaderboard.web.board import COLUMNS
+from leaderboard.web.leaderboard import COLUMNS
 from leaderboard.web.forms import ActionForm
 from leaderboard.web import overlays
 from leaderboard.web.security import page
+from leaderboard.app import service
 
 bp = Blueprint("submissions", __name__)
 COUNTS = [("n_segmentation_cases", "Segmented cases", None), ("n_landmark_cases", "Cases with landmarks", None),
@@ -25,9 +26,6 @@ CASE_COLUMNS = [("dice_ps", "Dice PS"), ("dice_fh", "Dice FH"), ("dice_all", "Di
                 ("hsd_pred", "HSD pred"), ("hsd_gt", "HSD expert"), ("hsd_error", "ΔHSD"), ("p_standard_plane", "p(standard)")]
 
 
-def _ctx():
-    return current_app.extensions["iugc"]
-
 
 def _wants_json() -> bool:
     return request.accept_mimetypes.best == "application/json"
@@ -35,26 +33,23 @@ def _wants_json() -> bool:
 
 @page(bp, "/phases/<slug>/upload", "user", methods=("GET", "POST"), limit="RATE_LIMIT_UPLOAD")
 def upload(slug):
-    from leaderboard.api import STATUS
-
     if request.method == "POST":
         try:
             upload_file = request.files.get("image")
             if upload_file is None or not upload_file.filename:
                 raise InvalidRequest("choose a `docker save` archive (docker save IMAGE -o image.tar) to upload")
-            submission_id = submit(_ctx().sessions, _ctx().storage, current_user.id, slug, upload_file.stream)
+            submission_id = submit(service().sessions, service().storage, current_user.id, slug, upload_file.stream)
         except ServiceError as exc:
             if not _wants_json():
                 raise
-            code = next((c for cls, c in STATUS.items() if isinstance(exc, cls)), 500)
-            return jsonify({"error": str(exc)}), code
-        _ctx().wake()
+            return jsonify({"error": str(exc)}), exc.status
+        service().wake()
         target = url_for("submissions.mine", highlight=submission_id)
         if _wants_json():
             return jsonify({"id": submission_id, "status": "queued", "url": target}), 202
         flash(f"Submission {submission_id} received and queued.", "success")
         return redirect(target)
-    with _ctx().sessions() as session:
+    with service().sessions() as session:
         phase = admin.phase_by_slug(session, slug)
         team = admin.team_of(session, current_user.user, phase.challenge_id)
         try:
@@ -69,7 +64,7 @@ def upload(slug):
 
 @page(bp, "/submissions", "user")
 def mine():
-    with _ctx().sessions() as session:
+    with service().sessions() as session:
         groups = [(challenge, team, queries.submission_rows(session, current_user.user, team.id) if team else [])
                   for challenge, team in queries.teams_of(session, current_user.user)]
         return render_template("submissions/mine.html", groups=groups, form=ActionForm(),
@@ -79,7 +74,7 @@ def mine():
 @page(bp, "/submissions/status.json", "user")
 def status_json():
     """The caller's teams' submissions, for the page to refresh itself (polled)."""
-    with _ctx().sessions() as session:
+    with service().sessions() as session:
         rows = [row for _, team in queries.teams_of(session, current_user.user) if team
                 for row in queries.submission_rows(session, current_user.user, team.id)]
     response = jsonify({"submissions": rows})
@@ -90,7 +85,7 @@ def status_json():
 @page(bp, "/submissions/<int:submission_id>", "user")
 def detail(submission_id):
     user = current_user.user
-    with _ctx().sessions() as session:
+    with service().sessions() as session:
         status = reports.submission_status(session, user, submission_id)
         try:
             cases = reports.submission_cases(session, user, submission_id)["cases"]
@@ -101,7 +96,7 @@ def detail(submission_id):
         latest = submission.evaluations[-1]
         return render_template("submissions/detail.html", s=status, cases=cases, cases_note=cases_note,
                                overlays=bool(cases) and submission.phase.public_cases
-                               and overlays.kept_masks(_ctx().storage, reports.latest_success(submission)) is not None,
+                               and overlays.kept_masks(service().storage, reports.latest_success(submission)) is not None,
                                metric_columns=COLUMNS + COUNTS, case_columns=CASE_COLUMNS,
                                queue_position=queries.queue_position(session, latest),
                                runtime=queries.runtime_seconds(latest), form=ActionForm())
@@ -110,7 +105,7 @@ def detail(submission_id):
 @page(bp, "/submissions/<int:submission_id>/cases/<case_id>/overlay.png", "user")
 def overlay(submission_id, case_id):
     """The predicted and expert masks of a public case with their AoP constructions (PNG)."""
-    context = _ctx()
+    context = service()
     with context.sessions() as session:
         png = overlays.case_overlay(session, context.storage, current_user.user, submission_id, case_id,
                                     context.settings.instance / "cache" / "overlays")
@@ -121,6 +116,6 @@ def overlay(submission_id, case_id):
 
 @page(bp, "/submissions/<int:submission_id>/cancel", "user", methods=("POST",))
 def cancel(submission_id):
-    state = queue.cancel(_ctx().sessions, current_user.id, submission_id)
+    state = queue.cancel(service().sessions, current_user.id, submission_id)
     flash(f"Submission {submission_id} {state.value}.", "info")
     return redirect(request.referrer if request.referrer and request.referrer.startswith(request.host_url) else url_for("submissions.mine"))

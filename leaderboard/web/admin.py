@@ -9,7 +9,7 @@ import csv
 import io
 import json
 
-from flask import Blueprint, Response, current_app, flash, redirect, render_template, url_for
+from flask import Blueprint, Response, flash, redirect, render_template, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
 
@@ -19,18 +19,16 @@ from submissions.models import AuditEntry, Evaluation, Phase, State, Submission,
 from leaderboard import boards
 from leaderboard.web.forms import ActionForm, DatasetForm, PhaseForm, ReasonForm, SubmissionReasonForm
 from leaderboard.web.security import page
+from leaderboard.app import service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 AUDIT_PAGE = 200
 
 
-def _sessions():
-    return current_app.extensions["iugc"].sessions
-
 
 @page(bp, "", "organizer")
 def index():
-    with _sessions()() as session:
+    with service().sessions() as session:
         phases = session.execute(select(Phase).order_by(Phase.id)).scalars().all()
         counts = dict(session.execute(select(Submission.phase_id, func.count()).group_by(Submission.phase_id)).all())
         states = dict(session.execute(select(Evaluation.status, func.count()).group_by(Evaluation.status)).all())
@@ -45,7 +43,7 @@ def index():
 @page(bp, "/phases/<slug>/publish", "organizer", methods=("POST",))
 def publish(slug):
     ActionForm().validate_on_submit()  # CSRF is checked before the view; the form has no other field
-    with db.transaction(_sessions()) as session:
+    with db.transaction(service().sessions) as session:
         admin.publish(session, slug, actor_id=current_user.id)
     flash(f"The results of {slug} are published.", "success")
     return redirect(url_for("admin.index"))
@@ -53,21 +51,21 @@ def publish(slug):
 
 @page(bp, "/phases/<slug>/reevaluate", "organizer", methods=("POST",))
 def reevaluate(slug):
-    created = queue.reevaluate(_sessions(), current_user.id, slug)
-    current_app.extensions["iugc"].wake()
+    created = queue.reevaluate(service().sessions, current_user.id, slug)
+    service().wake()
     flash(f"{len(created)} evaluation(s) of {slug} queued again; the old ones are kept.", "success")
     return redirect(url_for("admin.index"))
 
 
 @page(bp, "/submissions/<int:submission_id>/reevaluate", "organizer", methods=("POST",))
 def reevaluate_one(submission_id):
-    with _sessions()() as session:
+    with service().sessions() as session:
         submission = session.get(Submission, submission_id)
         if submission is None:
             raise NotFound(f"no submission {submission_id}")
         slug = submission.phase.slug
-    created = queue.reevaluate(_sessions(), current_user.id, slug, submission_id)
-    current_app.extensions["iugc"].wake()
+    created = queue.reevaluate(service().sessions, current_user.id, slug, submission_id)
+    service().wake()
     flash(f"Submission {submission_id} queued for evaluation {'again' if created else '— skipped: an evaluation is still pending'}.",
           "success" if created else "info")
     return redirect(url_for("submissions.detail", submission_id=submission_id))
@@ -75,14 +73,14 @@ def reevaluate_one(submission_id):
 
 @page(bp, "/audit", "organizer")
 def audit():
-    with _sessions()() as session:
+    with service().sessions() as session:
         entries = session.execute(select(AuditEntry, User.email).outerjoin(User, AuditEntry.actor_id == User.id)
                                   .order_by(AuditEntry.id.desc()).limit(AUDIT_PAGE)).all()
         return render_template("admin/audit.html", entries=entries, limit=AUDIT_PAGE)
 
 
 def _rows(slug: str) -> list[dict]:
-    with _sessions()() as session:
+    with service().sessions() as session:
         return boards.ranked(session, current_user.user, boards.state(session, slug))["rows"]
 
 
@@ -132,7 +130,7 @@ def _phase_forms(phase) -> dict:
 
 def _phase_page(slug: str, status: int = 200, **forms):
     """The phase's admin page; ``forms`` replace the blank ones (a refused form keeps its input and errors)."""
-    with _sessions()() as session:
+    with service().sessions() as session:
         phase = admin.phase_by_slug(session, slug)
         rows = boards.ranked(session, current_user.user, boards.state(session, slug))["rows"]
         team_ids = dict(session.execute(select(Team.name, Team.id).where(Team.challenge_id == phase.challenge_id)).all())
@@ -156,7 +154,7 @@ def _change(slug: str, operation, done: str, form, field=None):
     problem = None
     if form.validate_on_submit():
         try:
-            with db.transaction(_sessions()) as session:
+            with db.transaction(service().sessions) as session:
                 operation(session)
         except (InvalidRequest, Conflict, NotFound) as exc:
             problem = str(exc)
