@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from submissions import admin, db, queue, reports  # noqa: E402
+from submissions import accounts, challenges, db, queue, reports  # noqa: E402
 from submissions.models import Evaluation, Membership, State, StatusChange, Submission, Team, User, utcnow  # noqa: E402
 from submissions.storage import LocalStorage  # noqa: E402
 
@@ -84,7 +84,7 @@ def fresh(folder: Path, url: str | None):
     db.upgrade(engine)
     sessions = db.session_factory(engine)
     with db.transaction(sessions) as session:
-        challenge, _ = admin.init_challenge(session, "psfhs2023")
+        challenge, _ = challenges.init_challenge(session, "psfhs2023")
         phase_id = challenge.phases[1].id
     return engine, sessions, phase_id
 
@@ -204,7 +204,7 @@ def queries(url: str | None) -> dict[str, list[float]]:
         for block in range(10):
             ids += seed(sessions, phase, 1000, teams=10, state=State.succeeded, first=block * 1000)
         with db.transaction(sessions) as session:
-            organizer = admin.create_user(session, "org@example.org", "organizer")
+            organizer = accounts.create_user(session, "org@example.org", "organizer")
         slug = "psfhs2023-validation"
         times: dict[str, list[float]] = {"status": [], "leaderboard": []}
         for _ in range(200):

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_service import fresh, free_port, percentile, seed, wait_port  # noqa: E402
-from submissions import admin, db  # noqa: E402
+from submissions import accounts, challenges, db  # noqa: E402
 from submissions.models import State  # noqa: E402
 
 SLUG = "psfhs2023-validation"
@@ -42,9 +42,9 @@ def prepare(folder: Path) -> str:
     for block in range(10):
         seed(sessions, phase_id, 1000, teams=10, state=State.succeeded, first=block * 1000)
     with db.transaction(sessions) as session:
-        admin.create_user(session, "org@example.org", "organizer")
-        token = admin.issue_token(session, "org@example.org")
-        admin.publish(session, SLUG)
+        accounts.create_user(session, "org@example.org", "organizer")
+        token = accounts.issue_token(session, "org@example.org")
+        challenges.publish(session, SLUG)
     engine.dispose()
     return token
 

@@ -143,8 +143,9 @@ def prepare(instance: Path, cases: int) -> dict:
     from data_manifest.io import read_mask
     from data_manifest.manifest import load_manifest
     from evaluator.evaluate import evaluate_folder
-    from leaderboard.web.security import hash_password, write_secret_key
-    from submissions import admin, db, queue
+    from leaderboard.web.security import write_secret_key
+    from submissions.accounts import hash_password
+    from submissions import accounts, challenges, db, queue, teams
     from submissions.models import Team, User
     from submissions.storage import LocalStorage
     from submissions.uploads import submit
@@ -163,21 +164,21 @@ def prepare(instance: Path, cases: int) -> dict:
         truths = {name: data for name in CHALLENGES} | {"iugc2025": _landmark_data(instance, data)}
         with db.transaction(sessions) as session:
             for name in CHALLENGES:
-                challenge, created = admin.init_challenge(session, name)
+                challenge, created = challenges.init_challenge(session, name)
                 click.echo(f"    {name}: {'created' if created else 'already there'}")
                 for phase in challenge.phases:
-                    if admin.active_dataset(session, phase.id) is None:
-                        admin.add_dataset(session, phase.slug, truths[name])
+                    if challenges.active_dataset(session, phase.id) is None:
+                        challenges.add_dataset(session, phase.slug, truths[name])
     credentials = _credentials(instance)
     with step("organizer and demo team"):
         with db.transaction(sessions) as session:
             for email, role in ((ORGANIZER, "organizer"), (PARTICIPANT, "participant")):
                 if session.execute(select(User.id).where(User.email == email)).first() is None:
-                    admin.create_user(session, email, role).password_hash = hash_password(credentials[email])
-            user = admin.user_by_email(session, PARTICIPANT)
+                    accounts.create_user(session, email, role).password_hash = hash_password(credentials[email])
+            user = accounts.user_by_email(session, PARTICIPANT)
             for name in STAND_IN_CHALLENGES:
-                if admin.team_of(session, user, admin.phase_by_slug(session, f"{name}-sanity-check").challenge_id) is None:
-                    admin.create_team(session, user, DEMO_TEAM, name)
+                if teams.team_of(session, user, challenges.phase_by_slug(session, f"{name}-sanity-check").challenge_id) is None:
+                    teams.create_team(session, user, DEMO_TEAM, name)
     with step(f"stand-in teams ({', '.join(STAND_INS)}) scored by the evaluator"):
         manifest = load_manifest(data)
         predictions = instance / "stand-ins"
@@ -194,14 +195,14 @@ def prepare(instance: Path, cases: int) -> dict:
             definition = load_challenge(name)
             for team in STAND_INS:
                 with db.transaction(sessions) as session:
-                    challenge_id = admin.phase_by_slug(session, f"{name}-sanity-check").challenge_id
+                    challenge_id = challenges.phase_by_slug(session, f"{name}-sanity-check").challenge_id
                     if session.execute(select(Team.id).where(Team.name == team, Team.challenge_id == challenge_id)).first():
                         continue
                     email = f"{team}@iugc.local"
                     if session.execute(select(User.id).where(User.email == email)).first() is None:
-                        admin.create_user(session, email, "participant")
-                    admin.create_team(session, admin.user_by_email(session, email), team, name)
-                    user_id = admin.user_by_email(session, email).id
+                        accounts.create_user(session, email, "participant")
+                    teams.create_team(session, accounts.user_by_email(session, email), team, name)
+                    user_id = accounts.user_by_email(session, email).id
                 answers = predictions / team
                 if "landmarks" in definition.tasks:
                     answers = _stand_in_landmarks(answers, predictions / f"{team}-landmarks")
@@ -230,13 +231,13 @@ def _submit_baseline(instance: Path, sessions, storage, name: str, data: Path) -
     from challenge.definition import load_challenge
     from sandbox.docker_engine import Limits
     from sandbox.evaluate_image import evaluate_image
-    from submissions import admin, queue
+    from submissions import accounts, queue
     from submissions.models import Challenge, Submission, Team
     from submissions.uploads import submit
     from submissions.worker import keep_masks
 
     with sessions() as session:
-        user = admin.user_by_email(session, PARTICIPANT)
+        user = accounts.user_by_email(session, PARTICIPANT)
         done = session.execute(select(Submission.id).join(Team).join(Challenge)
                                .where(Team.name == DEMO_TEAM, Challenge.name == name)).first()
     if done:

@@ -15,7 +15,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from submissions import admin, db, queue, reports
+from submissions import accounts, db, queue, reports, teams
 from submissions.exceptions import InvalidRequest, RateLimited
 from submissions.uploads import submit
 from leaderboard import boards
@@ -49,7 +49,7 @@ def endpoint(rule: str, method: str, summary: str, *, auth: bool = True, body: d
                 return answer(view(**kwargs))
             token = _bearer()
             with service().read_sessions() as session:
-                g.user = admin.authenticate(session, token)
+                g.user = accounts.authenticate(session, token)
                 for rate in rates:
                     count_rate(rate, hashlib.sha256(token.encode()).hexdigest())
                 if reads:
@@ -145,8 +145,28 @@ def create_team():
     data = _json_body("name")
     with db.transaction(service().sessions) as session:
         user = session.merge(g.user)
-        team = admin.create_team(session, user, data["name"], data.get("challenge"))
+        team = teams.create_team(session, user, data["name"], data.get("challenge"))
         return {"id": team.id, "name": team.name, "challenge": team.challenge.name}
+
+
+@endpoint("/teams/join", "POST", "Join a team with its invitation: the token of a team's link or of an e-mail invitation",
+          body={"invitation": {"type": "string", "description": "the last part of /teams/join/TOKEN or /teams/invitations/TOKEN"}},
+          responses={200: "the team joined", 400: "malformed body, or an invitation that is expired or used",
+                     403: "an e-mail invitation sent to another address", 404: "no such invitation or team",
+                     409: "already in a team of that challenge"})
+def join_team():
+    token = _json_body("invitation")["invitation"].strip()
+    with db.transaction(service().sessions) as session:
+        team = teams.join_by_invitation(session, session.merge(g.user), current_app.secret_key, token)
+        return {"id": team.id, "name": team.name, "challenge": team.challenge.name}
+
+
+@endpoint("/teams/<int:team_id>/leave", "POST", "Leave a team (its submissions stay the team's)",
+          responses={200: "left", 404: "not a member of this team"})
+def leave_team(team_id):
+    with db.transaction(service().sessions) as session:
+        teams.leave_team(session, g.user, team_id)
+    return {"id": team_id, "left": True}
 
 
 @endpoint("/phases/<slug>/submissions", "POST", "Upload a `docker save` archive (multipart field `image`)", status=202,

@@ -21,7 +21,7 @@ from flask import current_app
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from submissions import admin, reports
+from submissions import challenges, reports
 from submissions.exceptions import Forbidden
 from submissions.models import Phase, User
 
@@ -91,7 +91,7 @@ def state(session: Session, slug: str, method: str | None = None) -> Board:
     ``board_version`` (moved by every change of its entries). NotFound for no phase."""
     row = session.execute(_STATE, {"slug": slug}).first()
     if row is None:
-        admin.phase_by_slug(session, slug)  # raises its NotFound, naming the phases there are
+        challenges.phase_by_slug(session, slug)  # raises its NotFound, naming the phases there are
     phase_id, kind, published, version = row
     return Board(phase_id, slug, kind, published, method, (phase_id, method, published, version))
 

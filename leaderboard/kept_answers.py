@@ -18,7 +18,7 @@ import hashlib
 import re
 from urllib.parse import parse_qs
 
-from submissions import admin, reports
+from submissions import accounts, reports
 from submissions.exceptions import NotAuthenticated, NotFound, RateLimited
 from leaderboard import boards
 from leaderboard.api import ENDPOINTS, bearer_token, count_rate
@@ -61,7 +61,7 @@ class KeptAnswers:
                 return None, None
             with self.app.extensions["iugc"].read_sessions() as session:
                 try:
-                    user = admin.authenticate(session, token)
+                    user = accounts.authenticate(session, token)
                 except NotAuthenticated:
                     return None, None
                 board = self._board(session, api.group(1), None)

@@ -74,10 +74,10 @@ def admin_group():
 @click.option("--challenge", "challenge_name", required=True, help="Shipped challenge name (psfhs2023, iugc2024) or a definition .yaml.")
 def init_cmd(challenge_name):
     """Create a challenge and its phases from its definition (repeatable: changes nothing)."""
-    from submissions import admin
+    from submissions import challenges
 
     def operation(session):
-        challenge, created = admin.init_challenge(session, challenge_name)
+        challenge, created = challenges.init_challenge(session, challenge_name)
         return challenge.name, [p.slug for p in challenge.phases], created
 
     name, slugs, created = _run(operation)
@@ -93,10 +93,10 @@ def add_dataset_cmd(slug, folder, expected):
 
     The folder must pass `iugc data verify`; the site's /admin does the same.
     """
-    from submissions import admin
+    from submissions import challenges
 
     def operation(session):
-        dataset = admin.add_dataset(session, slug, folder, expected_sha256=expected)
+        dataset = challenges.add_dataset(session, slug, folder, expected_sha256=expected)
         return dataset.n_cases, dataset.manifest_sha256
 
     n, digest = _run(operation)
@@ -112,15 +112,15 @@ def add_dataset_cmd(slug, folder, expected):
 @click.option("--failures-count/--failures-free", default=None, help="Whether failures the submission caused use up quota.")
 def phase_cmd(slug, opens, closes, per_day, total, failures_count):
     """Change a phase's window and quotas (what is not given stays); the site's /admin does the same."""
-    from submissions import admin
+    from submissions import challenges
     from submissions.exceptions import InvalidRequest
 
     changes = {}
     try:
         if opens is not None:
-            changes["opens_at"] = admin.parse_time(opens)
+            changes["opens_at"] = challenges.parse_time(opens)
         if closes is not None:
-            changes["closes_at"] = admin.parse_time(closes)
+            changes["closes_at"] = challenges.parse_time(closes)
     except InvalidRequest as exc:
         raise click.BadParameter(str(exc), param_hint="--opens/--closes") from None
     if per_day is not None:
@@ -135,7 +135,7 @@ def phase_cmd(slug, opens, closes, per_day, total, failures_count):
         raise click.UsageError("nothing to change: give --opens, --closes, --per-day, --total or --failures-count/--failures-free")
 
     def operation(session):
-        phase = admin.update_phase(session, slug, **changes)
+        phase = challenges.update_phase(session, slug, **changes)
         return phase.opens_at, phase.closes_at, phase.submissions_per_day, phase.submissions_total, phase.failures_count
 
     opened, closed, day, all_, failures = _run(operation)
@@ -150,7 +150,7 @@ def create_user_cmd(email, role):
     """Create a user; the password is read from stdin (prompted on a terminal), never from argv."""
     import sys
 
-    from submissions import admin
+    from submissions import accounts
 
     if sys.stdin.isatty():
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
@@ -158,7 +158,7 @@ def create_user_cmd(email, role):
         password = sys.stdin.readline().rstrip("\n")
     if len(password) < 8:
         raise click.ClickException("give a password of at least 8 characters on stdin (e.g. `echo PASSWORD | iugc admin create-user ...`)")
-    user_id = _run(lambda session: admin.create_user(session, email, role, password).id)
+    user_id = _run(lambda session: accounts.create_user(session, email, role, password).id)
     click.echo(f"created {role} {email.lower()} (user {user_id}); make an API token with `iugc admin token {email.lower()}`")
 
 
@@ -166,9 +166,9 @@ def create_user_cmd(email, role):
 @click.argument("email")
 def token_cmd(email):
     """Print a new API token for a user (shown once; only its hash is kept) as the last word."""
-    from submissions import admin
+    from submissions import accounts
 
-    token = _run(lambda session: admin.issue_token(session, email))
+    token = _run(lambda session: accounts.issue_token(session, email))
     click.echo(f"API token for {email.lower()} (shown once): {token}")
 
 
@@ -192,9 +192,9 @@ def reevaluate_cmd(slug, submission_id):
 @click.option("--phase", "slug", required=True)
 def publish_cmd(slug):
     """Show a phase's results to participants (final-test results are hidden until then)."""
-    from submissions import admin
+    from submissions import challenges
 
-    _run(lambda session: admin.publish(session, slug))
+    _run(lambda session: challenges.publish(session, slug))
     click.echo(f"results of {slug} are published")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from submissions import admin
+from submissions import audit
 from submissions.exceptions import Conflict, InvalidRequest, NotFound
 from submissions.models import Submission, Team, utcnow
 from submissions.queue import refresh_entry
@@ -76,7 +76,7 @@ def _set(session: Session, row: Team | Submission, label: str, reason: str | Non
         row.disqualified_at = row.disqualified_reason = None
     session.flush()
     refresh()
-    admin.audit(session, actor_id, f"{kind}.{action}", f"{kind}:{row.id}", **detail)
+    audit.audit(session, actor_id, f"{kind}.{action}", f"{kind}:{row.id}", **detail)
 
 
 def disqualify_team(session: Session, team_id: int, reason: str, actor_id: int | None = None) -> Team:

@@ -111,7 +111,7 @@ class Challenge(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     title: Mapped[str] = mapped_column(String(255))
-    definition: Mapped[dict] = mapped_column(JSON, deferred=True)  # read on a cache miss of admin.definition_of
+    definition: Mapped[dict] = mapped_column(JSON, deferred=True)  # read on a cache miss of challenges.definition_of
     definition_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from submissions import admin, reports
+from submissions import audit, challenges, reports
 from submissions.db import transaction
 from submissions.exceptions import IllegalTransition, InvalidRequest, NotFound
 from submissions.lifecycle import PLATFORM_REASONS, transition
@@ -306,7 +306,7 @@ def cancel(sessions: sessionmaker[Session], user_id: int, submission_id: int) ->
                    note="cancelled by an organizer" if user.role == Role.organizer else "cancelled by the team")
         if user.role == Role.organizer:
             submission.counts_against_quota = False
-        admin.audit(session, user_id, "submission.cancel", f"submission:{submission_id}")
+        audit.audit(session, user_id, "submission.cancel", f"submission:{submission_id}")
         return State.cancelled
 
 
@@ -314,7 +314,7 @@ def reevaluate(sessions: sessionmaker[Session], actor_id: int | None, slug: str,
     """Queue a new evaluation of one submission or of every submission of a phase; the old
     evaluations are kept. Submissions with an evaluation still pending are skipped."""
     with transaction(sessions) as session:
-        phase = admin.phase_by_slug(session, slug)
+        phase = challenges.phase_by_slug(session, slug)
         query = select(Submission).where(Submission.phase_id == phase.id).order_by(Submission.id)
         if submission_id is not None:
             query = query.where(Submission.id == submission_id)
@@ -334,6 +334,6 @@ def reevaluate(sessions: sessionmaker[Session], actor_id: int | None, slug: str,
                                      note="re-evaluation"))
             transition(session, evaluation.id, State.validating, State.queued, actor_id=actor_id)
             created.append(evaluation.id)
-        admin.audit(session, actor_id, "phase.reevaluate", f"phase:{slug}", evaluations=created)
+        audit.audit(session, actor_id, "phase.reevaluate", f"phase:{slug}", evaluations=created)
         return created
 

@@ -10,13 +10,15 @@ worker hosts are never part of what a participant gets.
 """
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+import datetime as dt
+
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from evaluator.ranking import rank_teams
-from submissions import admin
+from submissions import challenges, teams
 from submissions.exceptions import Forbidden, InvalidRequest, NotFound
-from submissions.models import TERMINAL, CaseResult, Challenge, Evaluation, LeaderboardEntry, Phase, Role, State, Submission, Team, User
+from submissions.models import TERMINAL, CaseResult, Challenge, Evaluation, LeaderboardEntry, Phase, Role, State, Submission, Team, User, utcnow
 from submissions.uploads import quota
 
 
@@ -31,7 +33,7 @@ def results_hidden(phase: Phase, user: User) -> bool:
 def phases(session: Session, user: User) -> list[dict]:
     rows = []
     for phase in session.execute(select(Phase).order_by(Phase.id)).scalars():
-        team = admin.team_of(session, user, phase.challenge_id)
+        team = teams.team_of(session, user, phase.challenge_id)
         rows.append({
             "slug": phase.slug, "challenge": phase.challenge.name, "name": phase.name, "title": phase.title,
             "kind": phase.kind, "opens": _iso(phase.opens_at), "closes": _iso(phase.closes_at),
@@ -51,7 +53,7 @@ def visible_submission(session: Session, user: User, submission_id: int, *option
     if submission is None:
         raise NotFound(f"no submission {submission_id}")
     if user.role != Role.organizer:
-        team = admin.team_of(session, user, submission.phase.challenge_id)
+        team = teams.team_of(session, user, submission.phase.challenge_id)
         if team is None or team.id != submission.team_id:
             raise NotFound(f"no submission {submission_id}")  # another team's: not even its existence
     return submission
@@ -136,11 +138,11 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
     the later submission), read from ``leaderboard_entries``."""
     found = session.execute(_LEADERBOARD, {"slug": slug}).all()
     if not found:
-        admin.phase_by_slug(session, slug)  # raises its NotFound, naming the phases there are
+        challenges.phase_by_slug(session, slug)  # raises its NotFound, naming the phases there are
     first = found[0]
     if results_hidden(first, user):
         raise Forbidden(f"the results of {slug} are not published yet")
-    definition = admin.definition_of(first.Challenge)
+    definition = challenges.definition_of(first.Challenge)
     if method is not None and method not in definition.ranking.methods:
         raise InvalidRequest(f"ranking method must be one of {', '.join(definition.ranking.methods)}, got {method!r}")
     method = method or definition.ranking.methods[0]
@@ -164,3 +166,69 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
         rows.append({"team": teams[sid], "submission": int(sid), **ranked})
     rows.sort(key=lambda r: (r["rank"], r["team"]))
     return {"phase": slug, "method": method, "rows": rows}
+
+
+def queue_position(session: Session, evaluation: Evaluation) -> int | None:
+    """1 for the next queued evaluation to be claimed (oldest first), None unless queued."""
+    if evaluation.status != State.queued:
+        return None
+    ahead = session.execute(select(func.count()).select_from(Evaluation).where(
+        Evaluation.status == State.queued, Evaluation.id < evaluation.id)).scalar()
+    return ahead + 1
+
+
+def runtime_seconds(evaluation: Evaluation, now: dt.datetime | None = None) -> float | None:
+    """Seconds the evaluation has run (so far, while running); None before it starts."""
+    if evaluation.started_at is None:
+        return None
+    end = evaluation.finished_at or (now or utcnow())
+    return max(0.0, (end - evaluation.started_at).total_seconds())
+
+
+def submission_rows(session: Session, user: User, team_id: int) -> list[dict]:
+    """The team's submissions, newest first, as the viewer may see them, each with the
+    latest evaluation's queue position and runtime."""
+    ids = session.execute(select(Submission.id).where(Submission.team_id == team_id).order_by(Submission.id.desc())).scalars().all()
+    rows = []
+    for submission_id in ids:
+        status = submission_status(session, user, submission_id)
+        latest = session.get(Submission, submission_id).evaluations[-1]
+        last = status["evaluations"][-1]
+        rows.append({
+            "id": status["id"], "phase": status["phase"], "status": status["status"], "done": status["done"],
+            "created": status["created"], "score": status["score"], "results_hidden": status["results_hidden"],
+            "failure": status["failure"], "error": status["error"], "logs": last.get("logs"),
+            "queue_position": queue_position(session, latest), "runtime_seconds": runtime_seconds(latest),
+            "counts_against_quota": status["counts_against_quota"], "disqualified": status["disqualified"],
+        })
+    return rows
+
+
+def organizer_overview(session: Session) -> dict:
+    """What the organizer's front page shows: every phase with its submission count and
+    active dataset, evaluations counted by status, and the queued and running ones (with
+    their submission and team), oldest first."""
+    from submissions.challenges import active_dataset
+
+    phases = session.execute(select(Phase).order_by(Phase.id)).scalars().all()
+    return {
+        "phases": phases,
+        "counts": dict(session.execute(select(Submission.phase_id, func.count()).group_by(Submission.phase_id)).all()),
+        "states": dict(session.execute(select(Evaluation.status, func.count()).group_by(Evaluation.status)).all()),
+        "running": session.execute(
+            select(Evaluation, Submission, Team).join(Submission, Evaluation.submission_id == Submission.id)
+            .join(Team, Submission.team_id == Team.id)
+            .where(Evaluation.status.in_([State.running, State.queued])).order_by(Evaluation.id)).all(),
+        "datasets": {p.id: active_dataset(session, p.id) for p in phases},
+    }
+
+
+def disqualifications(session: Session, phase: Phase) -> dict:
+    """A phase's teams by name (id), and its disqualified teams and submissions (with team name)."""
+    return {
+        "team_ids": dict(session.execute(select(Team.name, Team.id).where(Team.challenge_id == phase.challenge_id)).all()),
+        "teams_out": session.execute(select(Team).where(Team.challenge_id == phase.challenge_id, Team.disqualified_at.is_not(None))
+                                     .order_by(Team.name)).scalars().all(),
+        "submissions_out": session.execute(select(Submission, Team.name).join(Team, Team.id == Submission.team_id).where(
+            Submission.phase_id == phase.id, Submission.disqualified_at.is_not(None)).order_by(Submission.id)).all(),
+    }

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sandbox.exceptions import SubmissionError
 from sandbox.intake import check_archive
-from submissions import admin
+from submissions import audit, challenges, teams
 from submissions.db import transaction
 from submissions.exceptions import Conflict, Forbidden, InvalidArchive, QuotaExceeded
 from submissions.lifecycle import transition
@@ -80,7 +80,7 @@ def _check_quota(q: Quota, slug: str) -> None:
 
 
 def _team(session: Session, user: User, phase: Phase) -> Team:
-    team = admin.team_of(session, user, phase.challenge_id)
+    team = teams.team_of(session, user, phase.challenge_id)
     if team is None:
         raise Forbidden(f"you are in no team of {phase.challenge.name}: create one first (POST /api/v1/teams)")
     if team.disqualified_at is not None:
@@ -98,7 +98,7 @@ def submit(sessions: sessionmaker[Session], storage, user_id: int, slug: str, st
     received_at = now or utcnow()
     with sessions() as session:  # cheap checks first: a refused upload is not streamed
         user = session.get(User, user_id)
-        phase = admin.phase_by_slug(session, slug)
+        phase = challenges.phase_by_slug(session, slug)
         check_open(phase, received_at)
         team_id = _team(session, user, phase).id
         _check_quota(quota(session, team_id, phase, received_at), slug)
@@ -113,7 +113,7 @@ def submit(sessions: sessionmaker[Session], storage, user_id: int, slug: str, st
             raise InvalidArchive(str(exc)) from None
         with transaction(sessions) as session:
             session.execute(select(Team.id).where(Team.id == team_id).with_for_update()).one()
-            phase = admin.phase_by_slug(session, slug)
+            phase = challenges.phase_by_slug(session, slug)
             check_open(phase, now or utcnow())
             duplicate = session.execute(select(Submission.id).where(
                 Submission.team_id == team_id, Submission.phase_id == phase.id, Submission.archive_sha256 == staged.sha256)).scalar()
@@ -131,7 +131,7 @@ def submit(sessions: sessionmaker[Session], storage, user_id: int, slug: str, st
             session.add(StatusChange(evaluation_id=evaluation.id, from_state=None, to_state=State.received, at=received_at, actor_id=user_id))
             transition(session, evaluation.id, State.received, State.validating, at=validating_at, actor_id=user_id)
             transition(session, evaluation.id, State.validating, State.queued, actor_id=user_id)
-            admin.audit(session, user_id, "submission.create", f"submission:{submission.id}", size=staged.size, sha256=staged.sha256)
+            audit.audit(session, user_id, "submission.create", f"submission:{submission.id}", size=staged.size, sha256=staged.sha256)
             sha256 = staged.sha256
             created = storage.commit(staged)  # last: a failed check above keeps nothing
         return submission.id

@@ -201,7 +201,7 @@ class Service:
     """A migrated database, its storage, one challenge and helpers to add people."""
 
     def __init__(self, url: str, tmp_path: Path, definition: Path):
-        from submissions import admin, db
+        from submissions import accounts, challenges, db, teams
         from submissions.storage import LocalStorage
 
         self.engine = db.make_engine(url)
@@ -210,18 +210,18 @@ class Service:
         self.storage = LocalStorage(tmp_path / "storage")
         self.tmp = tmp_path
         with db.transaction(self.sessions) as session:
-            challenge, _ = admin.init_challenge(session, definition)
+            challenge, _ = challenges.init_challenge(session, definition)
             self.challenge = challenge.name
             self.phases = [p.slug for p in challenge.phases]
-            self.organizer = admin.create_user(session, "org@example.org", "organizer").id
+            self.organizer = accounts.create_user(session, "org@example.org", "organizer").id
 
     def participant(self, email: str, team: str | None = None) -> int:
-        from submissions import admin, db
+        from submissions import accounts, db, teams
 
         with db.transaction(self.sessions) as session:
-            user = admin.create_user(session, email, "participant")
+            user = accounts.create_user(session, email, "participant")
             if team:
-                admin.create_team(session, user, team)
+                teams.create_team(session, user, team)
             return user.id
 
     def counts(self) -> dict:

@@ -284,7 +284,7 @@ def test_the_site_shows_the_landmark_challenge_and_ranks_it_in_pixels_and_degree
     import html
     import re
 
-    from submissions import admin, db, queue
+    from submissions import accounts, challenges, db, queue, teams
     from submissions.uploads import submit
     from tests.web_support import ORGANIZER, open_site
 
@@ -292,15 +292,15 @@ def test_the_site_shows_the_landmark_challenge_and_ranks_it_in_pixels_and_degree
     site = next(site_iter)
     try:
         with db.transaction(site.sessions) as session:
-            admin.init_challenge(session, "iugc2025")
+            challenges.init_challenge(session, "iugc2025")
         page = html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", site.client().get("/").get_data(as_text=True))))
         assert "IUGC 2025: landmarks and the angle of progression" in page
         assert "PS1, PS2 (the ends of the pubic symphysis' long axis)" in page
         assert "every landmark 725.0 px from its truth" in page
         for team, mre, aop in (("close", 4.0, 3.0), ("far", 12.0, 9.0)):
             with db.transaction(site.sessions) as session:
-                user = admin.create_user(session, f"{team}@example.org", "participant")
-                admin.create_team(session, user, team, "iugc2025")
+                user = accounts.create_user(session, f"{team}@example.org", "participant")
+                teams.create_team(session, user, team, "iugc2025")
                 user_id = user.id
             with open(site.archive(), "rb") as stream:
                 submit(site.sessions, site.storage, user_id, "iugc2025-sanity-check", stream)
@@ -318,7 +318,7 @@ def test_the_site_shows_the_landmark_challenge_and_ranks_it_in_pixels_and_degree
 
 
 def test_a_landmark_phase_refuses_a_dataset_without_landmark_truth(psfhs_dir, tmp_path):
-    from submissions import admin, db
+    from submissions import challenges, db
     from submissions.exceptions import InvalidRequest
     from tests.web_support import open_site
 
@@ -328,12 +328,12 @@ def test_a_landmark_phase_refuses_a_dataset_without_landmark_truth(psfhs_dir, tm
     site = next(site_iter)
     try:
         with db.transaction(site.sessions) as session:
-            admin.init_challenge(session, "iugc2025")
+            challenges.init_challenge(session, "iugc2025")
         with pytest.raises(InvalidRequest, match="no landmark truth .*`iugc data landmarks "):
             with db.transaction(site.sessions) as session:
-                admin.add_dataset(session, "iugc2025-validation", tmp_path / "masks-only")
+                challenges.add_dataset(session, "iugc2025-validation", tmp_path / "masks-only")
         derive_landmarks(tmp_path / "masks-only", progress=False)
         with db.transaction(site.sessions) as session:
-            assert admin.add_dataset(session, "iugc2025-validation", tmp_path / "masks-only").n_cases == 3
+            assert challenges.add_dataset(session, "iugc2025-validation", tmp_path / "masks-only").n_cases == 3
     finally:
         next(site_iter, None)

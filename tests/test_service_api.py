@@ -8,7 +8,7 @@ import io
 import pytest
 
 from leaderboard.app import create_app
-from submissions import admin, db, queue
+from submissions import accounts, challenges, db, queue
 from submissions.exceptions import SchemaNotCurrent
 from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster, redis_server, s3_endpoint  # noqa: F401
 
@@ -28,7 +28,7 @@ def service(database_url, tmp_path):
 def _token(service, email, team=None):
     service.participant(email, team) if email != "org@example.org" else None
     with db.transaction(service.sessions) as session:
-        return {"Authorization": f"Bearer {admin.issue_token(session, email)}"}
+        return {"Authorization": f"Bearer {accounts.issue_token(session, email)}"}
 
 
 def _upload(service, headers, salt, slug=SANITY, **kw):
@@ -45,7 +45,7 @@ def test_every_endpoint_but_the_document_needs_a_valid_token(service):
             if path.endswith("openapi.json"):
                 assert operation["security"] == []
                 continue
-            url = path.replace("{slug}", SANITY).replace("{submission_id}", "1")
+            url = path.replace("{slug}", SANITY).replace("{submission_id}", "1").replace("{team_id}", "1")
             for headers in ({}, {"Authorization": "Bearer iugc_forged"}, {"Authorization": "Basic eDp5"}):
                 response = service.client.open(url, method=method.upper(), headers=headers)
                 assert response.status_code == 401, (method, url, headers)
@@ -58,8 +58,9 @@ def test_the_openapi_document_covers_every_api_rule(service):
     rules = {(r.rule, m) for r in service.app.url_map.iter_rules() if r.endpoint.startswith("api.")
              for m in r.methods - {"HEAD", "OPTIONS"}}
     documented = {(p, m.upper()) for p, ms in doc["paths"].items() for m in ms}
-    as_flask = {(p.replace("{slug}", "<slug>").replace("{submission_id}", "<int:submission_id>"), m) for p, m in documented}
-    assert as_flask == rules and len(rules) == 8
+    as_flask = {(p.replace("{slug}", "<slug>").replace("{submission_id}", "<int:submission_id>").replace("{team_id}", "<int:team_id>"), m)
+                for p, m in documented}
+    assert as_flask == rules and len(rules) == 10
     upload = doc["paths"]["/api/v1/phases/{slug}/submissions"]["post"]
     assert "multipart/form-data" in upload["requestBody"]["content"]
     assert {"202", "409", "413", "422", "429"} <= set(upload["responses"])
@@ -92,6 +93,37 @@ def test_teams(service):
 
     with service.sessions() as session:
         assert [t.name for t in session.query(Team)] == ["alpha"] and session.query(Membership).count() == 1
+
+
+def test_joining_and_leaving_a_team_through_the_api(service):
+    from submissions import teams
+    from submissions.models import Membership
+
+    alpha = _token(service, "a@example.org")
+    team_id = service.client.post("/api/v1/teams", headers=alpha, json={"name": "alpha"}).json["id"]
+    beta, gamma = _token(service, "b@example.org"), _token(service, "c@example.org")
+    link = teams.invitation_token(service.app.secret_key, team_id)
+    joined = service.client.post("/api/v1/teams/join", headers=beta, json={"invitation": link})
+    assert joined.status_code == 200 and joined.json["name"] == "alpha"
+    twice = service.client.post("/api/v1/teams/join", headers=beta, json={"invitation": link})
+    assert twice.status_code == 409 and "already in a team" in twice.json["error"]
+    forged = service.client.post("/api/v1/teams/join", headers=gamma, json={"invitation": link[:-3] + "abc"})
+    assert forged.status_code == 400 and "not valid" in forged.json["error"]
+    with db.transaction(service.sessions) as session:  # an e-mail invitation to c@, used once, by c@ only
+        from submissions.models import User
+
+        inviter = session.query(User).filter_by(email="a@example.org").one()
+        _, mailed = teams.invite(session, inviter, team_id, "c@example.org")
+    assert service.client.post("/api/v1/teams/join", headers=_token(service, "d@example.org"),
+                               json={"invitation": mailed}).status_code == 403
+    assert service.client.post("/api/v1/teams/join", headers=gamma, json={"invitation": mailed}).status_code == 200
+    assert service.client.post("/api/v1/teams/join", headers=gamma, json={"invitation": mailed}).status_code == 400  # used
+    left = service.client.post(f"/api/v1/teams/{team_id}/leave", headers=beta)
+    assert left.status_code == 200
+    assert service.client.post(f"/api/v1/teams/{team_id}/leave", headers=beta).status_code == 404
+    with service.sessions() as session:
+        members = {m.user.email for m in session.query(Membership).filter_by(team_id=team_id)}
+    assert members == {"a@example.org", "c@example.org"}
 
 
 def test_an_upload_is_accepted_and_followed(service):
@@ -207,7 +239,7 @@ def test_final_results_are_hidden_until_published(service):
     assert status["status"] == "succeeded" and status["score"] is None and status["results_hidden"]
     assert service.client.get(f"/api/v1/phases/{FINAL}/leaderboard", headers=organizer).json["rows"][0]["submission"] == sid
     with db.transaction(service.sessions) as session:
-        admin.publish(session, FINAL)
+        challenges.publish(session, FINAL)
     assert service.client.get(f"/api/v1/phases/{FINAL}/leaderboard", headers=alpha).json["rows"][0]["submission"] == sid
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from submissions import db
+from submissions import challenges, db
 from submissions.models import CaseResult, Evaluation, State, StatusChange, Submission
 from submissions.uploads import submit
 from tests.conftest import ROOT
@@ -63,10 +63,10 @@ def test_kill_9_mid_evaluation_completes_it_once_after_a_restart(mode, slow_imag
 
     svc = Service(url, tmp_path, challenge_file(tmp_path, limits={"time_limit_seconds": 120, "memory_mb": 2048}))
     user = svc.participant("a@example.org", "alpha")
-    from submissions import admin
+    from submissions import challenges
 
     with db.transaction(svc.sessions) as session:
-        admin.add_dataset(session, svc.phases[0], dataset)
+        challenges.add_dataset(session, svc.phases[0], dataset)
     with open(docker_like_archive(tmp_path / "a.tar", "x"), "rb") as stream:
         sid = submit(svc.sessions, svc.storage, user, svc.phases[0], stream)
     with db.transaction(svc.sessions) as session:  # the image is on the engine already: not loaded again

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from submissions import admin, db
+from submissions import accounts, challenges, db
 from submissions.models import CaseResult, Evaluation, LeaderboardEntry, State, StatusChange, Submission
 from submissions.uploads import submit
 from tests.conftest import ROOT
@@ -45,8 +45,8 @@ class Run:
         self.svc = Service(url, tmp_path, challenge_file(tmp_path, limits={"time_limit_seconds": 120, "memory_mb": 2048}))
         user = self.svc.participant("a@example.org", "alpha")
         with db.transaction(self.svc.sessions) as session:
-            admin.add_dataset(session, self.svc.phases[0], dataset)
-            self.token = admin.issue_token(session, "a@example.org")
+            challenges.add_dataset(session, self.svc.phases[0], dataset)
+            self.token = accounts.issue_token(session, "a@example.org")
         with open(docker_like_archive(tmp_path / "a.tar", "x"), "rb") as stream:
             self.sid = submit(self.svc.sessions, self.svc.storage, user, self.svc.phases[0], stream)
         with db.transaction(self.svc.sessions) as session:  # the image is on the engine already: not loaded again

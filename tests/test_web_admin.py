@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import event, func, select
 
-from submissions import admin, db
+from submissions import accounts, challenges, db
 from submissions.models import AuditEntry, Dataset, Phase, Submission, Team
 from tests.service_support import database_url, postgres_cluster  # noqa: F401 (fixtures)
 from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, SANITY, VALIDATION, Site, open_site
@@ -43,7 +43,7 @@ def text(response) -> str:
 
 def phase_row(site, slug) -> dict:
     with site.sessions() as session:
-        p = admin.phase_by_slug(session, slug)
+        p = challenges.phase_by_slug(session, slug)
         return {"opens": p.opens_at, "closes": p.closes_at, "per_day": p.submissions_per_day,
                 "total": p.submissions_total, "failures": p.failures_count}
 
@@ -208,7 +208,7 @@ def test_a_disqualified_team_leaves_page_api_and_exports_sees_why_and_is_reinsta
     fair = site.submission("b@example.org", VALIDATION, FAIR)
     organizer = site.client(ORGANIZER)
     with db.transaction(site.sessions) as session:
-        token = admin.issue_token(session, ORGANIZER)
+        token = accounts.issue_token(session, ORGANIZER)
     api = site.app.test_client()
     auth = {"Authorization": f"Bearer {token}"}
     assert _ranked(organizer) == ["alpha", "beta"]
@@ -329,7 +329,7 @@ def test_the_kept_leaderboard_changes_with_a_new_score_a_publish_and_a_disqualif
     lite.person("b@example.org", "beta")
     lite.submission("b@example.org", VALIDATION, FAIR)
     with db.transaction(lite.sessions) as session:
-        token = admin.issue_token(session, "b@example.org")
+        token = accounts.issue_token(session, "b@example.org")
     api, anonymous, organizer = lite.app.test_client(), lite.client(), lite.client(ORGANIZER)
     calls = []
     real = reports.rank_teams
@@ -353,8 +353,8 @@ def test_the_kept_leaderboard_changes_with_a_new_score_a_publish_and_a_disqualif
 
 def test_a_kept_leaderboard_request_makes_the_same_few_read_only_queries_however_many_teams(lite):
     with db.transaction(lite.sessions) as session:
-        token = admin.issue_token(session, ORGANIZER)
-        admin.publish(session, VALIDATION)
+        token = accounts.issue_token(session, ORGANIZER)
+        challenges.publish(session, VALIDATION)
     counts, begins = {}, {}
     statements = []
     engine = lite.app.extensions["iugc"].engine
@@ -390,7 +390,7 @@ def test_a_kept_api_answer_still_checks_the_token_its_rate_and_the_phase_every_c
     site.submission("a@example.org", VALIDATION, GOOD)
     site.submission("a@example.org", FINAL, GOOD)
     with db.transaction(site.sessions) as session:
-        tokens = {email: {"Authorization": f"Bearer {admin.issue_token(session, email)}"} for email in ("a@example.org", ORGANIZER)}
+        tokens = {email: {"Authorization": f"Bearer {accounts.issue_token(session, email)}"} for email in ("a@example.org", ORGANIZER)}
     api = site.app.test_client()
     board = f"/api/v1/phases/{VALIDATION}/leaderboard"
     assert [api.get(board, headers=tokens["a@example.org"]).status_code for _ in range(5)] == [200] * 4 + [429]  # 3 of them kept
@@ -399,11 +399,11 @@ def test_a_kept_api_answer_still_checks_the_token_its_rate_and_the_phase_every_c
     assert api.get(final, headers=tokens[ORGANIZER]).status_code == 200
     assert api.get(final, headers=tokens[ORGANIZER]).status_code == 200  # kept for the organizer's view...
     with db.transaction(site.sessions) as session:  # (a fresh minute's worth of calls for the participant)
-        tokens["a@example.org"] = {"Authorization": f"Bearer {admin.issue_token(session, 'a@example.org')}"}
+        tokens["a@example.org"] = {"Authorization": f"Bearer {accounts.issue_token(session, 'a@example.org')}"}
     refused = api.get(final, headers=tokens["a@example.org"])
     assert refused.status_code == 403 and "not published" in refused.json["error"]  # ...never shown while hidden
     with db.transaction(site.sessions) as session:
-        admin.user_by_email(session, ORGANIZER).active = False
+        accounts.user_by_email(session, ORGANIZER).active = False
     assert api.get(board, headers=tokens[ORGANIZER]).status_code == 401  # a kept answer, a deactivated caller
     assert api.get(board, headers={"Authorization": "Bearer iugc_forged"}).status_code == 401
     site.close()
@@ -416,7 +416,7 @@ def test_a_kept_page_is_served_only_to_visitors_without_a_cookie_and_moves_with_
     lite.person("b@example.org", "beta")
     lite.submission("a@example.org", VALIDATION, FAIR)
     with db.transaction(lite.sessions) as session:
-        admin.publish(session, VALIDATION)
+        challenges.publish(session, VALIDATION)
     front = lite.app.wsgi_app
     assert isinstance(front, KeptAnswers)
     anonymous = lite.app.test_client()

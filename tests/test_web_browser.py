@@ -81,8 +81,8 @@ def server(psfhs_dir, tmp_path_factory, baseline_archive):
     """`iugc serve` on a fresh instance: psfhs2023 with 5 real cases in every phase, an
     organizer, two scored stand-in teams."""
     from data_manifest.importers import import_dataset
-    from leaderboard.web.security import hash_password
-    from submissions import admin, db, queue
+    from submissions.accounts import hash_password
+    from submissions import accounts, challenges, db, queue, teams
     from submissions.storage import LocalStorage
     from submissions.uploads import submit
 
@@ -99,16 +99,16 @@ def server(psfhs_dir, tmp_path_factory, baseline_archive):
     sessions = db.session_factory(engine)
     storage = LocalStorage(instance / "storage")
     with db.transaction(sessions) as session:
-        challenge, _ = admin.init_challenge(session, "psfhs2023")
+        challenge, _ = challenges.init_challenge(session, "psfhs2023")
         for phase in challenge.phases:
-            admin.add_dataset(session, phase.slug, root / "data")
-        admin.create_user(session, "organizer@example.org", "organizer").password_hash = hash_password(PASSWORD)
+            challenges.add_dataset(session, phase.slug, root / "data")
+        accounts.create_user(session, "organizer@example.org", "organizer").password_hash = hash_password(PASSWORD)
         for name in STAND_INS:
-            user = admin.create_user(session, f"{name}@example.org", "participant")
-            admin.create_team(session, user, name)
+            user = accounts.create_user(session, f"{name}@example.org", "participant")
+            teams.create_team(session, user, name)
     for index, (name, aggregates) in enumerate(STAND_INS.items()):
         with db.transaction(sessions) as session:
-            user_id = admin.user_by_email(session, f"{name}@example.org").id
+            user_id = accounts.user_by_email(session, f"{name}@example.org").id
         for slug in ("psfhs2023-sanity-check", "psfhs2023-final-test"):
             with open(docker_like_archive(root / f"{name}-{slug}.tar", f"{name}{slug}"), "rb") as stream:
                 submit(sessions, storage, user_id, slug, stream)

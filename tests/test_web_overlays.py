@@ -27,7 +27,7 @@ from data_manifest.io import read_image, read_mask
 from evaluator.evaluate import evaluate_folder
 from evaluator.metrics import dice
 from leaderboard.web import overlays
-from submissions import admin, db, queue
+from submissions import challenges, db, queue
 from submissions.models import Submission
 from submissions.storage import S3Storage
 from submissions.uploads import submit
@@ -182,7 +182,7 @@ class OverlaySite:
         site.app.extensions["iugc"].storage = storage  # results, kept masks (and uploads) where the app reads them
         with db.transaction(site.sessions) as session:
             for slug in (SANITY, VALIDATION):
-                admin.add_dataset(session, slug, dataset)
+                challenges.add_dataset(session, slug, dataset)
         site.person("a@example.org", "alpha")
         site.person("b@example.org", "beta")
 

@@ -13,7 +13,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from submissions import admin, db, queue
+from submissions import db, queue, teams
 from submissions.models import AuditEntry, Membership, Submission, Team
 from tests.service_support import database_url, postgres_cluster  # noqa: F401 (fixtures)
 from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, SANITY, VALIDATION, open_site, psfhs_score
@@ -176,14 +176,13 @@ def test_create_a_team_invite_by_link_join_and_leave(site):
 
 
 def test_an_expired_invitation_is_refused(site, monkeypatch):
-    from leaderboard.web import queries
 
     site.person("a@example.org", "alpha")
     site.person("b@example.org")
     with site.sessions() as session:
         team_id = session.execute(select(Team.id)).scalar()
-    token = queries.invitation_token(site.app.secret_key, team_id)
-    monkeypatch.setattr(queries, "INVITE_DAYS", -1)
+    token = teams.invitation_token(site.app.secret_key, team_id)
+    monkeypatch.setattr(teams, "INVITE_DAYS", -1)
     refused = site.client("b@example.org").get(f"/teams/join/{token}")
     assert refused.status_code == 400 and "ask the team for a new link" in text(refused)
 

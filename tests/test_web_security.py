@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from leaderboard.app import create_app
 from leaderboard.web.security import ACCESS, write_secret_key
-from submissions import admin, db
+from submissions import accounts, challenges, db
 from submissions.exceptions import ConfigurationError
 from submissions.models import Membership, Submission, Team, User
 from tests.web_support import ORGANIZER, PASSWORD, SANITY, Site, site  # noqa: F401 (the site fixture)
@@ -90,13 +90,28 @@ def test_a_wrong_password_or_unknown_address_get_the_same_answer(site):
     assert "wrong e-mail address or password" in unknown.get_data(as_text=True)
 
 
-def test_a_password_set_by_the_admin_command_logs_in_and_is_rehashed_to_argon2(site):
+def test_the_admin_command_and_the_pages_share_one_password_scheme(site):
     with db.transaction(site.sessions) as session:
-        admin.create_user(session, "cli@example.org", "participant", password=PASSWORD)  # scrypt, as `iugc admin create-user`
-    assert site.client("cli@example.org").get("/account").status_code == 200
+        accounts.create_user(session, "cli@example.org", "participant", password=PASSWORD)  # as `iugc admin create-user`
     with site.sessions() as session:
-        assert admin.user_by_email(session, "cli@example.org").password_hash.startswith("$argon2id$")
-    assert site.client("cli@example.org").get("/account").status_code == 200  # and again, with the new hash
+        assert accounts.user_by_email(session, "cli@example.org").password_hash.startswith("$argon2id$")
+    assert site.client("cli@example.org").get("/account").status_code == 200
+
+
+def test_an_old_scrypt_hash_logs_in_once_and_is_replaced_by_argon2(site):
+    import hashlib
+    import secrets
+
+    salt = secrets.token_bytes(16)  # the row an older version wrote: scrypt$<salt>$<hash>, made here with the stdlib
+    old = f"scrypt${salt.hex()}${hashlib.scrypt(PASSWORD.encode(), salt=salt, n=2**14, r=8, p=1).hex()}"
+    with db.transaction(site.sessions) as session:
+        accounts.create_user(session, "old@example.org", "participant").password_hash = old
+    assert site.client("old@example.org").get("/account").status_code == 200
+    with site.sessions() as session:
+        assert accounts.user_by_email(session, "old@example.org").password_hash.startswith("$argon2id$")
+    assert site.client("old@example.org").get("/account").status_code == 200  # and again, with the new hash
+    with db.transaction(site.sessions) as session:
+        assert accounts.log_in(session, "old@example.org", "not the password") is None
 
 
 def _rules(site):
@@ -143,7 +158,7 @@ def test_participants_get_403_on_every_organizer_page(site):
             checked += 1
     assert checked >= 6
     with site.sessions() as session:
-        assert not session.get(type(admin.phase_by_slug(session, SANITY)), admin.phase_by_slug(session, SANITY).id).results_published
+        assert not session.get(type(challenges.phase_by_slug(session, SANITY)), challenges.phase_by_slug(session, SANITY).id).results_published
     assert site.client(ORGANIZER).get("/admin").status_code == 200
 
 
@@ -198,7 +213,7 @@ def test_forms_without_a_valid_csrf_token_are_refused_and_change_nothing(site):
 def test_the_api_takes_bearer_tokens_without_csrf(site):
     site.person("a@example.org")
     with db.transaction(site.sessions) as session:
-        token = admin.issue_token(session, "a@example.org")
+        token = accounts.issue_token(session, "a@example.org")
     response = site.app.test_client().post("/api/v1/teams", json={"name": "api-team"}, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 201
     assert site.app.test_client().get("/api/v1/nothing").json["error"].startswith("no such endpoint")
@@ -236,7 +251,7 @@ def test_a_forged_session_cookie_is_anonymous(site):
     client = site.client()
     client.get("/login")
     with site.sessions() as session:
-        organizer = admin.user_by_email(session, ORGANIZER)
+        organizer = accounts.user_by_email(session, ORGANIZER)
     from leaderboard.web.security import fingerprint
 
     claim = {"_user_id": f"{organizer.id}:{fingerprint(organizer.password_hash)}", "_fresh": True}
@@ -257,9 +272,9 @@ def test_changing_a_password_ends_existing_sessions(site):
     client = site.client("a@example.org")
     assert client.get("/account").status_code == 200
     with db.transaction(site.sessions) as session:
-        from leaderboard.web.security import hash_password
+        from submissions.accounts import hash_password
 
-        admin.user_by_email(session, "a@example.org").password_hash = hash_password("another long phrase")
+        accounts.user_by_email(session, "a@example.org").password_hash = hash_password("another long phrase")
     assert client.get("/account").status_code == 302
 
 
@@ -267,7 +282,7 @@ def test_a_deactivated_account_is_logged_out(site):
     site.person("a@example.org")
     client = site.client("a@example.org")
     with db.transaction(site.sessions) as session:
-        admin.user_by_email(session, "a@example.org").active = False
+        accounts.user_by_email(session, "a@example.org").active = False
     assert client.get("/account").status_code == 302
     assert site.client().form("/login", {"email": "a@example.org", "password": PASSWORD}).status_code == 401
 

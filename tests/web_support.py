@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from leaderboard.app import create_app
-from leaderboard.web.security import hash_password
-from submissions import admin, db, queue
+from submissions.accounts import hash_password
+from submissions import accounts, db, queue, teams
 from submissions.uploads import submit
 from tests.service_support import Service, challenge_file, docker_like_archive
 
@@ -34,7 +34,7 @@ class Site:
         self.service = Service(url, tmp_path, challenge_file(tmp_path, limits={"submissions_per_day": 5, "image_size_limit_mb": 1}))
         self.sessions, self.storage, self.tmp = self.service.sessions, self.service.storage, tmp_path
         with db.transaction(self.sessions) as session:
-            admin.user_by_email(session, ORGANIZER).password_hash = hash_password(PASSWORD)
+            accounts.user_by_email(session, ORGANIZER).password_hash = hash_password(PASSWORD)
         self.app = create_app({"DATABASE_URL": url, "STORAGE_URL": str(self.storage.root), "INSTANCE": str(tmp_path), **config})
         self._salt = 0
 
@@ -44,15 +44,15 @@ class Site:
 
     def person(self, email: str, team: str | None = None) -> int:
         with db.transaction(self.sessions) as session:
-            user = admin.create_user(session, email, "participant")
+            user = accounts.create_user(session, email, "participant")
             user.password_hash = hash_password(PASSWORD)
             if team:
-                admin.create_team(session, user, team)
+                teams.create_team(session, user, team)
             return user.id
 
     def user_id(self, email: str) -> int:
         with self.sessions() as session:
-            return admin.user_by_email(session, email).id
+            return accounts.user_by_email(session, email).id
 
     def archive(self) -> Path:
         self._salt += 1

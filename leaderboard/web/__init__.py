@@ -4,7 +4,7 @@ the folder of its name in ``leaderboard/templates``, and one
 stylesheet and script in ``leaderboard/static`` (no build step).
 
 :func:`init_web` is called by ``create_app``; the pages read and change the records only
-through ``submissions`` (reports, admin, uploads, queue) and ``leaderboard.web.queries``.
+through ``submissions`` (reports, accounts, teams, challenges, uploads, queue).
 """
 from __future__ import annotations
 

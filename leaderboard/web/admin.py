@@ -11,11 +11,11 @@ import json
 
 from flask import Blueprint, Response, flash, redirect, render_template, url_for
 from flask_login import current_user
-from sqlalchemy import func, select
 
-from submissions import admin, db, disqualification, queue
+from submissions import challenges, db, disqualification, queue, reports
+from submissions import audit as audit_log
 from submissions.exceptions import Conflict, InvalidRequest, NotFound
-from submissions.models import AuditEntry, Evaluation, Phase, State, Submission, Team, User
+from submissions.models import Submission
 from leaderboard import boards
 from leaderboard.web.forms import ActionForm, DatasetForm, PhaseForm, ReasonForm, SubmissionReasonForm
 from leaderboard.web.security import page
@@ -29,22 +29,14 @@ AUDIT_PAGE = 200
 @page(bp, "", "organizer")
 def index():
     with service().sessions() as session:
-        phases = session.execute(select(Phase).order_by(Phase.id)).scalars().all()
-        counts = dict(session.execute(select(Submission.phase_id, func.count()).group_by(Submission.phase_id)).all())
-        states = dict(session.execute(select(Evaluation.status, func.count()).group_by(Evaluation.status)).all())
-        running = session.execute(
-            select(Evaluation, Submission, Team).join(Submission, Evaluation.submission_id == Submission.id)
-            .join(Team, Submission.team_id == Team.id)
-            .where(Evaluation.status.in_([State.running, State.queued])).order_by(Evaluation.id)).all()
-        return render_template("admin/index.html", phases=phases, counts=counts, states=states, running=running,
-                               datasets={p.id: admin.active_dataset(session, p.id) for p in phases}, form=ActionForm())
+        return render_template("admin/index.html", **reports.organizer_overview(session), form=ActionForm())
 
 
 @page(bp, "/phases/<slug>/publish", "organizer", methods=("POST",))
 def publish(slug):
     ActionForm().validate_on_submit()  # CSRF is checked before the view; the form has no other field
     with db.transaction(service().sessions) as session:
-        admin.publish(session, slug, actor_id=current_user.id)
+        challenges.publish(session, slug, actor_id=current_user.id)
     flash(f"The results of {slug} are published.", "success")
     return redirect(url_for("admin.index"))
 
@@ -74,8 +66,7 @@ def reevaluate_one(submission_id):
 @page(bp, "/audit", "organizer")
 def audit():
     with service().sessions() as session:
-        entries = session.execute(select(AuditEntry, User.email).outerjoin(User, AuditEntry.actor_id == User.id)
-                                  .order_by(AuditEntry.id.desc()).limit(AUDIT_PAGE)).all()
+        entries = audit_log.latest(session, AUDIT_PAGE)
         return render_template("admin/audit.html", entries=entries, limit=AUDIT_PAGE)
 
 
@@ -131,15 +122,10 @@ def _phase_forms(phase) -> dict:
 def _phase_page(slug: str, status: int = 200, **forms):
     """The phase's admin page; ``forms`` replace the blank ones (a refused form keeps its input and errors)."""
     with service().sessions() as session:
-        phase = admin.phase_by_slug(session, slug)
+        phase = challenges.phase_by_slug(session, slug)
         rows = boards.ranked(session, current_user.user, boards.state(session, slug))["rows"]
-        team_ids = dict(session.execute(select(Team.name, Team.id).where(Team.challenge_id == phase.challenge_id)).all())
-        teams_out = session.execute(select(Team).where(Team.challenge_id == phase.challenge_id, Team.disqualified_at.is_not(None))
-                                    .order_by(Team.name)).scalars().all()
-        submissions_out = session.execute(select(Submission, Team.name).join(Team, Team.id == Submission.team_id).where(
-            Submission.phase_id == phase.id, Submission.disqualified_at.is_not(None)).order_by(Submission.id)).all()
-        return render_template("admin/phase.html", phase=phase, dataset=admin.active_dataset(session, phase.id), rows=rows,
-                               team_ids=team_ids, teams_out=teams_out, submissions_out=submissions_out,
+        return render_template("admin/phase.html", phase=phase, dataset=challenges.active_dataset(session, phase.id), rows=rows,
+                               **reports.disqualifications(session, phase),
                                **{"action": ActionForm(), **_phase_forms(phase), **forms}), status
 
 
@@ -173,7 +159,7 @@ def phase_settings(slug):
     form = PhaseForm()
 
     def operation(session):
-        admin.update_phase(session, slug, opens_at=admin.parse_time(form.opens.data), closes_at=admin.parse_time(form.closes.data),
+        challenges.update_phase(session, slug, opens_at=challenges.parse_time(form.opens.data), closes_at=challenges.parse_time(form.closes.data),
                            submissions_per_day=form.per_day.data, submissions_total=form.total.data,
                            failures_count=bool(form.failures_count.data), actor_id=current_user.id)
     return _change(slug, operation, f"The window and quotas of {slug} are saved.", form, form.per_day)
@@ -184,7 +170,7 @@ def phase_dataset(slug):
     form = DatasetForm()
 
     def operation(session):
-        admin.add_dataset(session, slug, form.path.data.strip(), actor_id=current_user.id, expected_sha256=form.sha256.data)
+        challenges.add_dataset(session, slug, form.path.data.strip(), actor_id=current_user.id, expected_sha256=form.sha256.data)
     return _change(slug, operation, f"The dataset of {slug} is registered; new evaluations use it.", form, form.path)
 
 

@@ -1,21 +1,19 @@
-"""Accounts: ``/register``, ``/login``, ``/logout``, ``/account`` (API tokens)."""
+"""Accounts: ``/register``, ``/login``, ``/logout``, ``/account`` (API tokens); the rules are
+``submissions.accounts``'."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
-from sqlalchemy import select
 
-from submissions import admin, db
+from submissions import accounts, db
 from submissions.exceptions import Conflict, InvalidRequest
-from submissions.models import User
 from leaderboard.web.forms import ActionForm, LoginForm, RegisterForm
-from leaderboard.web.security import Account, check_new_password, hash_password, needs_rehash, page, password_matches
+from leaderboard.web.security import Account, page
 from leaderboard.app import service
 
 bp = Blueprint("auth", __name__)
-
 
 
 def _safe_next(target: str | None) -> str:
@@ -30,15 +28,13 @@ def register():
     form = RegisterForm()
     if form.validate_on_submit():
         email, password = form.email.data.strip(), form.password.data
-        problem = check_new_password(password, email)
+        problem = accounts.check_new_password(password, email)
         if problem:
             form.password.errors.append(problem)
         else:
             try:
                 with db.transaction(service().sessions) as session:
-                    user = admin.create_user(session, email, "participant")
-                    user.password_hash = hash_password(password)
-                    session.flush()
+                    user = accounts.create_user(session, email, "participant", password)
             except (InvalidRequest, Conflict) as exc:
                 form.email.errors.append(str(exc) if isinstance(exc, InvalidRequest) else "an account with this e-mail exists; log in instead")
             else:
@@ -54,11 +50,8 @@ def login():
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
         with db.transaction(service().sessions) as session:
-            user = session.execute(select(User).where(User.email == email)).scalar_one_or_none()
-            ok = password_matches(user.password_hash if user else None, form.password.data) and user.active
-            if ok and needs_rehash(user.password_hash):
-                user.password_hash = hash_password(form.password.data)
-        if ok:
+            user = accounts.log_in(session, email, form.password.data)
+        if user is not None:
             login_user(Account(user))
             return redirect(_safe_next(request.args.get("next")))
         form.password.errors.append("wrong e-mail address or password")
@@ -78,7 +71,7 @@ def logout():
 @page(bp, "/account", "user")
 def account():
     with service().sessions() as session:
-        tokens = admin_tokens(session, current_user.id)
+        tokens = accounts.tokens_of(session, current_user.id)
     return render_template("auth/account.html", tokens=tokens, form=ActionForm(), new_token=None)
 
 
@@ -88,18 +81,12 @@ def new_token():
     if not form.validate_on_submit():
         return redirect(url_for("auth.account"))
     with db.transaction(service().sessions) as session:
-        token = admin.issue_token(session, current_user.email, actor_id=current_user.id)
+        token = accounts.issue_token(session, current_user.email, actor_id=current_user.id)
     with service().sessions() as session:
-        tokens = admin_tokens(session, current_user.id)
+        tokens = accounts.tokens_of(session, current_user.id)
     phase = request.form.get("phase", "")
     phase = phase if phase.replace("-", "").isalnum() else ""
     response = current_app.make_response(render_template("auth/account.html", tokens=tokens, form=ActionForm(), new_token=token,
                                                          phase=phase or "PHASE"))
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-def admin_tokens(session, user_id: int) -> list:
-    from submissions.models import ApiToken
-
-    return session.execute(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())).scalars().all()

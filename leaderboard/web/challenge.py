@@ -10,7 +10,7 @@ from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import select
 
-from submissions import admin
+from submissions import challenges, teams
 from submissions.models import Challenge
 from submissions.uploads import quota
 from leaderboard.web.security import page
@@ -35,8 +35,8 @@ def guide_html() -> Markup | None:
 def challenge_views(session, user) -> list[dict]:
     views = []
     for row in session.execute(select(Challenge).order_by(Challenge.id)).scalars():
-        definition = admin.definition_of(row)
-        team = admin.team_of(session, user, row.id) if user is not None else None
+        definition = challenges.definition_of(row)
+        team = teams.team_of(session, user, row.id) if user is not None else None
         phases = []
         for phase in row.phases:
             phases.append({"row": phase, "quota": quota(session, team.id, phase) if team else None})

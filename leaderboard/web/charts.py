@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from evaluator.ranking import bootstrap_ranks, wilcoxon_significance
-from submissions import admin, reports
+from submissions import challenges, reports
 from submissions.models import LeaderboardEntry, Phase, Team
 
 
@@ -50,7 +50,7 @@ def analysis(session: Session, phase: Phase, method: str, cache: Path) -> dict |
     common = set.intersection(*(set(r["cases"]) for r in results.values()))
     if not common:
         return None
-    definition = admin.definition_of(phase.challenge)
+    definition = challenges.definition_of(phase.challenge)
     resampled = method in ("score", "mean-rank")  # test-then-rank is itself the paired tests: no resampling of it
     out = {"bootstrap": bootstrap_ranks(results, definition, method, definition.ranking.bootstrap_samples, seed=0) if resampled else None,
            "significance": wilcoxon_significance(results, definition), "n_cases": len(common)}

@@ -37,7 +37,7 @@ class ReasonForm(FlaskForm):
 
 
 class PhaseForm(FlaskForm):
-    """A phase's window (UTC) and quotas; the rules are ``submissions.admin.update_phase``'s."""
+    """A phase's window (UTC) and quotas; the rules are ``submissions.challenges.update_phase``'s."""
 
     opens = StringField("Opens (UTC)", validators=[Optional(), Length(max=40)], render_kw={"type": "datetime-local"})
     closes = StringField("Closes (UTC)", validators=[Optional(), Length(max=40)], render_kw={"type": "datetime-local"})

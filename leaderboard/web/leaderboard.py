@@ -12,7 +12,7 @@ from markupsafe import Markup
 from flask_login import current_user
 from sqlalchemy import select
 
-from submissions import admin, reports
+from submissions import challenges, reports, teams
 from submissions.exceptions import Forbidden, NotFound
 from submissions.models import Phase, Role, User
 from leaderboard import boards
@@ -64,7 +64,7 @@ def board(session, user: User | None, slug: str, method: str | None) -> dict:
 
 
 def _view(data: dict, phase: Phase) -> dict:
-    definition = admin.definition_of(phase.challenge)
+    definition = challenges.definition_of(phase.challenge)
     headline = "mre" if "landmarks" in definition.tasks else "dice_all"  # shown on an empty board too
     columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in data["rows"]) or c[0] in ("score", headline)]
     ranks = [r["rank"] for r in data["rows"]]
@@ -103,7 +103,7 @@ def phase(slug):
 
 def _page(session, user: User | None, data: dict) -> str:
     phase_row = data["phase_row"]()
-    team = admin.team_of(session, user, phase_row.challenge_id) if user is not None else None
+    team = teams.team_of(session, user, phase_row.challenge_id) if user is not None else None
     my_team = team.name if team else None
     organizer = user is not None and user.role == Role.organizer
     b = {**data, "phase_row": phase_row}

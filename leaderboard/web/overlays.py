@@ -33,7 +33,7 @@ from common.files import atomic_write_bytes, sha256_file
 from data_manifest.io import ReadError, read_image, read_mask
 from data_manifest.manifest import MANIFEST_NAME, ManifestError, load_manifest
 from sandbox.outputs import check_mask
-from submissions import admin, reports
+from submissions import challenges, reports
 from submissions.exceptions import NotFound
 from submissions.models import CaseResult, Dataset, Evaluation, User
 
@@ -69,7 +69,7 @@ def case_overlay(session: Session, storage, user: User, submission_id: int, case
     path = Path(cache) / str(evaluation.id) / f"{case_id}.png"
     if path.is_file():
         return path.read_bytes()
-    method = admin.definition_of(phase.challenge).aop_method
+    method = challenges.definition_of(phase.challenge).aop_method
     if method == "landmarks":
         frame, predicted, expert = _case_points(session, storage, evaluation, case_id)
     else:

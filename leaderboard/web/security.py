@@ -4,9 +4,7 @@
   test config, else ``$IUGC_SECRET_KEY``, else the file ``<instance>/secret_key``; a test
   app (``create_app(test_config)``) without one gets a random key; otherwise the app
   refuses to start and says how to set one.
-- Passwords: argon2id (argon2-cffi). Hashes written by ``iugc admin create-user``
-  (``scrypt$...``, see ``submissions.admin``) are accepted and replaced by argon2 at the
-  next login.
+- Passwords: ``submissions.accounts`` (argon2id, one scheme for the pages and the commands).
 - Sessions: Flask-Login; the session names the user *and* a fingerprint of the password
   hash, so changing a password ends every other session; a deactivated user is logged out.
 - Every page is declared with :func:`page` and its access level (``public``, ``user``,
@@ -23,15 +21,12 @@ import secrets
 from functools import wraps
 from pathlib import Path
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from flask import abort, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user
 from flask_wtf.csrf import CSRFProtect
 
-from submissions import admin
 from submissions.exceptions import ConfigurationError
 from submissions.models import Role, User
 from leaderboard.app import service
@@ -40,7 +35,6 @@ ACCESS: dict[str, str] = {}
 """endpoint -> the access level :func:`page` declared for it."""
 LEVELS = ("public", "user", "organizer")
 MIN_SECRET_LENGTH = 32
-MIN_PASSWORD_LENGTH = 10
 
 csrf = CSRFProtect()
 limiter = Limiter(get_remote_address, default_limits=[])  # storage: RATELIMIT_STORAGE_URI (leaderboard.app)
@@ -58,8 +52,6 @@ login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Log in to see this page."
 login_manager.session_protection = "strong"
-_hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(8))
 
 
 def secret_key(configured: str | None, instance: Path, testing: bool, environ=None) -> str:
@@ -101,56 +93,6 @@ def write_secret_key(instance: Path) -> Path:
             f.write(secrets.token_hex(32) + "\n")
         os.replace(tmp, path)
     return path
-
-
-def hash_password(password: str) -> str:
-    """An argon2id hash of ``password``.
-
-    >>> stored = hash_password("correct horse battery")
-    >>> stored.startswith("$argon2id$"), password_matches(stored, "correct horse battery"), password_matches(stored, "wrong")
-    (True, True, False)
-    """
-    return _hasher.hash(password)
-
-
-def password_matches(stored: str | None, password: str) -> bool:
-    """Whether ``password`` matches an argon2 or (from ``iugc admin create-user``) scrypt hash."""
-    if not stored:
-        _spend_time(password)
-        return False
-    if stored.startswith("scrypt$"):
-        return admin.check_password(stored, password)
-    try:
-        return _hasher.verify(stored, password)
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-def _spend_time(password: str) -> None:
-    """The cost of one verification, so an unknown e-mail takes as long as a wrong password."""
-    try:
-        _hasher.verify(_DUMMY_HASH, password)
-    except VerificationError:
-        pass
-
-
-def needs_rehash(stored: str) -> bool:
-    return stored.startswith("scrypt$") or _hasher.check_needs_rehash(stored)
-
-
-def check_new_password(password: str, email: str) -> str | None:
-    """Why ``password`` is not acceptable (None when it is).
-
-    >>> check_new_password("short", "a@b.org")
-    'a password needs at least 10 characters'
-    >>> check_new_password("a@b.org-pw", "a@b.org")
-    'a password must not contain your e-mail address'
-    """
-    if len(password) < MIN_PASSWORD_LENGTH:
-        return f"a password needs at least {MIN_PASSWORD_LENGTH} characters"
-    if email and email.lower() in password.lower():
-        return "a password must not contain your e-mail address"
-    return None
 
 
 class Account(UserMixin):

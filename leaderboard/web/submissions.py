@@ -6,11 +6,10 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from submissions import admin, queue, reports
+from submissions import challenges, queue, reports, teams
 from submissions.exceptions import Forbidden, InvalidRequest, ServiceError
 from submissions.uploads import check_open, quota, submit
 from submissions.models import utcnow
-from leaderboard.web import queries
 from leaderboard.web.leaderboard import COLUMNS
 from leaderboard.web.forms import ActionForm
 from leaderboard.web import overlays
@@ -50,8 +49,8 @@ def upload(slug):
         flash(f"Submission {submission_id} received and queued.", "success")
         return redirect(target)
     with service().sessions() as session:
-        phase = admin.phase_by_slug(session, slug)
-        team = admin.team_of(session, current_user.user, phase.challenge_id)
+        phase = challenges.phase_by_slug(session, slug)
+        team = teams.team_of(session, current_user.user, phase.challenge_id)
         try:
             check_open(phase, utcnow())
             closed = None
@@ -65,8 +64,8 @@ def upload(slug):
 @page(bp, "/submissions", "user")
 def mine():
     with service().sessions() as session:
-        groups = [(challenge, team, queries.submission_rows(session, current_user.user, team.id) if team else [])
-                  for challenge, team in queries.teams_of(session, current_user.user)]
+        groups = [(challenge, team, reports.submission_rows(session, current_user.user, team.id) if team else [])
+                  for challenge, team in teams.teams_of(session, current_user.user)]
         return render_template("submissions/mine.html", groups=groups, form=ActionForm(),
                                highlight=request.args.get("highlight", type=int))
 
@@ -75,8 +74,8 @@ def mine():
 def status_json():
     """The caller's teams' submissions, for the page to refresh itself (polled)."""
     with service().sessions() as session:
-        rows = [row for _, team in queries.teams_of(session, current_user.user) if team
-                for row in queries.submission_rows(session, current_user.user, team.id)]
+        rows = [row for _, team in teams.teams_of(session, current_user.user) if team
+                for row in reports.submission_rows(session, current_user.user, team.id)]
     response = jsonify({"submissions": rows})
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -98,8 +97,8 @@ def detail(submission_id):
                                overlays=bool(cases) and submission.phase.public_cases
                                and overlays.kept_masks(service().storage, reports.latest_success(submission)) is not None,
                                metric_columns=COLUMNS + COUNTS, case_columns=CASE_COLUMNS,
-                               queue_position=queries.queue_position(session, latest),
-                               runtime=queries.runtime_seconds(latest), form=ActionForm())
+                               queue_position=reports.queue_position(session, latest),
+                               runtime=reports.runtime_seconds(latest), form=ActionForm())
 
 
 @page(bp, "/submissions/<int:submission_id>/cases/<case_id>/overlay.png", "user")

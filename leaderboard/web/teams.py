@@ -6,12 +6,11 @@ import smtplib
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
-from sqlalchemy import select
 
-from submissions import admin, db
+from submissions import db, teams
 from submissions.exceptions import Conflict, InvalidRequest, NotFound
-from submissions.models import Invitation, Team
-from leaderboard.web import invitations, queries
+from submissions.models import Team
+from leaderboard.web import invitations
 from leaderboard.web.forms import ActionForm, InviteForm, TeamForm
 from leaderboard.web.security import page
 from leaderboard.app import service
@@ -23,14 +22,13 @@ bp = Blueprint("teams", __name__, url_prefix="/teams")
 def _render(status=200, **forms):
     with service().sessions() as session:
         rows = []
-        for challenge, team in queries.teams_of(session, current_user.user):
+        for challenge, team in teams.teams_of(session, current_user.user):
             rows.append({
                 "challenge": challenge, "team": team,
-                "members": queries.members(session, team.id) if team else [],
-                "invite": url_for("teams.join", token=queries.invitation_token(current_app.secret_key, team.id), _external=True) if team else None,
+                "members": teams.members(session, team.id) if team else [],
+                "invite": url_for("teams.join", token=teams.invitation_token(current_app.secret_key, team.id), _external=True) if team else None,
                 "form": forms.get(challenge.name) or TeamForm(challenge=challenge.name, formdata=None),
-                "pending": session.execute(select(Invitation).where(Invitation.team_id == team.id, Invitation.used_at.is_(None))
-                                           .order_by(Invitation.id)).scalars().all() if team else [],
+                "pending": teams.pending_invitations(session, team.id) if team else [],
                 "invite_form": forms.get(f"invite:{team.id}") if team and forms.get(f"invite:{team.id}") else InviteForm(formdata=None),
             })
         return render_template("teams/index.html", rows=rows, action=ActionForm(), mail=bool(current_app.config["SMTP_URL"])), status
@@ -47,7 +45,7 @@ def create():
     if form.validate_on_submit():
         try:
             with db.transaction(service().sessions) as session:
-                team = admin.create_team(session, session.merge(current_user.user), form.name.data, form.challenge.data)
+                team = teams.create_team(session, session.merge(current_user.user), form.name.data, form.challenge.data)
                 name = team.name
         except (InvalidRequest, Conflict, NotFound) as exc:
             form.name.errors.append(str(exc))
@@ -62,12 +60,12 @@ def create():
 def join(token):
     form = ActionForm()
     with db.transaction(service().sessions) as session:
-        team = queries.team_of_invitation(session, current_app.secret_key, token)
+        team = teams.team_of_invitation(session, current_app.secret_key, token)
         if form.validate_on_submit():
-            queries.join_team(session, session.merge(current_user.user), team)
+            teams.join_team(session, session.merge(current_user.user), team)
             flash(f"You joined {team.name}.", "success")
             return redirect(url_for("teams.index"))
-        return render_template("teams/join.html", team=team, members=queries.members(session, team.id), form=form)
+        return render_template("teams/join.html", team=team, members=teams.members(session, team.id), form=form)
 
 
 @page(bp, "/<int:team_id>/leave", "user", methods=("POST",))
@@ -78,7 +76,7 @@ def leave(team_id):
     with db.transaction(service().sessions) as session:
         if session.get(Team, team_id) is None:
             raise NotFound(f"no team {team_id}")
-        queries.leave_team(session, current_user.user, team_id)
+        teams.leave_team(session, current_user.user, team_id)
     flash("You left the team.", "info")
     return redirect(url_for("teams.index"))
 
@@ -92,7 +90,7 @@ def invite(team_id):
         return _render(400, **{f"invite:{team_id}": form})
     try:
         with db.transaction(service().sessions) as session:
-            invitation, token = invitations.create(session, session.merge(current_user.user), team_id, form.email.data)
+            invitation, token = teams.invite(session, session.merge(current_user.user), team_id, form.email.data)
             to, team, expires = invitation.email, invitation.team.name, invitation.expires_at
     except (InvalidRequest, NotFound) as exc:
         form.email.errors = [*form.email.errors, str(exc)]
@@ -111,7 +109,7 @@ def invite(team_id):
         flash(f"The mail server did not take the invitation ({type(exc).__name__}), so nothing was sent: pass this link on to "
               f"{to} yourself (it is shown once): {link}", "error")
         return redirect(url_for("teams.index"))
-    flash(f"Invitation sent to {to}; it can be used once within {invitations.INVITE_DAYS} days.", "success")
+    flash(f"Invitation sent to {to}; it can be used once within {teams.INVITE_DAYS} days.", "success")
     return redirect(url_for("teams.index"))
 
 
@@ -121,8 +119,8 @@ def accept_invitation(token):
     with db.transaction(service().sessions) as session:
         user = session.merge(current_user.user)
         if form.validate_on_submit():
-            team = invitations.accept(session, token, user)
+            team = teams.accept_invitation(session, token, user)
             flash(f"You joined {team.name}.", "success")
             return redirect(url_for("teams.index"))
-        invitation = invitations.find(session, token, user)
-        return render_template("teams/join.html", team=invitation.team, members=queries.members(session, invitation.team_id), form=form)
+        invitation = teams.find_invitation(session, token, user)
+        return render_template("teams/join.html", team=invitation.team, members=teams.members(session, invitation.team_id), form=form)

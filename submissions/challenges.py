@@ -1,42 +1,23 @@
-"""Organizer and account operations: challenges and phases from their definition files,
-hidden datasets, users, API tokens, teams, publishing. Each writes an audit entry.
+"""Challenges and their phases: created from their definition files, a phase's window and
+quotas, its hidden dataset, publishing its results.
 
-Every function runs inside the caller's transaction (``db.transaction``) and raises a
-``submissions.exceptions`` error, with nothing written, for bad input.
+Every function that changes records runs inside the caller's transaction
+(``db.transaction``), writes an audit entry, and raises a ``submissions.exceptions`` error,
+with nothing written, for bad input.
 """
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-import re
-import secrets
 from pathlib import Path
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from challenge.definition import ChallengeDefinition, DefinitionError, load_challenge
-from submissions.exceptions import Conflict, Forbidden, InvalidRequest, NotAuthenticated, NotFound
-from submissions.models import ApiToken, AuditEntry, Challenge, Dataset, Membership, Phase, Role, Team, User, utcnow
-
-TOKEN_PREFIX = "iugc_"
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-def is_email(text: str | None) -> bool:
-    """Whether ``text`` looks like an e-mail address (the rule users and invitations share).
-
-    >>> is_email("a@lab.org"), is_email("a@lab"), is_email(None)
-    (True, False, False)
-    """
-    return bool(_EMAIL.match(text or ""))
-
-
-def audit(session: Session, actor_id: int | None, action: str, target: str | None = None, **detail) -> None:
-    session.add(AuditEntry(actor_id=actor_id, action=action, target=target, detail=detail or None))
-
+from submissions.audit import audit
+from submissions.exceptions import Conflict, InvalidRequest, NotFound
+from submissions.models import Challenge, Dataset, Phase, utcnow
 
 _DEFINITIONS: dict[str, ChallengeDefinition] = {}
 """Validated definitions by their sha256: a challenge's definition never changes (another
@@ -207,111 +188,6 @@ def active_dataset(session: Session, phase_id: int) -> Dataset | None:
     return session.execute(
         select(Dataset).where(Dataset.phase_id == phase_id, Dataset.active.is_(True)).order_by(Dataset.id.desc())
     ).scalars().first()
-
-
-def hash_password(password: str, salt: bytes | None = None) -> str:
-    """scrypt (stdlib), ``scrypt$<salt hex>$<hash hex>``.
-
-    >>> stored = hash_password("correct horse")
-    >>> check_password(stored, "correct horse"), check_password(stored, "wrong")
-    (True, False)
-    """
-    salt = salt or secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
-    return f"scrypt${salt.hex()}${digest.hex()}"
-
-
-def check_password(stored: str, password: str) -> bool:
-    _, salt, _ = stored.split("$")
-    return hmac.compare_digest(stored, hash_password(password, bytes.fromhex(salt)))
-
-
-def create_user(session: Session, email: str, role: str, password: str | None = None, actor_id: int | None = None) -> User:
-    if not is_email(email):
-        raise InvalidRequest(f"{email!r} is not an e-mail address")
-    if role not in Role.__members__:
-        raise InvalidRequest(f"role must be one of {', '.join(Role.__members__)}, got {role!r}")
-    if session.execute(select(User.id).where(User.email == email.lower())).first():
-        raise Conflict(f"a user {email.lower()} already exists")
-    user = User(email=email.lower(), role=Role(role), password_hash=hash_password(password) if password else None)
-    session.add(user)
-    session.flush()
-    audit(session, actor_id, "user.create", f"user:{user.id}", role=role)
-    return user
-
-
-def user_by_email(session: Session, email: str) -> User:
-    user = session.execute(select(User).where(User.email == (email or "").lower())).scalar_one_or_none()
-    if user is None:
-        raise NotFound(f"no user {email!r}; create it with `iugc admin create-user`")
-    return user
-
-
-def issue_token(session: Session, email: str, actor_id: int | None = None) -> str:
-    """A new API token for the user; only its sha256 is kept, so it is shown once."""
-    user = user_by_email(session, email)
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_sha256=hashlib.sha256(token.encode()).hexdigest(), prefix=token[:12]))
-    audit(session, actor_id, "token.issue", f"user:{user.id}", prefix=token[:12])
-    return token
-
-
-_TOKEN_USER = (  # one query, built once: every API request pays it
-    select(User).join(ApiToken, ApiToken.user_id == User.id)
-    .where(ApiToken.token_sha256 == bindparam("digest"), ApiToken.revoked_at.is_(None)))
-
-
-def authenticate(session: Session, token: str | None) -> User:
-    """The active user of a bearer token, or NotAuthenticated."""
-    if not token:
-        raise NotAuthenticated("no token: send `Authorization: Bearer <token>` (`iugc admin token EMAIL` makes one)")
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    user = session.execute(_TOKEN_USER, {"digest": digest}).scalar_one_or_none()
-    if user is None or not user.active:
-        raise NotAuthenticated("the token is not valid (unknown or revoked); ask an organizer for a new one")
-    return user
-
-
-def create_team(session: Session, user: User, name: str, challenge_name: str | None = None) -> Team:
-    """A team in a challenge with ``user`` as its first member (one team per user per challenge)."""
-    name = (name or "").strip()
-    if not 1 <= len(name) <= 100 or not name.isprintable():
-        raise InvalidRequest("a team name is 1 to 100 printable characters")
-    challenges = session.execute(select(Challenge).order_by(Challenge.id)).scalars().all()
-    if challenge_name is None:
-        if len(challenges) != 1:
-            raise InvalidRequest(f"say which challenge: one of {', '.join(c.name for c in challenges) or 'none yet'}")
-        challenge = challenges[0]
-    else:
-        challenge = next((c for c in challenges if c.name == challenge_name), None)
-        if challenge is None:
-            raise NotFound(f"no challenge {challenge_name!r}")
-    if session.execute(select(Membership.id).where(Membership.user_id == user.id, Membership.challenge_id == challenge.id)).first():
-        raise Conflict(f"you are already in a team of {challenge.name}; a participant belongs to one team per challenge")
-    if session.execute(select(Team.id).where(Team.challenge_id == challenge.id, Team.name == name)).first():
-        raise Conflict(f"the team name {name!r} is taken in {challenge.name}")
-    team = Team(challenge_id=challenge.id, name=name)
-    session.add(team)
-    try:
-        with session.begin_nested():
-            session.flush()
-            session.add(Membership(team_id=team.id, user_id=user.id, challenge_id=challenge.id))
-            session.flush()
-    except IntegrityError:  # a concurrent request took the name or joined first
-        raise Conflict(f"the team name {name!r} is taken in {challenge.name}, or you joined a team meanwhile") from None
-    audit(session, user.id, "team.create", f"team:{team.id}", name=name)
-    return team
-
-
-def team_of(session: Session, user: User, challenge_id: int) -> Team | None:
-    return session.execute(
-        select(Team).join(Membership).where(Membership.user_id == user.id, Membership.challenge_id == challenge_id)
-    ).scalar_one_or_none()
-
-
-def require_organizer(user: User) -> None:
-    if user.role != Role.organizer:
-        raise Forbidden("only organizers may do this")
 
 
 def publish(session: Session, slug: str, actor_id: int | None = None) -> Phase:

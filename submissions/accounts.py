@@ -1,0 +1,176 @@
+"""Accounts: users, passwords, API tokens, and who may do what.
+
+Passwords are argon2id (argon2-cffi), one scheme for the web pages and ``iugc admin
+create-user`` alike. Hashes an older version wrote with scrypt (``scrypt$...``) are read
+only to let their user log in, and replaced by argon2 at that log-in (:func:`needs_rehash`).
+API tokens are random; only their sha256 is kept, so each is shown once.
+
+Every function that changes records runs inside the caller's transaction and raises a
+``submissions.exceptions`` error, with nothing written, for bad input.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from submissions.audit import audit
+from submissions.exceptions import Conflict, Forbidden, InvalidRequest, NotAuthenticated, NotFound
+from submissions.models import ApiToken, Role, User
+
+TOKEN_PREFIX = "iugc_"
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+MIN_PASSWORD_LENGTH = 10
+
+
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(8))
+
+
+def is_email(text: str | None) -> bool:
+    """Whether ``text`` looks like an e-mail address (the rule users and invitations share).
+
+    >>> is_email("a@lab.org"), is_email("a@lab"), is_email(None)
+    (True, False, False)
+    """
+    return bool(_EMAIL.match(text or ""))
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of ``password``.
+
+    >>> stored = hash_password("correct horse battery")
+    >>> stored.startswith("$argon2id$"), password_matches(stored, "correct horse battery"), password_matches(stored, "wrong")
+    (True, True, False)
+    """
+    return _hasher.hash(password)
+
+
+def password_matches(stored: str | None, password: str) -> bool:
+    """Whether ``password`` matches an argon2 or (from ``iugc admin create-user``) scrypt hash."""
+    if not stored:
+        _spend_time(password)
+        return False
+    if stored.startswith("scrypt$"):
+        return _scrypt_matches(stored, password)
+    try:
+        return _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _spend_time(password: str) -> None:
+    """The cost of one verification, so an unknown e-mail takes as long as a wrong password."""
+    try:
+        _hasher.verify(_DUMMY_HASH, password)
+    except VerificationError:
+        pass
+
+
+def needs_rehash(stored: str) -> bool:
+    return stored.startswith("scrypt$") or _hasher.check_needs_rehash(stored)
+
+
+def check_new_password(password: str, email: str) -> str | None:
+    """Why ``password`` is not acceptable (None when it is).
+
+    >>> check_new_password("short", "a@b.org")
+    'a password needs at least 10 characters'
+    >>> check_new_password("a@b.org-pw", "a@b.org")
+    'a password must not contain your e-mail address'
+    """
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"a password needs at least {MIN_PASSWORD_LENGTH} characters"
+    if email and email.lower() in password.lower():
+        return "a password must not contain your e-mail address"
+    return None
+
+
+def _scrypt(password: str, salt: bytes | None = None) -> str:
+    """The scrypt hash (stdlib) older versions wrote, ``scrypt$<salt hex>$<hash hex>``: read only,
+    to let its user log in once and have it replaced by argon2 (:func:`needs_rehash`)."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def _scrypt_matches(stored: str, password: str) -> bool:
+    _, salt, _ = stored.split("$")
+    return hmac.compare_digest(stored, _scrypt(password, bytes.fromhex(salt)))
+
+
+def create_user(session: Session, email: str, role: str, password: str | None = None, actor_id: int | None = None) -> User:
+    if not is_email(email):
+        raise InvalidRequest(f"{email!r} is not an e-mail address")
+    if role not in Role.__members__:
+        raise InvalidRequest(f"role must be one of {', '.join(Role.__members__)}, got {role!r}")
+    if session.execute(select(User.id).where(User.email == email.lower())).first():
+        raise Conflict(f"a user {email.lower()} already exists")
+    user = User(email=email.lower(), role=Role(role), password_hash=hash_password(password) if password else None)
+    session.add(user)
+    session.flush()
+    audit(session, actor_id, "user.create", f"user:{user.id}", role=role)
+    return user
+
+
+def user_by_email(session: Session, email: str) -> User:
+    user = session.execute(select(User).where(User.email == (email or "").lower())).scalar_one_or_none()
+    if user is None:
+        raise NotFound(f"no user {email!r}; create it with `iugc admin create-user`")
+    return user
+
+
+def issue_token(session: Session, email: str, actor_id: int | None = None) -> str:
+    """A new API token for the user; only its sha256 is kept, so it is shown once."""
+    user = user_by_email(session, email)
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, token_sha256=hashlib.sha256(token.encode()).hexdigest(), prefix=token[:12]))
+    audit(session, actor_id, "token.issue", f"user:{user.id}", prefix=token[:12])
+    return token
+
+
+_TOKEN_USER = (  # one query, built once: every API request pays it
+    select(User).join(ApiToken, ApiToken.user_id == User.id)
+    .where(ApiToken.token_sha256 == bindparam("digest"), ApiToken.revoked_at.is_(None)))
+
+
+def authenticate(session: Session, token: str | None) -> User:
+    """The active user of a bearer token, or NotAuthenticated."""
+    if not token:
+        raise NotAuthenticated("no token: send `Authorization: Bearer <token>` (`iugc admin token EMAIL` makes one)")
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    user = session.execute(_TOKEN_USER, {"digest": digest}).scalar_one_or_none()
+    if user is None or not user.active:
+        raise NotAuthenticated("the token is not valid (unknown or revoked); ask an organizer for a new one")
+    return user
+
+
+def require_organizer(user: User) -> None:
+    if user.role != Role.organizer:
+        raise Forbidden("only organizers may do this")
+
+
+def log_in(session: Session, email: str, password: str) -> User | None:
+    """The active user with this e-mail address and password, or None (as slow for an unknown
+    address as for a wrong password). A hash of an older scheme is replaced by argon2 here."""
+    user = session.execute(select(User).where(User.email == (email or "").strip().lower())).scalar_one_or_none()
+    if not password_matches(user.password_hash if user else None, password) or not user.active:
+        return None
+    if needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return user
+
+
+def tokens_of(session: Session, user_id: int) -> list[ApiToken]:
+    """The user's API tokens, newest first (only their prefixes can be shown)."""
+    return session.execute(select(ApiToken).where(ApiToken.user_id == user_id).order_by(ApiToken.id.desc())).scalars().all()
