@@ -1,4 +1,4 @@
-"""A submission that misbehaves in the way $HOSTILE_MODE names (tests/test_container.py).
+"""A submission that misbehaves in the way $HOSTILE_MODE names (tests/sandbox/test_container.py).
 
 Each probe prints one line per attempt, "<probe> <target>: blocked|OPEN (<detail>)", so
 the tests read what the sandbox allowed. "good" writes valid (all-background) outputs.

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -27,7 +26,7 @@ from sandbox.evaluate_image import evaluate_image
 from tests.docker_support import build_hostile_images, require_engine
 
 pytestmark = pytest.mark.xdist_group("docker")
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT  # noqa: E402
 PSFHS23 = load_challenge("psfhs2023")
 IUGC24 = load_challenge("iugc2024")
 FAST = Limits(time_limit_seconds=60, memory_mb=512, cpus=1, pids_limit=64, output_limit_mb=20)

@@ -25,8 +25,8 @@ from submissions.models import CaseResult, Evaluation, LeaderboardEntry, State, 
 from submissions.uploads import submit
 from tests.conftest import ROOT
 from tests.service_support import Service, challenge_file, docker_like_archive, free_port, redis_server, wait_for_port  # noqa: F401
-from tests.test_service_crash import slow_image  # noqa: F401 (fixture)
-from tests.test_service_e2e import baseline_image, dataset  # noqa: F401 (fixtures)
+from tests.submissions.test_service_crash import slow_image  # noqa: F401 (fixture)
+from tests.submissions.test_service_e2e import baseline_image, dataset  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.xdist_group("docker"), pytest.mark.slow]
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
 # Each package may import only the packages listed for it (its lower layers).
 ALLOWED = {
     "common": set(),  # generic helpers: files written whole, hashes, signal handling
@@ -78,3 +79,10 @@ def test_each_page_blueprint_is_named_as_its_module_and_template_folder():
     assert set(blueprints) == {"admin", "auth", "challenge", "leaderboard", "submissions", "teams"}
     assert {module: bp for module, bp in blueprints.items() if module != bp} == {}
     assert all((ROOT / "leaderboard/templates" / name).is_dir() for name in blueprints)
+
+
+def test_tests_live_in_the_folder_of_the_package_they_test():
+    """tests/<package>/ for each package; tests/repository/ for checks of the whole tree."""
+    folders = {p.parent.relative_to(ROOT / "tests").parts[0] if p.parent != ROOT / "tests" else "" for p in (ROOT / "tests").rglob("test_*.py")}
+    assert "" not in folders, "a test file at the top of tests/: move it into the folder of the package it tests"
+    assert folders <= set(ALLOWED) | {"repository"}, sorted(folders - set(ALLOWED) - {"repository"})

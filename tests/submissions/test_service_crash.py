@@ -19,7 +19,7 @@ from submissions.models import CaseResult, Evaluation, State, StatusChange, Subm
 from submissions.uploads import submit
 from tests.conftest import ROOT
 from tests.service_support import Service, docker_like_archive, free_port, redis_server, wait_for_port  # noqa: F401
-from tests.test_service_e2e import baseline_image, dataset  # noqa: F401 (fixtures)
+from tests.submissions.test_service_e2e import baseline_image, dataset  # noqa: F401 (fixtures)
 
 # with the other engine tests, on one worker: they run containers, and the container tests
 # count and clean up the runner's containers and the images they build

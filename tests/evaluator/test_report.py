@@ -13,7 +13,7 @@ from challenge.definition import load_challenge
 from evaluator.ranking import rank_teams
 from evaluator.report import figure_names, ranking_report, report_figure
 from tests.conftest import ROOT
-from tests.test_ranking import HIGHER, _direct_values, make_result
+from tests.evaluator.test_ranking import HIGHER, _direct_values, make_result
 
 PSFHS = load_challenge("psfhs2023")
 

@@ -159,7 +159,7 @@ LOADED: list[str] = []  # images the walk's `docker load` adds, removed at the e
 def _team_archive(walk: Path) -> None:
     """team.tar: a tiny non-root image saved with `docker save` (loaded again by the walk)."""
     from sandbox import docker_engine
-    from tests.test_platform_faults import _inert_image
+    from tests.sandbox.test_platform_faults import _inert_image
 
     engine = docker_engine.client()
     tag = _inert_image(engine, ['CMD ["/no-such-program"]', "USER 1000"])
@@ -228,7 +228,7 @@ def _failed_as_the_teams(run, walk):
 
 
 WALK: list[Step] = [
-    Step(r"^make (demo|test)$", skip="creates .venv and runs the demo or the whole suite (tests/test_cli.py runs the demo)"),
+    Step(r"^make (demo|test)$", skip="creates .venv and runs the demo or the whole suite (tests/iugc/test_cli.py runs the demo)"),
     Step(r"^iugc (db|admin|serve|submit|worker)( |$)", skip="the service section needs a running server, its database and "
          "users; tests/test_service_*.py run these commands end to end"),
     Step(r"^iugc data import --layout psfhs ", fresh="data/psfhs", expect=_says("imported 40 cases")),

@@ -5,7 +5,7 @@ import importlib
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_layers import ALLOWED
+from tests.repository.test_layers import ALLOWED
 
 PACKAGES = tuple(ALLOWED)  # every package of the layering
 MODULES = sorted(
