@@ -1,3 +1,4 @@
 from iugc.cli import main
 
-main()
+if __name__ == "__main__":  # not when a spawned process (the evaluation process of `iugc serve`) imports it
+    main()

@@ -1,4 +1,4 @@
-"""``iugc serve`` (the API, with embedded workers or Celery) and ``iugc submit``."""
+"""``iugc serve`` (the site and API under gunicorn, ``leaderboard.server``) and ``iugc submit``."""
 from __future__ import annotations
 
 import sys
@@ -13,180 +13,65 @@ import click
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--threads", type=int, default=8, show_default=True, help="HTTP request threads (per process).")
 @click.option("--processes", type=int, default=1, show_default=True,
-              help="Processes answering requests on the port, each on its own socket (SO_REUSEPORT: the kernel spreads the "
-                   "connections). Python runs one thread at a time per process: use the cores. The first also runs the embedded "
-                   "workers; kept leaderboards, and rate limits without a Redis broker, are per process.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Embedded evaluation threads (no broker); 0: none, use `iugc worker`.")
+              help="Processes answering requests (gunicorn workers); Python runs one thread at a time per process: use the "
+                   "cores. Each process keeps its own database connections, kept leaderboards and, without a Redis broker, "
+                   "rate-limit counters.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Embedded evaluation threads (no broker), in one process "
+                                                                         "of their own; 0: none, use `iugc worker`.")
 @click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds SIGTERM waits for requests and evaluations before stopping their containers and requeueing them.")
 @click.option("--evaluation", type=click.Choice(["docker", "noop"]), default="docker", hidden=True,
               help="noop: run no image (queue benchmarks and tests).")
 def serve_cmd(host, port, threads, workers, grace, evaluation, processes):
-    """Serve API v1 (waitress) with embedded evaluation workers, until SIGTERM.
+    """Serve the site and API v1 (gunicorn) with embedded evaluation workers, until SIGTERM.
 
     With IUGC_BROKER_URL set, submissions go to Celery workers (`iugc worker`) instead.
-    Refuses to start on an unmigrated database (run `iugc db upgrade`). SIGTERM stops
-    accepting requests, lets running ones finish, then stops the containers of unfinished
-    evaluations and requeues them (a shutdown never counts against a team).
+    Refuses to start on an unmigrated database (run `iugc db upgrade`) or without a secret
+    key. SIGTERM (or Ctrl-C) stops accepting requests, lets running ones finish, then stops
+    the containers of unfinished evaluations and requeues them (a shutdown never counts
+    against a team).
     """
     from leaderboard.app import create_app
+    from leaderboard.server import Server
     from submissions.exceptions import ServiceError
-    from submissions.worker import EVALUATIONS, WorkerPool
 
     if processes < 1:
         raise click.BadParameter("must be at least 1", param_hint="--processes")
+    if threads < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--threads")
     try:
-        app = create_app()
+        app = create_app()  # checks the settings, the schema and the secret key before anything listens
     except ServiceError as exc:
         raise click.ClickException(str(exc)) from None
     ctx = app.extensions["iugc"]
-    sockets, children = None, []
-    if processes > 1:
-        import socket
-
-        try:  # a socket per process on one port (SO_REUSEPORT): the kernel spreads the connections evenly
-            listeners = [socket.create_server((host, port), backlog=1024, reuse_port=True)]
-            listeners += [socket.create_server((host, listeners[0].getsockname()[1]), backlog=1024, reuse_port=True)
-                          for _ in range(processes - 1)]
-        except OSError as exc:
-            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-        sockets = listeners[:1]
-        ctx.engine.dispose()  # no database connection crosses the fork
-        children = [_fork_server(listener, listeners, threads, grace) for listener in listeners[1:]]
-        for listener in listeners[1:]:
-            listener.close()  # the child's own
-    pool = dispatch = None
-    try:
-        if ctx.settings.broker_url:
-            from submissions.celery_queue import dispatcher
-
-            dispatch = dispatcher(ctx.settings, ctx.sessions)
-            ctx.wake = dispatch.wake
-        elif workers > 0:
-            storage = ctx.storage
-            pool = WorkerPool(ctx.sessions, storage, threads=workers, evaluate=lambda job: EVALUATIONS[evaluation](job, storage)).start()
-            ctx.wake = pool.wake
-        server = _server(app, host, port, threads, sockets)
-    except BaseException:
-        _stop_children(children, grace)
-        raise
+    _check_listen(host, port)
+    max_body = _largest_upload(ctx)
+    ctx.engine.dispose()  # no database connection crosses a fork
     mode = "celery" if ctx.settings.broker_url else f"{workers} embedded worker(s)"
-    click.echo(f"serving http://{host}:{server.effective_port}/api/v1 ({mode}"
-               f"{f', {processes} processes' if processes > 1 else ''}); SIGTERM stops", err=True)
-    try:
-        server.run()  # returns on SIGTERM/SIGINT (waitress ends its loop on KeyboardInterrupt)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        click.echo("stopping: finishing requests and evaluations", err=True)
-        server.task_dispatcher.shutdown(cancel_pending=False, timeout=grace)
-        server.close()
-        if pool is not None:
-            pool.stop(grace)
-        if dispatch is not None:
-            dispatch.stop()
-        _stop_children(children, grace)
+
+    def announce(bound_host, bound_port):
+        click.echo(f"serving http://{bound_host}:{bound_port}/api/v1 ({mode}, {processes} process(es) of {threads} threads); "
+                   "SIGTERM stops", err=True)
+
+    Server(ctx.settings, host=host, port=port, processes=processes, threads=threads, grace=grace, workers=workers,
+           evaluation=evaluation, max_body=max_body, announce=announce).run()
+    click.echo("stopped: requests finished, evaluations stopped and requeued", err=True)
 
 
-class OncePer:
-    """A logging filter that lets one record through per ``seconds``: waitress warns "Task
-    queue depth is N" for every request a busy server queues (hundreds a second at load).
-
-    >>> note = OncePer(10, clock=iter([0.0, 3.0, 12.0]).__next__)  # three records, at 0, 3 and 12 s
-    >>> [note.filter(None) for _ in range(3)]
-    [True, False, True]
-    """
-
-    def __init__(self, seconds: float, clock=None):
-        import time
-
-        self.seconds, self._clock, self._next = seconds, clock or time.monotonic, float("-inf")
-
-    def filter(self, record) -> bool:
-        now = self._clock()
-        if now < self._next:
-            return False
-        self._next = now + self.seconds
-        return True
-
-
-def _server(app, host, port, threads, sockets):
-    import logging
-
-    from waitress import create_server
-
-    queue_log = logging.getLogger("waitress.queue")
-    if not any(isinstance(f, OncePer) for f in queue_log.filters):
-        queue_log.addFilter(OncePer(10.0))
-    where = {"sockets": sockets} if sockets else {"host": host, "port": port}
-    return create_server(app, threads=threads, clear_untrusted_proxy_headers=True,
-                         max_request_body_size=_largest_upload(app.extensions["iugc"]), **where)
-
-
-def _fork_server(listener, listeners: list, threads: int, grace: float) -> int:
-    """A process answering requests on ``listener`` (one of ``listeners``, the others
-    closed in it) with its own app (and database connections) until SIGTERM; returns its
-    pid to the parent."""
+def _check_listen(host: str, port: int) -> None:
+    """One line before anything starts when the address cannot be listened on (in use, not ours)."""
     import os
+    import socket
 
-    pid = os.fork()
-    if pid:
-        return pid
-    status = 0
     try:
-        for other in listeners:
-            if other is not listener:
-                other.close()
-        from common.signals import interrupt_on_signals
-        from leaderboard.app import create_app
-
-        interrupt_on_signals()  # this process's own: SIGTERM ends it gracefully, as the first
-
-        server = _server(create_app(), None, None, threads, [listener])
-        try:
-            server.run()
-        except KeyboardInterrupt:
-            pass
-        server.task_dispatcher.shutdown(cancel_pending=False, timeout=grace)
-    except KeyboardInterrupt:
-        pass
-    except BaseException as exc:  # a child must never return into the parent's code
-        print(f"iugc serve: a request process failed: {exc}", file=sys.stderr)
-        status = 1
-    finally:
-        os._exit(status)
-
-
-def _stop_children(children: list[int], grace: float) -> None:
-    """SIGTERM the request processes, wait up to ``grace`` seconds, then SIGKILL the rest."""
-    import os
-    import signal
-    import time
-
-    for pid in children:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + grace
-    waiting = set(children)
-    while waiting:
-        for pid in list(waiting):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                waiting.discard(pid)
-        if waiting and time.monotonic() > deadline:
-            for pid in waiting:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            return
-        time.sleep(0.05)
+        socket.create_server((host, port)).close()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}; choose another --port or stop what "
+                                   "listens there") from None
 
 
 def _largest_upload(ctx) -> int:
-    """Bytes waitress accepts in one request: the largest phase image limit plus the form."""
+    """Bytes a request may carry: the largest phase image limit plus the form (413 above)."""
     from submissions.models import Phase
 
     with ctx.sessions() as session:

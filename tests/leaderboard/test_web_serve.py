@@ -1,5 +1,6 @@
-"""`iugc serve --processes N`: N processes answer on one listening socket, and SIGTERM
-stops them all (no request process outlives the server)."""
+"""`iugc serve --processes N` runs gunicorn: N worker processes answer on the port, one
+evaluation process runs the embedded workers, and SIGTERM stops them all (no process
+outlives the server)."""
 from __future__ import annotations
 
 import os
@@ -35,24 +36,32 @@ def test_serve_with_two_processes_answers_and_stops_them_all(tmp_path):
     subprocess.run([sys.executable, "-m", "iugc", "db", "upgrade"], env=env, check=True, capture_output=True)
     bad = subprocess.run([sys.executable, "-m", "iugc", "serve", "--processes", "0"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "--processes" in bad.stderr and "must be at least 1" in bad.stderr
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # something else listens there
+        busy = subprocess.run([sys.executable, "-m", "iugc", "serve", "--port", str(taken.getsockname()[1])], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert busy.returncode == 1 and busy.stderr.count("\n") == 1 and "cannot listen on 127.0.0.1:" in busy.stderr
+    assert "Address already in use" in busy.stderr and "Traceback" not in busy.stderr
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "iugc", "serve", "--port", str(port), "--workers", "0", "--processes", "2"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-m", "iugc", "serve", "--port", str(port), "--workers", "1", "--processes", "2",
+                               "--evaluation", "noop"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_port(port, process=server)  # the socket listens before the second process is forked
+        wait_for_port(port, process=server)
         deadline = time.monotonic() + 30
-        while not _children(server.pid) and time.monotonic() < deadline:
+        while len(_children(server.pid)) < 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        [child] = _children(server.pid)
+        children = _children(server.pid)
+        assert len(children) == 3, children  # two request processes and the evaluation process
         with ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(lambda _: requests.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=30).status_code, range(40)))
-        assert codes == [200] * 40 and _alive(child)
+        assert codes == [200] * 40 and all(_alive(child) for child in children)
     finally:
         server.send_signal(signal.SIGTERM)
         _, err = server.communicate(timeout=60)
-    assert server.returncode == 0, err  # the graceful stop `iugc serve` makes with one process too
+    assert server.returncode == 0, err
     deadline = time.monotonic() + 10
-    while _alive(child) and time.monotonic() < deadline:
+    while any(_alive(child) for child in children) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(child), "a request process outlived the server"
-    assert "2 processes" in err
+    assert not any(_alive(child) for child in children), "a process outlived the server"
+    assert "2 process(es)" in err and "1 embedded worker(s)" in err and "Traceback" not in err

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -58,6 +59,7 @@ class Run:
             self.env["IUGC_BROKER_URL"] = request.getfixturevalue("redis_server").url
         self.port = free_port()
         self.processes: list[subprocess.Popen] = []
+        self.owners: dict[int, int] = {}
 
     def start(self) -> subprocess.Popen:
         """Start serving; returns the process that runs the evaluations."""
@@ -72,9 +74,25 @@ class Run:
         self.processes.append(process)
         return process
 
+    def owner(self, process) -> int:
+        """The pid that labels the containers ``process`` starts: `iugc serve` runs its
+        embedded workers in a child, `python -m leaderboard.server`; `iugc worker` itself."""
+        deadline = time.monotonic() + 30
+        while self.mode == "embedded" and time.monotonic() < deadline:
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+            for pid in children.read_text().split() if children.exists() else []:
+                if b"leaderboard.server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return int(pid)
+            time.sleep(0.1)
+        assert self.mode != "embedded", "`iugc serve` started no evaluation process"
+        return process.pid
+
     def containers(self, process) -> list:
         # sparse: the list answer alone; inspecting each one raced with the removal watched for (NotFound)
-        return self.engine.containers.list(all=True, sparse=True, filters={"label": f"org.iugc.owner={socket.gethostname()}:{process.pid}"})
+        if process.pid not in self.owners:
+            self.owners[process.pid] = self.owner(process)
+        owner = self.owners[process.pid]
+        return self.engine.containers.list(all=True, sparse=True, filters={"label": f"org.iugc.owner={socket.gethostname()}:{owner}"})
 
     def wait_running_container(self, process, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
