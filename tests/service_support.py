@@ -201,7 +201,7 @@ class Service:
     """A migrated database, its storage, one challenge and helpers to add people."""
 
     def __init__(self, url: str, tmp_path: Path, definition: Path):
-        from submissions import accounts, challenges, db, teams
+        from submissions import accounts, challenges, db
         from submissions.storage import LocalStorage
 
         self.engine = db.make_engine(url)
@@ -273,3 +273,17 @@ def redis_server():
     server.start()
     yield server
     server.remove()
+
+
+def evaluation_pid(process, embedded: bool) -> int:
+    """The pid that labels the containers ``process`` starts: `iugc serve` runs its embedded
+    evaluation workers in a child (`python -m leaderboard.server`), `iugc worker` itself."""
+    deadline = time.monotonic() + 30
+    while embedded and time.monotonic() < deadline:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        for pid in children.read_text().split() if children.exists() else []:
+            if b"leaderboard.server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+        time.sleep(0.1)
+    assert not embedded, "`iugc serve` started no evaluation process"
+    return process.pid

@@ -11,15 +11,14 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from submissions import challenges, db
+from submissions import db
 from submissions.models import CaseResult, Evaluation, State, StatusChange, Submission
 from submissions.uploads import submit
 from tests.conftest import ROOT
-from tests.service_support import Service, docker_like_archive, free_port, redis_server, wait_for_port  # noqa: F401
+from tests.service_support import Service, docker_like_archive, evaluation_pid, free_port, redis_server, wait_for_port  # noqa: F401
 from tests.submissions.test_service_e2e import baseline_image, dataset  # noqa: F401 (fixtures)
 
 # with the other engine tests, on one worker: they run containers, and the container tests
@@ -55,19 +54,6 @@ def _owned(engine, pid):
     return engine.containers.list(all=True, sparse=True, filters={"label": f"org.iugc.owner={socket.gethostname()}:{pid}"})
 
 
-def _evaluator(process, mode) -> int:
-    """The pid whose containers ``process`` starts: `iugc serve`'s evaluation process (its
-    child `python -m leaderboard.server`), or `iugc worker` itself."""
-    deadline = time.monotonic() + 30
-    while mode == "embedded" and time.monotonic() < deadline:
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-        for pid in children.read_text().split() if children.exists() else []:
-            if b"leaderboard.server" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return int(pid)
-        time.sleep(0.1)
-    assert mode != "embedded", "`iugc serve` started no evaluation process"
-    return process.pid
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["embedded", "celery"])
@@ -100,7 +86,7 @@ def test_kill_9_mid_evaluation_completes_it_once_after_a_restart(mode, slow_imag
         dispatcher = Dispatcher(settings, svc.sessions, sweep_seconds=0.5).start()
     port = free_port()
     first = _start(mode, env, port)
-    first_owner = _evaluator(first, mode)
+    first_owner = evaluation_pid(first, mode == "embedded")
     second = None
     try:
         deadline = time.monotonic() + 120
@@ -112,7 +98,7 @@ def test_kill_9_mid_evaluation_completes_it_once_after_a_restart(mode, slow_imag
         assert _owned(engine, first_owner)  # the dead run's container is still there ...
         restarted = time.monotonic()
         second = _start(mode, env, port)
-        second_owner = _evaluator(second, mode)
+        second_owner = evaluation_pid(second, mode == "embedded")
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             with svc.sessions() as session:

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +24,7 @@ from submissions import accounts, challenges, db
 from submissions.models import CaseResult, Evaluation, LeaderboardEntry, State, StatusChange, Submission
 from submissions.uploads import submit
 from tests.conftest import ROOT
-from tests.service_support import Service, challenge_file, docker_like_archive, free_port, redis_server, wait_for_port  # noqa: F401
+from tests.service_support import Service, challenge_file, docker_like_archive, evaluation_pid, free_port, redis_server, wait_for_port  # noqa: F401
 from tests.submissions.test_service_crash import slow_image  # noqa: F401 (fixture)
 from tests.submissions.test_service_e2e import baseline_image, dataset  # noqa: F401 (fixtures)
 
@@ -74,23 +73,10 @@ class Run:
         self.processes.append(process)
         return process
 
-    def owner(self, process) -> int:
-        """The pid that labels the containers ``process`` starts: `iugc serve` runs its
-        embedded workers in a child, `python -m leaderboard.server`; `iugc worker` itself."""
-        deadline = time.monotonic() + 30
-        while self.mode == "embedded" and time.monotonic() < deadline:
-            children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
-            for pid in children.read_text().split() if children.exists() else []:
-                if b"leaderboard.server" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    return int(pid)
-            time.sleep(0.1)
-        assert self.mode != "embedded", "`iugc serve` started no evaluation process"
-        return process.pid
-
     def containers(self, process) -> list:
         # sparse: the list answer alone; inspecting each one raced with the removal watched for (NotFound)
         if process.pid not in self.owners:
-            self.owners[process.pid] = self.owner(process)
+            self.owners[process.pid] = evaluation_pid(process, self.mode == "embedded")
         owner = self.owners[process.pid]
         return self.engine.containers.list(all=True, sparse=True, filters={"label": f"org.iugc.owner={socket.gethostname()}:{owner}"})
 
