@@ -49,6 +49,10 @@ def _train_options(f, *, finetune: bool = False):
             click.option("--progressive", default="", metavar="SIZE:EPOCHS,...",
                          help="Progressive resizing: train the first epochs at smaller sizes, e.g. 128:8,192:8 (8 epochs at "
                               "128 px, 8 at 192, the rest at --size); cheaper epochs, see docs/baseline.md."),
+            click.option("--repeat", default="", metavar="FIRST-LAST=N,...",
+                         help="Show the training frames of these id blocks N times per epoch (generated frames follow "
+                              "the frame they were made from), e.g. 04302-04401=3 to weigh the second PSFHS scanner "
+                              "three times; validation is unchanged."),
             click.option("--refit", is_flag=True,
                          help="Train on the train and validation splits together, with no validation; RUN_DIR/best.pt is "
                               "the weight average after the last epoch (give --epochs of the split run it refits)."),
@@ -106,7 +110,31 @@ def _config(options: dict):
     except ValueError:
         raise click.BadParameter(f"expected SIZE:EPOCHS pairs separated by commas, e.g. 128:8,192:8; got {text[:60]!r}",
                                  param_hint="--progressive") from None
-    return TrainConfig(**options, decoder_channels=channels, encoder_depth=len(channels), progressive=progressive)
+    repeat = _repeat(options.pop("repeat"))
+    return TrainConfig(**options, decoder_channels=channels, encoder_depth=len(channels), progressive=progressive, repeat=repeat)
+
+
+def _repeat(text: str) -> list[list]:
+    """``"04302-04401=3,..."`` -> ``[["04302", "04401", 3], ...]``, or a usage error saying what to write.
+
+    >>> _repeat("04302-04401=3"), _repeat("")
+    ([['04302', '04401', 3]], [])
+    """
+    import re
+
+    from data_manifest.split import in_block
+
+    blocks = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = re.fullmatch(r"([\w.]+)-([\w.]+)=(\d+)", part)
+        if not match:
+            raise click.BadParameter(f"expected FIRST-LAST=N blocks separated by commas, e.g. 04302-04401=3; got {part[:60]!r}",
+                                     param_hint="--repeat")
+        first, last, times = match.group(1), match.group(2), int(match.group(3))
+        if not in_block(first, first, last):
+            raise click.BadParameter(f"the block {first}-{last} is reversed: write {last}-{first}", param_hint="--repeat")
+        blocks.append([first, last, times])
+    return blocks
 
 
 @click.group("baseline")

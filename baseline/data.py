@@ -187,24 +187,33 @@ class FrameDataset(Dataset):
     frames without a mask get an all-background mask and ``has_mask`` False in ``cases``.
     ``set_epoch`` changes the augmentation draw; (seed, epoch, index) fixes it. ``smooth``:
     the Gaussian sigma of :func:`baseline.frames.to_network` (validation frames are
-    smoothed as prediction smooths them; training frames are not).
+    smoothed as prediction smooths them; training frames are not). ``repeat``: ``[(first,
+    last, times), ...]``, the frames of those id blocks (a generated frame by the frame it
+    was made from) come ``times`` times per epoch, each time augmented differently.
     """
 
     def __init__(self, dataset: Path, splits: tuple[str, ...], size: int, augment: bool = False, seed: int = 0,
-                 smooth: float = 0.0):
+                 smooth: float = 0.0, repeat=()):
+        from data_manifest.split import in_block
+
         self.root = Path(dataset)
         manifest = load_manifest(self.root)
         self.cases = [c for c in manifest.cases if c.split in splits]
         if not self.cases:
             raise ValueError(f"{dataset}: no cases in splits {list(splits)}; assign them with `iugc data split`")
         self.size, self.augment, self.seed, self.epoch, self.smooth = size, augment, seed, 0, smooth
+        self.order = []  # item -> case index: a repeated case stands here several times
+        for index, case in enumerate(self.cases):
+            source = case.derived_from or case.case_id
+            times = max([t for first, last, t in repeat if in_block(source, first, last)], default=1)
+            self.order += [index] * times
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, float]] = {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.cases)
+        return len(self.order)
 
     def preload(self) -> None:
         """Decode every frame now (before DataLoader workers fork, so they share the cache)."""
@@ -225,7 +234,7 @@ class FrameDataset(Dataset):
         return self._cache[index]
 
     def __getitem__(self, index: int):
-        image, mask, label = self._load(index)
+        image, mask, label = self._load(self.order[index])
         if self.augment:
             image, mask = augment(image, mask, np.random.default_rng([self.seed, self.epoch, index]))
             if label and not (np.any(mask == PS) and np.any(mask == FH)):

@@ -71,6 +71,9 @@ class TrainConfig:
     progressive: list[list[int]] = field(default_factory=list)
     """Progressive resizing: ``[[size, epochs], ...]`` train the first epochs at smaller
     sizes, in that order; the rest at ``size`` (validation is always at ``size``)."""
+    repeat: list[list] = field(default_factory=list)
+    """``[[first, last, times], ...]``: the training frames of those id blocks come ``times``
+    times per epoch (a scanner with few frames weighed more); validation is unchanged."""
 
 
 def size_at(config: "TrainConfig", epoch: int) -> int:
@@ -442,6 +445,9 @@ def _check(config: TrainConfig) -> TrainConfig:
     if config.progressive and sum(epochs for _, epochs in config.progressive) >= config.epochs:
         raise TrainingOptionError(f"--progressive must leave epochs at the full size {config.size}: its "
                                   f"{sum(e for _, e in config.progressive)} epochs are not fewer than --epochs {config.epochs}")
+    for first, last, times in config.repeat:
+        if not isinstance(times, int) or isinstance(times, bool) or not 2 <= times <= 20:
+            raise TrainingOptionError(f"--repeat {first}-{last}={times}: give each block a whole number of times from 2 to 20")
     if config.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda: no CUDA device is visible; use --device cpu")
     if config.amp and config.device == "cpu" and not cpu_has_bfloat16():
@@ -475,7 +481,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
 
     def train_set_at(size: int) -> FrameDataset:
         if size not in train_sets:
-            train_sets[size] = FrameDataset(config.data, tuple(config.train_splits), size, augment=True, seed=config.seed)
+            train_sets[size] = FrameDataset(config.data, tuple(config.train_splits), size, augment=True, seed=config.seed,
+                                            repeat=[tuple(r) for r in config.repeat])
             if config.workers:
                 train_sets[size].preload()  # the workers are forked every epoch: they inherit the decoded frames
         return train_sets[size]

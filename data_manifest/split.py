@@ -48,6 +48,15 @@ def _key(case_id: str):
     return (0, int(case_id), "") if case_id.isdigit() else (1, 0, case_id)
 
 
+def in_block(case_id: str, first: str, last: str) -> bool:
+    """Whether ``case_id`` lies in the block ``first``-``last`` (numbers compare as numbers).
+
+    >>> in_block("04310", "04302", "04401"), in_block("4400", "04302", "04401"), in_block("04402", "04302", "04401")
+    (True, True, False)
+    """
+    return _key(first) <= _key(case_id) <= _key(last)
+
+
 def check_split(manifest: Manifest, expected: list[str]) -> None:
     """Raise `SplitError` when a case is unassigned or a split in ``expected`` got no case."""
     unassigned = [c.case_id for c in manifest.cases if c.split == "unassigned"]

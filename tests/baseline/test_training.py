@@ -342,3 +342,22 @@ def test_progressive_resizing_trains_the_first_epochs_smaller_and_validates_at_t
                               "--epochs", "3", "--progressive", bad], capture_output=True, text=True, cwd=ROOT)
         assert cli.returncode != 0 and words in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
         assert not (tmp_path / "bad").exists()
+
+
+def test_repeat_shows_a_blocks_frames_several_times_each_augmented_differently(dataset, tmp_path):
+    cases = [c for c in load_manifest(dataset).cases if c.split == "train"]
+    block = [c for c in cases if "03750" <= (c.derived_from or c.case_id) <= "03759"]  # an independent count of the block
+    assert block and any(c.derived_from for c in block)  # generated frames follow the frame they were made from
+    plain = FrameDataset(dataset, ("train",), 64, augment=True, seed=0)
+    tripled = FrameDataset(dataset, ("train",), 64, augment=True, seed=0, repeat=[("03750", "03759", 3)])
+    assert len(plain) == len(cases) and len(tripled) == len(cases) + 2 * len(block)
+    first = next(i for i, c in enumerate(tripled.cases) if c in block)
+    items = [i for i, case_index in enumerate(tripled.order) if case_index == first]
+    assert len(items) == 3
+    images = [tripled[i][0].numpy() for i in items]
+    assert not np.array_equal(images[0], images[1]) and not np.array_equal(images[1], images[2])
+    for bad, words in (("04302-04401=x", "FIRST-LAST=N"), ("04401-04302=3", "is reversed"), ("03750-03759=1", "from 2 to 20")):
+        cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "train", "--data", str(dataset), "--out", str(tmp_path / "bad"),
+                              "--epochs", "1", "--repeat", bad], capture_output=True, text=True, cwd=ROOT)
+        assert cli.returncode != 0 and words in cli.stderr and "Traceback" not in cli.stderr, cli.stderr
+        assert not (tmp_path / "bad").exists()
