@@ -7,7 +7,7 @@ one process of their own.
   counters are its own.
 - Beside them, one evaluation process runs the embedded evaluation workers
   (``submissions.worker.WorkerPool``) or, with a broker, the Celery dispatcher. A request
-  that queues a submission wakes it with SIGUSR1; it also looks on its own every second or so.
+  that queues a submission wakes it with SIGUSR1; it also looks on its own every few seconds.
 - SIGTERM or SIGINT to the master stops accepting, gives requests ``grace`` seconds to
   finish (gunicorn's graceful timeout), then stops the evaluation process, which gives
   running evaluations ``grace`` seconds before it stops their containers and requeues them
