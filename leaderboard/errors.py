@@ -3,8 +3,8 @@ JSON, the web pages answer the error page; both take the HTTP status from the ex
 class (``submissions.exceptions``: each class carries its ``status``).
 
 The messages are the exceptions' own (one sentence, safe to show the person who caused
-it); an unexpected error shows "something went wrong on the server", never its text (Flask
-logs it).
+it); an unexpected error shows Werkzeug's generic server-error sentence, never its own text
+(Flask logs it).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _is_api() -> bool:
     return request.path.startswith(API_PREFIX)
 
 
-def service_error_json(exc: ServiceError):
+def _service_error_json(exc: ServiceError):
     """``{"error": ...}`` with the class's status, and ``Retry-After`` for a quota or a rate."""
     body = {"error": str(exc)}
     retry_after = getattr(exc, "retry_after", None)
@@ -51,14 +51,13 @@ def _page(code: int, message: str):
 
 
 def _service_error(exc: ServiceError):
-    return service_error_json(exc) if _is_api() else _page(exc.status, str(exc))
+    return _service_error_json(exc) if _is_api() else _page(exc.status, str(exc))
 
 
-def _http_error(exc):
-    if _is_api() and isinstance(exc, HTTPException):
+def _http_error(exc: HTTPException):
+    if _is_api():
         return _http_error_json(exc)
-    code = exc.code if isinstance(exc, HTTPException) else 500
-    message = exc.description if isinstance(exc, HTTPException) else "something went wrong on the server"
+    code, message = exc.code, exc.description  # an unexpected exception reaches here as Werkzeug's generic 500
     if isinstance(exc, CSRFError):
         message = "The form was not sent from this site or your session ended: reload the page and try again."
     if code == 429:

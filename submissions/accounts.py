@@ -10,6 +10,7 @@ Every function that changes records runs inside the caller's transaction and rai
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -25,16 +26,16 @@ from submissions.exceptions import Conflict, Forbidden, InvalidRequest, NotAuthe
 from submissions.models import ApiToken, Role, User
 
 TOKEN_PREFIX = "iugc_"
-
-
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
 MIN_PASSWORD_LENGTH = 10
-
-
 _hasher = PasswordHasher()
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(8))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """An argon2 hash of a password nobody knows, made on first use rather than at import
+    (each costs tens of milliseconds, and every command importing the service would pay it)."""
+    return _hasher.hash(secrets.token_hex(8))
 
 
 def is_email(text: str | None) -> bool:
@@ -57,7 +58,7 @@ def hash_password(password: str) -> str:
 
 
 def password_matches(stored: str | None, password: str) -> bool:
-    """Whether ``password`` matches an argon2 or (from ``iugc admin create-user``) scrypt hash."""
+    """Whether ``password`` matches its argon2 hash, or the scrypt hash an older version wrote."""
     if not stored:
         _spend_time(password)
         return False
@@ -72,7 +73,7 @@ def password_matches(stored: str | None, password: str) -> bool:
 def _spend_time(password: str) -> None:
     """The cost of one verification, so an unknown e-mail takes as long as a wrong password."""
     try:
-        _hasher.verify(_DUMMY_HASH, password)
+        _hasher.verify(_dummy_hash(), password)
     except VerificationError:
         pass
 

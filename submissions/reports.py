@@ -208,8 +208,6 @@ def organizer_overview(session: Session) -> dict:
     """What the organizer's front page shows: every phase with its submission count and
     active dataset, evaluations counted by status, and the queued and running ones (with
     their submission and team), oldest first."""
-    from submissions.challenges import active_dataset
-
     phases = session.execute(select(Phase).order_by(Phase.id)).scalars().all()
     return {
         "phases": phases,
@@ -219,7 +217,7 @@ def organizer_overview(session: Session) -> dict:
             select(Evaluation, Submission, Team).join(Submission, Evaluation.submission_id == Submission.id)
             .join(Team, Submission.team_id == Team.id)
             .where(Evaluation.status.in_([State.running, State.queued])).order_by(Evaluation.id)).all(),
-        "datasets": {p.id: active_dataset(session, p.id) for p in phases},
+        "datasets": {p.id: challenges.active_dataset(session, p.id) for p in phases},
     }
 
 
