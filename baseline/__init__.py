@@ -1,2 +1,2 @@
 """The reference baseline: one multi-task network for standard-plane classification and
-PS/FH segmentation (biometry comes from its masks through `challenge.biometry`)."""
+PS/FH segmentation (biometry comes from its masks through `iugc.challenge.biometry`)."""

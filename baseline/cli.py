@@ -75,7 +75,7 @@ def _check_device(device: str) -> None:
 def _check_training_data(data: Path, *, validation: bool = True) -> None:
     """The dataset exists, has a valid manifest, a train split and (unless refitting) a
     validation split."""
-    from data_manifest.manifest import ManifestError, load_manifest
+    from iugc.data_manifest.manifest import ManifestError, load_manifest
 
     try:
         manifest = load_manifest(data)
@@ -91,7 +91,7 @@ def _check_training_data(data: Path, *, validation: bool = True) -> None:
 
 
 def _config(options: dict):
-    from baseline.train import TrainConfig
+    from iugc.baseline.train import TrainConfig
 
     _check_device(options["device"])
     _check_training_data(Path(options["data"]), validation=not options.get("refit"))
@@ -122,7 +122,7 @@ def _repeat(text: str) -> list[list]:
     """
     import re
 
-    from data_manifest.split import in_block
+    from iugc.data_manifest.split import in_block
 
     blocks = []
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -146,7 +146,7 @@ def baseline_group() -> None:
 @_train_options
 def train_cmd(**options):
     """Train from scratch; validation through the evaluator every epoch, best by PSFHS score."""
-    from baseline.train import TrainingOptionError, train
+    from iugc.baseline.train import TrainingOptionError, train
 
     try:
         best = train(_config(options))
@@ -171,7 +171,7 @@ def finetune_cmd(**options):
     starting weights are measured on the validation split first (epoch 0 in log.csv) and
     stay RUN_DIR/best.pt unless an epoch beats them.
     """
-    from baseline.train import TrainingOptionError, train
+    from iugc.baseline.train import TrainingOptionError, train
 
     try:
         best = train(_config(options))
@@ -192,7 +192,7 @@ def finetune_cmd(**options):
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def export_cmd(weights, fmt, out, force):
     """Export the network for ONNX Runtime, or as compact fp16/int8 weights (no optimizer state)."""
-    from baseline.export import export_onnx, export_release
+    from iugc.baseline.export import export_onnx, export_release
 
     if out.exists() and not force:
         raise click.ClickException(f"{out} exists; choose another --out, or pass --force to replace it")
@@ -239,9 +239,9 @@ def predict_cmd(input_dir, output_dir, weights, device, flip, complete, largest_
     """Write <case_id>.png masks (0/1/2, input size) and predictions.json (p, AoP, HSD).
 
     Interrupted (Ctrl-C, SIGINT, SIGTERM), it removes the masks it wrote and exits 130."""
-    from baseline.frames import SMOOTH
-    from baseline.postprocess import Steps
-    from baseline.predict import predict_folder
+    from iugc.baseline.frames import SMOOTH
+    from iugc.baseline.postprocess import Steps
+    from iugc.baseline.predict import predict_folder
 
     _check_device(device)
     if output_dir.exists() and not output_dir.is_dir():
@@ -267,10 +267,10 @@ def build_baseline_cmd(weights, force):
     the host with pip first). The reference entry and the template teams copy."""
     import tempfile
 
-    from baseline.export import export_onnx
-    from baseline.image import BASELINE_IMAGE, build_baseline
-    from evaluator.evaluate import default_cache_dir
-    from sandbox.exceptions import RetryableError
+    from iugc.baseline.export import export_onnx
+    from iugc.baseline.image import BASELINE_IMAGE, build_baseline
+    from iugc.evaluator.evaluate import default_cache_dir
+    from iugc.sandbox.exceptions import RetryableError
 
     cache = default_cache_dir().parent
     try:

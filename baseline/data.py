@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from baseline.frames import to_network
-from challenge.labels import FH, PS
-from data_manifest.io import read_image, read_mask
-from data_manifest.manifest import load_manifest
+from iugc.baseline.frames import to_network
+from iugc.challenge.labels import FH, PS
+from iugc.data_manifest.io import read_image, read_mask
+from iugc.data_manifest.manifest import load_manifest
 
 
 def standard_label(mask: np.ndarray | None, recorded: bool | None) -> float:
@@ -186,7 +186,7 @@ class FrameDataset(Dataset):
     Item: ``(image (1, size, size) float32, mask (size, size) int64, standard (float32))``;
     frames without a mask get an all-background mask and ``has_mask`` False in ``cases``.
     ``set_epoch`` changes the augmentation draw; (seed, epoch, index) fixes it. ``smooth``:
-    the Gaussian sigma of :func:`baseline.frames.to_network` (validation frames are
+    the Gaussian sigma of :func:`iugc.baseline.frames.to_network` (validation frames are
     smoothed as prediction smooths them; training frames are not). ``repeat``: ``[(first,
     last, times), ...]``, the frames of those id blocks (a generated frame by the frame it
     was made from) come ``times`` times per epoch, each time augmented differently.
@@ -194,7 +194,7 @@ class FrameDataset(Dataset):
 
     def __init__(self, dataset: Path, splits: tuple[str, ...], size: int, augment: bool = False, seed: int = 0,
                  smooth: float = 0.0, repeat=()):
-        from data_manifest.split import in_block
+        from iugc.data_manifest.split import in_block
 
         self.root = Path(dataset)
         manifest = load_manifest(self.root)

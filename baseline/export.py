@@ -1,5 +1,5 @@
 """`iugc baseline export --format onnx`: the network as ONNX, with its input size in the
-model's metadata, for the ONNX Runtime predictor (`baseline.onnx_predict`)."""
+model's metadata, for the ONNX Runtime predictor (`iugc.baseline.onnx_predict`)."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ def export_onnx(weights: str | Path, out: str | Path, opset: int = 17) -> Path:
     import onnx
     import torch
 
-    from baseline.predict import load_model
+    from iugc.baseline.predict import load_model
 
     model, size = load_model(weights)
     out = Path(out)
@@ -33,9 +33,9 @@ def export_onnx(weights: str | Path, out: str | Path, opset: int = 17) -> Path:
 
 def cached_default_onnx() -> Path:
     """The committed default weights exported to ONNX once, cached by their sha256."""
-    from baseline.predict import WEIGHTS_DIR
-    from common.files import sha256_file
-    from evaluator.evaluate import default_cache_dir
+    from iugc.baseline.predict import WEIGHTS_DIR
+    from iugc.common.files import sha256_file
+    from iugc.evaluator.evaluate import default_cache_dir
 
     weights = WEIGHTS_DIR / "baseline.pt"
     if not weights.is_file():
@@ -61,7 +61,7 @@ def quantize_int8(tensor):
 def export_release(weights: str | Path, out: str | Path, precision: str = "fp16") -> Path:
     """A checkpoint ('default' or a path; training or release) as shippable weights: the
     model, its config and input size only (no optimizer, no log); loads like any
-    checkpoint (:func:`baseline.predict.read_checkpoint`).
+    checkpoint (:func:`iugc.baseline.predict.read_checkpoint`).
 
     ``precision``: "fp16" (every float tensor in half precision, half the size) or "int8"
     (convolution and linear weights as int8 per output channel with float32 scales under
@@ -70,7 +70,7 @@ def export_release(weights: str | Path, out: str | Path, precision: str = "fp16"
     """
     import torch
 
-    from baseline.predict import read_checkpoint
+    from iugc.baseline.predict import read_checkpoint
 
     if precision not in ("fp16", "int8"):
         raise ValueError(f"precision must be 'fp16' or 'int8', got {precision!r}")

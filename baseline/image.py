@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sandbox import docker_engine as engine_api
-from sandbox.exceptions import RetryableError
-from sandbox.images import BASE_IMAGE, HASH_LABEL
+from iugc.sandbox import docker_engine as engine_api
+from iugc.sandbox.exceptions import RetryableError
+from iugc.sandbox.images import BASE_IMAGE, HASH_LABEL
 
 BASELINE_IMAGE = "iugc/baseline:latest"
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ WHEELS = ("numpy==2.2.6", "opencv-python-headless==4.12.0.88", "onnxruntime==1.2
 # pip does not widen --platform to older manylinux tags: name each one the wheels use.
 PLATFORM_ARGS = [arg for tag in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
                  for arg in ("--platform", tag)]
-# Only what baseline.submission imports: no PyTorch, no pydantic.
+# Only what iugc.baseline.submission imports: no PyTorch, no pydantic.
 SOURCES = ("challenge/__init__.py", "challenge/labels.py", "challenge/biometry.py", "challenge/landmarks.py", "challenge/outputs.py",
            "baseline/__init__.py", "baseline/frames.py",
            "baseline/postprocess.py", "baseline/onnx_predict.py", "baseline/submission.py")
@@ -72,8 +72,8 @@ def build_baseline(onnx_model: Path, *, cache: Path, force: bool = False, engine
         (context / "wheels").mkdir()
         for wheel in wheels:
             shutil.copy(wheel, context / "wheels" / wheel.name)
-        for source in SOURCES:
-            target = context / "src" / source
+        for source in SOURCES:  # under iugc/, a namespace package there (no iugc/__init__.py)
+            target = context / "src" / "iugc" / source
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / source, target)
         shutil.copy(onnx_model, context / "model.onnx")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from baseline.frames import SMOOTH, to_network
-from baseline.postprocess import Steps, finish
+from iugc.baseline.frames import SMOOTH, to_network
+from iugc.baseline.postprocess import Steps, finish
 
 
 class OnnxPredictor:

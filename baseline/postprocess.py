@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from baseline.frames import to_input_size
-from challenge.labels import FH, PS
+from iugc.baseline.frames import to_input_size
+from iugc.challenge.labels import FH, PS
 
 STANDARD = 0.5
 """p(standard plane) from which a frame must show both structures (the IUGC rule)."""

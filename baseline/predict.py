@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import torch
 
-from baseline.frames import SMOOTH, to_network
-from baseline.model import BaselineNet
-from baseline.postprocess import Steps, finish
-from challenge.biometry import biometry
-from challenge.landmarks import landmarks_of
-from challenge.outputs import LANDMARKS_FILE, PROBABILITIES_FILE
-from common.files import atomic_write_bytes, atomic_write_text
-from data_manifest.io import IMAGE_SUFFIXES, ReadError, case_id_of, encode_png, read_image
+from iugc.baseline.frames import SMOOTH, to_network
+from iugc.baseline.model import BaselineNet
+from iugc.baseline.postprocess import Steps, finish
+from iugc.challenge.biometry import biometry
+from iugc.challenge.landmarks import landmarks_of
+from iugc.challenge.outputs import LANDMARKS_FILE, PROBABILITIES_FILE
+from iugc.common.files import atomic_write_bytes, atomic_write_text
+from iugc.data_manifest.io import IMAGE_SUFFIXES, ReadError, case_id_of, encode_png, read_image
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 
@@ -40,7 +40,7 @@ def read_checkpoint(weights: str | Path, device: str = "cpu") -> dict:
     """A checkpoint ('default' or a path) as written by training or export, normalised:
     ``model_config`` gains ``input_norm="none"`` when it predates the option, and the
     ``model`` weights are float32 (release weights are stored as fp16, or int8 with
-    per-channel scales: see :func:`baseline.export.export_release`).
+    per-channel scales: see :func:`iugc.baseline.export.export_release`).
 
     Raises FileNotFoundError for a missing file and ValueError naming the file for one
     that is not such a checkpoint."""
@@ -127,7 +127,7 @@ def adapt_batchnorm(model: torch.nn.Module, frames, size: int, device: str = "cp
     practical domain adaptation", 2016): the weights stay as trained; each BatchNorm
     layer's running mean and variance become the average of its batch statistics over the
     frames, fed in batches of ``batch_size`` as they come, smoothed as prediction will smooth
-    them (``smooth``, :func:`baseline.frames.to_network`). ``frames`` is an iterable of grey
+    them (``smooth``, :func:`iugc.baseline.frames.to_network`). ``frames`` is an iterable of grey
     uint8 (H, W) frames (any sizes; unlabelled, e.g. the frames about to be predicted), at
     least ``MIN_ADAPT_FRAMES`` of them. ``model`` itself is not changed.
 
@@ -168,9 +168,9 @@ def predict_frame(model: torch.nn.Module, size: int, image: np.ndarray, device: 
     """Canonical mask (input size) and p(standard plane) for one grey uint8 frame.
 
     ``steps`` switches the post-processing steps and picks where p(standard plane) comes
-    from (:class:`baseline.postprocess.Steps`);
+    from (:class:`iugc.baseline.postprocess.Steps`);
     ``flip`` averages with the horizontally flipped frame; ``smooth`` is the Gaussian sigma
-    applied to the frame first (:func:`baseline.frames.to_network`; 0: none).
+    applied to the frame first (:func:`iugc.baseline.frames.to_network`; 0: none).
     """
     x = torch.from_numpy(to_network(image, size, smooth))[None, None].to(device)
     logits, standard = model(x)

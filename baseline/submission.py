@@ -6,7 +6,7 @@ baseline's pre/post-processing, the label schema and the AoP geometry). For a la
 challenge (``"tasks": ["landmarks"]`` in ``cases.json``) it writes ``landmarks.json``, the
 points its masks' AoP construction finds, instead of the masks:
 
-    python -m baseline.submission --input /input --output /output [--model model.onnx]
+    python -m iugc.baseline.submission --input /input --output /output [--model model.onnx]
 
 The model is ``--model``, else ``$IUGC_MODEL``, else ``/opt/iugc/model.onnx`` (inside the
 image), else an ONNX export of the committed default weights, made once and cached.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import cv2
 
-from challenge.outputs import LANDMARKS_FILE, PROBABILITIES_FILE
+from iugc.challenge.outputs import LANDMARKS_FILE, PROBABILITIES_FILE
 
 IMAGE_MODEL = Path("/opt/iugc/model.onnx")
 BATCH = 8
@@ -32,15 +32,15 @@ def default_model() -> Path:
         return Path(os.environ["IUGC_MODEL"])
     if IMAGE_MODEL.is_file():
         return IMAGE_MODEL
-    from baseline.export import cached_default_onnx  # needs PyTorch: only outside the image
+    from iugc.baseline.export import cached_default_onnx  # needs PyTorch: only outside the image
 
     return cached_default_onnx()
 
 
 def run(input_dir: Path, output_dir: Path, model: Path, threads: int | None = None) -> int:
-    from baseline.onnx_predict import OnnxPredictor
+    from iugc.baseline.onnx_predict import OnnxPredictor
 
-    from challenge.landmarks import landmarks_from_mask
+    from iugc.challenge.landmarks import landmarks_from_mask
 
     listing = json.loads((input_dir / "cases.json").read_text())
     wants_landmarks = "landmarks" in listing.get("tasks", ())  # IUGC 2025: landmarks.json instead of masks

@@ -24,15 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from baseline.data import FrameDataset
-from baseline.frames import SMOOTH
-from baseline.model import NUM_CLASSES, BaselineNet, add_style_noise
-from baseline.postprocess import finish, standard_probability
-from challenge.biometry import biometry
-from challenge.definition import load_challenge
-from data_manifest.io import read_mask
-from evaluator.classification import accuracy, auc
-from evaluator.scores import CaseTable, aggregate, biometry_values, challenge_score, segmentation_values
+from iugc.baseline.data import FrameDataset
+from iugc.baseline.frames import SMOOTH
+from iugc.baseline.model import NUM_CLASSES, BaselineNet, add_style_noise
+from iugc.baseline.postprocess import finish, standard_probability
+from iugc.challenge.biometry import biometry
+from iugc.challenge.definition import load_challenge
+from iugc.data_manifest.io import read_mask
+from iugc.evaluator.classification import accuracy, auc
+from iugc.evaluator.scores import CaseTable, aggregate, biometry_values, challenge_score, segmentation_values
 
 LOG_COLUMNS = [
     "epoch", "train_loss", "dice", "hd", "asd", "aop_error_ellipse", "aop_error_contour", "hsd_error",
@@ -138,7 +138,7 @@ def loss_fn(logits, masks, standard_logit, standard, boundary_weight: float = 0.
 def selection_challenge():
     """psfhs2023 with undefined truth angles left out of epoch selection (see :func:`validate`);
     built on first use, so importing this module reads no definition file."""
-    from challenge.definition import UndefinedPolicy
+    from iugc.challenge.definition import UndefinedPolicy
 
     psfhs = load_challenge("psfhs2023")
     return psfhs.model_copy(update={"undefined_biometry": UndefinedPolicy(ground_truth="exclude", prediction="worst_case")})
@@ -279,7 +279,7 @@ def build_model(config: TrainConfig) -> BaselineNet:
 
 def _from_checkpoint(config: TrainConfig) -> tuple[TrainConfig, dict]:
     """Fine-tuning: the checkpoint's architecture and input size replace the config's."""
-    from baseline.predict import read_checkpoint
+    from iugc.baseline.predict import read_checkpoint
 
     state = read_checkpoint(config.init_from)
     arch = state["model_config"]

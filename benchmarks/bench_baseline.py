@@ -37,9 +37,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from baseline.model import BaselineNet
-    from baseline.onnx_predict import OnnxPredictor
-    from baseline.export import export_onnx
+    from iugc.baseline.model import BaselineNet
+    from iugc.baseline.onnx_predict import OnnxPredictor
+    from iugc.baseline.export import export_onnx
 
     model = BaselineNet(args.encoder, decoder_channels=tuple(int(c) for c in args.decoder.split(","))).eval()
     with tempfile.TemporaryDirectory() as tmp:

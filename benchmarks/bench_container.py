@@ -25,12 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from challenge.definition import load_challenge  # noqa: E402
-from data_manifest.importers import import_dataset  # noqa: E402
-from sandbox import docker_engine  # noqa: E402
-from sandbox.docker_engine import Limits  # noqa: E402
-from sandbox.evaluate_image import evaluate_image  # noqa: E402
-from sandbox.images import build_base  # noqa: E402
+from iugc.challenge.definition import load_challenge  # noqa: E402
+from iugc.data_manifest.importers import import_dataset  # noqa: E402
+from iugc.sandbox import docker_engine  # noqa: E402
+from iugc.sandbox.docker_engine import Limits  # noqa: E402
+from iugc.sandbox.evaluate_image import evaluate_image  # noqa: E402
+from iugc.sandbox.images import build_base  # noqa: E402
 
 PSFHS = ROOT.parent / "shared" / "data" / "psfhs"
 NULL_SUBMISSION = '''
@@ -53,7 +53,7 @@ def null_image(engine, work: Path) -> str:
 
 
 def dataset(work: Path, n: int, nonstandard: int = 0) -> Path:
-    from data_manifest.manifest import load_manifest, write_manifest
+    from iugc.data_manifest.manifest import load_manifest, write_manifest
 
     real = work / f"real{n}"
     import_dataset("png", PSFHS, real, progress=False)
@@ -64,7 +64,7 @@ def dataset(work: Path, n: int, nonstandard: int = 0) -> Path:
     write_manifest(real, manifest)
     if not nonstandard:
         return real
-    from data_manifest.nonstandard import generate_nonstandard_dataset
+    from iugc.data_manifest.nonstandard import generate_nonstandard_dataset
 
     out = work / f"ns{n}"
     generate_nonstandard_dataset(real, out, per_frame=nonstandard / n, seed=0, progress=False)

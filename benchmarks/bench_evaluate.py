@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data_manifest.io import read_mask  # noqa: E402
-from evaluator.reference import reference_biometry, sitk_segmentation_metrics  # noqa: E402
+from iugc.data_manifest.io import read_mask  # noqa: E402
+from iugc.evaluator.reference import reference_biometry, sitk_segmentation_metrics  # noqa: E402
 
 PSFHS = ROOT.parent / "shared" / "data" / "psfhs"
 N_CASES = 700

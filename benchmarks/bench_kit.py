@@ -23,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data_manifest.importers import import_dataset  # noqa: E402
-from data_manifest.sample import write_sample  # noqa: E402
+from iugc.data_manifest.importers import import_dataset  # noqa: E402
+from iugc.data_manifest.sample import write_sample  # noqa: E402
 
 PSFHS = ROOT.parent / "shared" / "data" / "psfhs"
 

@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from challenge.definition import load_challenge  # noqa: E402
-from challenge.labels import STRUCTURES  # noqa: E402
-from evaluator.scores import CaseTable, aggregate, challenge_score  # noqa: E402
+from iugc.challenge.definition import load_challenge  # noqa: E402
+from iugc.challenge.labels import STRUCTURES  # noqa: E402
+from iugc.evaluator.scores import CaseTable, aggregate, challenge_score  # noqa: E402
 
 
 def synthetic_results(teams: int, cases: int, seed: int = 0) -> dict[str, dict]:
@@ -57,7 +57,7 @@ def synthetic_results(teams: int, cases: int, seed: int = 0) -> dict[str, dict]:
 
 def whole_report(results, challenge, samples, folder: Path) -> None:
     """What `iugc rank --report` does once the files are loaded (report.json, PNG, SVG)."""
-    from evaluator.report import write_report
+    from iugc.evaluator.report import write_report
 
     write_report(folder, results, {}, [], challenge, samples, seed=0, progress=False)
 
@@ -81,7 +81,7 @@ def main() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    from evaluator.report import ranking_report
+    from iugc.evaluator.report import ranking_report
 
     times, parts, cpu = [], [], []
     for _ in range(args.repeats):

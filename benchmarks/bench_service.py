@@ -35,9 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from submissions import accounts, challenges, db, queue, reports  # noqa: E402
-from submissions.models import Evaluation, Membership, State, StatusChange, Submission, Team, User, utcnow  # noqa: E402
-from submissions.storage import LocalStorage  # noqa: E402
+from iugc.submissions import accounts, challenges, db, queue, reports  # noqa: E402
+from iugc.submissions.models import Evaluation, Membership, State, StatusChange, Submission, Team, User, utcnow  # noqa: E402
+from iugc.submissions.storage import LocalStorage  # noqa: E402
 
 PSFHS = ROOT.parent / "shared" / "data" / "psfhs"
 AGGREGATES = {"dice": 0.9, "dice_ps": 0.85, "dice_fh": 0.93, "dice_all": 0.92, "hd": 10.0, "hd_ps": 11.0, "hd_fh": 9.0,
@@ -138,7 +138,7 @@ def wait_done(sessions, n: int, timeout: float = 900) -> None:
 
 
 def embedded(n: int, url: str | None) -> float:
-    from submissions.worker import WorkerPool, noop_job
+    from iugc.submissions.worker import WorkerPool, noop_job
 
     with tempfile.TemporaryDirectory() as tmp:
         engine, sessions, phase = fresh(Path(tmp), url)
@@ -154,8 +154,8 @@ def embedded(n: int, url: str | None) -> float:
 
 
 def celery(n: int, url: str | None) -> float:
-    from submissions.celery_queue import Dispatcher
-    from submissions.config import Settings
+    from iugc.submissions.celery_queue import Dispatcher
+    from iugc.submissions.config import Settings
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -227,7 +227,7 @@ def upload_to_score() -> tuple[float, float] | None:
     if not PSFHS.is_dir() or shutil.which("docker") is None:
         print("upload-to-score: skipped (no ../shared/data/psfhs or no docker)")
         return None
-    from data_manifest.importers import import_dataset
+    from iugc.data_manifest.importers import import_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 
 def step_ms_per_frame(size: int, batch: int, amp: bool, steps: int) -> float:
-    from baseline.train import TrainConfig, WeightAverage, build_model, loss_fn
+    from iugc.baseline.train import TrainConfig, WeightAverage, build_model, loss_fn
 
     model = build_model(TrainConfig(data="", out="")).to(memory_format=torch.channels_last).train()
     average = WeightAverage(model, 0.99)
@@ -46,7 +46,7 @@ def step_ms_per_frame(size: int, batch: int, amp: bool, steps: int) -> float:
 
 
 def augment_ms_per_frame(data: Path, size: int, frames: int) -> float:
-    from baseline.data import FrameDataset
+    from iugc.baseline.data import FrameDataset
 
     dataset = FrameDataset(data, ("train",), size, augment=True, seed=0)
     dataset.preload()

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_service import fresh, free_port, percentile, seed, wait_port  # noqa: E402
-from submissions import accounts, challenges, db  # noqa: E402
-from submissions.models import State  # noqa: E402
+from iugc.submissions import accounts, challenges, db  # noqa: E402
+from iugc.submissions.models import State  # noqa: E402
 
 SLUG = "psfhs2023-validation"
 HOST = "127.0.0.1"

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from challenge.labels import FH, PS, canonical_labels
+from iugc.challenge.labels import FH, PS, canonical_labels
 
 Point = tuple[float, float]
 

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from challenge.definition import DefinitionError, available_challenges, load_challenge
+from iugc.challenge.definition import DefinitionError, available_challenges, load_challenge
 
 
 @click.group("challenge")

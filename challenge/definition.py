@@ -187,7 +187,7 @@ class ChallengeDefinition(_Strict):
     metrics: tuple[MetricName, ...] = Field(min_length=1)
     aop_method: Literal["ellipse", "contour", "landmarks"]
     """How the AoP is measured: from masks (``ellipse``: PSFHS 2023; ``contour``: IUGC 2024) or
-    from the three predicted points (``landmarks``: IUGC 2025; :mod:`challenge.landmarks`)."""
+    from the three predicted points (``landmarks``: IUGC 2025; :mod:`iugc.challenge.landmarks`)."""
     nsd_tolerance_px: float = Field(default=2.0, gt=0)
     """Tolerance of the ``nsd`` metric, in pixels (a surface pixel within it counts as matched)."""
     worst_case: WorstCase = WorstCase()

@@ -7,7 +7,7 @@ A frame's landmarks are points ``(x, y)`` in its pixel space:
 
 The AoP is the angle at ``PS2`` between the rays to ``PS1`` and to ``FH1`` (0-180
 degrees). From a PSFHS-style mask the three points are the ones the IUGC 2024 contour
-construction (:func:`challenge.biometry.contour_biometry`) measures its AoP from: the
+construction (:func:`iugc.challenge.biometry.contour_biometry`) measures its AoP from: the
 symphysis' farthest contour pair and the tangent point on the head's contour, so
 :func:`aop_from_landmarks` of :func:`landmarks_from_mask` equals that mask's contour AoP.
 """
@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from challenge.biometry import Biometry, Point, angle_at, contour_biometry
+from iugc.challenge.biometry import Biometry, Point, angle_at, contour_biometry
 
 LANDMARKS = ("PS1", "PS2", "FH1")
 

@@ -24,7 +24,7 @@ def import_cmd(layout, source, dest, name):
     Every file is checked first; if any is bad, each problem is printed and nothing is
     written to DEST.
     """
-    from data_manifest.importers import ImportProblems, import_dataset
+    from iugc.data_manifest.importers import ImportProblems, import_dataset
 
     try:
         manifest = import_dataset(layout, source, dest, name=name)
@@ -55,8 +55,8 @@ def landmarks_cmd(dataset):
     measures the AoP from. They are written into the manifest marked derived; landmarks a
     release annotated are kept. Cases whose masks lack a structure get none.
     """
-    from data_manifest.landmarks import NoMasks, derive_landmarks
-    from data_manifest.manifest import ManifestError
+    from iugc.data_manifest.landmarks import NoMasks, derive_landmarks
+    from iugc.data_manifest.manifest import ManifestError
 
     try:
         outcome = derive_landmarks(dataset)
@@ -74,7 +74,7 @@ def verify_cmd(dataset):
 
     Prints one line per bad file and exits 1 if there is any.
     """
-    from data_manifest.verify import verify_dataset
+    from iugc.data_manifest.verify import verify_dataset
 
     problems = verify_dataset(dataset, progress=True)
     for problem in problems:
@@ -98,8 +98,8 @@ def split_cmd(dataset, blocks, fractions, seed, allow_unassigned):
     split that leaves cases unassigned or a split empty is refused (nothing is written)
     unless --allow-unassigned.
     """
-    from data_manifest.manifest import ManifestError, load_manifest, write_manifest
-    from data_manifest.split import parse_blocks, split_by_blocks, split_by_video
+    from iugc.data_manifest.manifest import ManifestError, load_manifest, write_manifest
+    from iugc.data_manifest.split import parse_blocks, split_by_blocks, split_by_video
 
     if bool(blocks) == bool(fractions):
         raise click.UsageError("give exactly one of --blocks or --by-video")
@@ -136,8 +136,8 @@ def nonstandard_cmd(source, dest, per_frame, seed):
 
     The rule and the mix of kinds are in data_manifest/nonstandard.py and the README.
     """
-    from data_manifest.manifest import ManifestError
-    from data_manifest.nonstandard import generate_nonstandard_dataset
+    from iugc.data_manifest.manifest import ManifestError
+    from iugc.data_manifest.nonstandard import generate_nonstandard_dataset
 
     try:
         manifest = generate_nonstandard_dataset(source, dest, per_frame=per_frame, seed=seed)
@@ -158,7 +158,7 @@ def nonstandard_cmd(source, dest, per_frame, seed):
 @click.option("--seed", type=int, default=0, show_default=True)
 def phantom_cmd(dest, layout, cases, videos, frames, size, nonstandard_fraction, seed):
     """Generate SYNTHETIC ultrasound-like frames with PS/FH masks, for demos and tests."""
-    from data_manifest.phantom import write_phantom_dataset, write_phantom_iugc2024
+    from iugc.data_manifest.phantom import write_phantom_dataset, write_phantom_iugc2024
 
     try:
         if layout == "canonical":
@@ -183,8 +183,8 @@ def sample_cmd(source, dest, n_cases, seed):
     frame) when the release may not be published. Masks and labels are included: teams
     see the scores the platform would give. Nothing is written on failure.
     """
-    from data_manifest.manifest import ManifestError
-    from data_manifest.sample import write_sample
+    from iugc.data_manifest.manifest import ManifestError
+    from iugc.data_manifest.sample import write_sample
 
     try:
         manifest = write_sample(dest, n_cases, source=source, seed=seed)

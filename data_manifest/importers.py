@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from challenge.labels import FH, PS
-from common.files import commit_folder, is_new_folder, sha256_bytes, stage_folder
-from data_manifest.io import ReadError, case_id_of, encode_png, read_image, read_mask
-from data_manifest.manifest import CASE_ID, MANIFEST_NAME, CaseRecord, Manifest, ManifestError, load_manifest, write_manifest
+from iugc.challenge.labels import FH, PS
+from iugc.common.files import commit_folder, is_new_folder, sha256_bytes, stage_folder
+from iugc.data_manifest.io import ReadError, case_id_of, encode_png, read_image, read_mask
+from iugc.data_manifest.manifest import CASE_ID, MANIFEST_NAME, CaseRecord, Manifest, ManifestError, load_manifest, write_manifest
 
 LAYOUTS = ("psfhs", "png", "iugc2024", "iugc2025")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from challenge.labels import LabelError, canonical_labels
+from iugc.challenge.labels import LabelError, canonical_labels
 
 # Every unreadable file gets its own ReadError naming it; OpenCV's and FFmpeg's log lines
 # ("[ WARN:0@0.1] global grfmt_png.cpp ...", "[mjpeg @ 0x..] overread") would only repeat

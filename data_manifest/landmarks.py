@@ -1,14 +1,14 @@
 """Landmark truth derived from masks: IUGC 2025's PS1, PS2 and FH1 of every case that has
-a mask, by the contour construction (:func:`challenge.landmarks.landmarks_from_mask`), so
+a mask, by the contour construction (:func:`iugc.challenge.landmarks.landmarks_from_mask`), so
 datasets with expert masks (PSFHS, IUGC 2024) can serve the landmark challenge. Derived
 points are marked ``derived`` in the manifest; annotated ones are never replaced."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from challenge.landmarks import landmarks_from_mask
-from data_manifest.io import read_mask
-from data_manifest.manifest import AopLandmarks, load_manifest, write_manifest
+from iugc.challenge.landmarks import landmarks_from_mask
+from iugc.data_manifest.io import read_mask
+from iugc.data_manifest.manifest import AopLandmarks, load_manifest, write_manifest
 
 
 class NoMasks(ValueError):

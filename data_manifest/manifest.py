@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
-from common.files import atomic_write_text
+from iugc.common.files import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "iugc-dataset/1"
@@ -35,7 +35,7 @@ Point = tuple[FiniteFloat, FiniteFloat]
 
 class AopLandmarks(BaseModel):
     """IUGC 2025's three landmarks of a frame, ``[x, y]`` in its pixel space
-    (:mod:`challenge.landmarks`)."""
+    (:mod:`iugc.challenge.landmarks`)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from challenge.labels import FH, PS
+from iugc.challenge.labels import FH, PS
 
 VISIBLE_THRESHOLD = 0.5
 MIX = {
@@ -186,9 +186,9 @@ def generate_nonstandard_dataset(source: Path, dest: Path, *, per_frame: float =
     """
     from tqdm import tqdm
 
-    from data_manifest.importers import DatasetWriter, derived_label
-    from data_manifest.io import read_image, read_mask
-    from data_manifest.manifest import load_manifest
+    from iugc.data_manifest.importers import DatasetWriter, derived_label
+    from iugc.data_manifest.io import read_image, read_mask
+    from iugc.data_manifest.manifest import load_manifest
 
     manifest = load_manifest(source)
     rng = np.random.default_rng(seed)

@@ -17,10 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from challenge.biometry import contour_biometry
-from challenge.labels import FH, PS
-from data_manifest.importers import SYNTHETIC_MARKER, DatasetWriter
-from data_manifest.manifest import Manifest
+from iugc.challenge.biometry import contour_biometry
+from iugc.challenge.labels import FH, PS
+from iugc.data_manifest.importers import SYNTHETIC_MARKER, DatasetWriter
+from iugc.data_manifest.manifest import Manifest
 
 KINDS = ("standard", "no_ps", "no_fh", "lift_off")
 NONSTANDARD_KINDS = KINDS[1:]

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_manifest.importers import DatasetWriter
-from data_manifest.io import read_image, read_mask
-from data_manifest.manifest import CaseRecord, Manifest, load_manifest
-from data_manifest.phantom import write_phantom_dataset
+from iugc.data_manifest.importers import DatasetWriter
+from iugc.data_manifest.io import read_image, read_mask
+from iugc.data_manifest.manifest import CaseRecord, Manifest, load_manifest
+from iugc.data_manifest.phantom import write_phantom_dataset
 
 
 def spread(n_items: int, n: int) -> list[int]:

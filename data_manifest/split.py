@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 
-from data_manifest.manifest import Manifest
+from iugc.data_manifest.manifest import Manifest
 
 SPLITS = ("train", "validation", "test")
 

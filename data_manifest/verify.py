@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data_manifest.importers import structures_present
-from common.files import sha256_file
-from data_manifest.io import ReadError, read_image, read_mask
-from data_manifest.manifest import ManifestError, load_manifest
+from iugc.data_manifest.importers import structures_present
+from iugc.common.files import sha256_file
+from iugc.data_manifest.io import ReadError, read_image, read_mask
+from iugc.data_manifest.manifest import ManifestError, load_manifest
 
 
 def verify_dataset(dataset: str | Path, progress: bool = False) -> list[str]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from challenge.definition import DefinitionError, available_challenges, load_challenge
-from evaluator.ranking import cell as _fmt
+from iugc.challenge.definition import DefinitionError, available_challenges, load_challenge
+from iugc.evaluator.ranking import cell as _fmt
 
 
 def challenge_or_exit(name: str):
@@ -37,7 +37,7 @@ def selection_options(f):
 
 
 def read_case_ids(cases_file: Path | None):
-    from evaluator.evaluate import EvaluationInputError, read_case_list
+    from iugc.evaluator.evaluate import EvaluationInputError, read_case_list
 
     if cases_file is None:
         return None
@@ -79,9 +79,9 @@ def evaluate_cmd(predictions, ground_truth, challenge_name, out, split, cases_fi
     names the platform version, the challenge and truth hashes and the time. Exit status
     0 means the evaluation ran; 130 when interrupted (nothing is written).
     """
-    from common.files import atomic_write_text
-    from data_manifest.manifest import ManifestError
-    from evaluator.evaluate import EvaluationInputError, default_cache_dir, evaluate_folder
+    from iugc.common.files import atomic_write_text
+    from iugc.data_manifest.manifest import ManifestError
+    from iugc.evaluator.evaluate import EvaluationInputError, default_cache_dir, evaluate_folder
 
     challenge = challenge_or_exit(challenge_name)
     case_ids = read_case_ids(cases_file)
@@ -116,8 +116,8 @@ def biometry_cmd(method, masks):
     points are [x, y] pixels; null where undefined. An unreadable mask prints an
     object with an "error" and the others go on (exit status 1 at the end).
     """
-    from challenge.biometry import biometry
-    from data_manifest.io import ReadError, case_id_of, read_mask
+    from iugc.challenge.biometry import biometry
+    from iugc.data_manifest.io import ReadError, case_id_of, read_mask
 
     failed = False
     for path in masks:
@@ -195,8 +195,8 @@ def rank_cmd(results_files, method, allow_missing, samples, wilcoxon, seed, json
     their cases differ are named; --allow-missing ranks them anyway). A failed
     evaluate-image result ranks last, shown with its reason.
     """
-    from common.files import atomic_write_text
-    from evaluator.ranking import (
+    from iugc.common.files import atomic_write_text
+    from iugc.evaluator.ranking import (
         bootstrap_ranks,
         case_set_problem,
         fill_missing_cases,
@@ -205,7 +205,7 @@ def rank_cmd(results_files, method, allow_missing, samples, wilcoxon, seed, json
         wilcoxon_significance,
         with_failed_teams,
     )
-    from evaluator.report import ReportError, write_report
+    from iugc.evaluator.report import ReportError, write_report
 
     results, failed, sources, name = _load_results(list(results_files))
     challenge = challenge_or_exit(name)

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from challenge.biometry import Biometry, biometry
-from challenge.definition import ChallengeDefinition
-from challenge.landmarks import checked_landmarks
-from challenge.outputs import LANDMARKS_FILE, PROBABILITIES_FILE, valid_probability
-from common.files import sha256_bytes, sha256_file
-from data_manifest.io import MASK_SUFFIXES, ReadError, case_id_of, read_mask
-from data_manifest.manifest import MANIFEST_NAME, load_manifest
-from evaluator.provenance import provenance
-from evaluator.scores import (
+from iugc.challenge.biometry import Biometry, biometry
+from iugc.challenge.definition import ChallengeDefinition
+from iugc.challenge.landmarks import checked_landmarks
+from iugc.challenge.outputs import LANDMARKS_FILE, PROBABILITIES_FILE, valid_probability
+from iugc.common.files import sha256_bytes, sha256_file
+from iugc.data_manifest.io import MASK_SUFFIXES, ReadError, case_id_of, read_mask
+from iugc.data_manifest.manifest import MANIFEST_NAME, load_manifest
+from iugc.evaluator.provenance import provenance
+from iugc.evaluator.scores import (
     CaseTable,
     aggregate,
     biometry_values,
@@ -213,7 +213,7 @@ def discover_predictions(pred_dir: Path) -> tuple[dict[str, str], dict[str, floa
 
 def discover_landmarks(pred_dir: Path, shapes: dict[str, tuple[int, int]]) -> tuple[dict[str, dict], dict[str, str], list[str]]:
     """Checked points by case id from ``pred_dir/landmarks.json``, each bad entry's problem
-    by case id (:func:`challenge.landmarks.checked_landmarks`), and warnings (an unreadable
+    by case id (:func:`iugc.challenge.landmarks.checked_landmarks`), and warnings (an unreadable
     file, entries for no truth case)."""
     pred_dir = Path(pred_dir)
     problem = _folder_problem(pred_dir, "predictions folder")
@@ -367,8 +367,8 @@ def _init_worker(challenge: ChallengeDefinition, cache_dir: Path | None) -> None
 
 
 def _init_pool_worker(challenge: ChallengeDefinition, cache_dir: Path | None) -> None:
-    """A forked pool worker's set-up: :func:`common.signals.pool_worker_signals`, then the state."""
-    from common.signals import pool_worker_signals
+    """A forked pool worker's set-up: :func:`iugc.common.signals.pool_worker_signals`, then the state."""
+    from iugc.common.signals import pool_worker_signals
 
     pool_worker_signals()
     _init_worker(challenge, cache_dir)
@@ -457,7 +457,7 @@ def _result(challenge: ChallengeDefinition, selected: TruthSet, split: str | Non
 
 
 def truth_provenance(truth: TruthSet, challenge: ChallengeDefinition, split: str | None = None, image_digest: str | None = None) -> dict:
-    """The result's ``provenance`` block (see :mod:`evaluator.provenance`) for these truth cases."""
+    """The result's ``provenance`` block (see :mod:`iugc.evaluator.provenance`) for these truth cases."""
     return provenance(challenge, truth.provenance_entries(), split=split, dataset_manifest_sha256=truth.manifest_sha256,
                       synthetic_truth=truth.synthetic, image_digest=image_digest)
 

@@ -2,7 +2,7 @@
 
 Each function takes one structure of a prediction and of the truth, as boolean (H, W)
 arrays of equal shape, and returns one float. Reduction over structures and cases is
-done elsewhere (:mod:`evaluator.scores`).
+done elsewhere (:mod:`iugc.evaluator.scores`).
 
 Semantics (the PSFHS 2023 / IUGC 2024 evaluation code, SimpleITK being the oracle):
 
@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 try:  # the optional compiled kernel (setup.py); the NumPy/OpenCV path below is the fallback
-    from evaluator import _fastmetrics
+    from iugc.evaluator import _fastmetrics
 except ImportError:  # pragma: no cover - depends on the install
     _fastmetrics = None
 
@@ -293,7 +293,7 @@ def structure_metrics(pred: np.ndarray, gt: np.ndarray, structures: dict[str, tu
     """Dice, HD and ASD of several structures of two label maps at once.
 
     ``pred`` and ``gt`` are uint8 (H, W) label maps of equal shape; ``structures`` maps a
-    name to the labels forming it (``challenge.labels.STRUCTURES``). Returns
+    name to the labels forming it (``iugc.challenge.labels.STRUCTURES``). Returns
     ``{name: {"dice", "hd", "asd"}}``, unreduced.
     """
     pred, gt = np.asarray(pred), np.asarray(gt)

@@ -21,8 +21,8 @@ import json
 from datetime import datetime, timezone
 from functools import lru_cache
 
-from challenge.definition import ChallengeDefinition
-from common.files import sha256_bytes
+from iugc.challenge.definition import ChallengeDefinition
+from iugc.common.files import sha256_bytes
 
 
 @lru_cache(maxsize=1)

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from challenge.biometry import Biometry
-from challenge.definition import CASE_VALUE_METRICS, METRIC_DIRECTIONS, PER_CASE_METRICS, ChallengeDefinition
-from evaluator.scores import CaseTable, aggregate, case_score, challenge_score, worst_case_values
+from iugc.challenge.biometry import Biometry
+from iugc.challenge.definition import CASE_VALUE_METRICS, METRIC_DIRECTIONS, PER_CASE_METRICS, ChallengeDefinition
+from iugc.evaluator.scores import CaseTable, aggregate, case_score, challenge_score, worst_case_values
 
 METHODS = ("score", "mean-rank", "test-then-rank")
 
@@ -297,8 +297,8 @@ def _bootstrap_means(tables: list[CaseTable], metrics: list[str], weights: np.nd
     """{metric: (teams, samples) means} of per-case metrics under case multiplicities
     ``weights`` (samples, cases), with :func:`aggregate`'s semantics (NaN values left out;
     NaN when none is left): the sums and counts of every metric and team in one product."""
-    from challenge.definition import SEGMENTATION_METRICS
-    from challenge.labels import STRUCTURES
+    from iugc.challenge.definition import SEGMENTATION_METRICS
+    from iugc.challenge.labels import STRUCTURES
 
     rows = []
     for metric in metrics:

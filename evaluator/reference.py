@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from challenge.biometry import Biometry, ellipse_biometry, largest_contour
-from challenge.labels import FH, PS, STRUCTURES, canonical_labels, structure_mask
+from iugc.challenge.biometry import Biometry, ellipse_biometry, largest_contour
+from iugc.challenge.labels import FH, PS, STRUCTURES, canonical_labels, structure_mask
 
 
 def sitk_structure_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:

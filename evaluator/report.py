@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from challenge.definition import METRIC_DIRECTIONS, PER_CASE_METRICS, ChallengeDefinition
-from evaluator.ranking import aligned_tables, bootstrap_ranks, kendall_tau, per_case_matrix, rank_teams, significance_ranks
+from iugc.challenge.definition import METRIC_DIRECTIONS, PER_CASE_METRICS, ChallengeDefinition
+from iugc.evaluator.ranking import aligned_tables, bootstrap_ranks, kendall_tau, per_case_matrix, rank_teams, significance_ranks
 
 BOOTSTRAP_METHODS = ("score", "mean-rank")
 """Methods resampled for the blob plot (test-then-rank resampled would cost N x teams² x
@@ -268,8 +268,8 @@ def write_report(report_dir: Path, results, failed, notes, challenge, samples, s
     import multiprocessing
     import os
 
-    from common.files import is_new_folder, staged_folder
-    from common.signals import pool_worker_signals
+    from iugc.common.files import is_new_folder, staged_folder
+    from iugc.common.signals import pool_worker_signals
 
     if not is_new_folder(report_dir):
         raise ReportError(f"--report {report_dir}: exists and is not an empty folder; name a new folder")

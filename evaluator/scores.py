@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from challenge.biometry import Biometry
-from challenge.definition import CASE_VALUE_METRICS, CATALOGUE_METRICS, SEGMENTATION_METRICS, ChallengeDefinition, ScoreTerm
-from challenge.labels import STRUCTURES
-from challenge.landmarks import LANDMARKS, aop_from_landmarks, radial_errors
-from evaluator.classification import CLASSIFICATION_FUNCTIONS
-from evaluator.metrics import hd95, nsd, precision, sensitivity, structure_metrics
+from iugc.challenge.biometry import Biometry
+from iugc.challenge.definition import CASE_VALUE_METRICS, CATALOGUE_METRICS, SEGMENTATION_METRICS, ChallengeDefinition, ScoreTerm
+from iugc.challenge.labels import STRUCTURES
+from iugc.challenge.landmarks import LANDMARKS, aop_from_landmarks, radial_errors
+from iugc.evaluator.classification import CLASSIFICATION_FUNCTIONS
+from iugc.evaluator.metrics import hd95, nsd, precision, sensitivity, structure_metrics
 
 SEGMENTATION_KEYS = tuple(f"{m}_{s}" for m in ("dice", "hd", "asd") for s in STRUCTURES)
 BIOMETRY_KEYS = ("aop_pred", "aop_gt", "aop_error", "hsd_pred", "hsd_gt", "hsd_error")
@@ -81,7 +81,7 @@ def biometry_values(pred: Biometry | None, gt: Biometry, challenge: ChallengeDef
     is 0.0 and the error is measured from it. HSD is only scored when the challenge has
     the ``hsd_error`` metric (the ellipse method defines no HSD).
 
-    >>> from challenge.definition import load_challenge
+    >>> from iugc.challenge.definition import load_challenge
     >>> v = biometry_values(None, Biometry(aop=110.0, hsd=None), load_challenge("psfhs2023"))
     >>> v["aop_pred"], v["aop_error"]
     (0.0, 110.0)
@@ -117,7 +117,7 @@ def landmark_values(pred: dict | None, truth: dict, challenge: ChallengeDefiniti
     ``worst_case.mre`` for every landmark and ``worst_case.aop_error``. An AoP the truth's
     points cannot define (PS1 or FH1 on PS2) follows ``undefined_biometry`` as for masks.
 
-    >>> from challenge.definition import load_challenge
+    >>> from iugc.challenge.definition import load_challenge
     >>> truth = {"PS1": (0, 0), "PS2": (10, 0), "FH1": (10, -10)}
     >>> v = landmark_values({"PS1": (0, 3), "PS2": (10, 0), "FH1": (10, -10)}, truth, load_challenge("iugc2025"))
     >>> v["re_ps1"], v["mre"], round(v["aop_error"], 2)

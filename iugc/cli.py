@@ -5,14 +5,14 @@ from pathlib import Path
 
 import click
 
-from baseline.cli import baseline_group, build_baseline_cmd
-from challenge.cli import challenge_group
-from data_manifest.cli import data_group
-from evaluator.cli import biometry_cmd, evaluate_cmd, rank_cmd
-from sandbox.cli import docker_group, evaluate_image_cmd, kit_group
-from common.signals import interrupt_on_signals
-from leaderboard.cli import serve_cmd, submit_cmd
-from submissions.cli import admin_group, db_group, worker_cmd
+from iugc.baseline.cli import baseline_group, build_baseline_cmd
+from iugc.challenge.cli import challenge_group
+from iugc.data_manifest.cli import data_group
+from iugc.evaluator.cli import biometry_cmd, evaluate_cmd, rank_cmd
+from iugc.sandbox.cli import docker_group, evaluate_image_cmd, kit_group
+from iugc.common.signals import interrupt_on_signals
+from iugc.leaderboard.cli import serve_cmd, submit_cmd
+from iugc.submissions.cli import admin_group, db_group, worker_cmd
 
 
 class _Cancellable(click.Group):

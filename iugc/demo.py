@@ -13,16 +13,16 @@ import click
 import cv2
 import numpy as np
 
-from challenge.definition import load_challenge
-from challenge.labels import PS
-from data_manifest.importers import import_dataset
-from common.files import atomic_write_text
-from data_manifest.io import read_mask
-from data_manifest.manifest import load_manifest
-from data_manifest.phantom import write_phantom_dataset
-from evaluator.ranking import format_table
-from evaluator.evaluate import evaluate_folder
-from evaluator.ranking import bootstrap_ranks, rank_teams, wilcoxon_significance
+from iugc.challenge.definition import load_challenge
+from iugc.challenge.labels import PS
+from iugc.data_manifest.importers import import_dataset
+from iugc.common.files import atomic_write_text
+from iugc.data_manifest.io import read_mask
+from iugc.data_manifest.manifest import load_manifest
+from iugc.data_manifest.phantom import write_phantom_dataset
+from iugc.evaluator.ranking import format_table
+from iugc.evaluator.evaluate import evaluate_folder
+from iugc.evaluator.ranking import bootstrap_ranks, rank_teams, wilcoxon_significance
 
 SHARED_PSFHS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "psfhs"
 KERNEL = np.ones((3, 3), np.uint8)

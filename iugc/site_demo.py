@@ -75,9 +75,9 @@ def _credentials(instance: Path) -> dict:
 
 
 def _data(instance: Path, cases: int) -> tuple[Path, bool]:
-    from data_manifest.importers import import_dataset
-    from data_manifest.manifest import load_manifest
-    from data_manifest.phantom import write_phantom_dataset
+    from iugc.data_manifest.importers import import_dataset
+    from iugc.data_manifest.manifest import load_manifest
+    from iugc.data_manifest.phantom import write_phantom_dataset
 
     dest = instance / "data" / "frames"
     if (dest / "manifest.json").exists():
@@ -97,7 +97,7 @@ def _data(instance: Path, cases: int) -> tuple[Path, bool]:
 
 def _landmark_data(instance: Path, frames: Path) -> Path:
     """The demo frames with IUGC 2025 landmarks derived from their masks (made once)."""
-    from data_manifest.landmarks import derive_landmarks
+    from iugc.data_manifest.landmarks import derive_landmarks
 
     dest = instance / "data" / "landmarks"
     if not (dest / "manifest.json").exists():
@@ -111,8 +111,8 @@ def _landmark_data(instance: Path, frames: Path) -> Path:
 
 def _stand_in_landmarks(masks: Path, dest: Path) -> Path:
     """A stand-in's landmarks.json: the points of its degraded masks (``dest``, made once)."""
-    from challenge.landmarks import landmarks_from_mask
-    from data_manifest.io import read_mask
+    from iugc.challenge.landmarks import landmarks_from_mask
+    from iugc.data_manifest.io import read_mask
 
     if not (dest / "landmarks.json").exists():
         points = {path.stem: landmarks_from_mask(read_mask(path)) for path in sorted(masks.glob("*.png"))}
@@ -125,8 +125,8 @@ def _docker_baseline() -> bool:
     """Whether a Docker engine answers and holds iugc/baseline:latest."""
     from docker.errors import ImageNotFound
 
-    from sandbox import docker_engine
-    from sandbox.exceptions import RetryableError
+    from iugc.sandbox import docker_engine
+    from iugc.sandbox.exceptions import RetryableError
 
     try:
         docker_engine.client().images.get("iugc/baseline:latest")
@@ -139,16 +139,16 @@ def prepare(instance: Path, cases: int) -> dict:
     """Steps 1-5 (idempotent); returns the credentials."""
     from sqlalchemy import select
 
-    from challenge.definition import load_challenge
-    from data_manifest.io import read_mask
-    from data_manifest.manifest import load_manifest
-    from evaluator.evaluate import evaluate_folder
-    from leaderboard.web.security import write_secret_key
-    from submissions.accounts import hash_password
-    from submissions import accounts, challenges, db, queue, teams
-    from submissions.models import Team, User
-    from submissions.storage import LocalStorage
-    from submissions.uploads import submit
+    from iugc.challenge.definition import load_challenge
+    from iugc.data_manifest.io import read_mask
+    from iugc.data_manifest.manifest import load_manifest
+    from iugc.evaluator.evaluate import evaluate_folder
+    from iugc.leaderboard.web.security import write_secret_key
+    from iugc.submissions.accounts import hash_password
+    from iugc.submissions import accounts, challenges, db, queue, teams
+    from iugc.submissions.models import Team, User
+    from iugc.submissions.storage import LocalStorage
+    from iugc.submissions.uploads import submit
 
     instance.mkdir(parents=True, exist_ok=True)
     with step(f"database and secret key in {instance}"):
@@ -228,13 +228,13 @@ def _submit_baseline(instance: Path, sessions, storage, name: str, data: Path) -
     the trusted local runner, keeping its outputs as the worker does (for the overlays)."""
     from sqlalchemy import select
 
-    from challenge.definition import load_challenge
-    from sandbox.docker_engine import Limits
-    from sandbox.evaluate_image import evaluate_image
-    from submissions import accounts, queue
-    from submissions.models import Challenge, Submission, Team
-    from submissions.uploads import submit
-    from submissions.worker import keep_masks
+    from iugc.challenge.definition import load_challenge
+    from iugc.sandbox.docker_engine import Limits
+    from iugc.sandbox.evaluate_image import evaluate_image
+    from iugc.submissions import accounts, queue
+    from iugc.submissions.models import Challenge, Submission, Team
+    from iugc.submissions.uploads import submit
+    from iugc.submissions.worker import keep_masks
 
     with sessions() as session:
         user = accounts.user_by_email(session, PARTICIPANT)

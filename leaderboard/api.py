@@ -2,9 +2,9 @@
 
 Every view is declared with :func:`endpoint`, which records its summary, parameters,
 request body and responses; ``GET /api/v1/openapi.json`` is built from those records and
-Flask's URL map (``leaderboard.openapi``), so the document cannot drift from the code.
-Errors are ``{"error": message}`` with the status of the ``submissions.exceptions`` class
-(``leaderboard.errors``).
+Flask's URL map (``iugc.leaderboard.openapi``), so the document cannot drift from the code.
+Errors are ``{"error": message}`` with the status of the ``iugc.submissions.exceptions`` class
+(``iugc.leaderboard.errors``).
 """
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import logging
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from submissions import accounts, db, queue, reports, teams
-from submissions.exceptions import InvalidRequest, RateLimited
-from submissions.uploads import submit
-from leaderboard import boards
-from leaderboard.rates import WindowCounters
-from leaderboard.web.security import limiter
-from leaderboard.app import service
+from iugc.submissions import accounts, db, queue, reports, teams
+from iugc.submissions.exceptions import InvalidRequest, RateLimited
+from iugc.submissions.uploads import submit
+from iugc.leaderboard import boards
+from iugc.leaderboard.rates import WindowCounters
+from iugc.leaderboard.web.security import limiter
+from iugc.leaderboard.app import service
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 log = logging.getLogger("iugc.api")
@@ -109,7 +109,7 @@ def _rate(text: str):
 
 def _counters():
     """Redis: Flask-Limiter's strategy on its Redis storage (shared by every process);
-    memory: one :class:`leaderboard.rates.WindowCounters` per app."""
+    memory: one :class:`iugc.leaderboard.rates.WindowCounters` per app."""
     if current_app.config["RATELIMIT_STORAGE_URI"].startswith("memory"):
         return current_app.extensions.setdefault("iugc_api_rates", WindowCounters())
     return limiter.limiter
@@ -127,7 +127,7 @@ def _json_body(*required: str) -> dict:
 
 @endpoint("/openapi.json", "GET", "This document: every endpoint of API v1 (OpenAPI 3)", auth=False, responses={200: "the document"})
 def openapi_document():
-    from leaderboard.openapi import build
+    from iugc.leaderboard.openapi import build
 
     return build(current_app)
 
@@ -208,7 +208,7 @@ def cancel_submission(submission_id):
 @endpoint("/phases/<slug>/leaderboard", "GET", "Ranked rows: team, submission, rank, score and every metric",
           responses={200: "{rows: [...]}", 403: "final results not published yet", 404: "no such phase"}, reads=True)
 def get_leaderboard(session, slug):
-    """The rows are ranked once per change of the phase's entries (``leaderboard.boards``)."""
+    """The rows are ranked once per change of the phase's entries (``iugc.leaderboard.boards``)."""
     board = boards.state(session, slug)
     data = boards.ranked(session, g.user, board)
     body = boards.kept(("api-json",) + board.key, lambda: current_app.json.dumps(data) + "\n")

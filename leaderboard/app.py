@@ -1,9 +1,9 @@
 """The Flask application factory: ``create_app(test_config=None)``.
 
-The app reads its settings from the environment (``submissions.config.Settings``) unless
+The app reads its settings from the environment (``iugc.submissions.config.Settings``) unless
 ``test_config`` gives them (``DATABASE_URL``, ``STORAGE_URL``, ``INSTANCE``), refuses a
 database whose schema is not current (run ``iugc db upgrade``), and registers the ``api``
-blueprint and the web pages (``leaderboard.web``; outside tests it needs a secret key). Uploads are parsed by Werkzeug into a temporary file (kept in memory only up
+blueprint and the web pages (``iugc.leaderboard.web``; outside tests it needs a secret key). Uploads are parsed by Werkzeug into a temporary file (kept in memory only up
 to 500 KB), then streamed to the staging folder; never held whole in memory.
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Callable
 
 from flask import Flask, current_app
 
-from submissions import db
-from submissions.config import Settings
-from submissions.exceptions import ConfigurationError
-from submissions.storage import open_storage
+from iugc.submissions import db
+from iugc.submissions.config import Settings
+from iugc.submissions.exceptions import ConfigurationError
+from iugc.submissions.storage import open_storage
 
 
 @dataclass
@@ -63,7 +63,7 @@ def check_rate_limits(config) -> None:
     >>> check_rate_limits({"API_RATE_LIMIT": "5/second", "API_UPLOAD_RATE_LIMIT": "lots"})
     Traceback (most recent call last):
     ...
-    submissions.exceptions.ConfigurationError: IUGC_API_UPLOAD_RATE_LIMIT (or the app's API_UPLOAD_RATE_LIMIT) is 'lots', not a rate: write it like '120 per minute' or '20/hour'
+    iugc.submissions.exceptions.ConfigurationError: IUGC_API_UPLOAD_RATE_LIMIT (or the app's API_UPLOAD_RATE_LIMIT) is 'lots', not a rate: write it like '120 per minute' or '20/hour'
     """
     from limits import parse
 
@@ -76,7 +76,7 @@ def check_rate_limits(config) -> None:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from leaderboard.api import api
+    from iugc.leaderboard.api import api
 
     app = Flask(__name__, instance_path=None)
     settings = Settings.from_env()
@@ -97,13 +97,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["iugc"] = ServiceContext(settings, engine, db.session_factory(engine), storage,
                                             read_sessions=db.read_session_factory(engine))
     app.register_blueprint(api)
-    from leaderboard import errors
+    from iugc.leaderboard import errors
 
     errors.register(app)
-    from leaderboard.web import init_web
+    from iugc.leaderboard.web import init_web
 
     init_web(app, settings.instance, test_config)
-    from leaderboard.kept_answers import KeptAnswers
+    from iugc.leaderboard.kept_answers import KeptAnswers
 
     app.wsgi_app = KeptAnswers(app)  # the leaderboard page and API answers, kept in front of Flask
     return app

@@ -1,7 +1,7 @@
 """The ranked leaderboard of a phase, kept per app and shared by API v1, the pages and
 the organizers' CSV/JSON export.
 
-Ranking a phase (``submissions.reports.leaderboard``, ``evaluator.ranking``) costs
+Ranking a phase (``iugc.submissions.reports.leaderboard``, ``iugc.evaluator.ranking``) costs
 milliseconds per call; the result depends only on the phase's leaderboard entries (each
 team's name and ranked evaluation: a new scored submission, a disqualification or a
 reinstatement moves an entry, and moves the phase's ``board_version`` with it), the
@@ -21,9 +21,9 @@ from flask import current_app
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from submissions import challenges, reports
-from submissions.exceptions import Forbidden
-from submissions.models import Phase, User
+from iugc.submissions import challenges, reports
+from iugc.submissions.exceptions import Forbidden
+from iugc.submissions.models import Phase, User
 
 KEPT = 256
 """Entries kept per app (rows, JSON, tables, charts of every phase and method); the least

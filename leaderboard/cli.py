@@ -1,4 +1,4 @@
-"""``iugc serve`` (the site and API under gunicorn, ``leaderboard.server``) and ``iugc submit``."""
+"""``iugc serve`` (the site and API under gunicorn, ``iugc.leaderboard.server``) and ``iugc submit``."""
 from __future__ import annotations
 
 import sys
@@ -30,9 +30,9 @@ def serve_cmd(host, port, threads, workers, grace, evaluation, processes):
     the containers of unfinished evaluations and requeues them (a shutdown never counts
     against a team).
     """
-    from leaderboard.app import create_app
-    from leaderboard.server import Server
-    from submissions.exceptions import ServiceError
+    from iugc.leaderboard.app import create_app
+    from iugc.leaderboard.server import Server
+    from iugc.submissions.exceptions import ServiceError
 
     if processes < 1:
         raise click.BadParameter("must be at least 1", param_hint="--processes")
@@ -72,7 +72,7 @@ def _check_listen(host: str, port: int) -> None:
 
 def _largest_upload(ctx) -> int:
     """Bytes a request may carry: the largest phase image limit plus the form (413 above)."""
-    from submissions.models import Phase
+    from iugc.submissions.models import Phase
 
     with ctx.sessions() as session:
         limits = [p.limits.get("image_size_limit_mb", 0) for p in session.query(Phase)]
@@ -94,7 +94,7 @@ def submit_cmd(phase, image, server, token, no_wait, timeout):
     """
     import os
 
-    from leaderboard.client import Client, ClientError, default_server, save_image
+    from iugc.leaderboard.client import Client, ClientError, default_server, save_image
 
     token = token or os.environ.get("IUGC_TOKEN")
     if not token:

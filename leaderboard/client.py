@@ -10,7 +10,7 @@ from typing import Iterator
 
 import requests
 
-from submissions.exceptions import ServiceError
+from iugc.submissions.exceptions import ServiceError
 
 CHUNK = 1 << 20
 
@@ -40,8 +40,8 @@ def save_image(reference: str, dest: Path, progress: bool = True) -> Path:
     """``docker save`` an image reference to ``dest`` (streamed)."""
     from tqdm import tqdm
 
-    from sandbox import docker_engine
-    from sandbox.exceptions import RetryableError
+    from iugc.sandbox import docker_engine
+    from iugc.sandbox.exceptions import RetryableError
 
     try:
         engine = docker_engine.client()

@@ -1,6 +1,6 @@
 """Every error handler of the app, in one place: API v1 answers ``{"error": message}`` in
 JSON, the web pages answer the error page; both take the HTTP status from the exception
-class (``submissions.exceptions``: each class carries its ``status``).
+class (``iugc.submissions.exceptions``: each class carries its ``status``).
 
 The messages are the exceptions' own (one sentence, safe to show the person who caused
 it); an unexpected error shows Werkzeug's generic server-error sentence, never its own text
@@ -14,7 +14,7 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from submissions.exceptions import ServiceError
+from iugc.submissions.exceptions import ServiceError
 
 API_PREFIX = "/api/v1/"
 TITLES = {400: "Bad request", 401: "Not logged in", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
@@ -34,7 +34,7 @@ def _service_error_json(exc: ServiceError):
         body["retry_after"] = retry_after.isoformat()
     response = jsonify(body)
     if retry_after is not None:
-        from submissions.models import utcnow
+        from iugc.submissions.models import utcnow
 
         response.headers["Retry-After"] = str(max(1, math.ceil((retry_after - utcnow()).total_seconds())))
     return response, exc.status

@@ -2,7 +2,7 @@
 
 A published phase's leaderboard page is the same for every visitor who is not logged in
 (no cookie), and API v1's leaderboard is the same for every caller allowed to see it;
-both change only when the phase's board does (``leaderboard.boards``). :class:`KeptAnswers`
+both change only when the phase's board does (``iugc.leaderboard.boards``). :class:`KeptAnswers`
 wraps the app's WSGI callable. Such a request reads the board's key (and, for the API,
 the caller's token, in the same read session) and, when an answer is kept under the key,
 gets its bytes; otherwise it goes through the app (its views, templates and checks), and
@@ -18,10 +18,10 @@ import hashlib
 import re
 from urllib.parse import parse_qs
 
-from submissions import accounts, reports
-from submissions.exceptions import NotAuthenticated, NotFound, RateLimited
-from leaderboard import boards
-from leaderboard.api import ENDPOINTS, bearer_token, count_rate
+from iugc.submissions import accounts, reports
+from iugc.submissions.exceptions import NotAuthenticated, NotFound, RateLimited
+from iugc.leaderboard import boards
+from iugc.leaderboard.api import ENDPOINTS, bearer_token, count_rate
 
 _SLUG = r"([A-Za-z0-9][A-Za-z0-9_.-]*)"
 _PAGE = re.compile(rf"/leaderboard/{_SLUG}")

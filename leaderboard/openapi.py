@@ -1,10 +1,10 @@
 """The OpenAPI 3 document of API v1, built from Flask's URL map and the ``endpoint``
-declarations in ``leaderboard.api`` (nothing here is written per endpoint)."""
+declarations in ``iugc.leaderboard.api`` (nothing here is written per endpoint)."""
 from __future__ import annotations
 
 import re
 
-from leaderboard.api import ENDPOINTS
+from iugc.leaderboard.api import ENDPOINTS
 
 _PARAM = re.compile(r"<(?:(?P<conv>[a-z]+):)?(?P<name>[a-z_]+)>")
 

@@ -6,7 +6,7 @@ one process of their own.
   so its database connections, kept leaderboards and (without a Redis broker) rate
   counters are its own.
 - Beside them, one evaluation process runs the embedded evaluation workers
-  (``submissions.worker.WorkerPool``) or, with a broker, the Celery dispatcher. A request
+  (``iugc.submissions.worker.WorkerPool``) or, with a broker, the Celery dispatcher. A request
   that queues a submission wakes it with SIGUSR1; it also looks on its own every few seconds.
 - SIGTERM or SIGINT to the master stops accepting, gives requests ``grace`` seconds to
   finish (gunicorn's graceful timeout), then stops the evaluation process, which gives
@@ -28,7 +28,7 @@ import time
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from submissions.config import Settings
+from iugc.submissions.config import Settings
 
 WAKE_PID = "IUGC_EVALUATION_PID"  # the evaluation process, for the request processes' wake-ups
 
@@ -62,7 +62,7 @@ class Server(BaseApplication):
 
     def load(self):
         """The app of one worker process (gunicorn calls this after the fork)."""
-        from leaderboard.app import create_app
+        from iugc.leaderboard.app import create_app
 
         app = create_app()
         app.config["MAX_CONTENT_LENGTH"] = self.max_body
@@ -83,7 +83,7 @@ class Server(BaseApplication):
     def _when_ready(self, arbiter):
         if self.settings.broker_url or self.workers > 0:
             # a fresh interpreter (not a fork of this one), reading the same settings from the environment
-            self._evaluations = subprocess.Popen([sys.executable, "-m", "leaderboard.server", str(self.workers), self.evaluation,
+            self._evaluations = subprocess.Popen([sys.executable, "-m", "iugc.leaderboard.server", str(self.workers), self.evaluation,
                                                   str(self.grace), str(os.getpid())])
             os.environ[WAKE_PID] = str(self._evaluations.pid)  # the workers forked next inherit it
         if self.announce:
@@ -133,10 +133,10 @@ def run_evaluations(settings: Settings, workers: int, evaluation: str, grace: fl
     """The evaluation process: embedded workers (or, with a broker, the Celery dispatcher)
     until SIGTERM or SIGINT; then running evaluations get ``grace`` seconds, and their
     containers are stopped and the evaluations requeued."""
-    from common.signals import interrupt_on_signals
-    from submissions import db
-    from submissions.storage import open_storage
-    from submissions.worker import EVALUATIONS, WorkerPool
+    from iugc.common.signals import interrupt_on_signals
+    from iugc.submissions import db
+    from iugc.submissions.storage import open_storage
+    from iugc.submissions.worker import EVALUATIONS, WorkerPool
 
     interrupt_on_signals()
     engine = db.make_engine(settings.database_url)
@@ -144,7 +144,7 @@ def run_evaluations(settings: Settings, workers: int, evaluation: str, grace: fl
     pool = dispatch = None
     try:
         if settings.broker_url:
-            from submissions.celery_queue import dispatcher
+            from iugc.submissions.celery_queue import dispatcher
 
             dispatch = dispatcher(settings, sessions)
             wake = dispatch.wake

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from challenge.definition import available_challenges
-from evaluator.cli import read_case_ids, challenge_or_exit, output_file, score_line, selected, selection_options
-from evaluator.ranking import cell as _fmt
+from iugc.challenge.definition import available_challenges
+from iugc.evaluator.cli import read_case_ids, challenge_or_exit, output_file, score_line, selected, selection_options
+from iugc.evaluator.ranking import cell as _fmt
 
 
 @click.group("kit")
@@ -30,8 +30,8 @@ def kit_new_cmd(dest, challenge, base):
 
     Nothing is written when DEST is not empty or the challenge is unknown.
     """
-    from sandbox.exceptions import KitError
-    from sandbox.kit import DEFAULT_BASE, new_kit
+    from iugc.sandbox.exceptions import KitError
+    from iugc.sandbox.kit import DEFAULT_BASE, new_kit
 
     try:
         kit = new_kit(dest, challenge, base=base or DEFAULT_BASE)
@@ -56,9 +56,9 @@ def kit_check_cmd(target, challenge, data, out):
     and memory against the phase's limits, and the scores. Exit status 0 only when the
     platform would accept it; 1 when refused or it cannot be checked.
     """
-    from common.files import atomic_write_text
-    from sandbox.exceptions import CancelledError, KitError, RetryableError
-    from sandbox.kit import check, format_report
+    from iugc.common.files import atomic_write_text
+    from iugc.sandbox.exceptions import CancelledError, KitError, RetryableError
+    from iugc.sandbox.kit import check, format_report
 
     try:
         report = check(target, challenge=challenge, data=data)
@@ -98,7 +98,7 @@ def parse_size_mb(text: str) -> float:
 def _limits(challenge, phase_name, timeout, memory, cpus, output_limit, gpus):
     from dataclasses import replace
 
-    from sandbox.docker_engine import Limits
+    from iugc.sandbox.docker_engine import Limits
 
     phases = {p.name: p for p in challenge.phases}
     if phase_name not in phases:
@@ -150,11 +150,11 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
     cannot give: a GPU, more CPUs or memory than it has, a full disk): the message says
     what and how to override it, and nothing is written. 130: interrupted.
     """
-    from common.files import atomic_write_text
-    from data_manifest.manifest import ManifestError
-    from evaluator.evaluate import EvaluationInputError, default_cache_dir, discover_truth, truth_provenance
-    from sandbox.evaluate_image import evaluate_image
-    from sandbox.exceptions import CancelledError, HostLimitError, RetryableError, SubmissionError
+    from iugc.common.files import atomic_write_text
+    from iugc.data_manifest.manifest import ManifestError
+    from iugc.evaluator.evaluate import EvaluationInputError, default_cache_dir, discover_truth, truth_provenance
+    from iugc.sandbox.evaluate_image import evaluate_image
+    from iugc.sandbox.exceptions import CancelledError, HostLimitError, RetryableError, SubmissionError
 
     challenge = challenge_or_exit(challenge_name)
     case_ids = read_case_ids(cases_file)
@@ -164,7 +164,7 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
     stack = contextlib.ExitStack()  # removes, at the end, an image this run loaded from an archive
     try:
         if runner == "docker":
-            from sandbox import docker_engine
+            from iugc.sandbox import docker_engine
 
             engine = docker_engine.client()
             host = docker_engine.host_resources(engine)
@@ -172,7 +172,7 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
         if image.endswith(".tar") or Path(image).is_file():
             if runner != "docker":
                 raise click.UsageError("an image archive needs --runner docker")
-            from sandbox.intake import archive_loaded
+            from iugc.sandbox.intake import archive_loaded
 
             try:
                 image = stack.enter_context(archive_loaded(engine, image, limits))
@@ -231,8 +231,8 @@ def build_base_cmd(mirror, force):
     """Build iugc/base:latest (Debian bookworm, python3, NumPy, Pillow, pip) with
     debootstrap + docker import. Cached by the recipe's hash: a second call takes seconds.
     Needs root, debootstrap and a running engine."""
-    from sandbox.exceptions import RetryableError
-    from sandbox.images import BASE_IMAGE, DEFAULT_MIRROR, build_base
+    from iugc.sandbox.exceptions import RetryableError
+    from iugc.sandbox.images import BASE_IMAGE, DEFAULT_MIRROR, build_base
 
     try:
         image_id, built = build_base(mirror=mirror or DEFAULT_MIRROR, force=force)
@@ -247,9 +247,9 @@ def build_base_cmd(mirror, force):
 def load_cmd(archive, max_size):
     """Check a `docker save` archive (size, paths, links, devices, one image), load it and
     check the image (non-root USER, linux/amd64); print its id. Nothing stays loaded on failure."""
-    from sandbox import docker_engine
-    from sandbox.exceptions import RetryableError, SubmissionError
-    from sandbox.intake import load_archive
+    from iugc.sandbox import docker_engine
+    from iugc.sandbox.exceptions import RetryableError, SubmissionError
+    from iugc.sandbox.intake import load_archive
 
     limits = docker_engine.Limits(image_size_limit_mb=parse_size_mb(max_size))
     try:
@@ -263,8 +263,8 @@ def load_cmd(archive, max_size):
 def export_base_cmd(out):
     """Save iugc/base:latest with `docker save` and its sha256, for teams without
     registry access: they check it (`sha256sum -c FILE.sha256`) and `docker load -i FILE`."""
-    from sandbox.exceptions import RetryableError
-    from sandbox.images import BASE_IMAGE, export_base
+    from iugc.sandbox.exceptions import RetryableError
+    from iugc.sandbox.images import BASE_IMAGE, export_base
 
     try:
         digest = export_base(out)

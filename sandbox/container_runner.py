@@ -3,7 +3,7 @@
 Both runners follow ``provision -> execute -> collect_outputs -> deprovision``:
 
 - :class:`DockerRunner` runs an untrusted image in a hardened container
-  (:mod:`sandbox.docker_engine`). ``/output`` is a host tmpfs of the phase's output
+  (:mod:`iugc.sandbox.docker_engine`). ``/output`` is a host tmpfs of the phase's output
   size when the worker may mount one (root), so writing past the limit fails inside the
   container; otherwise a watcher stops the container once the folder passes the limit.
 - :class:`LocalRunner` runs a *trusted* command (the baseline) as a subprocess with the
@@ -28,12 +28,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_manifest.io import encode_png, read_image
-from data_manifest.manifest import load_manifest
-from sandbox import docker_engine as engine_api
-from sandbox.docker_engine import Limits
-from sandbox.exceptions import CancelledError, SubmissionError
-from sandbox.outputs import CollectedOutputs, collect_outputs
+from iugc.data_manifest.io import encode_png, read_image
+from iugc.data_manifest.manifest import load_manifest
+from iugc.sandbox import docker_engine as engine_api
+from iugc.sandbox.docker_engine import Limits
+from iugc.sandbox.exceptions import CancelledError, SubmissionError
+from iugc.sandbox.outputs import CollectedOutputs, collect_outputs
 
 CASES_FILE = "cases.json"
 OWNER_FILE = ".owner"
@@ -363,7 +363,7 @@ class DockerRunner(_Runner):
 
 # Submissions the platform itself ships and may run without a container: image
 # reference -> the command, run with this interpreter (`python -m ...`).
-TRUSTED_LOCAL = {"iugc/baseline:latest": ["-m", "baseline.submission"], "baseline": ["-m", "baseline.submission"]}
+TRUSTED_LOCAL = {"iugc/baseline:latest": ["-m", "iugc.baseline.submission"], "baseline": ["-m", "iugc.baseline.submission"]}
 
 
 class LocalRunner(_Runner):

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.exceptions import HostLimitError, RetryableError, SubmissionError
+from iugc.sandbox.exceptions import HostLimitError, RetryableError, SubmissionError
 
 RUNNER_LABEL = "org.iugc.runner"
 OWNER_LABEL = "org.iugc.owner"          # "<hostname>:<pid>" of the worker that started it
@@ -128,7 +128,7 @@ def check_host(limits: Limits, host: Host, phase: str = "the phase") -> None:
     >>> check_host(Limits(cpus=4), Host(cpus=2, memory_mb=8192, gpu=False), "final-test")
     Traceback (most recent call last):
     ...
-    sandbox.exceptions.HostLimitError: final-test asks for 4 CPUs but the engine's host has 2
+    iugc.sandbox.exceptions.HostLimitError: final-test asks for 4 CPUs but the engine's host has 2
     """
     if limits.gpu and not host.gpu:
         raise HostLimitError("gpu", f"{phase} grants a GPU but the engine's host has none usable (no `nvidia` runtime, no {GPU_HOOK})")

@@ -6,7 +6,7 @@ The result is the evaluator's document plus ``status`` ("succeeded" | "failed"),
 ``runtime_seconds`` (the submission's own time), ``memory_peak_mb`` (the container's
 memory peak, page cache included, sampled while it runs; null when not measured),
 ``image_digest``, ``logs`` (bounded tail, for organizers), ``timings`` (the platform's
-overhead, step by step) and ``provenance`` (see :mod:`evaluator.provenance`), also when
+overhead, step by step) and ``provenance`` (see :mod:`iugc.evaluator.provenance`), also when
 the submission failed.
 
 What the platform cannot provide (the engine, a GPU, CPUs or memory past the host's, disk
@@ -18,12 +18,12 @@ import shutil
 import time
 from pathlib import Path
 
-from challenge.definition import ChallengeDefinition
-from sandbox.container_runner import DockerRunner, LocalRunner, cleanup_stale, failure_of, input_cases
-from sandbox.docker_engine import Limits
-from challenge.outputs import LANDMARKS_FILE
-from evaluator.evaluate import discover_truth, evaluate_folder, truth_provenance
-from sandbox.exceptions import RetryableError, SubmissionError
+from iugc.challenge.definition import ChallengeDefinition
+from iugc.sandbox.container_runner import DockerRunner, LocalRunner, cleanup_stale, failure_of, input_cases
+from iugc.sandbox.docker_engine import Limits
+from iugc.challenge.outputs import LANDMARKS_FILE
+from iugc.evaluator.evaluate import discover_truth, evaluate_folder, truth_provenance
+from iugc.sandbox.exceptions import RetryableError, SubmissionError
 
 
 def _failed(error: SubmissionError, **extra) -> dict:
@@ -73,7 +73,7 @@ def evaluate_image(
     if runner not in ("docker", "local"):
         raise ValueError(f"runner must be 'docker' or 'local', got {runner!r}")
     if runner == "docker":
-        from sandbox import docker_engine
+        from iugc.sandbox import docker_engine
 
         engine = engine or docker_engine.client()
         docker_engine.check_host(limits, docker_engine.host_resources(engine), phase)

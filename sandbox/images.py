@@ -15,8 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from sandbox import docker_engine as engine_api
-from sandbox.exceptions import RetryableError
+from iugc.sandbox import docker_engine as engine_api
+from iugc.sandbox.exceptions import RetryableError
 
 BASE_IMAGE = "iugc/base:latest"
 HASH_LABEL = "org.iugc.recipe-hash"
@@ -88,7 +88,7 @@ def export_base(out: Path, *, engine=None) -> str:
 
     Returns the archive's sha256. RetryableError when the image is not built.
     """
-    from common.files import atomic_write_text, sha256_file
+    from iugc.common.files import atomic_write_text, sha256_file
 
     engine = engine or engine_api.client()
     out = Path(out)

@@ -18,7 +18,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.exceptions import SubmissionError
+from iugc.sandbox.exceptions import SubmissionError
 
 MANIFEST = "manifest.json"
 
@@ -110,8 +110,8 @@ def load_archive(engine, path: str | Path, limits) -> tuple[str, bool]:
     Returns (image id, whether the load added it: False when the engine had it already).
     Whatever the load added is removed again when a later check fails.
     """
-    from sandbox import docker_engine as engine_api
-    from sandbox.container_runner import check_image
+    from iugc.sandbox import docker_engine as engine_api
+    from iugc.sandbox.container_runner import check_image
 
     info = check_archive(path, max_bytes=int(limits.image_size_limit_mb * 2**20))
     before = engine_api.image_ids(engine)
@@ -138,7 +138,7 @@ def archive_loaded(engine, path: str | Path, limits):
     """Load an archive through :func:`load_archive` for the ``with`` block and yield its image
     id; afterwards remove the image again if this load added it (one an engine already had
     stays). SubmissionError, before the block runs, when the archive is refused."""
-    from sandbox import docker_engine as engine_api
+    from iugc.sandbox import docker_engine as engine_api
 
     image_id, added = load_archive(engine, path, limits)
     try:

@@ -2,8 +2,8 @@
 says what the platform's sanity-check phase would say about it.
 
 ``kit check`` is no second implementation: it builds the kit with the engine, takes an
-archive through the platform's intake (:func:`sandbox.intake.load_archive`), and runs
-:func:`sandbox.evaluate_image.evaluate_image` (the hardened runner, the phase's limits,
+archive through the platform's intake (:func:`iugc.sandbox.intake.load_archive`), and runs
+:func:`iugc.sandbox.evaluate_image.evaluate_image` (the hardened runner, the phase's limits,
 the output checks, the scoring) under the limits of the challenge's sanity-check phase.
 The only rule of its own is the verdict (:func:`verdict`): the sanity check passes when
 the run succeeded and every case has a valid output, since public cases exist to prove
@@ -20,10 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from challenge.definition import ChallengeDefinition, DefinitionError, Phase, available_challenges, load_challenge
-from common.files import is_new_folder, staged_folder
-from sandbox.exceptions import KitError, RetryableError, SubmissionError
-from sandbox.images import BASE_IMAGE
+from iugc.challenge.definition import ChallengeDefinition, DefinitionError, Phase, available_challenges, load_challenge
+from iugc.common.files import is_new_folder, staged_folder
+from iugc.sandbox.exceptions import KitError, RetryableError, SubmissionError
+from iugc.sandbox.images import BASE_IMAGE
 
 TEMPLATE_DIR = Path(__file__).with_name("kit_template")
 TEMPLATE_FILES = ("Dockerfile", "predict.py", "requirements.txt", "README.md", ".dockerignore", "wheels/README.md")
@@ -206,7 +206,7 @@ class CheckReport:
 def build_kit(engine, folder: Path, kit: Kit) -> float:
     """Build a kit folder into its image tag; returns the seconds it took. KitError when
     the build fails (the message ends with the build log's tail)."""
-    from sandbox import docker_engine
+    from iugc.sandbox import docker_engine
 
     began = time.monotonic()
     try:
@@ -220,9 +220,9 @@ def build_kit(engine, folder: Path, kit: Kit) -> float:
 def _cases(data: Path | None, scratch: Path, *, landmarks: bool) -> tuple[Path, str]:
     """The dataset to run on (``data``, else phantoms written under ``scratch``, with
     landmarks derived from their masks for a landmark challenge) and its description in words."""
-    from data_manifest.landmarks import derive_landmarks
-    from data_manifest.manifest import ManifestError, load_manifest
-    from data_manifest.sample import write_sample
+    from iugc.data_manifest.landmarks import derive_landmarks
+    from iugc.data_manifest.manifest import ManifestError, load_manifest
+    from iugc.data_manifest.sample import write_sample
 
     where = f" from {data}" if data is not None else " (no --data given)"
     if data is None:
@@ -250,10 +250,10 @@ def check(target: str, *, challenge: str | None = None, data: Path | None = None
     canonical dataset (``iugc data sample``); without it, SYNTHETIC phantom cases.
     Raises KitError for bad input, RetryableError when the engine is missing.
     """
-    from sandbox import docker_engine
-    from sandbox.docker_engine import Limits
-    from sandbox.evaluate_image import evaluate_image
-    from sandbox.intake import archive_loaded
+    from iugc.sandbox import docker_engine
+    from iugc.sandbox.docker_engine import Limits
+    from iugc.sandbox.evaluate_image import evaluate_image
+    from iugc.sandbox.intake import archive_loaded
 
     path = Path(target)
     kit = read_kit(path) if path.is_dir() else None

@@ -4,7 +4,7 @@ Only plain files directly in the output folder are read, never through a link; e
 expected ``<case_id>.png`` must decode to a 2-D uint8 mask of the input frame's size with
 labels in {0, 1, 2}; ``predictions.json`` must map known case ids to probabilities
 finite in [0, 1]; a landmark challenge's ``landmarks.json`` must give each case's PS1,
-PS2 and FH1 as finite points near its frame (:func:`challenge.landmarks.checked_landmarks`).
+PS2 and FH1 as finite points near its frame (:func:`iugc.challenge.landmarks.checked_landmarks`).
 Valid files are copied into a clean folder for the evaluator; each bad
 or missing case gets a participant-safe error and, when scored, the worst case.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from challenge.landmarks import checked_landmarks
-from challenge.outputs import LANDMARKS_FILE, PROBABILITIES_FILE, valid_probability
+from iugc.challenge.landmarks import checked_landmarks
+from iugc.challenge.outputs import LANDMARKS_FILE, PROBABILITIES_FILE, valid_probability
 
 MAX_MASK_BYTES = 64 << 20
 MAX_JSON_BYTES = 16 << 20

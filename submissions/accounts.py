@@ -6,7 +6,7 @@ only to let their user log in, and replaced by argon2 at that log-in (:func:`nee
 API tokens are random; only their sha256 is kept, so each is shown once.
 
 Every function that changes records runs inside the caller's transaction and raises a
-``submissions.exceptions`` error, with nothing written, for bad input.
+``iugc.submissions.exceptions`` error, with nothing written, for bad input.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from submissions.audit import audit
-from submissions.exceptions import Conflict, Forbidden, InvalidRequest, NotAuthenticated, NotFound
-from submissions.models import ApiToken, Role, User
+from iugc.submissions.audit import audit
+from iugc.submissions.exceptions import Conflict, Forbidden, InvalidRequest, NotAuthenticated, NotFound
+from iugc.submissions.models import ApiToken, Role, User
 
 TOKEN_PREFIX = "iugc_"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

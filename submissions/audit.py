@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from submissions.models import AuditEntry, User
+from iugc.submissions.models import AuditEntry, User
 
 
 def audit(session: Session, actor_id: int | None, action: str, target: str | None = None, **detail) -> None:

@@ -22,8 +22,8 @@ import time
 
 from sqlalchemy import select
 
-from submissions import queue
-from submissions.config import Settings
+from iugc.submissions import queue
+from iugc.submissions.config import Settings
 
 log = logging.getLogger("iugc.celery")
 TASK = "iugc.evaluate"
@@ -35,7 +35,7 @@ database itself (``WorkerPool._claim_when_idle``): a message is only a wake-up."
 def visibility_timeout(sessions) -> int:
     """Seconds before Redis redelivers an unacknowledged message: twice the longest phase
     time limit plus an hour (never shorter than a running evaluation)."""
-    from submissions.models import Phase
+    from iugc.submissions.models import Phase
 
     with sessions() as session:
         limits = session.execute(select(Phase.limits)).scalars().all()
@@ -118,7 +118,7 @@ def run_celery_worker(settings: Settings, sessions, storage, concurrency: int, e
     them, so the shutdown is bounded."""
     from celery.signals import worker_shutting_down
 
-    from submissions.worker import EVALUATIONS, WorkerPool
+    from iugc.submissions.worker import EVALUATIONS, WorkerPool
 
     app = make_celery(settings, sessions)
     pool = WorkerPool(sessions, storage, threads=0, evaluate=lambda job: EVALUATIONS[evaluation](job, storage),

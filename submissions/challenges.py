@@ -2,7 +2,7 @@
 quotas, its hidden dataset, publishing its results.
 
 Every function that changes records runs inside the caller's transaction
-(``db.transaction``), writes an audit entry, and raises a ``submissions.exceptions`` error,
+(``db.transaction``), writes an audit entry, and raises a ``iugc.submissions.exceptions`` error,
 with nothing written, for bad input.
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
-from challenge.definition import ChallengeDefinition, DefinitionError, load_challenge
-from submissions.audit import audit
-from submissions.exceptions import Conflict, InvalidRequest, NotFound
-from submissions.models import Challenge, Dataset, Phase, utcnow
+from iugc.challenge.definition import ChallengeDefinition, DefinitionError, load_challenge
+from iugc.submissions.audit import audit
+from iugc.submissions.exceptions import Conflict, InvalidRequest, NotFound
+from iugc.submissions.models import Challenge, Dataset, Phase, utcnow
 
 _DEFINITIONS: dict[str, ChallengeDefinition] = {}
 """Validated definitions by their sha256: a challenge's definition never changes (another
@@ -53,7 +53,7 @@ def init_challenge(session: Session, name_or_path: str | Path, actor_id: int | N
     challenge = Challenge(name=definition.name, title=definition.title, definition=document, definition_sha256=digest)
     session.add(challenge)
     for phase in definition.phases:
-        from sandbox.docker_engine import Limits
+        from iugc.sandbox.docker_engine import Limits
 
         limits = Limits.from_phase(phase)
         session.add(Phase(
@@ -86,8 +86,8 @@ def add_dataset(session: Session, slug: str, folder: str | Path, actor_id: int |
     verify``); ``expected_sha256``, when given, must be the sha256 of ``manifest.json``
     (``sha256sum DIR/manifest.json``), so the folder is the one the organizer meant.
     """
-    from data_manifest.manifest import ManifestError, load_manifest
-    from data_manifest.verify import verify_dataset
+    from iugc.data_manifest.manifest import ManifestError, load_manifest
+    from iugc.data_manifest.verify import verify_dataset
 
     phase = phase_by_slug(session, slug)
     folder = Path(folder).absolute()
@@ -124,7 +124,7 @@ def parse_time(text: str | None):
     >>> parse_time("next week")
     Traceback (most recent call last):
     ...
-    submissions.exceptions.InvalidRequest: 'next week' is not a time: write it as 2026-12-31T23:59 (UTC) or leave it empty
+    iugc.submissions.exceptions.InvalidRequest: 'next week' is not a time: write it as 2026-12-31T23:59 (UTC) or leave it empty
     """
     import datetime as dt
 

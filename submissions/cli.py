@@ -15,9 +15,9 @@ def upgrade_cmd():
 
     `iugc serve` and `iugc worker` refuse to start until this has been run.
     """
-    from submissions import db
-    from submissions.config import Settings
-    from submissions.exceptions import ServiceError
+    from iugc.submissions import db
+    from iugc.submissions.config import Settings
+    from iugc.submissions.exceptions import ServiceError
 
     try:
         engine = db.make_engine(Settings.from_env().database_url)
@@ -33,9 +33,9 @@ def upgrade_cmd():
 
 def _service():
     """(settings, engine, sessions) of a database at the current schema, or a clear exit."""
-    from submissions import db
-    from submissions.config import Settings
-    from submissions.exceptions import ServiceError
+    from iugc.submissions import db
+    from iugc.submissions.config import Settings
+    from iugc.submissions.exceptions import ServiceError
 
     settings = Settings.from_env()
     try:
@@ -48,8 +48,8 @@ def _service():
 
 def _run(operation):
     """Run ``operation(session)`` in one transaction; a service error exits with its message."""
-    from submissions import db
-    from submissions.exceptions import ServiceError
+    from iugc.submissions import db
+    from iugc.submissions.exceptions import ServiceError
 
     _, engine, sessions = _service()
     try:
@@ -74,7 +74,7 @@ def admin_group():
 @click.option("--challenge", "challenge_name", required=True, help="Shipped challenge name (psfhs2023, iugc2024) or a definition .yaml.")
 def init_cmd(challenge_name):
     """Create a challenge and its phases from its definition (repeatable: changes nothing)."""
-    from submissions import challenges
+    from iugc.submissions import challenges
 
     def operation(session):
         challenge, created = challenges.init_challenge(session, challenge_name)
@@ -93,7 +93,7 @@ def add_dataset_cmd(slug, folder, expected):
 
     The folder must pass `iugc data verify`; the site's /admin does the same.
     """
-    from submissions import challenges
+    from iugc.submissions import challenges
 
     def operation(session):
         dataset = challenges.add_dataset(session, slug, folder, expected_sha256=expected)
@@ -112,8 +112,8 @@ def add_dataset_cmd(slug, folder, expected):
 @click.option("--failures-count/--failures-free", default=None, help="Whether failures the submission caused use up quota.")
 def phase_cmd(slug, opens, closes, per_day, total, failures_count):
     """Change a phase's window and quotas (what is not given stays); the site's /admin does the same."""
-    from submissions import challenges
-    from submissions.exceptions import InvalidRequest
+    from iugc.submissions import challenges
+    from iugc.submissions.exceptions import InvalidRequest
 
     changes = {}
     try:
@@ -150,7 +150,7 @@ def create_user_cmd(email, role):
     """Create a user; the password is read from stdin (prompted on a terminal), never from argv."""
     import sys
 
-    from submissions import accounts
+    from iugc.submissions import accounts
 
     if sys.stdin.isatty():
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
@@ -166,7 +166,7 @@ def create_user_cmd(email, role):
 @click.argument("email")
 def token_cmd(email):
     """Print a new API token for a user (shown once; only its hash is kept) as the last word."""
-    from submissions import accounts
+    from iugc.submissions import accounts
 
     token = _run(lambda session: accounts.issue_token(session, email))
     click.echo(f"API token for {email.lower()} (shown once): {token}")
@@ -177,8 +177,8 @@ def token_cmd(email):
 @click.option("--submission", "submission_id", type=int, default=None, help="Only this submission (default: every one of the phase).")
 def reevaluate_cmd(slug, submission_id):
     """Queue new evaluations (a new evaluator, a corrected truth); the old ones are kept."""
-    from submissions import queue
-    from submissions.exceptions import ServiceError
+    from iugc.submissions import queue
+    from iugc.submissions.exceptions import ServiceError
 
     _, _, sessions = _service()
     try:
@@ -192,7 +192,7 @@ def reevaluate_cmd(slug, submission_id):
 @click.option("--phase", "slug", required=True)
 def publish_cmd(slug):
     """Show a phase's results to participants (final-test results are hidden until then)."""
-    from submissions import challenges
+    from iugc.submissions import challenges
 
     _run(lambda session: challenges.publish(session, slug))
     click.echo(f"results of {slug} are published")
@@ -212,15 +212,15 @@ def worker_cmd(concurrency, grace, evaluation):
     """
     import time
 
-    from submissions.storage import open_storage
-    from submissions.worker import EVALUATIONS, WorkerPool
+    from iugc.submissions.storage import open_storage
+    from iugc.submissions.worker import EVALUATIONS, WorkerPool
 
     if concurrency < 1:
         raise click.BadParameter("must be at least 1", param_hint="--concurrency")
     settings, _, sessions = _service()
     storage = open_storage(settings.storage_url, settings.instance, settings.s3_endpoint_url)
     if settings.broker_url:
-        from submissions.celery_queue import run_celery_worker
+        from iugc.submissions.celery_queue import run_celery_worker
 
         run_celery_worker(settings, sessions, storage, concurrency, evaluation, grace)
         return

@@ -8,7 +8,7 @@ audit entry; reinstating restores the entries from the records. This is what a r
 challenge does: a disqualified entry is taken off the ranking, and the places below it
 move up (the API, the page and the CSV/JSON export all read the same entries).
 
-Each function runs inside the caller's transaction and raises a ``submissions.exceptions``
+Each function runs inside the caller's transaction and raises a ``iugc.submissions.exceptions``
 error, with nothing changed, for bad input.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from submissions import audit
-from submissions.exceptions import Conflict, InvalidRequest, NotFound
-from submissions.models import Submission, Team, utcnow
-from submissions.queue import refresh_entry
+from iugc.submissions import audit
+from iugc.submissions.exceptions import Conflict, InvalidRequest, NotFound
+from iugc.submissions.models import Submission, Team, utcnow
+from iugc.submissions.queue import refresh_entry
 
 MIN_REASON, MAX_REASON = 3, 500
 
@@ -32,7 +32,7 @@ def clean_reason(reason: str | None) -> str:
     >>> clean_reason("")
     Traceback (most recent call last):
     ...
-    submissions.exceptions.InvalidRequest: give a reason of 3 to 500 characters (the team will see it), got 0
+    iugc.submissions.exceptions.InvalidRequest: give a reason of 3 to 500 characters (the team will see it), got 0
     """
     text = " ".join((reason or "").split())
     if not MIN_REASON <= len(text) <= MAX_REASON or not text.isprintable():

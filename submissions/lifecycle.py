@@ -18,8 +18,8 @@ import functools
 from sqlalchemy import Row, bindparam, case, exists, insert, select, update
 from sqlalchemy.orm import Session
 
-from submissions.exceptions import IllegalTransition
-from submissions.models import TERMINAL, Evaluation, State, StatusChange, Submission, utcnow
+from iugc.submissions.exceptions import IllegalTransition
+from iugc.submissions.models import TERMINAL, Evaluation, State, StatusChange, Submission, utcnow
 
 # Core tables, not ORM entities: a transition is on the hot path of every evaluation
 _EV, _SUB, _CHANGES = Evaluation.__table__, Submission.__table__, StatusChange.__table__
@@ -45,7 +45,7 @@ def check_transition(current: State, target: State) -> None:
     >>> check_transition(State.succeeded, State.running)
     Traceback (most recent call last):
     ...
-    submissions.exceptions.IllegalTransition: an evaluation cannot go from succeeded to running
+    iugc.submissions.exceptions.IllegalTransition: an evaluation cannot go from succeeded to running
     """
     if target not in ALLOWED[current]:
         raise IllegalTransition(f"an evaluation cannot go from {current.value} to {target.value}")

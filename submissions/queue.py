@@ -28,11 +28,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from submissions import audit, challenges, reports
-from submissions.db import transaction
-from submissions.exceptions import IllegalTransition, InvalidRequest, NotFound
-from submissions.lifecycle import PLATFORM_REASONS, transition
-from submissions.models import TERMINAL, CaseResult, Challenge, Dataset, Evaluation, LeaderboardEntry, Phase, Role, State, StatusChange, Submission, Team, User, utcnow
+from iugc.submissions import audit, challenges, reports
+from iugc.submissions.db import transaction
+from iugc.submissions.exceptions import IllegalTransition, InvalidRequest, NotFound
+from iugc.submissions.lifecycle import PLATFORM_REASONS, transition
+from iugc.submissions.models import TERMINAL, CaseResult, Challenge, Dataset, Evaluation, LeaderboardEntry, Phase, Role, State, StatusChange, Submission, Team, User, utcnow
 
 HEARTBEAT_SECONDS = 5.0
 HEARTBEAT_TIMEOUT_SECONDS = 60.0

@@ -15,11 +15,11 @@ import datetime as dt
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from evaluator.ranking import rank_teams
-from submissions import challenges, teams
-from submissions.exceptions import Forbidden, InvalidRequest, NotFound
-from submissions.models import TERMINAL, CaseResult, Challenge, Evaluation, LeaderboardEntry, Phase, Role, State, Submission, Team, User, utcnow
-from submissions.uploads import quota
+from iugc.evaluator.ranking import rank_teams
+from iugc.submissions import challenges, teams
+from iugc.submissions.exceptions import Forbidden, InvalidRequest, NotFound
+from iugc.submissions.models import TERMINAL, CaseResult, Challenge, Evaluation, LeaderboardEntry, Phase, Role, State, Submission, Team, User, utcnow
+from iugc.submissions.uploads import quota
 
 
 def _iso(value):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from submissions.exceptions import ConfigurationError, NotFound, TooLarge
+from iugc.submissions.exceptions import ConfigurationError, NotFound, TooLarge
 
 CHUNK = 1 << 20
 _HEX = re.compile(r"[0-9a-f]{64}")

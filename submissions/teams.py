@@ -17,10 +17,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from submissions.accounts import is_email
-from submissions.audit import audit
-from submissions.exceptions import Conflict, Forbidden, InvalidRequest, NotFound
-from submissions.models import Challenge, Invitation, Membership, Team, User, utcnow
+from iugc.submissions.accounts import is_email
+from iugc.submissions.audit import audit
+from iugc.submissions.exceptions import Conflict, Forbidden, InvalidRequest, NotFound
+from iugc.submissions.models import Challenge, Invitation, Membership, Team, User, utcnow
 
 INVITE_DAYS = 7
 

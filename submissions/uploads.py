@@ -2,7 +2,7 @@
 quotas, then the records and the stored archive, or nothing at all.
 
 The archive is streamed to a staging file (never held in memory) and checked by
-``sandbox.intake.check_archive`` before anything is kept. The quota check and the
+``iugc.sandbox.intake.check_archive`` before anything is kept. The quota check and the
 insert happen in one transaction holding the team's row lock (``SELECT ... FOR UPDATE``
 on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` serialises writers), so concurrent uploads
 from one team cannot both take the last slot.
@@ -16,14 +16,14 @@ from typing import BinaryIO
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sandbox.exceptions import SubmissionError
-from sandbox.intake import check_archive
-from submissions import audit, challenges, teams
-from submissions.db import transaction
-from submissions.exceptions import Conflict, Forbidden, InvalidArchive, QuotaExceeded
-from submissions.lifecycle import transition
-from submissions.models import Evaluation, Phase, State, StatusChange, Submission, Team, User, utcnow
-from submissions.storage import stage
+from iugc.sandbox.exceptions import SubmissionError
+from iugc.sandbox.intake import check_archive
+from iugc.submissions import audit, challenges, teams
+from iugc.submissions.db import transaction
+from iugc.submissions.exceptions import Conflict, Forbidden, InvalidArchive, QuotaExceeded
+from iugc.submissions.lifecycle import transition
+from iugc.submissions.models import Evaluation, Phase, State, StatusChange, Submission, Team, User, utcnow
+from iugc.submissions.storage import stage
 
 DAY = dt.timedelta(hours=24)
 

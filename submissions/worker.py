@@ -4,10 +4,10 @@
 N threads fed from the database, one heartbeat thread that also runs the reaper. At
 start it requeues what its own previous process left running on this host (the owner
 process is gone, so there is no need to wait for the heartbeat timeout) and removes that
-run's containers and folders (``sandbox.container_runner.cleanup_stale``).
+run's containers and folders (``iugc.sandbox.container_runner.cleanup_stale``).
 
 :func:`run_job` is the real evaluation: the archive from storage, loaded once per engine,
-then ``sandbox.evaluate_image.evaluate_image`` as it is; there is no other way to run
+then ``iugc.sandbox.evaluate_image.evaluate_image`` as it is; there is no other way to run
 an image.
 """
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Callable
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from challenge.outputs import LANDMARKS_FILE
-from sandbox.exceptions import CancelledError, RetryableError, SubmissionError
-from submissions import queue
-from submissions.queue import Job
+from iugc.challenge.outputs import LANDMARKS_FILE
+from iugc.sandbox.exceptions import CancelledError, RetryableError, SubmissionError
+from iugc.submissions import queue
+from iugc.submissions.queue import Job
 
 log = logging.getLogger("iugc.worker")
 
@@ -50,12 +50,12 @@ def evaluator_version() -> str:
 
 def run_job(job: Job, storage) -> dict:
     """The real evaluation of a job on this machine's Docker engine."""
-    from challenge.definition import ChallengeDefinition
-    from sandbox import docker_engine
-    from sandbox.docker_engine import Limits
-    from evaluator.evaluate import default_cache_dir
-    from sandbox.evaluate_image import evaluate_image
-    from sandbox.intake import load_archive
+    from iugc.challenge.definition import ChallengeDefinition
+    from iugc.sandbox import docker_engine
+    from iugc.sandbox.docker_engine import Limits
+    from iugc.evaluator.evaluate import default_cache_dir
+    from iugc.sandbox.evaluate_image import evaluate_image
+    from iugc.sandbox.intake import load_archive
 
     if job.dataset_path is None:
         raise RetryableError("no dataset is registered for this phase (`iugc admin add-dataset`)")
@@ -160,8 +160,8 @@ class WorkerPool:
         return self
 
     def _cleanup_engine(self) -> None:
-        from sandbox import docker_engine
-        from sandbox.container_runner import cleanup_stale
+        from iugc.sandbox import docker_engine
+        from iugc.sandbox.container_runner import cleanup_stale
 
         try:
             removed = cleanup_stale(docker_engine.client())

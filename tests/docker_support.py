@@ -11,8 +11,8 @@ MODES = ("good", "sleep", "memory", "fork", "network", "write_outside", "flood",
 
 
 def require_engine():
-    from sandbox import docker_engine
-    from sandbox.exceptions import RetryableError
+    from iugc.sandbox import docker_engine
+    from iugc.sandbox.exceptions import RetryableError
 
     try:
         return docker_engine.client()
@@ -23,8 +23,8 @@ def require_engine():
 
 
 def build_hostile_images(engine) -> dict[str, str]:
-    from sandbox.docker_engine import build_image
-    from sandbox.images import build_base
+    from iugc.sandbox.docker_engine import build_image
+    from iugc.sandbox.images import build_base
 
     build_base(progress=False, engine=engine)
     tags = {}

@@ -184,7 +184,7 @@ def challenge_file(tmp_path: Path, **phase_changes) -> Path:
     ``limits`` entries are merged into each phase's limits."""
     import yaml
 
-    from challenge.definition import DEFINITIONS_DIR
+    from iugc.challenge.definition import DEFINITIONS_DIR
 
     data = yaml.safe_load((DEFINITIONS_DIR / "psfhs2023.yaml").read_text())
     data["name"] = "svc"
@@ -201,8 +201,8 @@ class Service:
     """A migrated database, its storage, one challenge and helpers to add people."""
 
     def __init__(self, url: str, tmp_path: Path, definition: Path):
-        from submissions import accounts, challenges, db
-        from submissions.storage import LocalStorage
+        from iugc.submissions import accounts, challenges, db
+        from iugc.submissions.storage import LocalStorage
 
         self.engine = db.make_engine(url)
         db.upgrade(self.engine)
@@ -216,7 +216,7 @@ class Service:
             self.organizer = accounts.create_user(session, "org@example.org", "organizer").id
 
     def participant(self, email: str, team: str | None = None) -> int:
-        from submissions import accounts, db, teams
+        from iugc.submissions import accounts, db, teams
 
         with db.transaction(self.sessions) as session:
             user = accounts.create_user(session, email, "participant")
@@ -227,7 +227,7 @@ class Service:
     def counts(self) -> dict:
         from sqlalchemy import func, select
 
-        from submissions.models import AuditEntry, CaseResult, Evaluation, StatusChange, Submission
+        from iugc.submissions.models import AuditEntry, CaseResult, Evaluation, StatusChange, Submission
 
         with self.sessions() as session:
             tables = {m.__tablename__: session.execute(select(func.count()).select_from(m)).scalar()
@@ -277,12 +277,12 @@ def redis_server():
 
 def evaluation_pid(process, embedded: bool) -> int:
     """The pid that labels the containers ``process`` starts: `iugc serve` runs its embedded
-    evaluation workers in a child (`python -m leaderboard.server`), `iugc worker` itself."""
+    evaluation workers in a child (`python -m iugc.leaderboard.server`), `iugc worker` itself."""
     deadline = time.monotonic() + 30
     while embedded and time.monotonic() < deadline:
         children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
         for pid in children.read_text().split() if children.exists() else []:
-            if b"leaderboard.server" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"iugc.leaderboard.server" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return int(pid)
         time.sleep(0.1)
     assert not embedded, "`iugc serve` started no evaluation process"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from leaderboard.app import create_app
-from submissions.accounts import hash_password
-from submissions import accounts, db, queue, teams
-from submissions.uploads import submit
+from iugc.leaderboard.app import create_app
+from iugc.submissions.accounts import hash_password
+from iugc.submissions import accounts, db, queue, teams
+from iugc.submissions.uploads import submit
 from tests.service_support import Service, challenge_file, docker_like_archive
 
 PASSWORD = "a long pass phrase"

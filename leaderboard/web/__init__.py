@@ -12,7 +12,7 @@ import os
 
 from flask import Flask
 
-from leaderboard.web.security import csrf, limiter, login_manager, secret_key
+from iugc.leaderboard.web.security import csrf, limiter, login_manager, secret_key
 
 
 
@@ -22,8 +22,8 @@ def init_web(app: Flask, instance, test_config: dict | None) -> None:
     ``test_config`` (``create_app``'s): its entries win over the defaults below, and with
     it (a test) a missing secret key is replaced by a random one.
     """
-    from leaderboard.api import api
-    from leaderboard.web import admin, auth, challenge, leaderboard, submissions, teams
+    from iugc.leaderboard.api import api
+    from iugc.leaderboard.web import admin, auth, challenge, leaderboard, submissions, teams
 
     given = test_config or {}
     app.config["SECRET_KEY"] = secret_key(given.get("SECRET_KEY"), instance, testing=test_config is not None)
@@ -39,7 +39,7 @@ def init_web(app: Flask, instance, test_config: dict | None) -> None:
     )
     app.config.update({k: v for k, v in defaults.items() if k not in given})
     if app.config["SMTP_URL"]:
-        from leaderboard.web.invitations import parse_smtp_url
+        from iugc.leaderboard.web.invitations import parse_smtp_url
 
         parse_smtp_url(app.config["SMTP_URL"])  # a bad URL stops the start with what to write
     csrf.init_app(app)

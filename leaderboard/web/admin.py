@@ -12,14 +12,14 @@ import json
 from flask import Blueprint, Response, flash, redirect, render_template, url_for
 from flask_login import current_user
 
-from submissions import challenges, db, disqualification, queue, reports
-from submissions import audit as audit_log
-from submissions.exceptions import Conflict, InvalidRequest, NotFound
-from submissions.models import Submission
-from leaderboard import boards
-from leaderboard.web.forms import ActionForm, DatasetForm, PhaseForm, ReasonForm, SubmissionReasonForm
-from leaderboard.web.security import page
-from leaderboard.app import service
+from iugc.submissions import challenges, db, disqualification, queue, reports
+from iugc.submissions import audit as audit_log
+from iugc.submissions.exceptions import Conflict, InvalidRequest, NotFound
+from iugc.submissions.models import Submission
+from iugc.leaderboard import boards
+from iugc.leaderboard.web.forms import ActionForm, DatasetForm, PhaseForm, ReasonForm, SubmissionReasonForm
+from iugc.leaderboard.web.security import page
+from iugc.leaderboard.app import service
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 AUDIT_PAGE = 200

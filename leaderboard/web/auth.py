@@ -1,5 +1,5 @@
 """Accounts: ``/register``, ``/login``, ``/logout``, ``/account`` (API tokens); the rules are
-``submissions.accounts``'."""
+``iugc.submissions.accounts``'."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -7,11 +7,11 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
-from submissions import accounts, db
-from submissions.exceptions import Conflict, InvalidRequest
-from leaderboard.web.forms import ActionForm, LoginForm, RegisterForm
-from leaderboard.web.security import Account, page
-from leaderboard.app import service
+from iugc.submissions import accounts, db
+from iugc.submissions.exceptions import Conflict, InvalidRequest
+from iugc.leaderboard.web.forms import ActionForm, LoginForm, RegisterForm
+from iugc.leaderboard.web.security import Account, page
+from iugc.leaderboard.app import service
 
 bp = Blueprint("auth", __name__)
 

@@ -10,11 +10,11 @@ from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import select
 
-from submissions import challenges, teams
-from submissions.models import Challenge
-from submissions.uploads import quota
-from leaderboard.web.security import page
-from leaderboard.app import service
+from iugc.submissions import challenges, teams
+from iugc.submissions.models import Challenge
+from iugc.submissions.uploads import quota
+from iugc.leaderboard.web.security import page
+from iugc.leaderboard.app import service
 
 bp = Blueprint("challenge", __name__)
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "submission.md"

@@ -1,4 +1,4 @@
-"""Rank stability and pairwise significance of a leaderboard, from ``evaluator.ranking``
+"""Rank stability and pairwise significance of a leaderboard, from ``iugc.evaluator.ranking``
 (``bootstrap_ranks``, ``wilcoxon_significance``) on the per-case values of the ranked
 evaluations, and the stability chart as an SVG drawn by matplotlib on the server.
 
@@ -16,9 +16,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from evaluator.ranking import bootstrap_ranks, wilcoxon_significance
-from submissions import challenges, reports
-from submissions.models import LeaderboardEntry, Phase, Team
+from iugc.evaluator.ranking import bootstrap_ranks, wilcoxon_significance
+from iugc.submissions import challenges, reports
+from iugc.submissions.models import LeaderboardEntry, Phase, Team
 
 
 def _ranked(session: Session, phase: Phase) -> dict[str, int]:

@@ -31,13 +31,13 @@ class ActionForm(FlaskForm):
 
 
 class ReasonForm(FlaskForm):
-    """A reason the team will see (its rules: ``submissions.disqualification.clean_reason``)."""
+    """A reason the team will see (its rules: ``iugc.submissions.disqualification.clean_reason``)."""
 
     reason = TextAreaField("Reason", validators=[DataRequired(), Length(max=2000)])
 
 
 class PhaseForm(FlaskForm):
-    """A phase's window (UTC) and quotas; the rules are ``submissions.challenges.update_phase``'s."""
+    """A phase's window (UTC) and quotas; the rules are ``iugc.submissions.challenges.update_phase``'s."""
 
     opens = StringField("Opens (UTC)", validators=[Optional(), Length(max=40)], render_kw={"type": "datetime-local"})
     closes = StringField("Closes (UTC)", validators=[Optional(), Length(max=40)], render_kw={"type": "datetime-local"})

@@ -1,4 +1,4 @@
-"""Mailing a team invitation (the invitation itself is ``submissions.teams.invite``).
+"""Mailing a team invitation (the invitation itself is ``iugc.submissions.teams.invite``).
 
 The link goes out by e-mail through the SMTP server the organizers
 configure (``IUGC_SMTP_URL``: ``smtp://[USER:PASSWORD@]HOST[:PORT]``, ``smtp+starttls://``
@@ -13,7 +13,7 @@ import ssl
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
-from submissions.exceptions import ConfigurationError
+from iugc.submissions.exceptions import ConfigurationError
 
 SMTP_TIMEOUT_SECONDS = 10
 SCHEMES = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
@@ -27,7 +27,7 @@ def parse_smtp_url(url: str) -> dict:
     >>> parse_smtp_url("http://x")
     Traceback (most recent call last):
     ...
-    submissions.exceptions.ConfigurationError: IUGC_SMTP_URL must be smtp://, smtp+starttls:// or smtps://[USER:PASSWORD@]HOST[:PORT], got a http:// URL
+    iugc.submissions.exceptions.ConfigurationError: IUGC_SMTP_URL must be smtp://, smtp+starttls:// or smtps://[USER:PASSWORD@]HOST[:PORT], got a http:// URL
     """
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES or not parts.hostname:

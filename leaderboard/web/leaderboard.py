@@ -1,7 +1,7 @@
 """Leaderboards: ``/leaderboard`` (the phases) and ``/leaderboard/<slug>`` (ranked rows,
 every metric column, sortable; ``?method=`` switches between the challenge's ranking
-methods). The rows are ``submissions.reports.leaderboard``, which ranks with
-``evaluator.ranking``. Who sees what: organizers every phase; participants every phase
+methods). The rows are ``iugc.submissions.reports.leaderboard``, which ranks with
+``iugc.evaluator.ranking``. Who sees what: organizers every phase; participants every phase
 but a final-test one before it is published; anonymous visitors the phases an organizer
 has published (made public)."""
 from __future__ import annotations
@@ -12,13 +12,13 @@ from markupsafe import Markup
 from flask_login import current_user
 from sqlalchemy import select
 
-from submissions import challenges, reports, teams
-from submissions.exceptions import Forbidden, NotFound
-from submissions.models import Phase, Role, User
-from leaderboard import boards
-from leaderboard.web import charts
-from leaderboard.web.security import page
-from leaderboard.app import service
+from iugc.submissions import challenges, reports, teams
+from iugc.submissions.exceptions import Forbidden, NotFound
+from iugc.submissions.models import Phase, Role, User
+from iugc.leaderboard import boards
+from iugc.leaderboard.web import charts
+from iugc.leaderboard.web.security import page
+from iugc.leaderboard.app import service
 
 bp = Blueprint("leaderboard", __name__, url_prefix="/leaderboard")
 
@@ -51,7 +51,7 @@ def board(session, user: User | None, slug: str, method: str | None) -> dict:
     """The leaderboard of ``slug`` for ``user`` (None: anonymous), or Forbidden.
 
     Who may see it is checked on every call; the ranked rows and their view are kept by
-    ``leaderboard.boards`` (shared with the API) and recomputed when its key changes.
+    ``iugc.leaderboard.boards`` (shared with the API) and recomputed when its key changes.
     ``phase_row()`` loads the phase itself (only what is not kept needs it)."""
     state = boards.state(session, slug, method)
     if user is None and not state.results_published:

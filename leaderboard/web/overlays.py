@@ -4,9 +4,9 @@ server as PNG so a team sees why a case scored as it did. A landmark challenge's
 draws the predicted and the expert PS1, PS2 and FH1 with the construction they make.
 
 Only phases whose cases are public have them. The worker keeps the validated masks of
-those runs only (``submissions.worker.keep_masks``; the evaluation's result document
+those runs only (``iugc.submissions.worker.keep_masks``; the evaluation's result document
 names them by case), and the frame and the expert mask come from the dataset the
-evaluation ran on, read here on the server. The constructions are ``challenge.biometry``'s
+evaluation ran on, read here on the server. The constructions are ``iugc.challenge.biometry``'s
 own points (``Biometry.aop_construction``), measured by the method the challenge scores
 with, so the angle drawn is the angle scored. Each overlay is drawn once per evaluation and
 case and kept as ``<instance>/cache/overlays/<evaluation id>/<case id>.png``.
@@ -26,16 +26,16 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from challenge.biometry import Biometry, biometry
-from challenge.labels import FH, PS
-from challenge.landmarks import aop_from_landmarks, radial_errors
-from common.files import atomic_write_bytes, sha256_file
-from data_manifest.io import ReadError, read_image, read_mask
-from data_manifest.manifest import MANIFEST_NAME, ManifestError, load_manifest
-from sandbox.outputs import check_mask
-from submissions import challenges, reports
-from submissions.exceptions import NotFound
-from submissions.models import CaseResult, Dataset, Evaluation, User
+from iugc.challenge.biometry import Biometry, biometry
+from iugc.challenge.labels import FH, PS
+from iugc.challenge.landmarks import aop_from_landmarks, radial_errors
+from iugc.common.files import atomic_write_bytes, sha256_file
+from iugc.data_manifest.io import ReadError, read_image, read_mask
+from iugc.data_manifest.manifest import MANIFEST_NAME, ManifestError, load_manifest
+from iugc.sandbox.outputs import check_mask
+from iugc.submissions import challenges, reports
+from iugc.submissions.exceptions import NotFound
+from iugc.submissions.models import CaseResult, Dataset, Evaluation, User
 
 EXPERT = "#00e5ff"
 """Cyan, solid lines: the expert mask and its construction."""

@@ -4,7 +4,7 @@
   test config, else ``$IUGC_SECRET_KEY``, else the file ``<instance>/secret_key``; a test
   app (``create_app(test_config)``) without one gets a random key; otherwise the app
   refuses to start and says how to set one.
-- Passwords: ``submissions.accounts`` (argon2id, one scheme for the pages and the commands).
+- Passwords: ``iugc.submissions.accounts`` (argon2id, one scheme for the pages and the commands).
 - Sessions: Flask-Login; the session names the user *and* a fingerprint of the password
   hash, so changing a password ends every other session; a deactivated user is logged out.
 - Every page is declared with :func:`page` and its access level (``public``, ``user``,
@@ -27,9 +27,9 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user
 from flask_wtf.csrf import CSRFProtect
 
-from submissions.exceptions import ConfigurationError
-from submissions.models import Role, User
-from leaderboard.app import service
+from iugc.submissions.exceptions import ConfigurationError
+from iugc.submissions.models import Role, User
+from iugc.leaderboard.app import service
 
 ACCESS: dict[str, str] = {}
 """endpoint -> the access level :func:`page` declared for it."""
@@ -37,14 +37,14 @@ LEVELS = ("public", "user", "organizer")
 MIN_SECRET_LENGTH = 32
 
 csrf = CSRFProtect()
-limiter = Limiter(get_remote_address, default_limits=[])  # storage: RATELIMIT_STORAGE_URI (leaderboard.app)
+limiter = Limiter(get_remote_address, default_limits=[])  # storage: RATELIMIT_STORAGE_URI (iugc.leaderboard.app)
 
 
 @limiter.request_filter
 def _not_limited() -> bool:
     """The requests Flask-Limiter skips at once (resolving no limit costs an API call more
     than its own work): every rate here is on a form's POST (``page(limit=...)``), and API
-    v1 counts each token's calls itself (``leaderboard.api``)."""
+    v1 counts each token's calls itself (``iugc.leaderboard.api``)."""
     return request.method != "POST" or request.blueprint == "api"
 
 
@@ -62,7 +62,7 @@ def secret_key(configured: str | None, instance: Path, testing: bool, environ=No
     >>> secret_key(None, Path("/nonexistent"), testing=False, environ={})
     Traceback (most recent call last):
     ...
-    submissions.exceptions.ConfigurationError: no secret key: set IUGC_SECRET_KEY (for example `export IUGC_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')`) or write one into /nonexistent/secret_key (`make demo` does)
+    iugc.submissions.exceptions.ConfigurationError: no secret key: set IUGC_SECRET_KEY (for example `export IUGC_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')`) or write one into /nonexistent/secret_key (`make demo` does)
     """
     env = os.environ if environ is None else environ
     source, key = "SECRET_KEY", configured

@@ -6,15 +6,15 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from submissions import challenges, queue, reports, teams
-from submissions.exceptions import Forbidden, InvalidRequest, ServiceError
-from submissions.uploads import check_open, quota, submit
-from submissions.models import utcnow
-from leaderboard.web.leaderboard import COLUMNS
-from leaderboard.web.forms import ActionForm
-from leaderboard.web import overlays
-from leaderboard.web.security import page
-from leaderboard.app import service
+from iugc.submissions import challenges, queue, reports, teams
+from iugc.submissions.exceptions import Forbidden, InvalidRequest, ServiceError
+from iugc.submissions.uploads import check_open, quota, submit
+from iugc.submissions.models import utcnow
+from iugc.leaderboard.web.leaderboard import COLUMNS
+from iugc.leaderboard.web.forms import ActionForm
+from iugc.leaderboard.web import overlays
+from iugc.leaderboard.web.security import page
+from iugc.leaderboard.app import service
 
 bp = Blueprint("submissions", __name__)
 COUNTS = [("n_segmentation_cases", "Segmented cases", None), ("n_landmark_cases", "Cases with landmarks", None),

@@ -1,5 +1,5 @@
 """Teams: ``/teams`` (members, invitation link, invitations by e-mail, leave), create,
-join by link, accept an e-mail invitation (``leaderboard.web.invitations``)."""
+join by link, accept an e-mail invitation (``iugc.leaderboard.web.invitations``)."""
 from __future__ import annotations
 
 import smtplib
@@ -7,13 +7,13 @@ import smtplib
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, url_for
 from flask_login import current_user
 
-from submissions import db, teams
-from submissions.exceptions import Conflict, InvalidRequest, NotFound
-from submissions.models import Team
-from leaderboard.web import invitations
-from leaderboard.web.forms import ActionForm, InviteForm, TeamForm
-from leaderboard.web.security import page
-from leaderboard.app import service
+from iugc.submissions import db, teams
+from iugc.submissions.exceptions import Conflict, InvalidRequest, NotFound
+from iugc.submissions.models import Team
+from iugc.leaderboard.web import invitations
+from iugc.leaderboard.web.forms import ActionForm, InviteForm, TeamForm
+from iugc.leaderboard.web.security import page
+from iugc.leaderboard.app import service
 
 bp = Blueprint("teams", __name__, url_prefix="/teams")
 

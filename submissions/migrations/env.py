@@ -1,7 +1,7 @@
-"""Alembic environment: runs on the connection handed in by ``submissions.db``."""
+"""Alembic environment: runs on the connection handed in by ``iugc.submissions.db``."""
 from alembic import context
 
-from submissions.models import Base
+from iugc.submissions.models import Base
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)

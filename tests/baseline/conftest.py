@@ -2,10 +2,10 @@
 non-standard frames; built once per test process and only read."""
 import pytest
 
-from data_manifest.importers import import_dataset
-from data_manifest.manifest import load_manifest, write_manifest
-from data_manifest.nonstandard import generate_nonstandard_dataset
-from data_manifest.split import split_by_blocks
+from iugc.data_manifest.importers import import_dataset
+from iugc.data_manifest.manifest import load_manifest, write_manifest
+from iugc.data_manifest.nonstandard import generate_nonstandard_dataset
+from iugc.data_manifest.split import split_by_blocks
 
 
 @pytest.fixture(scope="session")

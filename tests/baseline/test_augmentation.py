@@ -10,7 +10,7 @@ pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-p
 
 
 def test_augmentation_is_seeded_and_keeps_image_and_mask_aligned():
-    from baseline.data import augment
+    from iugc.baseline.data import augment
 
     image = np.zeros((128, 128), np.float32)
     mask = np.zeros((128, 128), np.uint8)
@@ -26,7 +26,7 @@ def test_augmentation_is_seeded_and_keeps_image_and_mask_aligned():
 
 
 def test_scan_sector_blacks_out_the_image_and_its_labels_alike():
-    from baseline.data import _fan
+    from iugc.baseline.data import _fan
 
     for seed in range(10):
         fan = _fan(256, 256, np.random.default_rng(seed))
@@ -36,7 +36,7 @@ def test_scan_sector_blacks_out_the_image_and_its_labels_alike():
 
 
 def test_head_shading_dims_one_side_of_the_head_and_nothing_far_from_it():
-    from baseline.data import _shade_head
+    from iugc.baseline.data import _shade_head
 
     image = np.full((128, 128), 0.5, np.float32)
     mask = np.zeros((128, 128), np.uint8)
@@ -54,7 +54,7 @@ def test_head_shading_dims_one_side_of_the_head_and_nothing_far_from_it():
 
 
 def test_an_augmented_frame_that_loses_a_structure_is_no_longer_standard(dataset):
-    from baseline.data import FrameDataset
+    from iugc.baseline.data import FrameDataset
 
     ds = FrameDataset(dataset, ("train",), 64, augment=True, seed=0)
     seen = 0
@@ -72,7 +72,7 @@ def test_an_augmented_frame_that_loses_a_structure_is_no_longer_standard(dataset
 
 
 def test_anatomy_warp_moves_the_head_whole_and_leaves_the_symphysis(psfhs_dir):
-    from baseline.data import anatomy_warp
+    from iugc.baseline.data import anatomy_warp
 
     moved = 0
     for case_id in range(3744, 4402, 47):
@@ -95,7 +95,7 @@ def test_anatomy_warp_moves_the_head_whole_and_leaves_the_symphysis(psfhs_dir):
 
 
 def test_anatomy_warp_turns_the_symphysis_and_not_the_head(psfhs_dir):
-    from baseline.data import anatomy_warp
+    from iugc.baseline.data import anatomy_warp
 
     def ps_axis_degrees(mask):
         _, _, angle = cv2.fitEllipse(cv2.findContours((mask == 1).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0][0])

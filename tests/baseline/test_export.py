@@ -10,16 +10,16 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
 pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-pytorch is not installed")
 
-from baseline.model import BaselineNet  # noqa: E402
-from baseline.train import TrainConfig, train  # noqa: E402
-from data_manifest.manifest import load_manifest  # noqa: E402
+from iugc.baseline.model import BaselineNet  # noqa: E402
+from iugc.baseline.train import TrainConfig, train  # noqa: E402
+from iugc.data_manifest.manifest import load_manifest  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from tests.baseline.support import TINY  # noqa: E402
 
 
 def test_onnx_export_agrees_with_pytorch_without_importing_torch(dataset, tmp_path):
-    from baseline.predict import load_model, predict_frame
-    from data_manifest.io import read_image
+    from iugc.baseline.predict import load_model, predict_frame
+    from iugc.data_manifest.io import read_image
 
     run = tmp_path / "run"
     train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
@@ -31,7 +31,7 @@ def test_onnx_export_agrees_with_pytorch_without_importing_torch(dataset, tmp_pa
     frames = [read_image(dataset / c.image) for c in validation]
     script = (
         "import sys, json, numpy as np, cv2\n"
-        "from baseline.onnx_predict import OnnxPredictor\n"
+        "from iugc.baseline.onnx_predict import OnnxPredictor\n"
         f"p = OnnxPredictor({str(tmp_path / 'm.onnx')!r})\n"
         f"frames = [cv2.imread(f, cv2.IMREAD_UNCHANGED) for f in {[str(dataset / c.image) for c in validation]!r}]\n"
         "out = p.predict_batch(frames)\n"
@@ -53,8 +53,8 @@ def test_onnx_export_agrees_with_pytorch_without_importing_torch(dataset, tmp_pa
 
 
 def test_fp16_release_weights_are_smaller_and_predict_alike(tmp_path):
-    from baseline.export import export_release
-    from baseline.predict import load_model
+    from iugc.baseline.export import export_release
+    from iugc.baseline.predict import load_model
 
     torch.manual_seed(0)
     net = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(32, 16, 8)).eval()
@@ -77,8 +77,8 @@ def test_fp16_release_weights_are_smaller_and_predict_alike(tmp_path):
 
 
 def test_int8_release_weights_are_a_quarter_of_float32_and_predict_alike(tmp_path):
-    from baseline.export import export_release, quantize_int8
-    from baseline.predict import load_model
+    from iugc.baseline.export import export_release, quantize_int8
+    from iugc.baseline.predict import load_model
 
     weight = torch.randn(8, 4, 3, 3)
     q, scale = quantize_int8(weight)

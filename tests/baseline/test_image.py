@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from challenge.definition import load_challenge
-from data_manifest.importers import import_dataset
-from sandbox.docker_engine import Limits
-from sandbox.evaluate_image import evaluate_image
+from iugc.challenge.definition import load_challenge
+from iugc.data_manifest.importers import import_dataset
+from iugc.sandbox.docker_engine import Limits
+from iugc.sandbox.evaluate_image import evaluate_image
 from tests.conftest import ROOT
 from tests.docker_support import require_engine
 
@@ -34,23 +34,23 @@ def cases(psfhs_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def checkpoint():
     """The shipped weights: the image is built from them by default."""
-    from baseline.predict import weights_path
+    from iugc.baseline.predict import weights_path
 
     return weights_path("default")
 
 
 @pytest.fixture(scope="module")
 def onnx_model(checkpoint, tmp_path_factory):
-    from baseline.export import export_onnx
+    from iugc.baseline.export import export_onnx
 
     return export_onnx(checkpoint, tmp_path_factory.mktemp("onnx") / "model.onnx")
 
 
 @pytest.fixture(scope="module")
 def baseline_image(onnx_model, tmp_path_factory):
-    from baseline.image import BASELINE_IMAGE, build_baseline
-    from evaluator.evaluate import default_cache_dir
-    from sandbox.images import build_base
+    from iugc.baseline.image import BASELINE_IMAGE, build_baseline
+    from iugc.evaluator.evaluate import default_cache_dir
+    from iugc.sandbox.images import build_base
 
     engine = require_engine()
     build_base(progress=False, engine=engine)
@@ -124,7 +124,7 @@ def test_local_runner_stops_when_cancelled(cases, onnx_model, tmp_path, monkeypa
     import threading
     import time
 
-    from sandbox.exceptions import CancelledError
+    from iugc.sandbox.exceptions import CancelledError
 
     monkeypatch.setenv("IUGC_WORK_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("IUGC_MODEL", str(onnx_model))
@@ -142,7 +142,7 @@ def pointed_cases(cases, tmp_path_factory):
     """The same 40 frames with IUGC 2025 landmarks derived from their expert masks."""
     import shutil
 
-    from data_manifest.landmarks import derive_landmarks
+    from iugc.data_manifest.landmarks import derive_landmarks
 
     dest = tmp_path_factory.mktemp("pointed") / "ds"
     shutil.copytree(cases, dest)

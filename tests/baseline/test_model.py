@@ -9,8 +9,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
 pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-pytorch is not installed")
 
-from baseline.model import BaselineNet  # noqa: E402
-from baseline.postprocess import postprocess  # noqa: E402
+from iugc.baseline.model import BaselineNet  # noqa: E402
+from iugc.baseline.postprocess import postprocess  # noqa: E402
 
 
 def _confident_logits(masks):
@@ -46,7 +46,7 @@ def test_postprocess_keeps_largest_component_and_fills_holes():
 
 
 def test_ellipse_head_restores_a_notched_head_and_leaves_the_rest():
-    from baseline.postprocess import ellipse_head
+    from iugc.baseline.postprocess import ellipse_head
 
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -71,7 +71,7 @@ def test_ellipse_head_restores_a_notched_head_and_leaves_the_rest():
 
 
 def test_ellipse_symphysis_restores_a_bitten_symphysis_and_leaves_the_head():
-    from baseline.postprocess import ellipse_structure
+    from iugc.baseline.postprocess import ellipse_structure
 
     rng = np.random.default_rng(1)
     for _ in range(20):
@@ -122,7 +122,7 @@ def test_frame_standardisation_makes_the_network_blind_to_gain_and_offset():
 
 
 def test_a_structure_the_argmax_missed_is_completed_only_where_the_head_sees_a_standard_plane():
-    from baseline.postprocess import STANDARD, Steps, finish
+    from iugc.baseline.postprocess import STANDARD, Steps, finish
 
     probs = np.zeros((3, 64, 64), np.float32)
     probs[0] = 0.7
@@ -141,13 +141,13 @@ def test_a_structure_the_argmax_missed_is_completed_only_where_the_head_sees_a_s
     assert not (finish(probs, STANDARD - 0.01, (128, 128))[0] == 1).any()  # not a standard plane: left missing
     assert not (finish(probs, 0.99, (128, 128), Steps(complete=False))[0] == 1).any()  # switched off
     with pytest.raises(ValueError, match=r"\(3, H, W\).*\(2, 64, 64\)"):
-        from baseline.postprocess import complete_structures
+        from iugc.baseline.postprocess import complete_structures
 
         complete_structures(np.zeros((64, 64), np.uint8), probs[:2])
 
 
 def test_p_standard_comes_from_the_head_the_iugc_rule_on_the_segmentation_or_their_mean():
-    from baseline.postprocess import Steps, finish, standard_probability
+    from iugc.baseline.postprocess import Steps, finish, standard_probability
 
     probs = np.zeros((3, 32, 32), np.float32)
     probs[0] = 1.0
@@ -172,7 +172,7 @@ def test_p_standard_comes_from_the_head_the_iugc_rule_on_the_segmentation_or_the
 
 
 def test_boundary_band_is_the_pixels_near_a_label_edge():
-    from baseline.train import boundary_band
+    from iugc.baseline.train import boundary_band
 
     mask = np.zeros((40, 50), np.uint8)
     cv2.circle(mask, (20, 20), 9, 2, -1)
@@ -188,7 +188,7 @@ def test_boundary_band_is_the_pixels_near_a_label_edge():
 
 
 def test_boundary_weight_makes_a_mistake_on_an_outline_cost_more_than_one_inside():
-    from baseline.train import loss_fn
+    from iugc.baseline.train import loss_fn
 
     masks = torch.zeros(1, 32, 32, dtype=torch.long)
     masks[0, 8:24, 8:24] = 2
@@ -206,7 +206,7 @@ def test_boundary_weight_makes_a_mistake_on_an_outline_cost_more_than_one_inside
 
 
 def test_smoothing_is_a_gaussian_low_pass_that_prediction_applies_and_training_does_not():
-    from baseline.frames import SMOOTH, to_network
+    from iugc.baseline.frames import SMOOTH, to_network
 
     rng = np.random.default_rng(0)
     speckle = rng.integers(0, 256, (64, 64), dtype=np.uint8)
@@ -224,7 +224,7 @@ def test_smoothing_is_a_gaussian_low_pass_that_prediction_applies_and_training_d
 
 
 def test_style_noise_moves_each_channels_statistics_and_keeps_its_pattern():
-    from baseline.model import StyleNoise
+    from iugc.baseline.model import StyleNoise
 
     torch.manual_seed(0)
     layer = torch.nn.Identity().train()

@@ -26,7 +26,7 @@ def test_weights_match_their_checksum_and_size_limit():
 
 def test_weights_are_stored_compactly_and_load_as_a_model():
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
-    from baseline.predict import load_model
+    from iugc.baseline.predict import load_model
 
     state = torch.load(WEIGHTS / META["file"], map_location="cpu", weights_only=False)
     stored = {str(v.dtype) for v in state["model"].values() if v.is_floating_point() or v.dtype == torch.int8}
@@ -74,10 +74,10 @@ def test_the_card_summary_quotes_the_held_out_figures_per_scanner_and_pooled():
 
 def test_onnx_export_of_the_shipped_weights_agrees_on_the_validation_block(psfhs_dir, tmp_path):
     pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
-    from baseline.export import export_onnx
-    from baseline.onnx_predict import OnnxPredictor
-    from baseline.predict import load_model, predict_frame
-    from data_manifest.io import read_image
+    from iugc.baseline.export import export_onnx
+    from iugc.baseline.onnx_predict import OnnxPredictor
+    from iugc.baseline.predict import load_model, predict_frame
+    from iugc.data_manifest.io import read_image
 
     model, size = load_model("default")
     predictor = OnnxPredictor(export_onnx("default", tmp_path / "m.onnx"), threads=2)
@@ -101,9 +101,9 @@ def _iugc(*args: str):
 
 def test_predict_and_finetune_start_from_the_shipped_weights_by_default(psfhs_dir, tmp_path):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
-    from data_manifest.importers import import_dataset
-    from data_manifest.manifest import load_manifest, write_manifest
-    from data_manifest.split import split_by_blocks
+    from iugc.data_manifest.importers import import_dataset
+    from iugc.data_manifest.manifest import load_manifest, write_manifest
+    from iugc.data_manifest.split import split_by_blocks
 
     data = tmp_path / "ds"
     import_dataset("psfhs", psfhs_dir / "release_sample", data, progress=False)

@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
 pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-pytorch is not installed")
 
-from baseline.model import BaselineNet  # noqa: E402
-from baseline.train import TrainConfig, train  # noqa: E402
+from iugc.baseline.model import BaselineNet  # noqa: E402
+from iugc.baseline.train import TrainConfig, train  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from tests.baseline.support import TINY  # noqa: E402
 
@@ -33,8 +33,8 @@ def test_missing_weights_give_a_clear_error(tmp_path):
 
 
 def test_predict_reads_every_frame_of_avi_clips(dataset, tmp_path):
-    from baseline.predict import predict_folder
-    from data_manifest.phantom import write_phantom_iugc2024
+    from iugc.baseline.predict import predict_folder
+    from iugc.data_manifest.phantom import write_phantom_iugc2024
 
     run = tmp_path / "run"
     train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
@@ -50,7 +50,7 @@ def test_predict_reads_every_frame_of_avi_clips(dataset, tmp_path):
 
 
 def test_a_checkpoint_older_than_input_norm_loads_unnormalised_and_fp16_as_float(tmp_path):
-    from baseline.predict import load_model, read_checkpoint
+    from iugc.baseline.predict import load_model, read_checkpoint
 
     net = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(16, 8, 4), input_norm="none").eval()
     config = dict(net.config)
@@ -67,7 +67,7 @@ def test_a_checkpoint_older_than_input_norm_loads_unnormalised_and_fp16_as_float
 
 
 def test_an_ensemble_averages_its_members_probabilities():
-    from baseline.predict import Ensemble
+    from iugc.baseline.predict import Ensemble
 
     torch.manual_seed(0)
     a = BaselineNet(encoder_depth=3, decoder_channels=(16, 8, 4)).eval()
@@ -84,7 +84,7 @@ def test_an_ensemble_averages_its_members_probabilities():
 
 
 def test_predict_takes_several_weights_of_one_input_size(psfhs_dir, tmp_path):
-    from baseline.predict import read_checkpoint
+    from iugc.baseline.predict import read_checkpoint
 
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -113,7 +113,7 @@ def test_predict_takes_several_weights_of_one_input_size(psfhs_dir, tmp_path):
 
 
 def test_batchnorm_adaptation_takes_the_statistics_of_the_new_frames(psfhs_dir):
-    from baseline.predict import adapt_batchnorm, load_model
+    from iugc.baseline.predict import adapt_batchnorm, load_model
 
     model, size = load_model("default")
     frames = [cv2.imread(str(psfhs_dir / "images" / f"{4302 + i:05d}.png"), cv2.IMREAD_GRAYSCALE) for i in range(10)]
@@ -139,7 +139,7 @@ def test_batchnorm_adaptation_takes_the_statistics_of_the_new_frames(psfhs_dir):
 
 
 def test_predict_smooths_by_default_and_not_with_smooth_0(psfhs_dir, tmp_path):
-    from baseline.predict import load_model, predict_frame
+    from iugc.baseline.predict import load_model, predict_frame
 
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -166,7 +166,7 @@ def test_predict_smooths_by_default_and_not_with_smooth_0(psfhs_dir, tmp_path):
 
 
 def test_predict_adapt_bn_predicts_with_the_folders_statistics(psfhs_dir, tmp_path):
-    from baseline.predict import adapt_batchnorm, load_model, predict_frame
+    from iugc.baseline.predict import adapt_batchnorm, load_model, predict_frame
 
     frames = tmp_path / "frames"
     frames.mkdir()

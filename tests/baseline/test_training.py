@@ -10,12 +10,12 @@ import pytest
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
 pytest.importorskip("segmentation_models_pytorch", reason="segmentation-models-pytorch is not installed")
 
-from baseline.model import BaselineNet  # noqa: E402
-from baseline.data import FrameDataset  # noqa: E402
-from baseline.frames import SMOOTH  # noqa: E402
-from baseline.predict import load_model  # noqa: E402
-from baseline.train import TrainConfig, train, validate  # noqa: E402
-from data_manifest.manifest import load_manifest  # noqa: E402
+from iugc.baseline.model import BaselineNet  # noqa: E402
+from iugc.baseline.data import FrameDataset  # noqa: E402
+from iugc.baseline.frames import SMOOTH  # noqa: E402
+from iugc.baseline.predict import load_model  # noqa: E402
+from iugc.baseline.train import TrainConfig, train, validate  # noqa: E402
+from iugc.data_manifest.manifest import load_manifest  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from tests.baseline.support import TINY, log_rows  # noqa: E402
 
@@ -54,10 +54,10 @@ def test_train_one_epoch_resume_and_predict(dataset, tmp_path):
 
 
 def test_validation_during_training_scores_what_predict_will_write(dataset, tmp_path):
-    from baseline.predict import load_model, predict_frame
-    from challenge.definition import load_challenge
-    from data_manifest.io import read_image, read_mask
-    from evaluator.scores import CaseTable, aggregate, segmentation_values
+    from iugc.baseline.predict import load_model, predict_frame
+    from iugc.challenge.definition import load_challenge
+    from iugc.data_manifest.io import read_image, read_mask
+    from iugc.evaluator.scores import CaseTable, aggregate, segmentation_values
 
     run = tmp_path / "run"
     train(TrainConfig(data=str(dataset), out=str(run), epochs=2, ema_decay=0, **TINY), progress=False)
@@ -97,7 +97,7 @@ def test_finetune_from_a_checkpoint_with_a_frozen_encoder(dataset, tmp_path):
 
 
 def test_a_checkpoint_restores_everything_a_run_changes_the_gradient_scaler_too(dataset, tmp_path):
-    from baseline.train import Run, build_run, load_checkpoint, save_checkpoint
+    from iugc.baseline.train import Run, build_run, load_checkpoint, save_checkpoint
 
     config = TrainConfig(data=str(dataset), out=str(tmp_path), epochs=3, **TINY)
     run = build_run(config, None)
@@ -141,7 +141,7 @@ def test_finetune_cli_keeps_the_checkpoint_architecture(dataset, tmp_path):
 
 
 def test_weight_average_follows_the_weights_and_survives_a_resume(dataset, tmp_path):
-    from baseline.train import WeightAverage
+    from iugc.baseline.train import WeightAverage
 
     torch.manual_seed(0)
     net = BaselineNet("resnet18", encoder_depth=3, decoder_channels=(16, 8, 4))
@@ -166,7 +166,7 @@ def test_a_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(dataset, tm
     config = dict(TINY, epochs=3)
     straight = train(TrainConfig(data=str(dataset), out=str(tmp_path / "a"), **config), progress=False)
     args = ", ".join(f"{k}={v!r}" for k, v in config.items())
-    script = ("from baseline.train import TrainConfig, train\n"
+    script = ("from iugc.baseline.train import TrainConfig, train\n"
               f"train(TrainConfig(data={str(dataset)!r}, out={str(tmp_path / 'b')!r}, {args}), progress=False)\n")
     child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
     last = tmp_path / "b" / "last.pt"
@@ -206,7 +206,7 @@ def test_validation_every_n_epochs_and_after_the_last(dataset, tmp_path):
 
 
 def test_style_noise_trains_differently_and_leaves_the_checkpoint_alone(dataset, tmp_path):
-    from baseline.model import add_style_noise
+    from iugc.baseline.model import add_style_noise
 
     a = _one_epoch_weights(dataset, tmp_path / "plain", seed=3)
     b = _one_epoch_weights(dataset, tmp_path / "noisy", seed=3, style_noise=1.0)
@@ -224,7 +224,7 @@ def test_style_noise_trains_differently_and_leaves_the_checkpoint_alone(dataset,
 
 
 def test_amp_on_cpu_trains_in_bfloat16_along_the_float32_path(dataset, tmp_path, monkeypatch):
-    import baseline.train as training
+    import iugc.baseline.train as training
 
     seed_config = TrainConfig(data=str(dataset), out="unused", seed=4, **TINY)
     training.seed_everything(4)
@@ -299,9 +299,9 @@ def test_refit_trains_on_every_split_without_validation_and_keeps_the_last_avera
 def test_training_selects_epochs_with_undefined_truth_angles_left_out(dataset, tmp_path):
     """Generated non-standard frames have no truth AoP: validation leaves them out of the
     angle's mean (psfhs2023's count-as-zero rule is for real standard planes)."""
-    from baseline.predict import predict_frame
-    from challenge.biometry import biometry
-    from data_manifest.io import read_image, read_mask
+    from iugc.baseline.predict import predict_frame
+    from iugc.challenge.biometry import biometry
+    from iugc.data_manifest.io import read_image, read_mask
 
     run = tmp_path / "run"
     train(TrainConfig(data=str(dataset), out=str(run), epochs=1, **TINY), progress=False)
@@ -321,7 +321,7 @@ def test_training_selects_epochs_with_undefined_truth_angles_left_out(dataset, t
 
 
 def test_progressive_resizing_trains_the_first_epochs_smaller_and_validates_at_the_full_size(dataset, tmp_path, monkeypatch):
-    from baseline import train as training
+    from iugc.baseline import train as training
 
     seen = []
     original = training.train_epoch

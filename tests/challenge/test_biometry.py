@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from challenge.biometry import contour_biometry, ellipse_biometry, largest_contour
-from data_manifest.io import read_mask
-from evaluator.reference import loop_contour_biometry
+from iugc.challenge.biometry import contour_biometry, ellipse_biometry, largest_contour
+from iugc.data_manifest.io import read_mask
+from iugc.evaluator.reference import loop_contour_biometry
 from tests.conftest import ROOT, degrade, real_mask_paths
 
 CHUNKS = 8
@@ -92,7 +92,7 @@ def test_missing_structure_gives_null_not_exception():
 
 
 def independent_ellipse_aop(mask):
-    """PSFHS 2023 AoP re-derived with rotation matrices (independent of challenge.biometry)."""
+    """PSFHS 2023 AoP re-derived with rotation matrices (independent of iugc.challenge.biometry)."""
     fits = []
     for label in (1, 2):
         contours, _ = cv2.findContours((mask == label).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -140,7 +140,7 @@ def test_ellipse_method_matches_independent_derivation_and_is_tangent(psfhs_dir)
 
 def test_official_constant_0_01745_changes_results(psfhs_dir):
     # 0.01745 instead of pi/180 tilts the PS axis by up to ~0.05 degrees: measurable.
-    import challenge.biometry as bio
+    import iugc.challenge.biometry as bio
 
     masks = [read_mask(p) for p in real_mask_paths()[:40]]
     official = [ellipse_biometry(m).aop for m in masks]

@@ -1,6 +1,6 @@
 import pytest
 
-from challenge.definition import DefinitionError, available_challenges, load_challenge
+from iugc.challenge.definition import DefinitionError, available_challenges, load_challenge
 
 
 def test_shipped_challenges_load_with_their_methods():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from challenge.labels import LabelError, canonical_labels, structure_mask
+from iugc.challenge.labels import LabelError, canonical_labels, structure_mask
 
 
 def test_raw_iugc_labels_are_remapped():

@@ -8,15 +8,15 @@ import sys
 import numpy as np
 import pytest
 
-from challenge.biometry import contour_biometry
-from challenge.definition import ChallengeDefinition, load_challenge
-from challenge.landmarks import LANDMARKS, aop_from_landmarks, landmarks_from_mask
-from data_manifest.importers import ImportProblems, import_dataset
-from data_manifest.io import read_mask
-from data_manifest.landmarks import NoMasks, derive_landmarks
-from data_manifest.manifest import load_manifest
-from evaluator.evaluate import EvaluationInputError, evaluate_folder
-from evaluator import ranking
+from iugc.challenge.biometry import contour_biometry
+from iugc.challenge.definition import ChallengeDefinition, load_challenge
+from iugc.challenge.landmarks import LANDMARKS, aop_from_landmarks, landmarks_from_mask
+from iugc.data_manifest.importers import ImportProblems, import_dataset
+from iugc.data_manifest.io import read_mask
+from iugc.data_manifest.landmarks import NoMasks, derive_landmarks
+from iugc.data_manifest.manifest import load_manifest
+from iugc.evaluator.evaluate import EvaluationInputError, evaluate_folder
+from iugc.evaluator import ranking
 from tests.conftest import ROOT, link_frames, real_mask_paths
 
 IUGC2025 = load_challenge("iugc2025")
@@ -216,7 +216,7 @@ def test_a_landmarks_task_needs_the_landmarks_aop_method_and_no_masks():
 def test_a_landmark_overlay_marks_each_point_in_its_colour(psfhs_dir):
     import cv2
 
-    from leaderboard.web.overlays import EXPERT, PREDICTED, overlay_scale, render_overlay
+    from iugc.leaderboard.web.overlays import EXPERT, PREDICTED, overlay_scale, render_overlay
 
     frame = cv2.imread(str(psfhs_dir / "images" / "03800.png"), cv2.IMREAD_GRAYSCALE)
     expert = landmarks_from_mask(read_mask(psfhs_dir / "masks" / "03800.png"))
@@ -256,7 +256,7 @@ def test_iugc_rank_and_its_report_take_landmark_results_unchanged(pointed, tmp_p
 
 
 def test_the_sandbox_keeps_only_checked_landmarks_and_names_each_bad_case(tmp_path):
-    from sandbox.outputs import collect_outputs
+    from iugc.sandbox.outputs import collect_outputs
 
     shapes = {"a": (100, 120), "b": (100, 120), "c": (100, 120), "d": (100, 120)}
     out = tmp_path / "out"
@@ -284,8 +284,8 @@ def test_the_site_shows_the_landmark_challenge_and_ranks_it_in_pixels_and_degree
     import html
     import re
 
-    from submissions import accounts, challenges, db, queue, teams
-    from submissions.uploads import submit
+    from iugc.submissions import accounts, challenges, db, queue, teams
+    from iugc.submissions.uploads import submit
     from tests.web_support import ORGANIZER, open_site
 
     site_iter = open_site(tmp_path)
@@ -318,8 +318,8 @@ def test_the_site_shows_the_landmark_challenge_and_ranks_it_in_pixels_and_degree
 
 
 def test_a_landmark_phase_refuses_a_dataset_without_landmark_truth(psfhs_dir, tmp_path):
-    from submissions import challenges, db
-    from submissions.exceptions import InvalidRequest
+    from iugc.submissions import challenges, db
+    from iugc.submissions.exceptions import InvalidRequest
     from tests.web_support import open_site
 
     import_dataset("png", link_frames(tmp_path / "src", limit=3), tmp_path / "masks-only", progress=False)

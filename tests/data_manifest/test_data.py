@@ -7,13 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
-from data_manifest.importers import ImportProblems, import_dataset
-from common.files import sha256_file, staged_folder
-from data_manifest.io import read_image, read_mask
-from data_manifest.manifest import load_manifest, write_manifest
-from data_manifest.phantom import phantom_frame, write_phantom_dataset, write_phantom_iugc2024
-from data_manifest.split import parse_blocks, split_by_blocks, split_by_video
-from data_manifest.verify import verify_dataset
+from iugc.data_manifest.importers import ImportProblems, import_dataset
+from iugc.common.files import sha256_file, staged_folder
+from iugc.data_manifest.io import read_image, read_mask
+from iugc.data_manifest.manifest import load_manifest, write_manifest
+from iugc.data_manifest.phantom import phantom_frame, write_phantom_dataset, write_phantom_iugc2024
+from iugc.data_manifest.split import parse_blocks, split_by_blocks, split_by_video
+from iugc.data_manifest.verify import verify_dataset
 from tests.conftest import ROOT
 
 
@@ -158,7 +158,7 @@ def test_block_split_refuses_overlaps_and_bad_syntax():
 
 
 def test_block_split_joins_blocks_and_generated_frames_follow_their_source(psfhs_dir, tmp_path):
-    from data_manifest.nonstandard import generate_nonstandard_dataset
+    from iugc.data_manifest.nonstandard import generate_nonstandard_dataset
 
     src = tmp_path / "src"
     import_dataset("psfhs", psfhs_dir / "release_sample", src, progress=False)

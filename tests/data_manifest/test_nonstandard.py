@@ -5,12 +5,12 @@ import sys
 import numpy as np
 import pytest
 
-from challenge.labels import FH, PS
-from data_manifest.importers import import_dataset
-from data_manifest.io import read_image, read_mask
-from data_manifest.manifest import load_manifest
-from data_manifest.nonstandard import KINDS, MIX, VISIBLE_THRESHOLD, kinds_for, make_nonstandard
-from data_manifest.verify import verify_dataset
+from iugc.challenge.labels import FH, PS
+from iugc.data_manifest.importers import import_dataset
+from iugc.data_manifest.io import read_image, read_mask
+from iugc.data_manifest.manifest import load_manifest
+from iugc.data_manifest.nonstandard import KINDS, MIX, VISIBLE_THRESHOLD, kinds_for, make_nonstandard
+from iugc.data_manifest.verify import verify_dataset
 from tests.conftest import ROOT, real_mask_paths
 
 

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from data_manifest.importers import import_dataset
-from data_manifest.io import read_image, read_mask
-from data_manifest.manifest import load_manifest
-from data_manifest.phantom import write_phantom_dataset
-from data_manifest.sample import pick_cases, write_sample
+from iugc.data_manifest.importers import import_dataset
+from iugc.data_manifest.io import read_image, read_mask
+from iugc.data_manifest.manifest import load_manifest
+from iugc.data_manifest.phantom import write_phantom_dataset
+from iugc.data_manifest.sample import pick_cases, write_sample
 from tests.conftest import ROOT
 
 
@@ -81,7 +81,7 @@ def test_bad_requests_write_nothing(release, tmp_path):
 
 
 def test_clips_of_the_sampled_cases_come_along(tmp_path):
-    from data_manifest.phantom import write_phantom_iugc2024
+    from iugc.data_manifest.phantom import write_phantom_iugc2024
 
     write_phantom_iugc2024(tmp_path / "raw", 3, 4, seed=0, size=128)
     import_dataset("iugc2024", tmp_path / "raw", tmp_path / "ds", progress=False)

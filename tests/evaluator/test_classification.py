@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn import metrics as skm
 
-from evaluator.classification import accuracy, auc, f1, mcc
+from iugc.evaluator.classification import accuracy, auc, f1, mcc
 
 
 @st.composite

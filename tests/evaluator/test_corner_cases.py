@@ -11,13 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from challenge.biometry import contour_biometry
-from challenge.definition import load_challenge
-from challenge.labels import STRUCTURES
-from data_manifest.io import read_mask
-from data_manifest.phantom import write_phantom_dataset
-from evaluator.evaluate import evaluate_folder
-from evaluator.reference import reference_biometry, sitk_segmentation_metrics
+from iugc.challenge.biometry import contour_biometry
+from iugc.challenge.definition import load_challenge
+from iugc.challenge.labels import STRUCTURES
+from iugc.data_manifest.io import read_mask
+from iugc.data_manifest.phantom import write_phantom_dataset
+from iugc.evaluator.evaluate import evaluate_folder
+from iugc.evaluator.reference import reference_biometry, sitk_segmentation_metrics
 from tests.conftest import real_mask_paths
 
 CHALLENGES = ("psfhs2023", "iugc2024")

@@ -9,11 +9,11 @@ import pytest
 import SimpleITK as sitk
 from sklearn.metrics import roc_auc_score
 
-from challenge.labels import STRUCTURES
-from data_manifest.importers import import_dataset
-from data_manifest.io import read_mask
-from data_manifest.phantom import write_phantom_dataset
-from evaluator.reference import reference_biometry, sitk_segmentation_metrics
+from iugc.challenge.labels import STRUCTURES
+from iugc.data_manifest.importers import import_dataset
+from iugc.data_manifest.io import read_mask
+from iugc.data_manifest.phantom import write_phantom_dataset
+from iugc.evaluator.reference import reference_biometry, sitk_segmentation_metrics
 from tests.conftest import ROOT, degrade, real_mask_paths
 
 N_CASES = 24
@@ -150,8 +150,8 @@ def test_cached_truth_gives_identical_results(real_setup, tmp_path):
 
 
 def test_single_process_equals_parallel(real_setup, tmp_path):
-    from challenge.definition import load_challenge
-    from evaluator.evaluate import evaluate_folder
+    from iugc.challenge.definition import load_challenge
+    from iugc.evaluator.evaluate import evaluate_folder
 
     c = load_challenge("psfhs2023")
     one = evaluate_folder(real_setup["preds"], real_setup["truth"], c, jobs=1, progress=False)
@@ -197,9 +197,9 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 _SIGNAL_PROBE = """
 import json, multiprocessing, os, signal, sys, time
 
-from challenge.definition import load_challenge
-from evaluator import evaluate
-from common.signals import interrupt_on_signals
+from iugc.challenge.definition import load_challenge
+from iugc.evaluator import evaluate
+from iugc.common.signals import interrupt_on_signals
 
 SIG = int(sys.argv[1])
 

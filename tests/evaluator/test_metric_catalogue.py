@@ -11,11 +11,11 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import precision_score, recall_score
 
-from challenge.definition import load_challenge
-from challenge.labels import STRUCTURES
-from data_manifest.io import read_mask
-from evaluator.evaluate import evaluate_folder
-from evaluator.metrics import hd95, nsd, precision, sensitivity
+from iugc.challenge.definition import load_challenge
+from iugc.challenge.labels import STRUCTURES
+from iugc.data_manifest.io import read_mask
+from iugc.evaluator.evaluate import evaluate_folder
+from iugc.evaluator.metrics import hd95, nsd, precision, sensitivity
 from tests.conftest import ROOT, degrade, real_mask_paths
 
 EXAMPLE = ROOT / "docs" / "iugc2026.example.yaml"

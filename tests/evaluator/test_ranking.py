@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from challenge.definition import load_challenge
-from challenge.labels import STRUCTURES
-from evaluator.ranking import bootstrap_ranks, kendall_tau, min_ranks, rank_teams, wilcoxon_significance
-from evaluator.scores import CaseTable, aggregate
+from iugc.challenge.definition import load_challenge
+from iugc.challenge.labels import STRUCTURES
+from iugc.evaluator.ranking import bootstrap_ranks, kendall_tau, min_ranks, rank_teams, wilcoxon_significance
+from iugc.evaluator.scores import CaseTable, aggregate
 from tests.conftest import ROOT
 
 PSFHS = load_challenge("psfhs2023")
@@ -177,7 +177,7 @@ def close_results():
 
 
 def test_test_then_rank_matches_a_direct_scipy_computation(close_results):
-    from evaluator.ranking import test_then_rank
+    from iugc.evaluator.ranking import test_then_rank
 
     ranked = test_then_rank(close_results, PSFHS)
     sig, mean_rank = _direct_test_then_rank(close_results)
@@ -197,14 +197,14 @@ def test_test_then_rank_matches_a_direct_scipy_computation(close_results):
 
 
 def test_test_then_rank_missing_value_is_the_worst_case(close_results):
-    from evaluator.ranking import per_case_values
+    from iugc.evaluator.ranking import per_case_values
 
     ids, values = per_case_values(close_results, PSFHS, "aop_error")
     assert values[list(close_results).index("twin_b"), ids.index("c005")] == 180.0
 
 
 def test_test_then_rank_ties_go_to_the_score_then_share_the_rank():
-    from evaluator.ranking import test_then_rank
+    from iugc.evaluator.ranking import test_then_rank
 
     rng = np.random.default_rng(3)
     base = make_result(rng, 12, 0.9, 8)
@@ -283,7 +283,7 @@ def test_a_failed_image_result_ranks_last_with_its_reason(close_results, tmp_pat
 def test_vectorised_bootstrap_equals_a_loop_over_resamples(close_results, method):
     """Every resample at once (one matrix product) against the plain loop: aggregate each
     resampled table, rank, count."""
-    from evaluator.scores import challenge_score
+    from iugc.evaluator.scores import challenge_score
 
     samples, seed = 60, 5
     boot = bootstrap_ranks(close_results, PSFHS, method, samples=samples, seed=seed)
@@ -307,7 +307,7 @@ def test_vectorised_bootstrap_equals_a_loop_over_resamples(close_results, method
 
 def test_significance_over_many_cases_equals_scipy_pair_by_pair():
     # beyond 50 cases all pairs go to scipy in one call; zeros and ties must not change a p
-    from evaluator.ranking import significance_ranks
+    from iugc.evaluator.ranking import significance_ranks
 
     rng = np.random.default_rng(4)
     values = np.round(rng.normal(0, 1, (5, 80)) + np.arange(5)[:, None] * 0.25, 1)  # rounding: ties
@@ -334,7 +334,7 @@ def test_test_then_rank_refuses_a_challenge_without_per_case_metrics(tmp_path):
 
 
 def test_fill_missing_cases_scores_a_missing_case_as_a_missing_prediction():
-    from evaluator.ranking import fill_missing_cases
+    from iugc.evaluator.ranking import fill_missing_cases
 
     iugc = load_challenge("iugc2024")
     full = {f"c{i}": {**{f"{m}_{s}": 0.9 if m == "dice" else 5.0 for m in ("dice", "hd", "asd") for s in STRUCTURES},

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from challenge.definition import load_challenge
-from evaluator.ranking import rank_teams
-from evaluator.report import figure_names, ranking_report, report_figure
+from iugc.challenge.definition import load_challenge
+from iugc.evaluator.ranking import rank_teams
+from iugc.evaluator.report import figure_names, ranking_report, report_figure
 from tests.conftest import ROOT
 from tests.evaluator.test_ranking import HIGHER, _direct_values, make_result
 

@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from challenge.definition import load_challenge
-from data_manifest.importers import import_dataset
-from data_manifest.manifest import load_manifest, write_manifest
-from data_manifest.split import parse_blocks, split_by_blocks
+from iugc.challenge.definition import load_challenge
+from iugc.data_manifest.importers import import_dataset
+from iugc.data_manifest.manifest import load_manifest, write_manifest
+from iugc.data_manifest.split import parse_blocks, split_by_blocks
 from tests.conftest import ROOT, link_frames
 
 IDS_TRAIN = ["03744", "03745", "03746", "03747"]

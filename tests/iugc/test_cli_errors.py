@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_manifest.importers import import_dataset
+from iugc.data_manifest.importers import import_dataset
 from tests.conftest import ROOT, link_frames
 
 

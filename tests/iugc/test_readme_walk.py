@@ -108,8 +108,8 @@ def _iugc_phantom_release(walk: Path) -> None:
 def _iugc2025_release(walk: Path) -> None:
     """IUGC2025/: eight real frames and the CSV of their landmarks (derived from the expert
     masks), the points written both ways the release writes them."""
-    from challenge.landmarks import landmarks_from_mask
-    from data_manifest.io import read_mask
+    from iugc.challenge.landmarks import landmarks_from_mask
+    from iugc.data_manifest.io import read_mask
 
     release = walk / "IUGC2025"
     if release.exists():
@@ -158,7 +158,7 @@ LOADED: list[str] = []  # images the walk's `docker load` adds, removed at the e
 
 def _team_archive(walk: Path) -> None:
     """team.tar: a tiny non-root image saved with `docker save` (loaded again by the walk)."""
-    from sandbox import docker_engine
+    from iugc.sandbox import docker_engine
     from tests.sandbox.test_platform_faults import _inert_image
 
     engine = docker_engine.client()
@@ -174,7 +174,7 @@ def _team_archive(walk: Path) -> None:
 def remove_loaded():
     yield
     if LOADED:
-        from sandbox import docker_engine
+        from iugc.sandbox import docker_engine
 
         engine = docker_engine.client()
         for tag in LOADED:
@@ -291,8 +291,8 @@ def _available(need: str | None) -> str | None:
         except ImportError:
             return "the baseline extras (torch, onnxruntime) are not installed"
     if need == "docker":
-        from sandbox import docker_engine
-        from sandbox.exceptions import RetryableError
+        from iugc.sandbox import docker_engine
+        from iugc.sandbox.exceptions import RetryableError
 
         try:
             docker_engine.client()

@@ -9,10 +9,10 @@ from sqlalchemy import func, select
 
 from iugc import site_demo
 from iugc.cli import main
-from leaderboard.web import overlays
-from submissions import db, reports
-from submissions.models import Evaluation, Role, Submission, User
-from submissions.storage import LocalStorage
+from iugc.leaderboard.web import overlays
+from iugc.submissions import db, reports
+from iugc.submissions.models import Evaluation, Role, Submission, User
+from iugc.submissions.storage import LocalStorage
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
 

@@ -3,7 +3,7 @@ with it: JSON under /api/v1/, the error page elsewhere."""
 import inspect
 import re
 
-import submissions.exceptions as exceptions
+import iugc.submissions.exceptions as exceptions
 
 
 def _service_errors():

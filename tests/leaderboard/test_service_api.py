@@ -7,9 +7,9 @@ import io
 
 import pytest
 
-from leaderboard.app import create_app
-from submissions import accounts, challenges, db, queue
-from submissions.exceptions import SchemaNotCurrent
+from iugc.leaderboard.app import create_app
+from iugc.submissions import accounts, challenges, db, queue
+from iugc.submissions.exceptions import SchemaNotCurrent
 from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster, redis_server, s3_endpoint  # noqa: F401
 
 SANITY, VALIDATION, FINAL = "svc-sanity-check", "svc-validation", "svc-final-test"
@@ -89,15 +89,15 @@ def test_teams(service):
     for body in ("{not json", "[1]", '{"name": 5}'):
         bad = service.client.post("/api/v1/teams", headers=other, data=body, content_type="application/json")
         assert bad.status_code == 400, body
-    from submissions.models import Membership, Team
+    from iugc.submissions.models import Membership, Team
 
     with service.sessions() as session:
         assert [t.name for t in session.query(Team)] == ["alpha"] and session.query(Membership).count() == 1
 
 
 def test_joining_and_leaving_a_team_through_the_api(service):
-    from submissions import teams
-    from submissions.models import Membership
+    from iugc.submissions import teams
+    from iugc.submissions.models import Membership
 
     alpha = _token(service, "a@example.org")
     team_id = service.client.post("/api/v1/teams", headers=alpha, json={"name": "alpha"}).json["id"]
@@ -110,7 +110,7 @@ def test_joining_and_leaving_a_team_through_the_api(service):
     forged = service.client.post("/api/v1/teams/join", headers=gamma, json={"invitation": link[:-3] + "abc"})
     assert forged.status_code == 400 and "not valid" in forged.json["error"]
     with db.transaction(service.sessions) as session:  # an e-mail invitation to c@, used once, by c@ only
-        from submissions.models import User
+        from iugc.submissions.models import User
 
         inviter = session.query(User).filter_by(email="a@example.org").one()
         _, mailed = teams.invite(session, inviter, team_id, "c@example.org")
@@ -320,7 +320,7 @@ def test_the_openapi_document_lists_429_for_every_authenticated_endpoint(service
 
 
 def test_a_rate_that_cannot_be_read_stops_the_app_naming_the_setting(service, tmp_path, monkeypatch):
-    from submissions.exceptions import ConfigurationError
+    from iugc.submissions.exceptions import ConfigurationError
 
     monkeypatch.setenv("IUGC_API_RATE_LIMIT", "lots")
     with pytest.raises(ConfigurationError, match="IUGC_API_RATE_LIMIT .* is 'lots', not a rate"):
@@ -350,8 +350,8 @@ def test_with_a_redis_broker_the_rate_counters_are_shared_by_every_app(database_
 def test_a_submissions_status_takes_the_same_few_statements_however_many_evaluations_it_has(service):
     from sqlalchemy import event
 
-    from submissions import reports
-    from submissions.models import User
+    from iugc.submissions import reports
+    from iugc.submissions.models import User
 
     alpha = _token(service, "a@example.org", "alpha")
     sid = _upload(service, alpha, 1).json["id"]

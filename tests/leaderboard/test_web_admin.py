@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import event, func, select
 
-from submissions import accounts, challenges, db
-from submissions.models import AuditEntry, Dataset, Phase, Submission, Team
+from iugc.submissions import accounts, challenges, db
+from iugc.submissions.models import AuditEntry, Dataset, Phase, Submission, Team
 from tests.service_support import database_url, postgres_cluster  # noqa: F401 (fixtures)
 from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, SANITY, VALIDATION, Site, open_site
 
@@ -74,7 +74,7 @@ def test_an_organizer_edits_a_phases_window_and_quotas_and_uploads_follow_them(s
     # the upload rules read the new quota: one a day
     site.person("a@example.org", "alpha")
     site.submission("a@example.org", SANITY)
-    from submissions.exceptions import QuotaExceeded
+    from iugc.submissions.exceptions import QuotaExceeded
 
     with pytest.raises(QuotaExceeded, match="its 1 submissions of the last 24 hours"):
         site.submission("a@example.org", SANITY)
@@ -116,7 +116,7 @@ def test_the_cli_changes_a_phase_through_the_same_rules(lite, monkeypatch):
 
 @pytest.fixture
 def dataset_folder(tmp_path):
-    from data_manifest.phantom import write_phantom_dataset
+    from iugc.data_manifest.phantom import write_phantom_dataset
 
     folder = tmp_path / "hidden" / "validation"
     write_phantom_dataset(folder, 4, seed=1)
@@ -228,7 +228,7 @@ def test_a_disqualified_team_leaves_page_api_and_exports_sees_why_and_is_reinsta
     member = site.client("a@example.org")
     assert "Your team is disqualified by the organizers: shared weights with beta's lab." in text(member.get("/teams"))
     assert "disqualified shared weights with beta's lab" in text(member.get("/submissions"))
-    from submissions.exceptions import Forbidden
+    from iugc.submissions.exceptions import Forbidden
 
     with pytest.raises(Forbidden, match="your team alpha is disqualified \\(shared weights with beta's lab\\) and may not submit"):
         site.submission("a@example.org", VALIDATION)
@@ -323,7 +323,7 @@ def test_db_upgrade_takes_a_0001_database_to_the_head_keeping_its_data_and_serve
 # ---- the shared store of ranked leaderboards -------------------------------------------
 
 def test_the_kept_leaderboard_changes_with_a_new_score_a_publish_and_a_disqualification(lite, monkeypatch):
-    from submissions import reports
+    from iugc.submissions import reports
 
     lite.person("a@example.org", "alpha")
     lite.person("b@example.org", "beta")
@@ -383,7 +383,7 @@ def test_a_kept_leaderboard_request_makes_the_same_few_read_only_queries_however
 
 
 def test_a_kept_api_answer_still_checks_the_token_its_rate_and_the_phase_every_call(tmp_path):
-    """The API's leaderboard is kept in front of Flask (leaderboard.kept_answers); every call
+    """The API's leaderboard is kept in front of Flask (iugc.leaderboard.kept_answers); every call
     is still authenticated, counted against its token's rate and refused where hidden."""
     site = Site(tmp_path, API_RATE_LIMIT="4 per minute")
     site.person("a@example.org", "alpha")
@@ -410,7 +410,7 @@ def test_a_kept_api_answer_still_checks_the_token_its_rate_and_the_phase_every_c
 
 
 def test_a_kept_page_is_served_only_to_visitors_without_a_cookie_and_moves_with_the_board(lite):
-    from leaderboard.kept_answers import KeptAnswers
+    from iugc.leaderboard.kept_answers import KeptAnswers
 
     lite.person("a@example.org", "alpha")
     lite.person("b@example.org", "beta")

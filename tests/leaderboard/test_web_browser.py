@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leaderboard.web.overlays import EXPERT, PREDICTED
+from iugc.leaderboard.web.overlays import EXPERT, PREDICTED
 from tests.conftest import ROOT
 from tests.docker_support import require_engine
 from tests.service_support import docker_like_archive, free_port, wait_for_port
@@ -80,11 +80,11 @@ def baseline_archive(tmp_path_factory):
 def server(psfhs_dir, tmp_path_factory, baseline_archive):
     """`iugc serve` on a fresh instance: psfhs2023 with 5 real cases in every phase, an
     organizer, two scored stand-in teams."""
-    from data_manifest.importers import import_dataset
-    from submissions.accounts import hash_password
-    from submissions import accounts, challenges, db, queue, teams
-    from submissions.storage import LocalStorage
-    from submissions.uploads import submit
+    from iugc.data_manifest.importers import import_dataset
+    from iugc.submissions.accounts import hash_password
+    from iugc.submissions import accounts, challenges, db, queue, teams
+    from iugc.submissions.storage import LocalStorage
+    from iugc.submissions.uploads import submit
 
     root = tmp_path_factory.mktemp("site")
     source = root / "source"

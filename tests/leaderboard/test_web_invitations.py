@@ -15,8 +15,8 @@ import time
 import pytest
 from sqlalchemy import select
 
-from submissions import db
-from submissions.models import AuditEntry, Invitation, Membership, Team
+from iugc.submissions import db
+from iugc.submissions.models import AuditEntry, Invitation, Membership, Team
 from tests.service_support import free_port, wait_for_port
 from tests.web_support import Site
 
@@ -168,8 +168,8 @@ def test_a_bad_address_is_refused_on_the_form_and_invites_nobody(plain_site, ema
 
 
 def test_only_members_invite_to_a_team_and_a_bad_smtp_url_stops_the_start(plain_site, tmp_path):
-    from leaderboard.app import create_app
-    from submissions.exceptions import ConfigurationError
+    from iugc.leaderboard.app import create_app
+    from iugc.submissions.exceptions import ConfigurationError
 
     site = plain_site
     site.person("a@example.org", "alpha")

@@ -1,7 +1,7 @@
 """Overlays of the public cases: the predicted and expert masks with their AoP
 constructions, on real PSFHS frames.
 
-- The construction ``challenge.biometry`` exposes is the one scored: the angle at its
+- The construction ``iugc.challenge.biometry`` exposes is the one scored: the angle at its
   vertex, measured here with NumPy, equals the evaluator's ``aop_pred`` / ``aop_gt``.
 - The PNG draws those points, in the two colours, at the stated scale.
 - The worker keeps the scored masks for phases with public cases only.
@@ -20,18 +20,18 @@ import cv2
 import numpy as np
 import pytest
 
-from challenge.biometry import biometry
-from challenge.definition import ChallengeDefinition, load_challenge
-from data_manifest.importers import import_dataset
-from data_manifest.io import read_image, read_mask
-from evaluator.evaluate import evaluate_folder
-from evaluator.metrics import dice
-from leaderboard.web import overlays
-from submissions import challenges, db, queue
-from submissions.models import Submission
-from submissions.storage import S3Storage
-from submissions.uploads import submit
-from submissions.worker import keep_masks
+from iugc.challenge.biometry import biometry
+from iugc.challenge.definition import ChallengeDefinition, load_challenge
+from iugc.data_manifest.importers import import_dataset
+from iugc.data_manifest.io import read_image, read_mask
+from iugc.evaluator.evaluate import evaluate_folder
+from iugc.evaluator.metrics import dice
+from iugc.leaderboard.web import overlays
+from iugc.submissions import challenges, db, queue
+from iugc.submissions.models import Submission
+from iugc.submissions.storage import S3Storage
+from iugc.submissions.uploads import submit
+from iugc.submissions.worker import keep_masks
 from tests.conftest import degrade, link_frames, real_mask_paths
 from tests.service_support import s3_client, s3_endpoint  # noqa: F401 (fixture)
 from tests.web_support import ORGANIZER, SANITY, VALIDATION, open_site
@@ -143,9 +143,9 @@ def dataset(psfhs_dir, tmp_path_factory):
 
 def test_the_worker_keeps_the_scored_masks_of_a_public_phase_and_nothing_of_a_hidden_one(dataset, tmp_path, monkeypatch):
     pytest.importorskip("torch", reason="PyTorch is not installed (pip install -e '.[baseline]')")
-    from sandbox.docker_engine import Limits
-    from sandbox.evaluate_image import evaluate_image
-    from submissions.storage import LocalStorage
+    from iugc.sandbox.docker_engine import Limits
+    from iugc.sandbox.evaluate_image import evaluate_image
+    from iugc.submissions.storage import LocalStorage
 
     monkeypatch.setenv("IUGC_WORK_DIR", str(tmp_path / "work"))
     storage = LocalStorage(tmp_path / "storage")

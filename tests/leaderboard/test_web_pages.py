@@ -13,8 +13,8 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from submissions import db, queue, teams
-from submissions.models import AuditEntry, Membership, Submission, Team
+from iugc.submissions import db, queue, teams
+from iugc.submissions.models import AuditEntry, Membership, Submission, Team
 from tests.service_support import database_url, postgres_cluster  # noqa: F401 (fixtures)
 from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, SANITY, VALIDATION, open_site, psfhs_score
 
@@ -321,11 +321,11 @@ def two_evaluated(site, tmp_path):
     import cv2
     import numpy as np
 
-    from challenge.definition import load_challenge
-    from data_manifest.io import read_mask
-    from data_manifest.manifest import load_manifest
-    from data_manifest.phantom import write_phantom_dataset
-    from evaluator.evaluate import evaluate_folder
+    from iugc.challenge.definition import load_challenge
+    from iugc.data_manifest.io import read_mask
+    from iugc.data_manifest.manifest import load_manifest
+    from iugc.data_manifest.phantom import write_phantom_dataset
+    from iugc.evaluator.evaluate import evaluate_folder
 
     truth = tmp_path / "truth"
     write_phantom_dataset(truth, 12, seed=0, nonstandard_fraction=0.0)
@@ -344,9 +344,9 @@ def two_evaluated(site, tmp_path):
 
 
 def test_the_leaderboard_shows_rank_stability_and_pairwise_significance_from_the_evaluator(site, two_evaluated, monkeypatch):
-    from challenge.definition import load_challenge
-    from evaluator.ranking import bootstrap_ranks, wilcoxon_significance
-    from leaderboard.web import charts
+    from iugc.challenge.definition import load_challenge
+    from iugc.evaluator.ranking import bootstrap_ranks, wilcoxon_significance
+    from iugc.leaderboard.web import charts
 
     definition = load_challenge("psfhs2023")  # the svc test challenge is psfhs2023 renamed
     expected = bootstrap_ranks(two_evaluated, definition, "score", definition.ranking.bootstrap_samples, seed=0)
@@ -371,7 +371,7 @@ def test_the_test_then_rank_tab_ranks_by_paired_wilcoxon_tests_on_the_per_case_v
     import numpy as np
     from scipy.stats import wilcoxon
 
-    from challenge.definition import METRIC_DIRECTIONS, load_challenge
+    from iugc.challenge.definition import METRIC_DIRECTIONS, load_challenge
 
     definition = load_challenge("psfhs2023")
     cases = sorted(two_evaluated["alpha"]["cases"])

@@ -12,11 +12,11 @@ from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import func, select
 
-from leaderboard.app import create_app
-from leaderboard.web.security import ACCESS, write_secret_key
-from submissions import accounts, challenges, db
-from submissions.exceptions import ConfigurationError
-from submissions.models import Membership, Submission, Team, User
+from iugc.leaderboard.app import create_app
+from iugc.leaderboard.web.security import ACCESS, write_secret_key
+from iugc.submissions import accounts, challenges, db
+from iugc.submissions.exceptions import ConfigurationError
+from iugc.submissions.models import Membership, Submission, Team, User
 from tests.web_support import ORGANIZER, PASSWORD, SANITY, Site, site  # noqa: F401 (the site fixture)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
@@ -47,7 +47,7 @@ def test_the_app_refuses_to_start_without_a_secret_key_and_says_how_to_set_one(s
 
 
 def test_iugc_serve_stops_with_the_secret_key_message(site, tmp_path, monkeypatch):
-    from leaderboard.cli import serve_cmd
+    from iugc.leaderboard.cli import serve_cmd
 
     _env(monkeypatch, tmp_path, site)
     result = CliRunner().invoke(serve_cmd, ["--port", "0"])
@@ -252,7 +252,7 @@ def test_a_forged_session_cookie_is_anonymous(site):
     client.get("/login")
     with site.sessions() as session:
         organizer = accounts.user_by_email(session, ORGANIZER)
-    from leaderboard.web.security import fingerprint
+    from iugc.leaderboard.web.security import fingerprint
 
     claim = {"_user_id": f"{organizer.id}:{fingerprint(organizer.password_hash)}", "_fresh": True}
     interface = SecureCookieSessionInterface()
@@ -272,7 +272,7 @@ def test_changing_a_password_ends_existing_sessions(site):
     client = site.client("a@example.org")
     assert client.get("/account").status_code == 200
     with db.transaction(site.sessions) as session:
-        from submissions.accounts import hash_password
+        from iugc.submissions.accounts import hash_password
 
         accounts.user_by_email(session, "a@example.org").password_hash = hash_password("another long phrase")
     assert client.get("/account").status_code == 302
@@ -306,7 +306,7 @@ def test_pages_send_security_headers(site):
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
 
 
-@pytest.mark.parametrize("name", ["leaderboard.web", "leaderboard.web.security", "leaderboard.web.admin", "leaderboard.web.leaderboard"])
+@pytest.mark.parametrize("name", ["iugc.leaderboard.web", "iugc.leaderboard.web.security", "iugc.leaderboard.web.admin", "iugc.leaderboard.web.leaderboard"])
 def test_docstring_examples_of_the_web_modules(name):
     import doctest
     import importlib

@@ -21,16 +21,30 @@ ALLOWED = {
 }
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every top-level name ``path`` imports (absolute imports), ours or not."""
+def imported_names(path: Path) -> set[str]:
+    """Every dotted module name ``path`` imports (absolute imports), ours or not."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
+            found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
+            found.add(node.module)
     return found
+
+
+def layer_of(name: str) -> str:
+    """The layer a module name belongs to: ``iugc.evaluator.metrics`` -> ``evaluator``,
+    ``iugc.cli`` -> ``iugc`` (the command line), ``numpy.linalg`` -> ``numpy``."""
+    parts = name.split(".")
+    if parts[0] == "iugc" and len(parts) > 1 and parts[1] in ALLOWED:
+        return parts[1]
+    return parts[0]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every layer or outside top-level name ``path`` imports."""
+    return {layer_of(name) for name in imported_names(path)}
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -48,8 +62,20 @@ def test_package_imports_only_lower_layers(package):
 
 def test_checker_sees_an_upward_import(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("from evaluator.metrics import dice\nimport data_manifest.io\n")
-    assert imported_packages(module) == {"evaluator", "data_manifest"}
+    module.write_text("from iugc.evaluator.metrics import dice\nimport iugc.data_manifest.io\nfrom iugc.cli import main\n")
+    assert imported_packages(module) == {"evaluator", "data_manifest", "iugc"}
+
+
+def test_platform_modules_are_imported_through_the_namespace():
+    """``import challenge`` would load a second copy of the module (or another distribution's
+    ``challenge``): every import of ours goes through ``iugc.``."""
+    bare = set(ALLOWED) - {"iugc"}
+    bad = [f"{path.relative_to(ROOT)}: {name}"
+           for top in ("common", "challenge", "data_manifest", "evaluator", "sandbox", "baseline", "submissions",
+                       "leaderboard", "iugc", "tests", "benchmarks")
+           for path in sorted((ROOT / top).rglob("*.py"))
+           for name in sorted(imported_names(path)) if name.split(".")[0] in bare]
+    assert not bad, "imports by the bare package name: " + "; ".join(bad)
 
 
 def test_scoring_runs_no_container():
@@ -73,7 +99,7 @@ def test_each_page_blueprint_is_named_as_its_module_and_template_folder():
     modules = sorted(p.stem for p in (ROOT / "leaderboard/web").glob("*.py"))
     blueprints = {}
     for name in modules:
-        module = importlib.import_module(f"leaderboard.web.{name}")
+        module = importlib.import_module(f"iugc.leaderboard.web.{name}")
         if isinstance(getattr(module, "bp", None), Blueprint):
             blueprints[name] = module.bp.name
     assert set(blueprints) == {"admin", "auth", "challenge", "leaderboard", "submissions", "teams"}

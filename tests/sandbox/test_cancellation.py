@@ -108,9 +108,9 @@ def test_baseline_predict_ends_on_a_signal_and_removes_its_masks(psfhs_dir, tmp_
 
 def test_baseline_train_ends_on_a_signal_with_whole_checkpoints(psfhs_dir, tmp_path):
     torch = pytest.importorskip("torch")
-    from data_manifest.importers import import_dataset
-    from data_manifest.manifest import load_manifest, write_manifest
-    from data_manifest.split import parse_blocks, split_by_blocks
+    from iugc.data_manifest.importers import import_dataset
+    from iugc.data_manifest.manifest import load_manifest, write_manifest
+    from iugc.data_manifest.split import parse_blocks, split_by_blocks
 
     ds = tmp_path / "ds"
     import_dataset("png", link_frames(tmp_path / "source", ["03744", "03745", "03746", "03747", "04301", "04302"]), ds,
@@ -129,7 +129,7 @@ def test_baseline_train_ends_on_a_signal_with_whole_checkpoints(psfhs_dir, tmp_p
 
 _POOL_PROBE = """
 import multiprocessing, time
-from common.signals import interrupt_on_signals
+from iugc.common.signals import interrupt_on_signals
 
 interrupt_on_signals()
 with multiprocessing.get_context("fork").Pool(2) as pool:  # leaving the block terminates the workers (SIGTERM)

@@ -17,12 +17,12 @@ import time
 
 import pytest
 
-from challenge.definition import load_challenge
-from data_manifest.importers import import_dataset
-from sandbox import docker_engine
-from sandbox.container_runner import cleanup_stale
-from sandbox.docker_engine import Limits
-from sandbox.evaluate_image import evaluate_image
+from iugc.challenge.definition import load_challenge
+from iugc.data_manifest.importers import import_dataset
+from iugc.sandbox import docker_engine
+from iugc.sandbox.container_runner import cleanup_stale
+from iugc.sandbox.docker_engine import Limits
+from iugc.sandbox.evaluate_image import evaluate_image
 from tests.docker_support import build_hostile_images, require_engine
 
 pytestmark = pytest.mark.xdist_group("docker")
@@ -126,8 +126,8 @@ def test_root_image_is_rejected_before_running(engine, images, cases):
 
 
 def test_image_checks_name_the_rule():
-    from sandbox.container_runner import check_image
-    from sandbox.exceptions import SubmissionError
+    from iugc.sandbox.container_runner import check_image
+    from iugc.sandbox.exceptions import SubmissionError
 
     ok = {"Config": {"User": "1000"}, "Os": "linux", "Architecture": "amd64", "Size": 100 * 2**20}
     check_image(ok, Limits())
@@ -444,7 +444,7 @@ def test_cli_exit_status_and_result_file(engine, images, cases, tmp_path, own_wo
 
 
 def test_base_image_is_cached_by_its_recipe(engine, images):
-    from sandbox.images import BASE_IMAGE, HASH_LABEL, build_base, recipe_hash
+    from iugc.sandbox.images import BASE_IMAGE, HASH_LABEL, build_base, recipe_hash
 
     image_id, built = build_base(engine=engine, progress=False)  # the fixture built it already
     assert not built  # found by its recipe hash: no debootstrap

@@ -9,9 +9,9 @@ import tarfile
 
 import pytest
 
-from sandbox.docker_engine import Limits
-from sandbox.exceptions import SubmissionError
-from sandbox.intake import check_archive, load_archive
+from iugc.sandbox.docker_engine import Limits
+from iugc.sandbox.exceptions import SubmissionError
+from iugc.sandbox.intake import check_archive, load_archive
 from tests.docker_support import build_hostile_images, require_engine
 
 
@@ -94,7 +94,7 @@ def engine_and_images():
 @pytest.mark.xdist_group("docker")
 def test_real_archives_load_once_and_failures_leave_nothing(engine_and_images, tmp_path):
     engine, images = engine_and_images
-    from sandbox import docker_engine
+    from iugc.sandbox import docker_engine
 
     good = tmp_path / "good.tar"
     subprocess_save([images["good"]], good)
@@ -139,7 +139,7 @@ def test_a_rejected_archive_removes_its_image_only(engine_and_images, tmp_path):
     """Clean-up after a rejection used to remove every image that appeared during
     the load, including the one another worker had just loaded for its run."""
     engine, images = engine_and_images
-    from sandbox import docker_engine
+    from iugc.sandbox import docker_engine
 
     theirs, ours = tmp_path / "theirs.tar", tmp_path / "ours.tar"
     subprocess_save([images["good"]], theirs)
@@ -173,7 +173,7 @@ class _InterruptedOnceLoaded:
 @pytest.mark.xdist_group("docker")
 def test_an_interrupted_load_removes_the_archives_image(engine_and_images, tmp_path):
     engine, images = engine_and_images
-    from sandbox import docker_engine
+    from iugc.sandbox import docker_engine
 
     ours = tmp_path / "ours.tar"
     subprocess_save([images["good"]], ours)
@@ -192,8 +192,8 @@ def test_evaluate_image_takes_an_archive_and_unloads_it(engine_and_images, psfhs
     import subprocess
     import sys
 
-    from data_manifest.importers import import_dataset
-    from sandbox import docker_engine
+    from iugc.data_manifest.importers import import_dataset
+    from iugc.sandbox import docker_engine
     from tests.conftest import ROOT
 
     engine, images = engine_and_images

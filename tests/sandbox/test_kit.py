@@ -20,16 +20,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from challenge.definition import load_challenge
-from data_manifest.landmarks import derive_landmarks
-from data_manifest.importers import import_dataset
-from data_manifest.manifest import load_manifest
-from data_manifest.nonstandard import generate_nonstandard_dataset
-from data_manifest.sample import write_sample
-from sandbox.container_runner import _Workspace, input_cases
-from sandbox.exceptions import KitError
-from sandbox.kit import KIT_FILE, TEMPLATE_FILES, check, format_report, new_kit, read_kit
-from sandbox.outputs import collect_outputs
+from iugc.challenge.definition import load_challenge
+from iugc.data_manifest.landmarks import derive_landmarks
+from iugc.data_manifest.importers import import_dataset
+from iugc.data_manifest.manifest import load_manifest
+from iugc.data_manifest.nonstandard import generate_nonstandard_dataset
+from iugc.data_manifest.sample import write_sample
+from iugc.sandbox.container_runner import _Workspace, input_cases
+from iugc.sandbox.exceptions import KitError
+from iugc.sandbox.kit import KIT_FILE, TEMPLATE_FILES, check, format_report, new_kit, read_kit
+from iugc.sandbox.outputs import collect_outputs
 from tests.conftest import ROOT
 from tests.docker_support import require_engine
 
@@ -143,8 +143,8 @@ def engine():
 @pytest.fixture(scope="session")
 def kits(engine, tmp_path_factory):
     """One kit per challenge on iugc/base:latest, built once (offline, --network none)."""
-    from sandbox.images import build_base
-    from sandbox.kit import build_kit
+    from iugc.sandbox.images import build_base
+    from iugc.sandbox.kit import build_kit
 
     build_base(progress=False, engine=engine)  # reused when the recipe's image is there
     root = tmp_path_factory.mktemp("kits")
@@ -229,7 +229,7 @@ MISTAKES = {
 @pytest.fixture(scope="session")
 def mistake_images(engine, kits, tmp_path_factory):
     """Each mistake as a small layer on the built iugc2024 template, built on first use."""
-    from sandbox.docker_engine import build_image
+    from iugc.sandbox.docker_engine import build_image
 
     folder, template = kits["iugc2024"]
     built = {}
@@ -294,7 +294,7 @@ def test_kit_check_exits_1_and_prints_the_refusal(mistake_images, real_sample):
 
 def test_memory_used_is_measured(mistake_images, engine, kits, real_sample, tmp_path):
     """A model holding 300 MB is seen using at least that and not much more."""
-    from sandbox.docker_engine import build_image
+    from iugc.sandbox.docker_engine import build_image
 
     folder, template = kits["psfhs2023"]
     text = (folder / "predict.py").read_text()
@@ -308,7 +308,7 @@ def test_memory_used_is_measured(mistake_images, engine, kits, real_sample, tmp_
 
 
 def test_an_archive_goes_through_the_platforms_intake(engine, kits, real_sample, tmp_path):
-    from sandbox.docker_engine import save_image
+    from iugc.sandbox.docker_engine import save_image
 
     _, image = kits["psfhs2023"]
     save_image(engine, image, tmp_path / "submission.tar")
@@ -326,7 +326,7 @@ def test_an_archive_goes_through_the_platforms_intake(engine, kits, real_sample,
 
 
 def test_export_base_writes_a_loadable_archive_and_its_sha256(engine, kits, tmp_path):
-    from sandbox.intake import check_archive, config_image_id
+    from iugc.sandbox.intake import check_archive, config_image_id
 
     out = tmp_path / "iugc-base.tar"
     run = iugc("docker", "export-base", "--out", out)

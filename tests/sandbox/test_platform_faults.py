@@ -19,12 +19,12 @@ import uuid
 
 import pytest
 
-from challenge.definition import load_challenge
-from data_manifest.importers import import_dataset
-from sandbox import docker_engine
-from sandbox.docker_engine import Host, Limits
-from sandbox.evaluate_image import evaluate_image
-from sandbox.exceptions import HostLimitError, RetryableError, SubmissionError
+from iugc.challenge.definition import load_challenge
+from iugc.data_manifest.importers import import_dataset
+from iugc.sandbox import docker_engine
+from iugc.sandbox.docker_engine import Host, Limits
+from iugc.sandbox.evaluate_image import evaluate_image
+from iugc.sandbox.exceptions import HostLimitError, RetryableError, SubmissionError
 from tests.conftest import ROOT
 from tests.docker_support import require_engine
 

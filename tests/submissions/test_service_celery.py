@@ -13,10 +13,10 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from submissions.celery_queue import Dispatcher
-from submissions.config import Settings
-from submissions.models import Evaluation, State, StatusChange
-from submissions.uploads import submit
+from iugc.submissions.celery_queue import Dispatcher
+from iugc.submissions.config import Settings
+from iugc.submissions.models import Evaluation, State, StatusChange
+from iugc.submissions.uploads import submit
 from tests.conftest import ROOT
 from tests.service_support import (  # noqa: F401 (fixtures)
     Service,
@@ -89,7 +89,7 @@ def test_a_worker_that_gets_no_messages_still_runs_what_is_queued_from_the_datab
     """Celery's threads-pool consumer can stop taking messages after quick Redis
     reconnections without a word; a worker that runs nothing claims from the database every
     IDLE_CLAIM_SECONDS (the row is the truth). Here no dispatcher sends a message at all."""
-    from submissions.celery_queue import IDLE_CLAIM_SECONDS
+    from iugc.submissions.celery_queue import IDLE_CLAIM_SECONDS
 
     _fill(service, 6, teams=3)
     began = time.monotonic()

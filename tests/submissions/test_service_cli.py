@@ -107,7 +107,7 @@ def test_following_a_submission_waits_out_the_tokens_rate_instead_of_failing(env
     script sharing it), a 429 makes it wait as long as Retry-After says and go on."""
     import requests
 
-    from leaderboard.client import Client, ClientError
+    from iugc.leaderboard.client import Client, ClientError
 
     for step in (("db", "upgrade"), ("admin", "init", "--challenge", "psfhs2023")):
         assert iugc(*step, env=env).returncode == 0

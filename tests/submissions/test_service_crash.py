@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from submissions import db
-from submissions.models import CaseResult, Evaluation, State, StatusChange, Submission
-from submissions.uploads import submit
+from iugc.submissions import db
+from iugc.submissions.models import CaseResult, Evaluation, State, StatusChange, Submission
+from iugc.submissions.uploads import submit
 from tests.conftest import ROOT
 from tests.service_support import Service, docker_like_archive, evaluation_pid, free_port, redis_server, wait_for_port  # noqa: F401
 from tests.submissions.test_service_e2e import baseline_image, dataset  # noqa: F401 (fixtures)
@@ -30,12 +30,12 @@ SLOW = "iugc-test/slow-baseline:latest"
 
 @pytest.fixture(scope="module")
 def slow_image(baseline_image, tmp_path_factory):
-    from sandbox.docker_engine import build_image
+    from iugc.sandbox.docker_engine import build_image
 
     engine, image = baseline_image
     context = tmp_path_factory.mktemp("slow")
     (context / "Dockerfile").write_text(
-        f"FROM {image}\nENTRYPOINT [\"sh\", \"-c\", \"sleep 15 && exec python3 -m baseline.submission\"]\n")
+        f"FROM {image}\nENTRYPOINT [\"sh\", \"-c\", \"sleep 15 && exec python3 -m iugc.baseline.submission\"]\n")
     image_id = build_image(engine, context, SLOW)
     yield engine, image_id
     engine.images.remove(SLOW, force=True)
@@ -64,7 +64,7 @@ def test_kill_9_mid_evaluation_completes_it_once_after_a_restart(mode, slow_imag
 
     svc = Service(url, tmp_path, challenge_file(tmp_path, limits={"time_limit_seconds": 120, "memory_mb": 2048}))
     user = svc.participant("a@example.org", "alpha")
-    from submissions import challenges
+    from iugc.submissions import challenges
 
     with db.transaction(svc.sessions) as session:
         challenges.add_dataset(session, svc.phases[0], dataset)
@@ -78,8 +78,8 @@ def test_kill_9_mid_evaluation_completes_it_once_after_a_restart(mode, slow_imag
     env["IUGC_SECRET_KEY"] = "k" * 40  # `iugc serve` refuses to start without one (the web sessions)
     dispatcher = None
     if mode == "celery":
-        from submissions.celery_queue import Dispatcher
-        from submissions.config import Settings
+        from iugc.submissions.celery_queue import Dispatcher
+        from iugc.submissions.config import Settings
 
         env["IUGC_BROKER_URL"] = request.getfixturevalue("redis_server").url
         settings = Settings(instance=tmp_path, database_url=url, storage_url=str(svc.storage.root), broker_url=env["IUGC_BROKER_URL"])

@@ -44,7 +44,7 @@ def baseline_image():
 
 @pytest.fixture(scope="module")
 def dataset(psfhs_dir, tmp_path_factory):
-    from data_manifest.importers import import_dataset
+    from iugc.data_manifest.importers import import_dataset
 
     source = tmp_path_factory.mktemp("src")
     for folder in ("images", "masks"):

@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from submissions import db, queue
-from submissions.exceptions import Conflict, Forbidden, IllegalTransition, InvalidRequest, NotFound, QuotaExceeded, TooLarge
-from submissions.lifecycle import transition
-from submissions.models import Evaluation, Phase, State, StatusChange, Submission
-from submissions.uploads import quota, submit
+from iugc.submissions import db, queue
+from iugc.submissions.exceptions import Conflict, Forbidden, IllegalTransition, InvalidRequest, NotFound, QuotaExceeded, TooLarge
+from iugc.submissions.lifecycle import transition
+from iugc.submissions.models import Evaluation, Phase, State, StatusChange, Submission
+from iugc.submissions.uploads import quota, submit
 from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster  # noqa: F401
 
 

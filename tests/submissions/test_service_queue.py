@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from submissions import queue
-from submissions.exceptions import InvalidRequest, NotFound
-from submissions.models import CaseResult, Evaluation, State, Submission
-from submissions.uploads import submit
-from submissions.worker import WorkerPool
+from iugc.submissions import queue
+from iugc.submissions.exceptions import InvalidRequest, NotFound
+from iugc.submissions.models import CaseResult, Evaluation, State, Submission
+from iugc.submissions.uploads import submit
+from iugc.submissions.worker import WorkerPool
 from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster  # noqa: F401
 
 
@@ -195,7 +195,7 @@ def test_the_embedded_pool_completes_every_evaluation_exactly_once(service):
 
 
 def test_a_platform_fault_in_the_pool_is_retried_and_a_stopped_pool_gives_work_back(service):
-    from sandbox.exceptions import RetryableError
+    from iugc.sandbox.exceptions import RetryableError
 
     alpha = service.participant("a@example.org", "alpha")
     _submit(service, alpha, 1)
@@ -267,8 +267,8 @@ def test_a_no_op_evaluation_takes_at_most_9_sql_statements(service):
     BEGIN is left out (SQLite's BEGIN IMMEDIATE is a statement, PostgreSQL's is not)."""
     from sqlalchemy import event
 
-    from submissions.models import LeaderboardEntry
-    from submissions.worker import noop_job
+    from iugc.submissions.models import LeaderboardEntry
+    from iugc.submissions.worker import noop_job
 
     users = [service.participant(f"u{i}@example.org", f"team{i}") for i in range(3)]
     ids = [_submit(service, users[i % 3], i) for i in range(6)]

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from submissions import db
-from submissions.exceptions import SchemaNotCurrent
-from submissions.models import (
+from iugc.submissions import db
+from iugc.submissions.exceptions import SchemaNotCurrent
+from iugc.submissions.models import (
     AuditEntry,
     Base,
     Challenge,

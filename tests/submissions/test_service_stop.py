@@ -20,9 +20,9 @@ import time
 
 import pytest
 
-from submissions import accounts, challenges, db
-from submissions.models import CaseResult, Evaluation, LeaderboardEntry, State, StatusChange, Submission
-from submissions.uploads import submit
+from iugc.submissions import accounts, challenges, db
+from iugc.submissions.models import CaseResult, Evaluation, LeaderboardEntry, State, StatusChange, Submission
+from iugc.submissions.uploads import submit
 from tests.conftest import ROOT
 from tests.service_support import Service, challenge_file, docker_like_archive, evaluation_pid, free_port, redis_server, wait_for_port  # noqa: F401
 from tests.submissions.test_service_crash import slow_image  # noqa: F401 (fixture)

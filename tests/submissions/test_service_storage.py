@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from submissions.exceptions import ConfigurationError, NotFound, TooLarge
-from submissions.storage import LocalStorage, S3Storage, open_storage, stage
+from iugc.submissions.exceptions import ConfigurationError, NotFound, TooLarge
+from iugc.submissions.storage import LocalStorage, S3Storage, open_storage, stage
 from tests.service_support import s3_client, s3_endpoint  # noqa: F401 (fixture)
 
 

@@ -7,7 +7,7 @@ Create Date: 2026-12-01
 """
 from alembic import op
 import sqlalchemy as sa
-import submissions.models
+import iugc.submissions.models
 
 
 revision = '0001'
@@ -23,7 +23,7 @@ def upgrade() -> None:
     sa.Column('title', sa.String(length=255), nullable=False),
     sa.Column('definition', sa.JSON(), nullable=False),
     sa.Column('definition_sha256', sa.String(length=64), nullable=False),
-    sa.Column('created_at', submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', iugc.submissions.models.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_challenges')),
     sa.UniqueConstraint('name', name=op.f('uq_challenges_name'))
     )
@@ -33,7 +33,7 @@ def upgrade() -> None:
     sa.Column('role', sa.Enum('organizer', 'participant', name='role', native_enum=False, length=16), nullable=False),
     sa.Column('password_hash', sa.String(length=255), nullable=True),
     sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('created_at', submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', iugc.submissions.models.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('email', name=op.f('uq_users_email'))
     )
@@ -42,9 +42,9 @@ def upgrade() -> None:
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('token_sha256', sa.String(length=64), nullable=False),
     sa.Column('prefix', sa.String(length=12), nullable=False),
-    sa.Column('created_at', submissions.models.UTCDateTime(), nullable=False),
-    sa.Column('last_used_at', submissions.models.UTCDateTime(), nullable=True),
-    sa.Column('revoked_at', submissions.models.UTCDateTime(), nullable=True),
+    sa.Column('created_at', iugc.submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('last_used_at', iugc.submissions.models.UTCDateTime(), nullable=True),
+    sa.Column('revoked_at', iugc.submissions.models.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_api_tokens_user_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
     sa.UniqueConstraint('token_sha256', name=op.f('uq_api_tokens_token_sha256'))
@@ -54,7 +54,7 @@ def upgrade() -> None:
 
     op.create_table('audit_log',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('at', submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('at', iugc.submissions.models.UTCDateTime(), nullable=False),
     sa.Column('actor_id', sa.Integer(), nullable=True),
     sa.Column('action', sa.String(length=64), nullable=False),
     sa.Column('target', sa.String(length=128), nullable=True),
@@ -69,8 +69,8 @@ def upgrade() -> None:
     sa.Column('slug', sa.String(length=130), nullable=False),
     sa.Column('title', sa.String(length=255), nullable=False),
     sa.Column('kind', sa.String(length=32), nullable=False),
-    sa.Column('opens_at', submissions.models.UTCDateTime(), nullable=True),
-    sa.Column('closes_at', submissions.models.UTCDateTime(), nullable=True),
+    sa.Column('opens_at', iugc.submissions.models.UTCDateTime(), nullable=True),
+    sa.Column('closes_at', iugc.submissions.models.UTCDateTime(), nullable=True),
     sa.Column('submissions_per_day', sa.Integer(), nullable=False),
     sa.Column('submissions_total', sa.Integer(), nullable=True),
     sa.Column('failures_count', sa.Boolean(), nullable=False),
@@ -78,7 +78,7 @@ def upgrade() -> None:
     sa.Column('public_cases', sa.Boolean(), nullable=False),
     sa.Column('limits', sa.JSON(), nullable=False),
     sa.Column('results_published', sa.Boolean(), nullable=False),
-    sa.Column('published_at', submissions.models.UTCDateTime(), nullable=True),
+    sa.Column('published_at', iugc.submissions.models.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['challenge_id'], ['challenges.id'], name=op.f('fk_phases_challenge_id_challenges')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_phases')),
     sa.UniqueConstraint('challenge_id', 'name', name=op.f('uq_phases_challenge_id')),
@@ -88,7 +88,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('challenge_id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
-    sa.Column('created_at', submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', iugc.submissions.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['challenge_id'], ['challenges.id'], name=op.f('fk_teams_challenge_id_challenges')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_teams')),
     sa.UniqueConstraint('challenge_id', 'name', name=op.f('uq_teams_challenge_id'))
@@ -101,7 +101,7 @@ def upgrade() -> None:
     sa.Column('n_cases', sa.Integer(), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('registered_by_id', sa.Integer(), nullable=True),
-    sa.Column('registered_at', submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('registered_at', iugc.submissions.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['phase_id'], ['phases.id'], name=op.f('fk_datasets_phase_id_phases')),
     sa.ForeignKeyConstraint(['registered_by_id'], ['users.id'], name=op.f('fk_datasets_registered_by_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_datasets'))
@@ -114,7 +114,7 @@ def upgrade() -> None:
     sa.Column('team_id', sa.Integer(), nullable=False),
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('challenge_id', sa.Integer(), nullable=False),
-    sa.Column('joined_at', submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('joined_at', iugc.submissions.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['challenge_id'], ['challenges.id'], name=op.f('fk_memberships_challenge_id_challenges')),
     sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_memberships_team_id_teams')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_memberships_user_id_users')),
@@ -134,7 +134,7 @@ def upgrade() -> None:
     sa.Column('image_digest', sa.String(length=80), nullable=True),
     sa.Column('status', sa.Enum('received', 'validating', 'queued', 'running', 'succeeded', 'failed', 'cancelled', name='state', native_enum=False, length=16), nullable=False),
     sa.Column('counts_against_quota', sa.Boolean(), nullable=False),
-    sa.Column('created_at', submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('created_at', iugc.submissions.models.UTCDateTime(), nullable=False),
     sa.Column('result_evaluation_id', sa.Integer(), nullable=True),
     sa.Column('score', sa.Float(), nullable=True),
     sa.ForeignKeyConstraint(['phase_id'], ['phases.id'], name=op.f('fk_submissions_phase_id_phases')),
@@ -167,11 +167,11 @@ def upgrade() -> None:
     sa.Column('limits', sa.JSON(), nullable=True),
     sa.Column('worker_host', sa.String(length=255), nullable=True),
     sa.Column('worker_id', sa.String(length=300), nullable=True),
-    sa.Column('heartbeat_at', submissions.models.UTCDateTime(), nullable=True),
-    sa.Column('created_at', submissions.models.UTCDateTime(), nullable=False),
-    sa.Column('queued_at', submissions.models.UTCDateTime(), nullable=True),
-    sa.Column('started_at', submissions.models.UTCDateTime(), nullable=True),
-    sa.Column('finished_at', submissions.models.UTCDateTime(), nullable=True),
+    sa.Column('heartbeat_at', iugc.submissions.models.UTCDateTime(), nullable=True),
+    sa.Column('created_at', iugc.submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('queued_at', iugc.submissions.models.UTCDateTime(), nullable=True),
+    sa.Column('started_at', iugc.submissions.models.UTCDateTime(), nullable=True),
+    sa.Column('finished_at', iugc.submissions.models.UTCDateTime(), nullable=True),
     sa.Column('aggregates', sa.JSON(), nullable=True),
     sa.Column('score', sa.Float(), nullable=True),
     sa.Column('result_key', sa.String(length=200), nullable=True),
@@ -215,7 +215,7 @@ def upgrade() -> None:
     sa.Column('evaluation_id', sa.Integer(), nullable=False),
     sa.Column('from_state', sa.Enum('received', 'validating', 'queued', 'running', 'succeeded', 'failed', 'cancelled', name='state', native_enum=False, length=16), nullable=True),
     sa.Column('to_state', sa.Enum('received', 'validating', 'queued', 'running', 'succeeded', 'failed', 'cancelled', name='state', native_enum=False, length=16), nullable=False),
-    sa.Column('at', submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('at', iugc.submissions.models.UTCDateTime(), nullable=False),
     sa.Column('actor_id', sa.Integer(), nullable=True),
     sa.Column('note', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['actor_id'], ['users.id'], name=op.f('fk_status_changes_actor_id_users')),

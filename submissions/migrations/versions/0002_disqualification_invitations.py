@@ -7,7 +7,7 @@ Create Date: 2026-12-01
 """
 from alembic import op
 import sqlalchemy as sa
-import submissions.models
+import iugc.submissions.models
 
 
 revision = '0002'
@@ -19,7 +19,7 @@ depends_on = None
 def upgrade() -> None:
     for table in ('teams', 'submissions'):
         with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.add_column(sa.Column('disqualified_at', submissions.models.UTCDateTime(), nullable=True))
+            batch_op.add_column(sa.Column('disqualified_at', iugc.submissions.models.UTCDateTime(), nullable=True))
             batch_op.add_column(sa.Column('disqualified_reason', sa.Text(), nullable=True))
     op.create_table('invitations',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -27,9 +27,9 @@ def upgrade() -> None:
     sa.Column('email', sa.String(length=320), nullable=False),
     sa.Column('token_sha256', sa.String(length=64), nullable=False),
     sa.Column('invited_by_id', sa.Integer(), nullable=True),
-    sa.Column('created_at', submissions.models.UTCDateTime(), nullable=False),
-    sa.Column('expires_at', submissions.models.UTCDateTime(), nullable=False),
-    sa.Column('used_at', submissions.models.UTCDateTime(), nullable=True),
+    sa.Column('created_at', iugc.submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('expires_at', iugc.submissions.models.UTCDateTime(), nullable=False),
+    sa.Column('used_at', iugc.submissions.models.UTCDateTime(), nullable=True),
     sa.Column('used_by_id', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['invited_by_id'], ['users.id'], name=op.f('fk_invitations_invited_by_id_users')),
     sa.ForeignKeyConstraint(['team_id'], ['teams.id'], name=op.f('fk_invitations_team_id_teams')),
