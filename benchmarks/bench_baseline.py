@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from headline import emit  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -54,6 +55,9 @@ def main() -> None:
                 t_torch = timed(lambda: model(x), args.repeats)
             feed = {"image": x.numpy()}
             t_onnx = timed(lambda: onnx.session.run(None, feed), args.repeats)
+            if batch == 16:
+                emit("baseline-onnx", f"baseline prediction, {args.encoder}, batch 16, ONNX Runtime, {args.threads} threads",
+                     batch / t_onnx, "frames/s", "PyTorch, same weights", batch / t_torch, higher_is_better=True)
             print(f"batch {batch:>2}: PyTorch {batch / t_torch:6.1f} frames/s   ONNX Runtime {batch / t_onnx:6.1f} frames/s"
                   f"   (ONNX {t_torch / t_onnx:.2f}x)")
         frames = [np.random.randint(0, 255, (256, 256), np.uint8) for _ in range(16)]

@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from headline import emit, yardstick  # noqa: E402
 
 from iugc.challenge.definition import load_challenge  # noqa: E402
 from iugc.data_manifest.importers import import_dataset  # noqa: E402
@@ -102,6 +103,8 @@ def main() -> None:
         steps = ("provision", "collect_outputs", "scoring", "deprovision")
         print("  steps: " + ", ".join(f"{s} {statistics.median(r[2].get(s, 0) for r in runs):.3f} s" for s in steps)
               + f", container create/start/wait/logs {statistics.median(r[2]['total'] - r[1] - sum(r[2].get(s, 0) for s in steps) for r in runs):.3f} s")
+        stick = yardstick()
+        emit("container-overhead", "platform overhead per 20-case phase", statistics.median(overheads), "s", "yardstick", stick)
         if args.skip_baseline:
             return
         data = dataset(work, 658, nonstandard=42)
@@ -112,6 +115,7 @@ def main() -> None:
         print(f"iugc/baseline:latest on {agg['n_cases']} cases, 2 CPUs: {result['status']}, total {total:.1f} s "
               f"(model {result['runtime_seconds']:.1f} s, {agg['n_cases'] / result['runtime_seconds']:.1f} frames/s; "
               f"target < 60 s, {60 / total:.1f}x under)")
+        emit("container-baseline", f"baseline image, {agg['n_cases']} real cases, 2 CPUs, end to end", total, "s", "yardstick", stick)
         print("  " + json.dumps({k: round(agg[k], 4) for k in ("dice", "hd", "asd", "aop_error", "hsd_error", "accuracy", "auc")}))
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from headline import emit  # noqa: E402
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -129,6 +130,8 @@ def main() -> None:
             print(f"{challenge:<10} {cold:7.2f} {warm:7.2f} {N_CASES / warm:8.0f} {ref_ms:11.1f} {ref_total:9.1f} "
                   f"{ref_total / warm:8.1f}x {official / warm:12.1f}x  {verdict}")
             print(f"{'':<10} (cold cache: {N_CASES / cold:.0f} cases/s, {ref_total / cold:.1f}x vs ref)")
+            emit(f"evaluate-{challenge}", f"evaluation, {challenge}, {N_CASES} cases (warm)", warm, "s",
+                 f"SimpleITK reference, {N_CASES} cases", ref_total)
         print("\nwarm = truth biometry cached by checksum (the truth is fixed across submissions); "
               "x vs official uses the issue's 42/126 ms per case.")
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from headline import emit, yardstick  # noqa: E402
 
 from iugc.data_manifest.importers import import_dataset  # noqa: E402
 from iugc.data_manifest.sample import write_sample  # noqa: E402
@@ -68,7 +69,9 @@ def main() -> None:
     for step, values in times.items():
         print(f"  {step:<26}{statistics.median(values):6.2f}  ({min(values):.2f}-{max(values):.2f})")
     steps = ["kit new", "docker build --no-cache", "kit check (phantoms)"]
-    print(f"  {'new + build + check':<26}{sum(statistics.median(times[s]) for s in steps):6.2f}")
+    total = sum(statistics.median(times[s]) for s in steps)
+    print(f"  {'new + build + check':<26}{total:6.2f}")
+    emit("kit", "team kit: new + cold build + check", total, "s", "yardstick", yardstick())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from headline import emit, yardstick  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -101,6 +102,8 @@ def main() -> None:
     print(f"  whole report (numbers, report.json, every figure as PNG + SVG): {median:.2f} s"
           f" ({median / 10:.2f} x the 10 s target); CPU time {statistics.median(cpu):.2f} s over both cores"
           f" (the wall time on a shared machine includes waiting for the cores: load average {os.getloadavg()[0]:.1f})")
+    emit("report", f"ranking report, {args.teams} teams x {args.cases} cases x {args.samples} resamples", median, "s",
+         "yardstick", yardstick())
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from headline import emit, yardstick  # noqa: E402
 
 from iugc.submissions import accounts, challenges, db, queue, reports  # noqa: E402
 from iugc.submissions.models import Evaluation, Membership, State, StatusChange, Submission, Team, User, utcnow  # noqa: E402
@@ -294,19 +295,24 @@ def main() -> None:
         loads[mode] = [os.getloadavg()]
         rates[mode] = [run(args.n, args.database) for _ in range(args.repeats)]
         loads[mode].append(os.getloadavg())
+    stick = yardstick()
     for mode, values in rates.items():
         median = statistics.median(values)
+        emit(f"service-dispatch-{mode}", f"service dispatch, {mode}, {kind}", median, "evaluations/s", "yardstick runs/s", 1 / stick,
+             higher_is_better=True)
         print(f"{mode:<9} {kind}: {median:7.1f} evaluations/s (median of {len(values)}: {', '.join(f'{v:.1f}' for v in values)}; "
               f"target >= 50, ratio {median / 50:.2f}; {load(loads[mode])})")
     began = os.getloadavg()
     times = queries(args.database)
     for name, values in times.items():
         p95 = percentile(values, 0.95) * 1000
+        emit(f"service-{name.strip()}-p95", f"service {name.strip()} with 10,000 evaluations, {kind}, p95", p95, "ms", "yardstick", stick * 1000)
         print(f"{name:<11} with 10,000 evaluations, {kind}: p50 {statistics.median(values) * 1000:.1f} ms, "
               f"p95 {p95:.1f} ms (target < 20 ms, ratio {p95 / 20:.2f}; {load([began, os.getloadavg()])})")
     if not args.skip_baseline:
         measured = upload_to_score()
         if measured:
+            emit("service-upload-to-score", "baseline image from upload to score, 20 cases", measured[0], "s", "yardstick", stick)
             print(f"upload to score, iugc/baseline:latest, 20 cases: {measured[0]:.1f} s (score {measured[1]:.4f}; target < 60 s)")
 
 

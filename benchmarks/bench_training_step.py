@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from headline import emit  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -61,9 +62,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="A split dataset, to time the augmentation too.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=6, help="Timed steps per row (median quoted).")
+    parser.add_argument("--quick", action="store_true", help="Only the float32 and bfloat16 rows at 256 px, batch 16.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [(256, 16, False), (256, 16, True), (256, 8, True), (256, 32, True), (192, 16, True), (128, 16, True)]
+    if args.quick:
+        rows = rows[:2]
     reference = None
     print("| size | batch | precision | ms per frame | ratio to 256 / 16 / float32 |")
     print("|---|---|---|---|---|")
@@ -71,6 +75,8 @@ def main() -> None:
         ms = step_ms_per_frame(size, batch, amp, args.steps)
         reference = reference or ms
         print(f"| {size} | {batch} | {'bfloat16' if amp else 'float32'} | {ms:.0f} | {ms / reference:.2f} |", flush=True)
+        if (size, batch, amp) == (256, 16, True):
+            emit("training-step-bf16", "baseline training step, 256 px, batch 16, bfloat16", ms, "ms/frame", "float32, same run", reference)
     if args.data:
         print(f"augmentation: {augment_ms_per_frame(args.data, 256, 64):.1f} ms per frame (one process)")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from headline import emit  # noqa: E402
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_service import fresh, free_port, percentile, seed, wait_port  # noqa: E402
@@ -128,7 +129,9 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, "-m", "iugc", "serve", "--host", HOST, "--port", str(port), "--workers", "0",
                                    "--threads", str(args.threads), "--processes", str(args.processes)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         targets = {"page": request_bytes(f"/leaderboard/{SLUG}", {}),
-                   "api": request_bytes(f"/api/v1/phases/{SLUG}/leaderboard", {"Authorization": f"Bearer {token}"})}
+                   "api": request_bytes(f"/api/v1/phases/{SLUG}/leaderboard", {"Authorization": f"Bearer {token}"}),
+                   # the reference: a static file through the same server, app and middleware (the floor of any request)
+                   "static": request_bytes("/static/style.css", {})}
         results = []
         try:
             wait_port(port)
@@ -149,12 +152,17 @@ def main() -> None:
           f"{'/'.join(f'{v:.1f}' for v in load_before)}, after {'/'.join(f'{v:.1f}' for v in load_after)}")
     for name, clients, times, seconds, errors, cpu in results:
         ms = [v * 1000 for v in times]
-        label = "leaderboard page" if name == "page" else "API leaderboard"
+        label = {"page": "leaderboard page", "api": "API leaderboard", "static": "static file"}[name]
         print(f"  {label:<17} {clients:>3} client(s): {len(ms):>5} requests, {len(ms) / seconds:7.1f} requests/s   "
               f"p50 {percentile(ms, 0.5):7.1f} ms   p95 {percentile(ms, 0.95):7.1f} ms   p99 {percentile(ms, 0.99):7.1f} ms   "
               f"server CPU {cpu / max(1, len(ms)) * 1000:.2f} ms/request"
               + (f"   {len(errors)} errors (HTTP {', '.join(sorted(set(errors)))})" if errors else ""))
     print("  target: p95 < 100 ms at 50 clients")
+    p95 = {(name, clients): percentile([v * 1000 for v in times], 0.95) for name, clients, times, *_ in results}
+    top = max(counts)
+    for name, label in (("page", "leaderboard page"), ("api", "API leaderboard")):
+        emit(f"web-{name}-p95", f"{label} under gunicorn, 10,000 submissions, {top} clients, p95", p95[name, top], "ms",
+             f"a static file, same server, {top} clients", p95["static", top])
 
 
 if __name__ == "__main__":
