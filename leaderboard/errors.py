@@ -26,8 +26,9 @@ def _is_api() -> bool:
     return request.path.startswith(API_PREFIX)
 
 
-def _service_error_json(exc: ServiceError):
-    """``{"error": ...}`` with the class's status, and ``Retry-After`` for a quota or a rate."""
+def service_error_json(exc: ServiceError):
+    """``{"error": ...}`` with the class's status, and ``Retry-After`` for a quota or a rate
+    (API v1, and the upload page's script, which asks for JSON)."""
     body = {"error": str(exc)}
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
@@ -51,7 +52,7 @@ def _page(code: int, message: str):
 
 
 def _service_error(exc: ServiceError):
-    return _service_error_json(exc) if _is_api() else _page(exc.status, str(exc))
+    return service_error_json(exc) if _is_api() else _page(exc.status, str(exc))
 
 
 def _http_error(exc: HTTPException):

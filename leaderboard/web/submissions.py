@@ -15,6 +15,7 @@ from iugc.leaderboard.web.forms import ActionForm
 from iugc.leaderboard.web import overlays
 from iugc.leaderboard.web.security import page
 from iugc.leaderboard.app import service
+from iugc.leaderboard.errors import service_error_json
 
 bp = Blueprint("submissions", __name__)
 COUNTS = [("n_segmentation_cases", "Segmented cases", None), ("n_landmark_cases", "Cases with landmarks", None),
@@ -41,7 +42,7 @@ def upload(slug):
         except ServiceError as exc:
             if not _wants_json():
                 raise
-            return jsonify({"error": str(exc)}), exc.status
+            return service_error_json(exc)
         service().wake()
         target = url_for("submissions.mine", highlight=submission_id)
         if _wants_json():

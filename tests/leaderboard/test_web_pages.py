@@ -209,6 +209,19 @@ def test_upload_through_the_page_queues_a_submission(site):
         assert session.execute(select(func.count()).select_from(Submission)).scalar() == 2
 
 
+def test_an_upload_over_quota_tells_the_page_script_when_to_try_again(site):
+    """The upload page's script asks for JSON: it gets the API's answer, Retry-After included."""
+    site.person("a@example.org", "alpha")
+    for _ in range(5):  # the sanity-check phase's quota
+        site.submission("a@example.org", SANITY)
+    client = site.client("a@example.org")
+    refused = client.post(f"/phases/{SANITY}/upload", data={"csrf_token": client.token(), "image": (open(site.archive(), "rb"), "m.tar")},
+                          content_type="multipart/form-data", headers={"Accept": "application/json"})
+    assert refused.status_code == 429 and "frees up at" in refused.json["error"]
+    assert refused.json["retry_after"] and int(refused.headers["Retry-After"]) > 3600
+    assert site.service.counts()["submissions"] == 5
+
+
 @pytest.mark.parametrize("case", ["no file", "not an archive", "no team"])
 def test_a_refused_upload_says_why_and_keeps_nothing(site, case):
     site.person("a@example.org", None if case == "no team" else "alpha")
