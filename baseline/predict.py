@@ -218,12 +218,15 @@ def predict_folder(input_dir: Path, output_dir: Path, weights="default", device=
     prediction then depends on the whole folder). ``smooth``: see :func:`predict_frame`."""
     from tqdm import tqdm
 
-    model, size = load_models([weights] if isinstance(weights, (str, Path)) else list(weights), device)
     results, errors, landmarks = {}, {}, {}
     folder = Path(input_dir)
     paths = sorted(p for p in folder.iterdir() if case_id_of(p) and p.name.lower().endswith(IMAGE_SUFFIXES))
     videos = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".avi")
     frames = [(case_id_of(p), p) for p in paths] + [item for v in videos for item in _video_frames(v, errors)]
+    if not frames:  # an empty folder is a mistake, not a prediction of nothing
+        raise ValueError(f"{folder} holds no frame to predict (no {', '.join(IMAGE_SUFFIXES)} or .avi file"
+                         f"{'; ' + str(len(errors)) + ' unreadable video(s)' if errors else ''}): give the folder of the frames")
+    model, size = load_models([weights] if isinstance(weights, (str, Path)) else list(weights), device)
     if adapt_bn:  # before anything is written: too few frames is an error that leaves nothing behind
         model = adapt_batchnorm(model, (image for _, image in _readable(frames, {})), size, device, progress=progress,
                                 smooth=smooth)
@@ -248,6 +251,9 @@ def predict_folder(input_dir: Path, output_dir: Path, weights="default", device=
             points = landmarks_of(contour)
             if points is not None:
                 landmarks[case_id] = points
+        if not results:
+            raise ValueError(f"none of the {len(frames)} frames in {folder} could be read (the first: {next(iter(errors.values()))}); "
+                             "nothing was written")
         atomic_write_text(output_dir / PROBABILITIES_FILE, json.dumps(results, indent=1) + "\n")
         atomic_write_text(output_dir / LANDMARKS_FILE, json.dumps(landmarks, indent=1) + "\n")
     except BaseException:  # interrupted or failed: no partial prediction folder is left to be scored

@@ -22,6 +22,24 @@ class LabelError(ValueError):
     """A mask holds values outside the label schema."""
 
 
+def outside_schema(values: list[int]) -> str:
+    """The message for label values outside the schema: a long list summarised, the likely
+    cause named when there are many (a grey frame given where a mask was expected).
+
+    >>> outside_schema([3])
+    'label 3 is outside the schema (0 background, 1 PS, 2 FH; raw IUGC 7 PS, 8 FH)'
+    >>> outside_schema(list(range(3, 256)))
+    '253 label values are outside the schema (0 background, 1 PS, 2 FH; raw IUGC 7 PS, 8 FH), such as 3, 4, 5; is this a grey frame rather than a mask?'
+    """
+    schema = "the schema (0 background, 1 PS, 2 FH; raw IUGC 7 PS, 8 FH)"
+    if len(values) == 1:
+        return f"label {values[0]} is outside {schema}"
+    if len(values) <= 5:
+        return f"labels {', '.join(map(str, values))} are outside {schema}"
+    return (f"{len(values)} label values are outside {schema}, such as {', '.join(map(str, values[:3]))}; "
+            "is this a grey frame rather than a mask?")
+
+
 def canonical_labels(mask: np.ndarray) -> np.ndarray:
     """Return a uint8 copy of a 2-D label mask in the canonical 0/1/2 encoding.
 
@@ -53,9 +71,7 @@ def canonical_labels(mask: np.ndarray) -> np.ndarray:
     present = np.unique(mask)
     bad = sorted(int(v) for v in present if int(v) not in ALLOWED_VALUES)
     if bad:
-        raise LabelError(
-            f"labels {bad} are outside the schema (0 background, 1 PS, 2 FH; raw IUGC 7 PS, 8 FH)"
-        )
+        raise LabelError(outside_schema(bad))
     out = mask.astype(np.uint8, copy=True)
     for raw, canonical in RAW_IUGC2024.items():
         out[mask == raw] = canonical

@@ -119,16 +119,17 @@ def biometry_cmd(method, masks):
     from iugc.challenge.biometry import biometry
     from iugc.data_manifest.io import ReadError, case_id_of, read_mask
 
-    failed = False
+    failed = 0
     for path in masks:
         case = case_id_of(path) or path.name
         try:
             record = {"case": case, **biometry(read_mask(path), method).to_dict()}
         except ReadError as exc:
-            failed = True
-            record = {"case": case, "error": str(exc)}
-            click.echo(f"error: {exc}", err=True)
+            failed += 1
+            record = {"case": case, "error": str(exc)}  # the reason, said once: on its line
         click.echo(json.dumps(record))
+    if failed:
+        click.echo(f"error: {failed} of {len(masks)} masks could not be measured; their lines above say why", err=True)
     sys.exit(1 if failed else 0)
 
 

@@ -27,9 +27,27 @@ def _to_network(frame, size):
 
 
 def test_missing_weights_give_a_clear_error(tmp_path):
+    cv2.imwrite(str(tmp_path / "00001.png"), np.zeros((32, 32), np.uint8))
     cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "predict", "--input", str(tmp_path), "--output", str(tmp_path / "o"),
                           "--weights", str(tmp_path / "nope.pt")], capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode != 0 and "no such checkpoint" in cli.stderr and "nope.pt" in cli.stderr
+
+
+
+@pytest.mark.parametrize("content", ["nothing", "only unreadable frames"])
+def test_a_folder_with_nothing_to_predict_is_an_error_that_writes_nothing(tmp_path, content):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "notes.txt").write_text("not a frame")
+    if content == "only unreadable frames":
+        (frames / "00001.png").write_bytes(b"not a png")
+        (frames / "00002.png").write_bytes(b"")
+    cli = subprocess.run([sys.executable, "-m", "iugc", "baseline", "predict", "--input", str(frames), "--output", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode != 0 and "Traceback" not in cli.stderr and "predicted" not in cli.stdout
+    expected = "holds no frame to predict" if content == "nothing" else "none of the 2 frames"
+    assert expected in cli.stderr and str(frames) in cli.stderr
+    assert not (tmp_path / "out").exists()  # no predictions.json claiming an empty result
 
 
 def test_predict_reads_every_frame_of_avi_clips(dataset, tmp_path):

@@ -177,4 +177,16 @@ def test_biometry_cli_prints_one_json_line_per_mask(psfhs_dir, tmp_path):
         assert record["aop"] == pytest.approx(expected.aop, abs=1e-9)
         assert record["hsd"] == pytest.approx(expected.hsd, abs=1e-9)
         assert record["tangent_point"] == list(expected.tangent_point)
-    assert "not a decodable image" in lines[-1]["error"] and "broken.png" in run.stderr
+    assert "not a decodable image" in lines[-1]["error"] and "broken.png" in lines[-1]["error"]
+    assert run.stderr.strip() == "error: 1 of 4 masks could not be measured; their lines above say why"  # the reason once, not twice
+
+
+def test_a_grey_frame_given_as_a_mask_is_named_in_one_short_sentence(psfhs_dir):
+    frame = psfhs_dir / "images" / "03818.png"
+    run = subprocess.run([sys.executable, "-m", "iugc", "biometry", "--method", "ellipse", str(frame)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 1
+    (line,) = run.stdout.splitlines()
+    error = json.loads(line)["error"]
+    assert error.startswith(str(frame)) and error.endswith("such as 3, 4, 5; is this a grey frame rather than a mask?")
+    assert len(error) < 300 and run.stdout.count("label values") == 1 and "label values" not in run.stderr
