@@ -57,6 +57,9 @@ def check_member(member: tarfile.TarInfo) -> None:
         raise _reject(f"member {shown} is a device, FIFO or other special file")
 
 
+HOW_TO_SAVE = "make it with `docker save IMAGE -o image.tar` and upload that file"
+
+
 def check_archive(path: str | Path, max_bytes: int, max_expanded_bytes: int | None = None) -> ArchiveInfo:
     """Check a ``docker save`` archive without loading it; raise SubmissionError if unsafe.
 
@@ -68,10 +71,16 @@ def check_archive(path: str | Path, max_bytes: int, max_expanded_bytes: int | No
     size = path.stat().st_size
     if size > max_bytes:
         raise _reject(f"{size / 2**20:.0f} MB exceeds the limit of {max_bytes / 2**20:.0f} MB")
+    if size == 0:
+        raise _reject(f"the file is empty (0 bytes): {HOW_TO_SAVE}")
     max_expanded = max_expanded_bytes if max_expanded_bytes is not None else 2 * max_bytes
     names, manifest_member, expanded, count = set(), None, 0, 0
     try:
-        with tarfile.open(path, "r:*") as tar:
+        tar = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError):  # the library's text lists four decoders' failures: not for a participant
+        raise _reject(f"not a readable tar archive, so not a `docker save` archive: {HOW_TO_SAVE}") from None
+    try:
+        with tar:
             for member in tar:
                 check_member(member)
                 count += 1
@@ -83,10 +92,11 @@ def check_archive(path: str | Path, max_bytes: int, max_expanded_bytes: int | No
                 if normal == MANIFEST and member.isfile():
                     manifest_member = member
             if manifest_member is None:
-                raise _reject(f"no {MANIFEST}: create the archive with `docker save IMAGE -o FILE.tar`")
+                raise _reject(f"no {MANIFEST}, so not a `docker save` archive: {HOW_TO_SAVE}")
             raw = tar.extractfile(manifest_member).read(1 << 20)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise _reject(f"not a readable tar archive ({exc})") from None
+    except (tarfile.TarError, EOFError, OSError):
+        raise _reject(f"the tar archive is cut short or damaged after {count} entries (was the upload or `docker save` "
+                      f"interrupted?): {HOW_TO_SAVE}") from None
     try:
         manifest = json.loads(raw)
     except ValueError as exc:

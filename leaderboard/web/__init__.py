@@ -51,6 +51,7 @@ def init_web(app: Flask, instance, test_config: dict | None) -> None:
 
     app.add_template_filter(duration)
     app.add_template_filter(gigabytes)
+    app.add_template_filter(pvalue)
 
     @app.after_request
     def _headers(response):
@@ -74,6 +75,15 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:g} min"
     return f"{seconds / 3600:g} h"
+
+
+def pvalue(p: float) -> str:
+    """A p-value to three decimals; one too small for them says so instead of reading 0.000.
+
+    >>> pvalue(0.0412), pvalue(0.0004), pvalue(1.0)
+    ('0.041', '< 0.001', '1.000')
+    """
+    return "< 0.001" if p < 0.0005 else f"{p:.3f}"
 
 
 def gigabytes(megabytes: float) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import tarfile
 
 import pytest
@@ -83,6 +84,35 @@ def test_size_caps(tmp_path):
     (tmp_path / "junk.tar").write_bytes(b"not a tar at all" * 100)
     with pytest.raises(SubmissionError, match="not a readable tar"):
         check_archive(tmp_path / "junk.tar", max_bytes=1 << 20)
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("random bytes", "not a readable tar archive, so not a `docker save` archive"),
+    ("gzip of text", "not a readable tar archive, so not a `docker save` archive"),
+    ("empty", "the file is empty (0 bytes)"),
+    ("cut short", "cut short or damaged after"),
+    ("a tar of something else", "no manifest.json, so not a `docker save` archive"),
+])
+def test_a_file_that_is_not_a_docker_save_archive_gets_one_sentence_and_the_way_to_make_one(tmp_path, kind, words):
+    import gzip
+
+    path = tmp_path / "upload.tar"
+    if kind == "random bytes":
+        path.write_bytes(random.Random(0).randbytes(5000))
+    elif kind == "gzip of text":
+        path.write_bytes(gzip.compress(b"hello\n" * 100))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "cut short":
+        whole = make_tar(tmp_path / "whole.tar", GOOD + [("layer/big", "file", b"1" * 50_000)], ONE).read_bytes()
+        path.write_bytes(whole[:30_000])
+    else:
+        make_tar(path, [("notes/readme.txt", "file", b"hi")], None)
+    with pytest.raises(SubmissionError) as info:
+        check_archive(path, max_bytes=1 << 20)
+    message = str(info.value)
+    assert words in message and message.endswith("make it with `docker save IMAGE -o image.tar` and upload that file")
+    assert "Error" not in message and "method" not in message and len(message) < 250  # no library text
 
 
 @pytest.fixture(scope="module")
