@@ -33,6 +33,28 @@ COLUMNS = [
     ("accuracy", "Accuracy", True), ("f1", "F1", True), ("auc", "AUC", True), ("mcc", "MCC", True),
     ("n_cases", "Cases", None),
 ]
+# the metric a result key belongs to, by its prefix (per structure, per point, predicted and expert values)
+_FAMILIES = (("dice", "dice"), ("hd", "hd"), ("asd", "asd"), ("re_", "mre"), ("mre", "mre"), ("aop", "aop_error"),
+             ("hsd", "hsd_error"), ("accuracy", "accuracy"), ("f1", "f1"), ("auc", "auc"), ("mcc", "mcc"))
+
+
+def defined_by(key: str, definition) -> bool:
+    """Whether a result key (``dice_ps``, ``hsd_pred``, ``p_standard_plane``, ``n_cases``, ...)
+    belongs to what the challenge measures: a page shows no column the challenge does not define.
+
+    >>> from iugc.challenge.definition import load_challenge
+    >>> psfhs = load_challenge("psfhs2023")
+    >>> [k for k in ("dice_fh", "hsd_error", "hsd_pred", "aop_gt", "p_standard_plane", "n_cases") if defined_by(k, psfhs)]
+    ['dice_fh', 'aop_gt', 'n_cases']
+    """
+    if key == "p_standard_plane":
+        return "classification" in definition.tasks
+    for prefix, metric in _FAMILIES:
+        if key.startswith(prefix):
+            return metric in definition.metrics
+    return True  # scores, ranks and counts
+
+
 ANONYMOUS = User(id=0, email="", role=Role.participant)
 """Stands for an anonymous visitor where ``reports`` asks for a viewer (never stored)."""
 
@@ -66,7 +88,8 @@ def board(session, user: User | None, slug: str, method: str | None) -> dict:
 def _view(data: dict, phase: Phase) -> dict:
     definition = challenges.definition_of(phase.challenge)
     headline = "mre" if "landmarks" in definition.tasks else "dice_all"  # shown on an empty board too
-    columns = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in data["rows"]) or c[0] in ("score", headline)]
+    columns = [c for c in COLUMNS if defined_by(c[0], definition)
+               and (any(r.get(c[0]) is not None for r in data["rows"]) or c[0] in ("score", headline))]
     ranks = [r["rank"] for r in data["rows"]]
     digits = {key: 0 if key == "n_cases" else 4 if key == "score" else 3 for key, _, _ in columns}
     cells = [[(cell(r.get(key), digits[key]), "" if r.get(key) is None else r.get(key)) for key, _, _ in columns] for r in data["rows"]]

@@ -10,7 +10,7 @@ from iugc.submissions import challenges, queue, reports, teams
 from iugc.submissions.exceptions import Forbidden, InvalidRequest, ServiceError
 from iugc.submissions.uploads import check_open, quota, submit
 from iugc.submissions.models import utcnow
-from iugc.leaderboard.web.leaderboard import COLUMNS
+from iugc.leaderboard.web.leaderboard import COLUMNS, defined_by
 from iugc.leaderboard.web.forms import ActionForm
 from iugc.leaderboard.web import overlays
 from iugc.leaderboard.web.security import page
@@ -94,10 +94,12 @@ def detail(submission_id):
             cases, cases_note = None, str(exc)
         submission = reports.visible_submission(session, user, submission_id)
         latest = submission.evaluations[-1]
+        definition = challenges.definition_of(submission.phase.challenge)
         return render_template("submissions/detail.html", s=status, cases=cases, cases_note=cases_note,
                                overlays=bool(cases) and submission.phase.public_cases
                                and overlays.kept_masks(service().storage, reports.latest_success(submission)) is not None,
-                               metric_columns=COLUMNS + COUNTS, case_columns=CASE_COLUMNS,
+                               metric_columns=[c for c in COLUMNS + COUNTS if defined_by(c[0], definition)],
+                               case_columns=[c for c in CASE_COLUMNS if defined_by(c[0], definition)],
                                queue_position=reports.queue_position(session, latest),
                                runtime=reports.runtime_seconds(latest), form=ActionForm())
 

@@ -276,8 +276,10 @@ def test_cancel_a_queued_submission(site):
 
 def test_the_detail_page_shows_aggregates_and_per_case_values_where_the_phase_allows(site):
     site.person("a@example.org", "alpha")
-    cases = {"03744": {"dice_all": 0.91, "aop_error": 4.5, "error": None}, "03745": {"dice_all": 0.42, "aop_error": 31.0, "error": "missing mask"}}
-    public = site.submission("a@example.org", SANITY, GOOD, cases)
+    # as psfhs2023's results are: HSD keys present but always empty (the challenge does not define HSD)
+    cases = {"03744": {"dice_all": 0.91, "aop_error": 4.5, "hsd_pred": None, "hsd_error": None, "error": None},
+             "03745": {"dice_all": 0.42, "aop_error": 31.0, "hsd_pred": None, "hsd_error": None, "error": "missing mask"}}
+    public = site.submission("a@example.org", SANITY, {**GOOD, "hsd_error": None}, cases)
     hidden = site.submission("a@example.org", VALIDATION, GOOD, cases)
     client = site.client("a@example.org")
     page = client.get(f"/submissions/{public}")
@@ -285,6 +287,7 @@ def test_the_detail_page_shows_aggregates_and_per_case_values_where_the_phase_al
     rows = table_rows(page, "cases")
     assert rows == [["03744", "0.910", "4.500", ""], ["03745", "0.420", "31.000", "missing mask"]]  # only the columns present
     assert "Dice all" in text(page) and "ΔAoP (°)" in text(page) and "Segmented cases" not in text(page)
+    assert "HSD" not in text(page) and "hsd" not in text(page)  # no column, card or aggregate row the challenge does not define
     other = client.get(f"/submissions/{hidden}")
     assert other.status_code == 200 and "does not show per-case values" in text(other) and 'id="cases"' not in other.get_data(as_text=True)
     assert 'id="cases"' in site.client(ORGANIZER).get(f"/submissions/{hidden}").get_data(as_text=True)
