@@ -39,7 +39,9 @@ def challenge_views(session, user) -> list[dict]:
         team = teams.team_of(session, user, row.id) if user is not None else None
         phases = []
         for phase in row.phases:
-            phases.append({"row": phase, "quota": quota(session, team.id, phase) if team else None})
+            active = [d for d in phase.datasets if d.active]  # the one new evaluations use (none before an organizer adds it)
+            phases.append({"row": phase, "quota": quota(session, team.id, phase) if team else None,
+                           "cases": active[-1].n_cases if active else None})
         views.append({"row": row, "definition": definition, "phases": phases, "team": team})
     return views
 

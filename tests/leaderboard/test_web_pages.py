@@ -13,7 +13,8 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from iugc.submissions import db, queue, teams
+from iugc.data_manifest.phantom import write_phantom_dataset
+from iugc.submissions import challenges, db, queue, teams
 from iugc.submissions.models import AuditEntry, Membership, Submission, Team
 from tests.service_support import database_url, postgres_cluster  # noqa: F401 (fixtures)
 from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, SANITY, VALIDATION, open_site, psfhs_score
@@ -52,6 +53,12 @@ def test_the_overview_shows_the_challenge_its_phases_and_how_to_submit(site):
     assert "0.25*mDice + 0.125*(1 - mHD/100)" in page  # the score formula, from the definition
     assert "per-case values shown" in page and "aggregates only" in page
     assert "5 min" in page and "8 GB" in page  # sanity-check limits: 300 s, 8192 MB
+    assert "no cases yet" in page and "Five" not in page  # numbers come from the phase, not from prose
+    folder = site.tmp / "phantoms"
+    write_phantom_dataset(folder, 7, seed=0, size=64)
+    with db.transaction(site.sessions) as session:
+        challenges.add_dataset(session, SANITY, folder)
+    assert "7 cases" in text(site.client().get("/"))
     assert "How to build a submission" in page and "iugc docker build-baseline" in page
     guide = site.client().get("/how-to-submit")
     assert "What the sandbox enforces" in text(guide)  # rendered from docs/submission.md
