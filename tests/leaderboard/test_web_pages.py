@@ -465,3 +465,15 @@ def test_the_kept_leaderboard_follows_new_results_and_still_checks_who_sees_it(s
     site.submission("a@example.org", FINAL, GOOD)
     rows = table_rows(organizer.get(f"/leaderboard/{FINAL}"), "leaderboard")
     assert [r[1].split()[0] for r in rows] == ["alpha", "beta"] and rows[0][2] == f"{psfhs_score(GOOD):.4f}"
+
+
+def test_a_page_refused_to_a_visitor_offers_to_log_in_and_come_back(site):
+    refused = site.client().get(f"/leaderboard/{VALIDATION}")
+    assert refused.status_code == 403 and "log in to see it" in text(refused)
+    body = refused.get_data(as_text=True)
+    assert f'href="/login?next=/leaderboard/{VALIDATION}"' in body
+    assert 'rel="icon"' in body and site.client().get("/static/favicon.svg").status_code == 200
+    site.person("a@example.org", "alpha")
+    member = site.client("a@example.org")
+    missing = member.get("/submissions/999999")
+    assert missing.status_code in (403, 404) and "/login?next=" not in missing.get_data(as_text=True)  # logged in: no log-in offer
