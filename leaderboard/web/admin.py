@@ -9,7 +9,7 @@ import csv
 import io
 import json
 
-from flask import Blueprint, Response, flash, redirect, render_template, url_for
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from iugc.submissions import challenges, db, disqualification, queue, reports
@@ -63,11 +63,30 @@ def reevaluate_one(submission_id):
     return redirect(url_for("submissions.detail", submission_id=submission_id))
 
 
+def _audit_filters() -> dict:
+    return {"action": request.args.get("action", "")[:64], "actor": request.args.get("actor", "")[:254]}
+
+
 @page(bp, "/audit", "organizer")
 def audit():
+    filters = _audit_filters()
     with service().sessions() as session:
-        entries = audit_log.latest(session, AUDIT_PAGE)
-        return render_template("admin/audit.html", entries=entries, limit=AUDIT_PAGE)
+        entries = [(entry, email, audit_log.readable(entry.detail)) for entry, email in audit_log.latest(session, AUDIT_PAGE, **filters)]
+        return render_template("admin/audit.html", entries=entries, limit=AUDIT_PAGE, filters=filters)
+
+
+@page(bp, "/audit.csv", "organizer")
+def audit_csv():
+    """Every entry the filters select (not only the page's latest), as CSV."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["at_utc", "actor", "action", "target", "detail"])
+    with service().sessions() as session:
+        for entry, email in audit_log.latest(session, None, **_audit_filters()):
+            detail = "; ".join(f"{name}: {value}" for name, value in audit_log.readable(entry.detail))
+            writer.writerow([entry.at.strftime("%Y-%m-%d %H:%M:%S"), _cell(email or "system"), _cell(entry.action),
+                             _cell(entry.target or ""), _cell(detail)])
+    return Response(out.getvalue(), mimetype="text/csv", headers={"Content-Disposition": "attachment; filename=audit-log.csv"})
 
 
 def _rows(slug: str) -> list[dict]:

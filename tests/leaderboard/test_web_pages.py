@@ -327,6 +327,30 @@ def test_the_admin_page_lists_phases_the_queue_and_the_audit_log(site):
         assert session.execute(select(AuditEntry.action).order_by(AuditEntry.id.desc())).scalars().first() == "phase.reevaluate"
 
 
+def test_the_audit_log_reads_as_text_filters_and_exports_as_csv(site):
+    from iugc.submissions import disqualification
+
+    site.person("a@example.org", "alpha")
+    sid = site.submission("a@example.org", SANITY)
+    with db.transaction(site.sessions) as session:
+        disqualification.disqualify_submission(session, sid, "=copied <b>another</b> team's model", site.user_id(ORGANIZER))
+    organizer = site.client(ORGANIZER)
+    body = organizer.get("/admin/audit").get_data(as_text=True)
+    assert "reason:</span> =copied &lt;b&gt;another&lt;/b&gt; team&#39;s model" in body and "\\u003c" not in body  # text, escaped once
+    only = table_rows(organizer.get("/admin/audit?action=submission."), "audit")
+    assert [row[2] for row in only] == ["submission.disqualify", "submission.create"]
+    by_commands = table_rows(organizer.get("/admin/audit?actor=system"), "audit")
+    assert by_commands and {row[1] for row in by_commands} == {"system"} and "challenge.init" in {row[2] for row in by_commands}
+    assert "No entry matches." in text(organizer.get("/admin/audit?action=nothing"))
+    exported = organizer.get("/admin/audit.csv?action=submission.disqualify")
+    assert exported.status_code == 200 and "attachment" in exported.headers["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(exported.get_data(as_text=True))))
+    assert rows[0] == ["at_utc", "actor", "action", "target", "detail"] and len(rows) == 2
+    assert rows[1][1:4] == [ORGANIZER, "submission.disqualify", f"submission:{sid}"]
+    assert "reason: =copied <b>another</b> team's model" in rows[1][4]
+    assert site.client("a@example.org").get("/admin/audit.csv").status_code == 403  # organizers only
+
+
 def test_a_new_token_comes_with_the_submit_command_and_works_on_the_api(site):
     site.person("a@example.org", "alpha")
     client = site.client("a@example.org")
