@@ -59,8 +59,9 @@ def analysis(session: Session, phase: Phase, method: str, cache: Path) -> dict |
 
 
 def stability_svg(result: dict, order: list[str], cache: Path) -> bytes:
-    """Each team's share of bootstrap resamples at each rank, as stacked bars (SVG)."""
-    key = hashlib.sha256(json.dumps([result["bootstrap"]["teams"], order], sort_keys=True).encode()).hexdigest()[:24]
+    """Each team's share of bootstrap resamples at each rank, as stacked bars with a legend of
+    the ranks' colours (SVG; its words are text, readable and searchable)."""
+    key = hashlib.sha256(json.dumps(["legend", result["bootstrap"]["teams"], order], sort_keys=True).encode()).hexdigest()[:24]
     path = cache / f"{key}.svg"
     if path.exists():
         return path.read_bytes()
@@ -69,10 +70,12 @@ def stability_svg(result: dict, order: list[str], cache: Path) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.patches import Patch
+
     teams = result["bootstrap"]["teams"]
     n = len(order)
     colours = plt.get_cmap("viridis")
-    fig, ax = plt.subplots(figsize=(8, 0.45 * n + 1.2), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * n + 1.6), dpi=100)
     samples = result["bootstrap"]["samples"]
     for y, team in enumerate(order):
         left = 0.0
@@ -88,11 +91,16 @@ def stability_svg(result: dict, order: list[str], cache: Path) -> bytes:
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"share of {samples} bootstrap resamples of the cases, by rank")
+    shown = sorted({1, n, *range(1, n + 1, max(1, (n + 7) // 8))})  # at most about nine entries, the first and last always
+    ax.legend(handles=[Patch(color=colours((r - 1) / max(1, n - 1)), label=f"rank {r}") for r in shown],
+              loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(shown), 9), frameon=False,
+              fontsize=8, title="colour: the rank a team got in a resample", title_fontsize=8)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="svg", metadata={"Date": None})
+    with plt.rc_context({"svg.fonttype": "none"}):  # words as <text>, not outlines
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
     plt.close(fig)
     _write(path, buffer.getvalue())
     return buffer.getvalue()

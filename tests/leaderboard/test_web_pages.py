@@ -406,6 +406,7 @@ def test_the_leaderboard_shows_rank_stability_and_pairwise_significance_from_the
     assert table_rows(page, "significance") == [["", "< 0.001"], ["< 0.001", ""]]  # row headers are <th>
     svg = client.get(f"/leaderboard/{SANITY}/stability.svg")
     assert svg.status_code == 200 and svg.mimetype == "image/svg+xml" and b"<svg" in svg.data
+    assert b">rank 1<" in svg.data and b">rank 2<" in svg.data and b"colour: the rank a team got" in svg.data  # a legend
     assert site.client().get(f"/leaderboard/{SANITY}/stability.svg").status_code == 403  # not public yet
     monkeypatch.setattr(charts, "bootstrap_ranks", lambda *a, **k: pytest.fail("recomputed although cached"))
     assert client.get(f"/leaderboard/{SANITY}").status_code == 200
