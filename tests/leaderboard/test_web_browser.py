@@ -242,6 +242,14 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     assert "Not published" in organizer.inner_text("main")
     organizer.goto(base + "/admin")
     shoot(organizer, "09-admin")
+    asked = []
+    organizer.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    organizer.click("button[data-publish='psfhs2023-final-test']")  # asks first; dismissed, nothing is published
+    assert asked == ["Publish the results of psfhs2023-final-test? Every participant will see its leaderboard."]
+    organizer.goto(base + "/leaderboard/psfhs2023-final-test")
+    assert "Not published" in organizer.inner_text("main")
+    organizer.goto(base + "/admin")
+    organizer.once("dialog", lambda dialog: dialog.accept())
     organizer.click("button[data-publish='psfhs2023-final-test']")
     organizer.wait_for_url(base + "/admin")
     assert "are published" in organizer.inner_text("main")

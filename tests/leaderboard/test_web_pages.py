@@ -502,3 +502,27 @@ def test_a_page_refused_to_a_visitor_offers_to_log_in_and_come_back(site):
     member = site.client("a@example.org")
     missing = member.get("/submissions/999999")
     assert missing.status_code in (403, 404) and "/login?next=" not in missing.get_data(as_text=True)  # logged in: no log-in offer
+
+
+def test_what_cannot_be_taken_back_in_one_click_asks_first_and_says_what_it_costs(site):
+    """Every form that publishes, disqualifies, cancels or re-evaluates carries the question
+    the page's script asks before sending it (the browser test answers one of them)."""
+    site.person("a@example.org", "alpha")
+    sid = site.submission("a@example.org", SANITY)  # queued: it can be cancelled
+    member, organizer = site.client("a@example.org"), site.client(ORGANIZER)
+    asked = {}
+    for who, client, path in (("team", member, "/submissions"), ("team", member, f"/submissions/{sid}"),
+                              ("organizer", organizer, f"/submissions/{sid}"), ("organizer", organizer, "/admin"),
+                              ("organizer", organizer, f"/admin/phases/{SANITY}")):
+        for form in re.findall(r"<form [^>]*>", client.get(path).get_data(as_text=True)):
+            action = re.search(r'action="([^"]+)"', form).group(1)
+            question = re.search(r'data-confirm="([^"]+)"', form)
+            asked[who, action] = html.unescape(question.group(1)) if question else None
+    assert asked["team", f"/submissions/{sid}/cancel"] == f"Cancel submission {sid}? It still counts against your team's quota."
+    assert asked["organizer", f"/submissions/{sid}/cancel"] == f"Cancel submission {sid}? It will no longer count against the team's quota."
+    assert "again" in asked["organizer", f"/admin/submissions/{sid}/reevaluate"]
+    assert asked["organizer", f"/admin/phases/{SANITY}/publish"].startswith(f"Publish the results of {SANITY}?")
+    assert asked["organizer", f"/admin/phases/{SANITY}/submissions/disqualify"].startswith("Disqualify this submission?")
+    unasked = [action for (who, action), question in asked.items()
+               if question is None and re.search(r"/(publish|cancel|reevaluate|disqualify)", action)]
+    assert unasked == []
