@@ -204,6 +204,28 @@ def submission_rows(session: Session, user: User, team_id: int) -> list[dict]:
     return rows
 
 
+def all_submissions(session: Session, phase: str = "", team: str = "", status: str = "", limit: int = 500) -> list[dict]:
+    """Every submission of every team (for organizers), newest first, with its latest
+    evaluation's status, score and failure; filtered by phase slug, team name (contains)
+    and latest status. An unknown status is an error naming the known ones."""
+    if status and status not in {s.value for s in State}:
+        raise InvalidRequest(f"no status {status!r}; the statuses are {', '.join(s.value for s in State)}")
+    latest = select(func.max(Evaluation.id)).group_by(Evaluation.submission_id).scalar_subquery()
+    query = (select(Submission, Evaluation, Team.name, Phase.slug)
+             .join(Evaluation, Evaluation.submission_id == Submission.id).join(Team, Submission.team_id == Team.id)
+             .join(Phase, Submission.phase_id == Phase.id).where(Evaluation.id.in_(latest)))
+    if phase:
+        query = query.where(Phase.slug == phase)
+    if team:
+        query = query.where(Team.name.contains(team, autoescape=True))
+    if status:
+        query = query.where(Evaluation.status == State(status))
+    return [{"id": s.id, "phase": slug, "team": name, "created": s.created_at, "status": e.status.value, "score": e.score,
+             "failure": e.failure, "error": e.error, "counts_against_quota": s.counts_against_quota,
+             "evaluations": e.number, "disqualified": s.disqualified_at is not None}
+            for s, e, name, slug in session.execute(query.order_by(Submission.id.desc()).limit(limit)).all()]
+
+
 def organizer_overview(session: Session) -> dict:
     """What the organizer's front page shows: every phase with its submission count and
     active dataset, evaluations counted by status, and the queued and running ones (with

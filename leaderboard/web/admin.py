@@ -15,7 +15,7 @@ from flask_login import current_user
 from iugc.submissions import challenges, db, disqualification, queue, reports
 from iugc.submissions import audit as audit_log
 from iugc.submissions.exceptions import Conflict, InvalidRequest, NotFound
-from iugc.submissions.models import Submission
+from iugc.submissions.models import State, Submission
 from iugc.leaderboard import boards
 from iugc.leaderboard.web.forms import ActionForm, DatasetForm, PhaseForm, ReasonForm, SubmissionReasonForm
 from iugc.leaderboard.web.security import page
@@ -61,6 +61,17 @@ def reevaluate_one(submission_id):
     flash(f"Submission {submission_id} queued for evaluation {'again' if created else '— skipped: an evaluation is still pending'}.",
           "success" if created else "info")
     return redirect(url_for("submissions.detail", submission_id=submission_id))
+
+
+@page(bp, "/submissions", "organizer")
+def submissions():
+    """Every submission, filterable; the failed ones can be evaluated again from here."""
+    filters = {name: request.args.get(name, "")[:100] for name in ("phase", "team", "status")}
+    with service().sessions() as session:
+        rows = reports.all_submissions(session, **filters)
+        phases = [p.slug for p in reports.organizer_overview(session)["phases"]]
+    return render_template("admin/submissions.html", rows=rows, filters=filters, phases=phases,
+                           statuses=[s.value for s in State], form=ActionForm())
 
 
 def _audit_filters() -> dict:

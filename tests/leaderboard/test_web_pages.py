@@ -526,3 +526,28 @@ def test_what_cannot_be_taken_back_in_one_click_asks_first_and_says_what_it_cost
     unasked = [action for (who, action), question in asked.items()
                if question is None and re.search(r"/(publish|cancel|reevaluate|disqualify)", action)]
     assert unasked == []
+
+
+def test_organizers_list_every_submission_by_phase_team_and_status(site):
+    site.person("a@example.org", "alpha")
+    site.person("b@example.org", "beta")
+    scored = site.submission("a@example.org", SANITY, GOOD)
+    failed = site.submission("b@example.org", SANITY)
+    job = queue.claim_next(site.sessions, f"test:{failed}:x")  # the oldest queued: this one
+    queue.finish(site.sessions, job, {"status": "failed", "failure": "invalid_outputs", "error": "no predictions.json"})
+    queued = site.submission("b@example.org", VALIDATION)
+    organizer = site.client(ORGANIZER)
+    page = organizer.get("/admin/submissions")
+    rows = table_rows(page, "all-submissions")
+    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [
+        (str(queued), VALIDATION, "beta", "queued"), (str(failed), SANITY, "beta", "failed"), (str(scored), SANITY, "alpha", "succeeded")]
+    assert "invalid_outputs: no predictions.json" in rows[1][6]
+    body = page.get_data(as_text=True)
+    assert f'action="/admin/submissions/{failed}/reevaluate"' in body and f'action="/admin/submissions/{scored}/reevaluate"' not in body
+    assert [r[0] for r in table_rows(organizer.get(f"/admin/submissions?phase={SANITY}&team=bet"), "all-submissions")] == [str(failed)]
+    assert [r[0] for r in table_rows(organizer.get("/admin/submissions?status=queued"), "all-submissions")] == [str(queued)]
+    wrong = organizer.get("/admin/submissions?status=lost")
+    assert wrong.status_code == 400 and "no status 'lost'; the statuses are received, validating, queued" in text(wrong)
+    nav = re.search(r"<nav class=\"menu\">.*?</nav>", body, re.S).group(0)
+    assert ">Submissions<" in nav and ">Team<" not in nav  # an organizer's menu leads to every team's submissions
+    assert ">Team<" in site.client("a@example.org").get("/").get_data(as_text=True)
