@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from iugc.submissions.audit import audit
 from iugc.submissions.exceptions import Conflict, Forbidden, InvalidRequest, NotAuthenticated, NotFound
-from iugc.submissions.models import ApiToken, Role, User
+from iugc.submissions.models import ApiToken, Role, User, utcnow
 
 TOKEN_PREFIX = "iugc_"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -140,6 +140,18 @@ def issue_token(session: Session, email: str, actor_id: int | None = None) -> st
     return token
 
 
+def revoke_token(session: Session, user_id: int, token_id: int, actor_id: int | None = None) -> ApiToken:
+    """Stop one of the user's API tokens working, from the next request on; a token of
+    someone else is NotFound, as if it did not exist."""
+    token = session.get(ApiToken, token_id)
+    if token is None or token.user_id != user_id:
+        raise NotFound(f"you have no API token {token_id}")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        audit(session, actor_id, "token.revoke", f"user:{user_id}", prefix=token.prefix)
+    return token
+
+
 _TOKEN_USER = (  # one query, built once: every API request pays it
     select(User).join(ApiToken, ApiToken.user_id == User.id)
     .where(ApiToken.token_sha256 == bindparam("digest"), ApiToken.revoked_at.is_(None)))
@@ -152,7 +164,7 @@ def authenticate(session: Session, token: str | None) -> User:
     digest = hashlib.sha256(token.encode()).hexdigest()
     user = session.execute(_TOKEN_USER, {"digest": digest}).scalar_one_or_none()
     if user is None or not user.active:
-        raise NotAuthenticated("the token is not valid (unknown or revoked); ask an organizer for a new one")
+        raise NotAuthenticated("the token is not valid (unknown or revoked); create a new one on the site's Account page")
     return user
 
 

@@ -75,6 +75,16 @@ def account():
     return render_template("auth/account.html", tokens=tokens, form=ActionForm(), new_token=None)
 
 
+@page(bp, "/account/tokens/<int:token_id>/revoke", "user", methods=("POST",))
+def revoke_token(token_id):
+    ActionForm().validate_on_submit()  # CSRF is checked before the view; the form has no other field
+    with db.transaction(service().sessions) as session:
+        token = accounts.revoke_token(session, current_user.id, token_id, actor_id=current_user.id)
+        prefix = token.prefix
+    flash(f"Token {prefix}… is revoked: it no longer works.", "success")
+    return redirect(url_for("auth.account"))
+
+
 @page(bp, "/account/token", "user", methods=("POST",))
 def new_token():
     form = ActionForm()

@@ -362,6 +362,33 @@ def test_a_new_token_comes_with_the_submit_command_and_works_on_the_api(site):
     assert token not in text(client.get("/account"))  # shown once
 
 
+def test_a_revoked_token_stops_working_at_once_and_only_its_owner_can_revoke_it(site):
+    from iugc.submissions import accounts
+    from iugc.submissions.models import ApiToken
+
+    site.person("a@example.org", "alpha")
+    site.person("b@example.org", "beta")
+    with db.transaction(site.sessions) as session:
+        token = accounts.issue_token(session, "a@example.org")
+    with site.sessions() as session:
+        token_id = session.execute(select(ApiToken.id)).scalar_one()
+    api = site.app.test_client()
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert api.get("/api/v1/phases", headers=bearer).status_code == 200
+    owner, other = site.client("a@example.org"), site.client("b@example.org")
+    assert other.form(f"/account/tokens/{token_id}/revoke", page="/account").status_code == 404  # not theirs
+    assert api.get("/api/v1/phases", headers=bearer).status_code == 200
+    account = owner.get("/account").get_data(as_text=True)
+    assert f'action="/account/tokens/{token_id}/revoke"' in account and "stop working at once" in account
+    done = owner.form(f"/account/tokens/{token_id}/revoke", page="/account")
+    assert done.status_code == 302
+    refused = api.get("/api/v1/phases", headers=bearer)
+    assert refused.status_code == 401 and "create a new one on the site's Account page" in refused.json["error"]
+    assert "revoked" in text(owner.get("/account")) and f'tokens/{token_id}/revoke"' not in owner.get("/account").get_data(as_text=True)
+    with site.sessions() as session:
+        assert session.execute(select(AuditEntry.action).order_by(AuditEntry.id.desc())).scalars().first() == "token.revoke"
+
+
 @pytest.fixture
 def two_evaluated(site, tmp_path):
     """Two teams whose sanity-check results are real evaluations of degraded phantom masks."""
