@@ -39,6 +39,10 @@ def register():
                 form.email.errors.append(str(exc) if isinstance(exc, InvalidRequest) else "an account with this e-mail exists; log in instead")
             else:
                 login_user(Account(user))
+                target = request.args.get("next")
+                if target:  # came from a page that asked to log in first (an invitation's link): go back there
+                    flash("Welcome! Your account is ready.", "success")
+                    return redirect(_safe_next(target))
                 flash("Welcome! Create or join a team to submit.", "success")
                 return redirect(url_for("teams.index"))
     return render_template("auth/register.html", form=form), 200 if request.method == "GET" or not form.errors else 400

@@ -182,6 +182,26 @@ def test_create_a_team_invite_by_link_join_and_leave(site):
     assert actions[-3:] == ["team.create", "team.join", "team.leave"]
 
 
+def test_an_invitee_who_registers_from_the_invitation_comes_back_to_it(site):
+    site.person("a@example.org")
+    alpha = site.client("a@example.org")
+    alpha.form("/teams/create", {"name": "alpha", "challenge": "svc"}, page="/teams")
+    link = re.search(r'<pre class="copyable invite">http://localhost(/teams/join/[^<]+)</pre>',
+                     alpha.get("/teams").get_data(as_text=True)).group(1)
+    visitor = site.client()
+    asked = visitor.get(link)
+    assert asked.status_code in (302, 401, 403)
+    login_page = visitor.get(f"/login?next={link}").get_data(as_text=True)
+    register = html.unescape(re.search(r'<a href="(/register[^"]*)">Register</a>', login_page).group(1))
+    assert register == f"/register?next={link.replace('/', '%2F')}" or register == f"/register?next={link}"
+    registered = visitor.http.post(register, data={"email": "new@example.org", "password": "a long enough password",
+                                                   "confirm": "a long enough password", "csrf_token": visitor.token(register)})
+    assert registered.status_code == 302 and registered.headers["Location"].endswith(link)  # the invitation, not the team page
+    assert "Join alpha" in text(visitor.get(link))
+    assert visitor.form(link, page=link).status_code == 302
+    assert "new@example.org" in text(alpha.get("/teams"))
+
+
 def test_an_expired_invitation_is_refused(site, monkeypatch):
 
     site.person("a@example.org", "alpha")
