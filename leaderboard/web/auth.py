@@ -9,7 +9,7 @@ from flask_login import current_user, login_user, logout_user
 
 from iugc.submissions import accounts, db
 from iugc.submissions.exceptions import Conflict, InvalidRequest
-from iugc.leaderboard.web.forms import ActionForm, LoginForm, RegisterForm
+from iugc.leaderboard.web.forms import ActionForm, LoginForm, PasswordForm, RegisterForm
 from iugc.leaderboard.web.security import Account, page
 from iugc.leaderboard.app import service
 
@@ -76,7 +76,24 @@ def logout():
 def account():
     with service().sessions() as session:
         tokens = accounts.tokens_of(session, current_user.id)
-    return render_template("auth/account.html", tokens=tokens, form=ActionForm(), new_token=None)
+    return render_template("auth/account.html", tokens=tokens, form=ActionForm(), password_form=PasswordForm(formdata=None), new_token=None)
+
+
+@page(bp, "/account/password", "user", methods=("POST",), limit="RATE_LIMIT_LOGIN")
+def change_password():
+    form = PasswordForm()
+    if form.validate_on_submit():
+        with db.transaction(service().sessions) as session:
+            problem = accounts.change_password(session, current_user.id, form.current.data, form.password.data)
+            user = accounts.user_by_email(session, current_user.email)
+        if problem is None:
+            login_user(Account(user))  # this session goes on under the new password; the others end
+            flash("Your password is changed; other sessions are logged out.", "success")
+            return redirect(url_for("auth.account"))
+        (form.current if problem.startswith("the current") else form.password).errors.append(problem)
+    with service().sessions() as session:
+        tokens = accounts.tokens_of(session, current_user.id)
+    return render_template("auth/account.html", tokens=tokens, form=ActionForm(), password_form=form, new_token=None), 400
 
 
 @page(bp, "/account/tokens/<int:token_id>/revoke", "user", methods=("POST",))
@@ -100,7 +117,8 @@ def new_token():
         tokens = accounts.tokens_of(session, current_user.id)
     phase = request.form.get("phase", "")
     phase = phase if phase.replace("-", "").isalnum() else ""
-    response = current_app.make_response(render_template("auth/account.html", tokens=tokens, form=ActionForm(), new_token=token,
+    response = current_app.make_response(render_template("auth/account.html", tokens=tokens, form=ActionForm(),
+                                                         password_form=PasswordForm(formdata=None), new_token=token,
                                                          phase=phase or "PHASE"))
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -17,6 +17,12 @@ class RegisterForm(FlaskForm):
     confirm = PasswordField("Password again", validators=[DataRequired(), EqualTo("password", "the two passwords differ")])
 
 
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=1024)])
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=1024)])
+    confirm = PasswordField("New password again", validators=[DataRequired(), EqualTo("password", "the two passwords differ")])
+
+
 class TeamForm(FlaskForm):
     name = StringField("Team name", validators=[DataRequired(), Length(max=100)])
     challenge = HiddenField(validators=[DataRequired()])

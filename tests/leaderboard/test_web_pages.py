@@ -17,7 +17,7 @@ from iugc.data_manifest.phantom import write_phantom_dataset
 from iugc.submissions import challenges, db, queue, teams
 from iugc.submissions.models import AuditEntry, Membership, Submission, Team
 from tests.service_support import database_url, postgres_cluster  # noqa: F401 (fixtures)
-from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, SANITY, VALIDATION, open_site, psfhs_score
+from tests.web_support import FAIR, FINAL, GOOD, ORGANIZER, PASSWORD, SANITY, VALIDATION, Client, open_site, psfhs_score
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
 
@@ -598,3 +598,18 @@ def test_organizers_list_every_submission_by_phase_team_and_status(site):
     nav = re.search(r"<nav class=\"menu\">.*?</nav>", body, re.S).group(0)
     assert ">Submissions<" in nav and ">Team<" not in nav  # an organizer's menu leads to every team's submissions
     assert ">Team<" in site.client("a@example.org").get("/").get_data(as_text=True)
+
+
+def test_a_password_change_needs_the_current_one_keeps_this_session_and_ends_the_others(site):
+    site.person("a@example.org", "alpha")
+    here, elsewhere = site.client("a@example.org"), site.client("a@example.org")
+    new = "a brand new passphrase"
+    wrong = here.form("/account/password", {"current": "not it at all", "password": new, "confirm": new}, page="/account")
+    assert wrong.status_code == 400 and "the current password is wrong" in text(wrong)
+    weak = here.form("/account/password", {"current": PASSWORD, "password": "short", "confirm": "short"}, page="/account")
+    assert weak.status_code == 400 and "at least 10 characters" in text(weak)
+    assert here.form("/account/password", {"current": PASSWORD, "password": new, "confirm": new}, page="/account").status_code == 302
+    assert here.get("/account").status_code == 200  # still logged in here
+    assert elsewhere.get("/account").status_code in (302, 401)  # the other session ended
+    assert Client(site.app).form("/login", {"email": "a@example.org", "password": PASSWORD}).status_code == 401
+    assert Client(site.app).form("/login", {"email": "a@example.org", "password": new}).status_code == 302
