@@ -182,6 +182,59 @@ def change_password(session: Session, user_id: int, current: str, new: str) -> s
     return None
 
 
+RESET_HOURS = 2
+
+
+def fingerprint(password_hash: str | None) -> str:
+    """A short digest of a password hash: a log-in session and a reset link carry it, so both
+    stop working once the password changes."""
+    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
+
+
+def _reset_serializer(secret: str):
+    from itsdangerous import URLSafeTimedSerializer
+
+    return URLSafeTimedSerializer(secret, salt="iugc-password-reset")
+
+
+def reset_token(session: Session, secret: str, email: str, actor_id: int | None = None) -> str:
+    """A signed link token to choose a new password, valid ``RESET_HOURS`` hours and only
+    until the password changes (so once). NotFound for an unknown or deactivated address."""
+    user = user_by_email(session, email)
+    if not user.active:
+        raise NotFound(f"the account {user.email} is deactivated")
+    audit(session, actor_id, "user.reset_link", f"user:{user.id}")
+    return _reset_serializer(secret).dumps({"user": user.id, "mark": fingerprint(user.password_hash)})
+
+
+def user_of_reset_token(session: Session, secret: str, token: str) -> User:
+    """The user a reset token is for; InvalidRequest when it is forged, expired or used."""
+    from itsdangerous import BadSignature, SignatureExpired
+
+    try:
+        claim = _reset_serializer(secret).loads(token, max_age=RESET_HOURS * 3600)
+        user = session.get(User, int(claim["user"]))
+        mark = claim["mark"]
+    except SignatureExpired:
+        raise InvalidRequest(f"this reset link is older than {RESET_HOURS} hours; ask for a new one") from None
+    except (BadSignature, KeyError, TypeError, ValueError):
+        raise InvalidRequest("this reset link is not valid; ask for a new one and use the whole link") from None
+    if user is None or not user.active or mark != fingerprint(user.password_hash):
+        raise InvalidRequest("this reset link was used already (the password has changed since); ask for a new one")
+    return user
+
+
+def reset_password(session: Session, secret: str, token: str, new: str) -> str | None:
+    """Set the password a reset link is for; returns why not (None when done)."""
+    user = user_of_reset_token(session, secret, token)
+    problem = check_new_password(new, user.email)
+    if problem:
+        return problem
+    user.password_hash = hash_password(new)
+    audit(session, user.id, "user.password_reset", f"user:{user.id}")
+    return None
+
+
 def require_organizer(user: User) -> None:
     if user.role != Role.organizer:
         raise Forbidden("only organizers may do this")

@@ -39,7 +39,7 @@ def init_web(app: Flask, instance, test_config: dict | None) -> None:
     )
     app.config.update({k: v for k, v in defaults.items() if k not in given})
     if app.config["SMTP_URL"]:
-        from iugc.leaderboard.web.invitations import parse_smtp_url
+        from iugc.leaderboard.web.mail import parse_smtp_url
 
         parse_smtp_url(app.config["SMTP_URL"])  # a bad URL stops the start with what to write
     csrf.init_app(app)

@@ -9,15 +9,15 @@ import csv
 import io
 import json
 
-from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from iugc.submissions import challenges, db, disqualification, queue, reports
+from iugc.submissions import accounts, challenges, db, disqualification, queue, reports
 from iugc.submissions import audit as audit_log
 from iugc.submissions.exceptions import Conflict, InvalidRequest, NotFound
 from iugc.submissions.models import State, Submission
 from iugc.leaderboard import boards
-from iugc.leaderboard.web.forms import ActionForm, DatasetForm, PhaseForm, ReasonForm, SubmissionReasonForm
+from iugc.leaderboard.web.forms import ActionForm, DatasetForm, InviteForm, PhaseForm, ReasonForm, SubmissionReasonForm
 from iugc.leaderboard.web.security import page
 from iugc.leaderboard.app import service
 
@@ -29,7 +29,7 @@ AUDIT_PAGE = 200
 @page(bp, "", "organizer")
 def index():
     with service().sessions() as session:
-        return render_template("admin/index.html", **reports.organizer_overview(session), form=ActionForm())
+        return render_template("admin/index.html", **reports.organizer_overview(session), form=ActionForm(), reset_form=InviteForm(formdata=None))
 
 
 @page(bp, "/phases/<slug>/publish", "organizer", methods=("POST",))
@@ -72,6 +72,20 @@ def submissions():
         phases = [p.slug for p in reports.organizer_overview(session)["phases"]]
     return render_template("admin/submissions.html", rows=rows, filters=filters, phases=phases,
                            statuses=[s.value for s in State], form=ActionForm())
+
+
+@page(bp, "/reset-link", "organizer", methods=("POST",))
+def reset_link():
+    """A password-reset link for a participant, shown to the organizer to pass on (for a site
+    that sends no e-mail)."""
+    form = InviteForm()
+    if not form.validate_on_submit():
+        raise InvalidRequest("give the e-mail address the participant registered with")
+    with db.transaction(service().sessions) as session:
+        token = accounts.reset_token(session, current_app.secret_key, form.email.data.strip().lower(), actor_id=current_user.id)
+    flash(f"Pass this link on to {form.email.data.strip().lower()}; it works once, for {accounts.RESET_HOURS} hours: "
+          f"{url_for('auth.reset', token=token, _external=True)}", "success")
+    return redirect(url_for("admin.index"))
 
 
 def _audit_filters() -> dict:

@@ -2,14 +2,16 @@
 ``iugc.submissions.accounts``'."""
 from __future__ import annotations
 
+import smtplib
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
 from iugc.submissions import accounts, db
-from iugc.submissions.exceptions import Conflict, InvalidRequest
-from iugc.leaderboard.web.forms import ActionForm, LoginForm, PasswordForm, RegisterForm
+from iugc.submissions.exceptions import Conflict, InvalidRequest, NotFound
+from iugc.leaderboard.web import mail
+from iugc.leaderboard.web.forms import ActionForm, InviteForm, LoginForm, PasswordForm, RegisterForm, ResetForm
 from iugc.leaderboard.web.security import Account, page
 from iugc.leaderboard.app import service
 
@@ -61,6 +63,47 @@ def login():
         form.password.errors.append("wrong e-mail address or password")
         return render_template("auth/login.html", form=form), 401
     return render_template("auth/login.html", form=form), 200 if request.method == "GET" else 400
+
+
+@page(bp, "/forgot", "public", methods=("GET", "POST"), limit="RATE_LIMIT_LOGIN")
+def forgot():
+    """Ask for a reset link by e-mail. The answer is the same whether the address has an
+    account or not (it says nothing about who is registered)."""
+    form = InviteForm()
+    smtp_url = current_app.config["SMTP_URL"]
+    if smtp_url and form.validate_on_submit():
+        email = form.email.data.strip().lower()
+        try:
+            with db.transaction(service().sessions) as session:
+                token = accounts.reset_token(session, current_app.secret_key, email)
+        except NotFound:
+            token = None
+        if token:
+            link = url_for("auth.reset", token=token, _external=True)
+            try:
+                mail.send(smtp_url, mail.reset_message(current_app.config["MAIL_FROM"], email, link, accounts.RESET_HOURS))
+            except (OSError, smtplib.SMTPException):
+                current_app.logger.exception("the reset link for %s could not be mailed", email)
+        flash(f"If {email} has an account here, a link to choose a new password is on its way (valid {accounts.RESET_HOURS} hours).", "info")
+        return redirect(url_for("auth.login"))
+    return render_template("auth/forgot.html", form=form, mail=bool(smtp_url)), 200 if request.method == "GET" or not smtp_url else 400
+
+
+@page(bp, "/reset/<token>", "public", methods=("GET", "POST"), limit="RATE_LIMIT_LOGIN")
+def reset(token):
+    with service().sessions() as session:
+        user = accounts.user_of_reset_token(session, current_app.secret_key, token)  # a bad link: its one sentence, 400
+        email = user.email
+    form = ResetForm()
+    if form.validate_on_submit():
+        with db.transaction(service().sessions) as session:
+            problem = accounts.reset_password(session, current_app.secret_key, token, form.password.data)
+        if problem is None:
+            logout_user()
+            flash("Your new password is set: log in with it.", "success")
+            return redirect(url_for("auth.login"))
+        form.password.errors.append(problem)
+    return render_template("auth/reset.html", form=form, email=email), 200 if request.method == "GET" else 400
 
 
 @page(bp, "/logout", "user", methods=("POST",))

@@ -32,6 +32,11 @@ class InviteForm(FlaskForm):
     email = EmailField("E-mail address", validators=[DataRequired(), Length(max=320)])
 
 
+class ResetForm(FlaskForm):
+    password = PasswordField("New password", validators=[DataRequired(), Length(max=1024)])
+    confirm = PasswordField("New password again", validators=[DataRequired(), EqualTo("password", "the two passwords differ")])
+
+
 class ActionForm(FlaskForm):
     """A button that changes something: only its CSRF token."""
 

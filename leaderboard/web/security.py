@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from functools import wraps
@@ -27,6 +26,7 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user
 from flask_wtf.csrf import CSRFProtect
 
+from iugc.submissions.accounts import fingerprint
 from iugc.submissions.exceptions import ConfigurationError
 from iugc.submissions.models import Role, User
 from iugc.leaderboard.app import service
@@ -110,10 +110,6 @@ class Account(UserMixin):
 
     def get_id(self) -> str:
         return f"{self.user.id}:{fingerprint(self.user.password_hash)}"
-
-
-def fingerprint(password_hash: str | None) -> str:
-    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]
 
 
 @login_manager.user_loader

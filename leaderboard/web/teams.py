@@ -1,5 +1,5 @@
 """Teams: ``/teams`` (members, invitation link, invitations by e-mail, leave), create,
-join by link, accept an e-mail invitation (``iugc.leaderboard.web.invitations``)."""
+join by link, accept an e-mail invitation (``iugc.leaderboard.web.mail``)."""
 from __future__ import annotations
 
 import smtplib
@@ -10,7 +10,7 @@ from flask_login import current_user
 from iugc.submissions import db, teams
 from iugc.submissions.exceptions import Conflict, InvalidRequest, NotFound
 from iugc.submissions.models import Team
-from iugc.leaderboard.web import invitations
+from iugc.leaderboard.web import mail
 from iugc.leaderboard.web.forms import ActionForm, InviteForm, TeamForm
 from iugc.leaderboard.web.security import page
 from iugc.leaderboard.app import service
@@ -103,7 +103,7 @@ def invite(team_id):
               f"yourself (it is shown once): {link}", "info")
         return redirect(url_for("teams.index"))
     try:
-        invitations.send(smtp_url, invitations.message(current_app.config["MAIL_FROM"], to, team, current_user.email, link, expires))
+        mail.send(smtp_url, mail.invitation_message(current_app.config["MAIL_FROM"], to, team, current_user.email, link, expires))
     except (OSError, smtplib.SMTPException) as exc:
         current_app.logger.warning("sending the invitation mail failed: %s", exc)
         flash(f"The mail server did not take the invitation ({type(exc).__name__}), so nothing was sent: pass this link on to "

@@ -252,7 +252,7 @@ def test_a_forged_session_cookie_is_anonymous(site):
     client.get("/login")
     with site.sessions() as session:
         organizer = accounts.user_by_email(session, ORGANIZER)
-    from iugc.leaderboard.web.security import fingerprint
+    from iugc.submissions.accounts import fingerprint
 
     claim = {"_user_id": f"{organizer.id}:{fingerprint(organizer.password_hash)}", "_fresh": True}
     interface = SecureCookieSessionInterface()

@@ -1,7 +1,8 @@
-"""Invitations to a team by e-mail address, delivered by a real SMTP server process on
-loopback (``aiosmtpd`` from PyPI, started here on a free port, writing a Maildir): the
-invited address gets the link, only a user registered with that address can use it,
-once, before it expires; without a mail server the inviter is shown the link."""
+"""The site's e-mail, delivered by a real SMTP server process on loopback (``aiosmtpd``
+from PyPI, started here on a free port, writing a Maildir). Invitations to a team: the
+invited address gets the link, only a user registered with that address can use it, once,
+before it expires; without a mail server the inviter is shown the link. Password resets:
+the link goes to the address, works once; without a mail server an organizer makes it."""
 from __future__ import annotations
 
 import datetime as dt
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from iugc.submissions import db
 from iugc.submissions.models import AuditEntry, Invitation, Membership, Team
 from tests.service_support import free_port, wait_for_port
-from tests.web_support import Site
+from tests.web_support import ORGANIZER, PASSWORD, Client, Site
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
 
@@ -180,3 +181,63 @@ def test_only_members_invite_to_a_team_and_a_bad_smtp_url_stops_the_start(plain_
     assert response.status_code == 400 and "you are not a member of this team" in text(response)
     with pytest.raises(ConfigurationError, match="IUGC_SMTP_URL must be smtp://"):
         create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'web.sqlite3'}", "INSTANCE": str(tmp_path), "SMTP_URL": "mailto:x@y"})
+
+
+def _can_log_in(site, email, password) -> bool:
+    return Client(site.app).form("/login", {"email": email, "password": password}).status_code == 302
+
+
+def _set_password(client, path, new):
+    return client.http.post(path, data={"password": new, "confirm": new, "csrf_token": client.token(path)})
+
+
+def test_a_forgotten_password_is_reset_by_a_mailed_link_that_works_once(mailing_site):
+    site, maildir = mailing_site
+    site.person("a@example.org", "alpha")
+    visitor = Client(site.app)
+    assert "Forgot your password?" in text(visitor.get("/login"))
+    asked = visitor.form("/forgot", {"email": "A@example.org"}, page="/forgot")
+    assert asked.status_code == 302
+    [mail] = messages(maildir)
+    assert mail["To"] == "a@example.org" and "Reset your password" in mail["Subject"]
+    link = re.search(r"http://localhost(/reset/\S+)", mail.get_payload(decode=True).decode()).group(1)
+    page = visitor.get(link)
+    assert page.status_code == 200 and "For a@example.org" in text(page)
+    weak = _set_password(visitor, link, "short")
+    assert weak.status_code == 400 and "at least 10 characters" in text(weak)
+    assert _set_password(visitor, link, "my fresh pass phrase").status_code == 302
+    assert _can_log_in(site, "a@example.org", "my fresh pass phrase") and not _can_log_in(site, "a@example.org", PASSWORD)
+    used = visitor.get(link)
+    assert used.status_code == 400 and "this reset link was used already" in text(used)
+    tampered = visitor.get(link[:-4] + "abcd")
+    assert tampered.status_code == 400 and "this reset link is not valid" in text(tampered)
+
+
+def test_asking_for_an_unknown_address_answers_the_same_and_mails_nobody(mailing_site):
+    site, maildir = mailing_site
+    visitor = Client(site.app)
+    asked = visitor.form("/forgot", {"email": "nobody@example.org"}, page="/forgot")
+    assert asked.status_code == 302
+    assert "If nobody@example.org has an account here, a link" in text(visitor.get("/login"))
+    assert messages(maildir, wait=1.0) == []
+
+
+def test_without_a_mail_server_an_organizer_makes_the_reset_link(plain_site):
+    site = plain_site
+    site.person("a@example.org", "alpha")
+    assert "Ask an organizer of the challenge for a reset link" in text(Client(site.app).get("/forgot"))
+    organizer = site.client(ORGANIZER)
+    made = organizer.form("/admin/reset-link", {"email": "a@example.org"}, page="/admin")
+    assert made.status_code == 302
+    link = re.search(r"http://localhost(/reset/\S+)", text(organizer.get("/admin"))).group(1)
+    visitor = Client(site.app)
+    assert _set_password(visitor, link, "chosen after asking").status_code == 302
+    assert _can_log_in(site, "a@example.org", "chosen after asking")
+    unknown = organizer.form("/admin/reset-link", {"email": "nobody@example.org"}, page="/admin")
+    assert unknown.status_code == 404 and "no user 'nobody@example.org'" in text(unknown)
+    site.person("b@example.org")
+    participant = site.client("b@example.org")
+    assert participant.form("/admin/reset-link", {"email": "a@example.org"}, page="/teams").status_code == 403  # organizers only
+    with site.sessions() as session:
+        actions = session.execute(select(AuditEntry.action).order_by(AuditEntry.id)).scalars().all()
+    assert actions[-3:-1] == ["user.reset_link", "user.password_reset"]  # then b's account

@@ -1,9 +1,10 @@
-"""Mailing a team invitation (the invitation itself is ``iugc.submissions.teams.invite``).
+"""The site's e-mail: team invitations (the invitation itself is
+``iugc.submissions.teams.invite``) and password-reset links (``iugc.submissions.accounts.reset_token``).
 
-The link goes out by e-mail through the SMTP server the organizers
-configure (``IUGC_SMTP_URL``: ``smtp://[USER:PASSWORD@]HOST[:PORT]``, ``smtp+starttls://``
-or ``smtps://``; sender ``IUGC_MAIL_FROM``); without one, or when the server refuses, the
-page shows the link to the inviter to pass on, and says why.
+Mail goes out through the SMTP server the organizers configure (``IUGC_SMTP_URL``:
+``smtp://[USER:PASSWORD@]HOST[:PORT]``, ``smtp+starttls://`` or ``smtps://``; sender
+``IUGC_MAIL_FROM``). Without one, or when the server refuses, an invitation's link is shown
+to the inviter to pass on; a reset link is made by an organizer on the admin page.
 """
 from __future__ import annotations
 
@@ -36,13 +37,23 @@ def parse_smtp_url(url: str) -> dict:
             "user": unquote(parts.username) if parts.username else None, "password": unquote(parts.password) if parts.password else None}
 
 
-def message(sender: str, to: str, team: str, inviter: str, link: str, expires: dt.datetime) -> EmailMessage:
+def invitation_message(sender: str, to: str, team: str, inviter: str, link: str, expires: dt.datetime) -> EmailMessage:
     mail = EmailMessage()
     mail["From"], mail["To"], mail["Subject"] = sender, to, f"Join team {team} on the IUGC challenge platform"
     mail.set_content(
         f"{inviter} invites you to join the team {team}.\n\n"
         f"Open this link while logged in as {to} (register with that address first if you have no account):\n\n"
         f"{link}\n\nThe invitation can be used once, until {expires:%Y-%m-%d %H:%M} UTC.\n")
+    return mail
+
+
+def reset_message(sender: str, to: str, link: str, hours: int) -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = sender, to, "Reset your password on the IUGC challenge platform"
+    mail.set_content(
+        f"Someone (we hope you) asked to reset the password of {to}.\n\n"
+        f"Choose a new one at this link within {hours} hours; it works once:\n\n{link}\n\n"
+        "If you did not ask, ignore this message: your password stays as it is.\n")
     return mail
 
 
