@@ -88,6 +88,17 @@ def _team(session: Session, user: User, phase: Phase) -> Team:
     return team
 
 
+def why_not(session: Session, user: User, phase: Phase, now: dt.datetime) -> str | None:
+    """Why ``user`` may not upload to ``phase`` now (closed, no team, a disqualified team),
+    or None: what the upload page says before a file is chosen (the quota is shown apart)."""
+    try:
+        check_open(phase, now)
+        _team(session, user, phase)
+    except Forbidden as exc:
+        return str(exc)
+    return None
+
+
 def submit(sessions: sessionmaker[Session], storage, user_id: int, slug: str, stream: BinaryIO, *, now: dt.datetime | None = None) -> int:
     """Accept an uploaded ``docker save`` archive for a phase; returns the submission id.
 

@@ -8,7 +8,7 @@ from flask_login import current_user
 
 from iugc.submissions import challenges, queue, reports, teams
 from iugc.submissions.exceptions import Forbidden, InvalidRequest, ServiceError
-from iugc.submissions.uploads import check_open, quota, submit
+from iugc.submissions.uploads import quota, submit, why_not
 from iugc.submissions.models import utcnow
 from iugc.leaderboard.web.leaderboard import COLUMNS, defined_by
 from iugc.leaderboard.web.forms import ActionForm
@@ -52,11 +52,7 @@ def upload(slug):
     with service().sessions() as session:
         phase = challenges.phase_by_slug(session, slug)
         team = teams.team_of(session, current_user.user, phase.challenge_id)
-        try:
-            check_open(phase, utcnow())
-            closed = None
-        except Forbidden as exc:
-            closed = str(exc)
+        closed = why_not(session, current_user.user, phase, utcnow()) if team else None
         left = quota(session, team.id, phase) if team else None
         return render_template("submissions/upload.html", phase=phase, team=team, quota=left, closed=closed,
                                server=request.host_url.rstrip("/"), form=ActionForm())

@@ -352,8 +352,9 @@ def test_the_audit_log_reads_as_text_filters_and_exports_as_csv(site):
 
     site.person("a@example.org", "alpha")
     sid = site.submission("a@example.org", SANITY)
+    organizer_id = site.user_id(ORGANIZER)
     with db.transaction(site.sessions) as session:
-        disqualification.disqualify_submission(session, sid, "=copied <b>another</b> team's model", site.user_id(ORGANIZER))
+        disqualification.disqualify_submission(session, sid, "=copied <b>another</b> team's model", organizer_id)
     organizer = site.client(ORGANIZER)
     body = organizer.get("/admin/audit").get_data(as_text=True)
     assert "reason:</span> =copied &lt;b&gt;another&lt;/b&gt; team&#39;s model" in body and "\\u003c" not in body  # text, escaped once
@@ -613,3 +614,19 @@ def test_a_password_change_needs_the_current_one_keeps_this_session_and_ends_the
     assert elsewhere.get("/account").status_code in (302, 401)  # the other session ended
     assert Client(site.app).form("/login", {"email": "a@example.org", "password": PASSWORD}).status_code == 401
     assert Client(site.app).form("/login", {"email": "a@example.org", "password": new}).status_code == 302
+
+
+def test_a_disqualified_team_reads_it_on_the_upload_page_before_choosing_a_file(site):
+    from iugc.submissions import disqualification
+
+    site.person("a@example.org", "alpha")
+    client = site.client("a@example.org")
+    assert 'type="file"' in client.get(f"/phases/{SANITY}/upload").get_data(as_text=True)
+    organizer_id = site.user_id(ORGANIZER)
+    with db.transaction(site.sessions) as session:
+        team_id = session.execute(select(Team.id).where(Team.name == "alpha")).scalar_one()
+        disqualification.disqualify_team(session, team_id, "two accounts for one team", organizer_id)
+    page = client.get(f"/phases/{SANITY}/upload")
+    body = page.get_data(as_text=True)
+    assert "your team alpha is disqualified (two accounts for one team) and may not submit" in text(page)
+    assert 'type="file"' not in body
