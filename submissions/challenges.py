@@ -116,7 +116,7 @@ def add_dataset(session: Session, slug: str, folder: str | Path, actor_id: int |
     return dataset
 
 
-def parse_time(text: str | None):
+def parse_time(text: str | None, field: str | None = None):
     """A phase bound from ISO 8601 text (no zone given: UTC); None for empty or "none".
 
     >>> parse_time("2026-12-01T10:00"), parse_time("none")
@@ -134,7 +134,7 @@ def parse_time(text: str | None):
     try:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidRequest(f"{text!r} is not a time: write it as 2026-12-31T23:59 (UTC) or leave it empty") from None
+        raise InvalidRequest(f"{text!r} is not a time: write it as 2026-12-31T23:59 (UTC) or leave it empty", field=field) from None
     return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
 
 
@@ -161,16 +161,17 @@ def update_phase(session: Session, slug: str, *, opens_at=KEEP, closes_at=KEEP, 
     for key in ("opens_at", "closes_at"):
         value = new[key]
         if value is not None and (not hasattr(value, "tzinfo") or value.tzinfo is None):
-            raise InvalidRequest(f"{key} must be a timezone-aware time or none, got {value!r}")
+            raise InvalidRequest(f"{key} must be a timezone-aware time or none, got {value!r}", field=key)
     if new["opens_at"] and new["closes_at"] and new["closes_at"] <= new["opens_at"]:
-        raise InvalidRequest(f"the phase must close after it opens: opens {new['opens_at'].isoformat()}, closes {new['closes_at'].isoformat()}")
+        raise InvalidRequest(f"the phase must close after it opens: opens {new['opens_at'].isoformat()}, closes {new['closes_at'].isoformat()}",
+                             field="closes_at")
     per_day, total = new["submissions_per_day"], new["submissions_total"]
     if not isinstance(per_day, int) or isinstance(per_day, bool) or per_day < 1:
-        raise InvalidRequest(f"submissions per 24 hours must be a whole number of at least 1, got {per_day!r}")
+        raise InvalidRequest(f"submissions per 24 hours must be a whole number of at least 1, got {per_day!r}", field="submissions_per_day")
     if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 1):
-        raise InvalidRequest(f"the total of submissions must be a whole number of at least 1 or none, got {total!r}")
+        raise InvalidRequest(f"the total of submissions must be a whole number of at least 1 or none, got {total!r}", field="submissions_total")
     if not isinstance(new["failures_count"], bool):
-        raise InvalidRequest(f"failures_count must be true or false, got {new['failures_count']!r}")
+        raise InvalidRequest(f"failures_count must be true or false, got {new['failures_count']!r}", field="failures_count")
     changes = {}
     for key, value in new.items():
         old = getattr(phase, key)

@@ -25,9 +25,14 @@ class SchemaNotCurrent(ConfigurationError):
 
 
 class InvalidRequest(ServiceError):
-    """The request or an uploaded archive is malformed (HTTP 400)."""
+    """The request or an uploaded archive is malformed (HTTP 400). ``field``, when given,
+    names the input at fault (a form shows the message under it)."""
 
     status = 400
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidArchive(InvalidRequest):

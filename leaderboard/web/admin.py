@@ -178,9 +178,10 @@ def phase(slug):
     return _phase_page(slug)
 
 
-def _change(slug: str, operation, done: str, form, field=None):
+def _change(slug: str, operation, done: str, form, field=None, fields: dict | None = None):
     """Run ``operation(session)`` in one transaction; a refusal goes back on the page (400)
-    with the service's message, and nothing is changed."""
+    with the service's message under the form field it names (``fields`` maps the service's
+    field names to the form's; else under ``field``), and nothing is changed."""
     problem = None
     if form.validate_on_submit():
         try:
@@ -188,8 +189,9 @@ def _change(slug: str, operation, done: str, form, field=None):
                 operation(session)
         except (InvalidRequest, Conflict, NotFound) as exc:
             problem = str(exc)
-            if field is not None:
-                field.errors = [*field.errors, problem]
+            at = (fields or {}).get(getattr(exc, "field", None), field)
+            if at is not None:
+                at.errors = [*at.errors, problem]
         else:
             flash(done, "success")
             return redirect(url_for("admin.phase", slug=slug))
@@ -203,10 +205,13 @@ def phase_settings(slug):
     form = PhaseForm()
 
     def operation(session):
-        challenges.update_phase(session, slug, opens_at=challenges.parse_time(form.opens.data), closes_at=challenges.parse_time(form.closes.data),
-                           submissions_per_day=form.per_day.data, submissions_total=form.total.data,
-                           failures_count=bool(form.failures_count.data), actor_id=current_user.id)
-    return _change(slug, operation, f"The window and quotas of {slug} are saved.", form, form.per_day)
+        challenges.update_phase(session, slug, opens_at=challenges.parse_time(form.opens.data, field="opens_at"),
+                                closes_at=challenges.parse_time(form.closes.data, field="closes_at"),
+                                submissions_per_day=form.per_day.data, submissions_total=form.total.data,
+                                failures_count=bool(form.failures_count.data), actor_id=current_user.id)
+    fields = {"opens_at": form.opens, "closes_at": form.closes, "submissions_per_day": form.per_day,
+              "submissions_total": form.total, "failures_count": form.failures_count}
+    return _change(slug, operation, f"The window and quotas of {slug} are saved.", form, form.per_day, fields)
 
 
 @page(bp, "/phases/<slug>/dataset", "organizer", methods=("POST",))

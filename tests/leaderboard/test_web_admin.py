@@ -83,19 +83,23 @@ def test_an_organizer_edits_a_phases_window_and_quotas_and_uploads_follow_them(s
     assert 'value="2026-01-01T08:00"' in shown and 'value="2030-06-30T18:30"' in shown
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"opens": "2030-01-02T00:00", "closes": "2030-01-01T00:00"}, "the phase must close after it opens"),
-    ({"per_day": "-1"}, "submissions per 24 hours must be a whole number of at least 1, got -1"),
-    ({"total": "0"}, "the total of submissions must be a whole number of at least 1 or none, got 0"),
-    ({"opens": "next tuesday"}, "'next tuesday' is not a time"),
-    ({"per_day": "many"}, "Not a valid integer value"),
+@pytest.mark.parametrize("change, field, message", [
+    ({"opens": "2030-01-02T00:00", "closes": "2030-01-01T00:00"}, "closes", "the phase must close after it opens"),
+    ({"per_day": "-1"}, "per_day", "submissions per 24 hours must be a whole number of at least 1, got -1"),
+    ({"total": "0"}, "total", "the total of submissions must be a whole number of at least 1 or none, got 0"),
+    ({"opens": "next tuesday"}, "opens", "'next tuesday' is not a time"),
+    ({"closes": "someday"}, "closes", "'someday' is not a time"),
+    ({"per_day": "many"}, "per_day", "Not a valid integer value"),
 ])
-def test_bad_phase_settings_are_refused_on_the_form_and_change_nothing(lite, change, message):
+def test_bad_phase_settings_are_refused_on_the_form_and_change_nothing(lite, change, field, message):
     before, actions = phase_row(lite, SANITY), audit_actions(lite)
     organizer = lite.client(ORGANIZER)
     response = organizer.form(f"/admin/phases/{SANITY}/settings", {**SETTINGS, **change}, page=f"/admin/phases/{SANITY}")
     assert response.status_code == 400
     assert message in text(response) and "Nothing was changed" in text(response)
+    labels = re.findall(r'<label class="field">(.*?)</label>', response.get_data(as_text=True), re.S)
+    under = [label for label in labels if html.unescape(message) in html.unescape(label)]
+    assert len(under) == 1 and f'name="{field}"' in under[0]  # under the field at fault, not another one
     assert 'id="phase-settings"' in response.get_data(as_text=True)  # the form again, with its input
     assert phase_row(lite, SANITY) == before and audit_actions(lite) == actions
 
