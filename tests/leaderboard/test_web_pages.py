@@ -630,3 +630,17 @@ def test_a_disqualified_team_reads_it_on_the_upload_page_before_choosing_a_file(
     body = page.get_data(as_text=True)
     assert "your team alpha is disqualified (two accounts for one team) and may not submit" in text(page)
     assert 'type="file"' not in body
+
+
+def test_a_submission_without_a_result_says_why(site):
+    site.person("a@example.org", "alpha")
+    failed = site.submission("a@example.org", SANITY)
+    job = queue.claim_next(site.sessions, f"test:{failed}:x")
+    queue.finish(site.sessions, job, {"status": "failed", "failure": "invalid_outputs", "error": "no predictions.json in /output"})
+    queued = site.submission("a@example.org", SANITY)
+    client = site.client("a@example.org")
+    said = text(client.get(f"/submissions/{failed}"))
+    assert "No result: the evaluation failed (invalid_outputs: no predictions.json in /output)." in said and "No result yet" not in said
+    assert "No result yet: the evaluation is queued (queue position 1)." in text(client.get(f"/submissions/{queued}"))
+    client.form(f"/submissions/{queued}/cancel", page=f"/submissions/{queued}")
+    assert "No result: the evaluation was cancelled." in text(client.get(f"/submissions/{queued}"))
