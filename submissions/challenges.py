@@ -198,3 +198,13 @@ def publish(session: Session, slug: str, actor_id: int | None = None) -> Phase:
         phase.results_published, phase.published_at = True, utcnow()
         audit(session, actor_id, "phase.publish", f"phase:{slug}")
     return phase
+
+
+def unpublish(session: Session, slug: str, actor_id: int | None = None) -> Phase:
+    """Hide a phase's results again (published by mistake, or a result under review): a
+    final-test board goes back to organizers only; publishing again shows it again."""
+    phase = phase_by_slug(session, slug)
+    if phase.results_published:
+        audit(session, actor_id, "phase.unpublish", f"phase:{slug}", published_at=phase.published_at.isoformat() if phase.published_at else None)
+        phase.results_published, phase.published_at = False, None
+    return phase

@@ -198,6 +198,16 @@ def publish_cmd(slug):
     click.echo(f"results of {slug} are published")
 
 
+@admin_group.command("unpublish")
+@click.option("--phase", "slug", required=True)
+def unpublish_cmd(slug):
+    """Hide a phase's results again (final-test results go back to organizers only); publish brings them back."""
+    from iugc.submissions import challenges
+
+    _run(lambda session: challenges.unpublish(session, slug))
+    click.echo(f"results of {slug} are hidden again")
+
+
 @click.command("worker")
 @click.option("--concurrency", type=int, default=1, show_default=True, help="Evaluations run at the same time on this machine.")
 @click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds SIGTERM waits for running evaluations before stopping their containers and requeueing them.")

@@ -41,6 +41,15 @@ def publish(slug):
     return redirect(url_for("admin.index"))
 
 
+@page(bp, "/phases/<slug>/unpublish", "organizer", methods=("POST",))
+def unpublish(slug):
+    ActionForm().validate_on_submit()
+    with db.transaction(service().sessions) as session:
+        challenges.unpublish(session, slug, actor_id=current_user.id)
+    flash(f"The results of {slug} are hidden again; publish to show them.", "success")
+    return redirect(url_for("admin.index"))
+
+
 @page(bp, "/phases/<slug>/reevaluate", "organizer", methods=("POST",))
 def reevaluate(slug):
     created = queue.reevaluate(service().sessions, current_user.id, slug)

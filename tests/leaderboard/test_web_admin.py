@@ -116,6 +116,23 @@ def test_the_cli_changes_a_phase_through_the_same_rules(lite, monkeypatch):
     assert phase_row(lite, SANITY)["opens"] is None
 
 
+def test_the_cli_publishes_and_unpublishes_with_the_audit_trail(lite):
+    from iugc.cli import main
+
+    env = {"IUGC_DATABASE_URL": f"sqlite:///{lite.tmp / 'web.sqlite3'}", "IUGC_INSTANCE": str(lite.tmp)}
+
+    def published() -> bool:
+        with lite.sessions() as session:
+            return challenges.phase_by_slug(session, SANITY).results_published
+
+    assert CliRunner().invoke(main, ["admin", "publish", "--phase", SANITY], env=env).exit_code == 0 and published()
+    hidden = CliRunner().invoke(main, ["admin", "unpublish", "--phase", SANITY], env=env)
+    assert hidden.exit_code == 0 and f"results of {SANITY} are hidden again" in hidden.output and not published()
+    assert audit_actions(lite)[-2:] == ["phase.publish", "phase.unpublish"]
+    unknown = CliRunner().invoke(main, ["admin", "unpublish", "--phase", "nope"], env=env)
+    assert unknown.exit_code == 1 and "nope" in unknown.output and "Traceback" not in unknown.output
+
+
 # ---- datasets -------------------------------------------------------------------------
 
 @pytest.fixture

@@ -155,6 +155,17 @@ def test_the_final_phase_is_hidden_from_participants_until_published(site):
     assert site.client().get(f"/leaderboard/{FINAL}").status_code == 200  # published: public too
     with site.sessions() as session:
         assert session.execute(select(AuditEntry.action).where(AuditEntry.target == f"phase:{FINAL}")).scalars().all() == ["phase.publish"]
+    # published by mistake: hidden again, from the page (it asks first) and through the same rule as `iugc admin unpublish`
+    admin_page = organizer.get("/admin").get_data(as_text=True)
+    assert f'data-confirm="Hide the results of {FINAL} again? Participants will no longer see its leaderboard."' in admin_page
+    assert organizer.form(f"/admin/phases/{FINAL}/unpublish", page="/admin").status_code == 302
+    hidden = alpha.get(f"/leaderboard/{FINAL}")  # the kept board follows at once
+    assert hidden.status_code == 403 and alpha.get("/submissions/status.json").json["submissions"][0]["score"] is None
+    assert site.client().get(f"/leaderboard/{FINAL}").status_code == 403
+    assert f'action="/admin/phases/{FINAL}/publish"' in organizer.get("/admin").get_data(as_text=True)
+    with site.sessions() as session:
+        actions = session.execute(select(AuditEntry.action).where(AuditEntry.target == f"phase:{FINAL}")).scalars().all()
+    assert actions == ["phase.publish", "phase.unpublish"]
 
 
 def test_create_a_team_invite_by_link_join_and_leave(site):
