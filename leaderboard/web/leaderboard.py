@@ -85,6 +85,23 @@ def board(session, user: User | None, slug: str, method: str | None) -> dict:
     return {**boards.kept(("view",) + state.key, lambda: _view(data, phase_row())), "phase_row": phase_row, "key": state.key}
 
 
+def how_it_ranks(method: str, definition) -> str:
+    """One sentence a participant reads above a board: how this tab orders the teams.
+
+    >>> from iugc.challenge.definition import load_challenge
+    >>> how_it_ranks("mean-rank", load_challenge("psfhs2023"))
+    'Each team is ranked on each of dice, hd, asd, aop_error (ties share the better rank); the order is the mean of those ranks, lowest first.'
+    """
+    metrics = ", ".join(definition.ranking.mean_rank_metrics)
+    return {
+        "score": "Each team's mean metrics are combined into one score (the formula is on the overview); highest first.",
+        "mean-rank": f"Each team is ranked on each of {metrics} (ties share the better rank); the order is the mean of those ranks, lowest first.",
+        "test-then-rank": (f"On each of {metrics}, a team's rank is 1 + the number of teams significantly better on the same cases "
+                           f"(one-sided Wilcoxon signed-rank test, alpha {definition.ranking.alpha}); the order is the mean of those "
+                           "ranks. With few cases few differences are significant, so many teams can share a place."),
+    }.get(method, "")
+
+
 def _view(data: dict, phase: Phase) -> dict:
     definition = challenges.definition_of(phase.challenge)
     headline = "mre" if "landmarks" in definition.tasks else "dice_all"  # shown on an empty board too
@@ -94,7 +111,7 @@ def _view(data: dict, phase: Phase) -> dict:
     digits = {key: 0 if key == "n_cases" else 4 if key == "score" else 3 for key, _, _ in columns}
     cells = [[(cell(r.get(key), digits[key]), "" if r.get(key) is None else r.get(key)) for key, _, _ in columns] for r in data["rows"]]
     return {**data, "columns": columns, "cells": cells, "tied": {r for r in ranks if ranks.count(r) > 1},
-            "methods": definition.ranking.methods}
+            "methods": definition.ranking.methods, "how": how_it_ranks(data["method"], definition)}
 
 
 def cell(value, digits: int) -> str:

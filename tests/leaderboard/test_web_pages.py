@@ -500,6 +500,8 @@ def test_the_test_then_rank_tab_ranks_by_paired_wilcoxon_tests_on_the_per_case_v
     assert expected[0][1] == "alpha" and expected[0][0] < expected[1][0]  # the fixture's alpha eroded less
     page = site.client("alpha@example.org").get(f"/leaderboard/{SANITY}?method=test-then-rank")
     assert page.status_code == 200 and "Test, then rank" in text(page)
+    assert "a team's rank is 1 + the number of teams significantly better on the same cases" in text(page)  # the tab says how
+    assert "mean of those ranks, lowest first" in text(site.client("alpha@example.org").get(f"/leaderboard/{SANITY}?method=mean-rank"))
     rows = table_rows(page, "leaderboard")
     header = [h for h in re.findall(r"<th[^>]*>(.*?)</th>", page.get_data(as_text=True).split('id="leaderboard"', 1)[1])]
     mean_rank = next(i for i, h in enumerate(header) if "Mean rank" in h)
