@@ -150,7 +150,7 @@ def test_the_rows_test_what_they_claim(table):
     assert "missing prediction" in messages["missing_file"]
     assert "not a decodable" in messages["unreadable_file"]
     assert "(200, 256)" in messages["size_mismatch"]
-    assert "[5]" in messages["labels_outside_schema"]
+    assert "label 5 is outside the schema" in messages["labels_outside_schema"]
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,7 @@ def test_real_cases_match_the_oracle(real_setup, challenge, method, tmp_path):
     assert "missing prediction" in messages["missing"]
     assert "not a decodable" in messages["garbage"]
     assert "(200, 256)" in messages["shape"] and "(256, 256)" in messages["shape"]
-    assert "[5]" in messages["labels"]
+    assert "label 5 is outside the schema" in messages["labels"]
     # aggregates and the score, recomputed here from the per-case values
     cases = list(result["cases"].values())
     agg = result["aggregates"]
