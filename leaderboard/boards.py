@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from iugc.submissions import challenges, reports
 from iugc.submissions.exceptions import Forbidden
-from iugc.submissions.models import Phase, User
+from iugc.submissions.models import Phase, Role, User
 
 KEPT = 256
 """Entries kept per app (rows, JSON, tables, charts of every phase and method); the least
@@ -66,6 +66,11 @@ class Kept:
 def store() -> Kept:
     """The app's store (one per app)."""
     return current_app.extensions.setdefault("iugc_boards", Kept())
+
+
+ANONYMOUS = User(id=0, email="", role=Role.participant)
+"""Stands for an anonymous visitor where ``reports`` asks for a viewer (never stored): a
+visitor sees what a participant sees."""
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,8 @@ class KeptAnswers:
             method = (parse_qs(environ.get("QUERY_STRING", "")).get("method") or [""])[0] or None  # as the view reads it
             with self.app.extensions["iugc"].read_sessions() as session:
                 board = self._board(session, page.group(1), method)
-            return (("page",) + board.key if board is not None and board.results_published else None), None
+            shown = board is not None and not reports.results_hidden(board, boards.ANONYMOUS)  # as the view decides for a visitor
+            return (("page",) + board.key if shown else None), None
         if api := _API.fullmatch(path):
             token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
             if token is None:

@@ -13,7 +13,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from iugc.submissions import challenges, reports, teams
-from iugc.submissions.exceptions import Forbidden, NotFound
+from iugc.submissions.exceptions import NotFound
 from iugc.submissions.models import Phase, Role, User
 from iugc.leaderboard import boards
 from iugc.leaderboard.web import charts
@@ -55,18 +55,14 @@ def defined_by(key: str, definition) -> bool:
     return True  # scores, ranks and counts
 
 
-ANONYMOUS = User(id=0, email="", role=Role.participant)
-"""Stands for an anonymous visitor where ``reports`` asks for a viewer (never stored)."""
-
-
 def viewer() -> User | None:
     return current_user.user if current_user.is_authenticated else None
 
 
 def visible(phase: Phase, user: User | None) -> bool:
-    if user is None:
-        return phase.results_published
-    return not reports.results_hidden(phase, user)
+    """Whether ``user`` (None: an anonymous visitor) sees the board: everyone sees every
+    board but a final test's, which only organizers see until it is published."""
+    return not reports.results_hidden(phase, user or boards.ANONYMOUS)
 
 
 def board(session, user: User | None, slug: str, method: str | None) -> dict:
@@ -76,9 +72,7 @@ def board(session, user: User | None, slug: str, method: str | None) -> dict:
     ``iugc.leaderboard.boards`` (shared with the API) and recomputed when its key changes.
     ``phase_row()`` loads the phase itself (only what is not kept needs it)."""
     state = boards.state(session, slug, method)
-    if user is None and not state.results_published:
-        raise Forbidden(f"the leaderboard of {slug} is not public yet; log in to see it")
-    data = boards.ranked(session, user or ANONYMOUS, state)
+    data = boards.ranked(session, user or boards.ANONYMOUS, state)  # Forbidden for a final test not published yet
 
     def phase_row() -> Phase:
         return session.get(Phase, state.id)  # once per session (the identity map keeps it)

@@ -122,17 +122,24 @@ def test_the_ranking_method_switch(site):
     assert bad.status_code == 400 and "ranking method must be one of score, mean-rank" in text(bad)
 
 
-def test_anonymous_visitors_see_only_phases_an_organizer_made_public(site):
+def test_anonymous_visitors_see_every_board_but_a_final_test_not_yet_published(site):
+    """As on grand-challenge.org and Codabench: the validation leaderboard is public (the
+    overview says so); the final test's results wait for the organizers."""
     _two_teams(site, VALIDATION)
+    site.submission("b@example.org", FINAL, FAIR)
+    site.submission("a@example.org", FINAL, GOOD)
     anonymous = site.client()
-    hidden = anonymous.get(f"/leaderboard/{VALIDATION}")
-    assert hidden.status_code == 403 and "not public yet; log in" in text(hidden)
-    assert f'href="/leaderboard/{VALIDATION}"' not in anonymous.get("/leaderboard").get_data(as_text=True)
-    organizer = site.client(ORGANIZER)
-    assert organizer.form(f"/admin/phases/{VALIDATION}/publish", page="/admin").status_code == 302
     shown = anonymous.get(f"/leaderboard/{VALIDATION}")
     assert shown.status_code == 200 and [r[1] for r in table_rows(shown, "leaderboard")] == ["alpha", "beta"]
-    assert f'href="/leaderboard/{VALIDATION}"' in anonymous.get("/leaderboard").get_data(as_text=True)
+    index = anonymous.get("/leaderboard").get_data(as_text=True)
+    assert f'href="/leaderboard/{VALIDATION}"' in index and f'href="/leaderboard/{FINAL}"' not in index
+    assert "results hidden until the organizers publish them" in text(anonymous.get("/leaderboard"))
+    hidden = anonymous.get(f"/leaderboard/{FINAL}")
+    assert hidden.status_code == 403 and "not published yet" in text(hidden)
+    organizer = site.client(ORGANIZER)
+    assert "hidden from participants" in text(organizer.get("/admin"))
+    assert organizer.form(f"/admin/phases/{FINAL}/publish", page="/admin").status_code == 302
+    assert [r[1] for r in table_rows(anonymous.get(f"/leaderboard/{FINAL}"), "leaderboard")] == ["alpha", "beta"]
     assert anonymous.get("/leaderboard/no-such-phase").status_code == 404
 
 
@@ -466,7 +473,7 @@ def test_the_leaderboard_shows_rank_stability_and_pairwise_significance_from_the
     svg = client.get(f"/leaderboard/{SANITY}/stability.svg")
     assert svg.status_code == 200 and svg.mimetype == "image/svg+xml" and b"<svg" in svg.data
     assert b">rank 1<" in svg.data and b">rank 2<" in svg.data and b"colour: the rank a team got" in svg.data  # a legend
-    assert site.client().get(f"/leaderboard/{SANITY}/stability.svg").status_code == 403  # not public yet
+    assert site.client().get(f"/leaderboard/{SANITY}/stability.svg").data == svg.data  # public to visitors too
     monkeypatch.setattr(charts, "bootstrap_ranks", lambda *a, **k: pytest.fail("recomputed although cached"))
     assert client.get(f"/leaderboard/{SANITY}").status_code == 200
     assert client.get(f"/leaderboard/{SANITY}/stability.svg").data == svg.data
@@ -554,10 +561,10 @@ def test_the_kept_leaderboard_follows_new_results_and_still_checks_who_sees_it(s
 
 
 def test_a_page_refused_to_a_visitor_offers_to_log_in_and_come_back(site):
-    refused = site.client().get(f"/leaderboard/{VALIDATION}")
-    assert refused.status_code == 403 and "log in to see it" in text(refused)
+    refused = site.client().get(f"/leaderboard/{FINAL}")
+    assert refused.status_code == 403 and "not published yet" in text(refused)
     body = refused.get_data(as_text=True)
-    assert f'href="/login?next=/leaderboard/{VALIDATION}"' in body
+    assert f'href="/login?next=/leaderboard/{FINAL}"' in body
     assert 'rel="icon"' in body and site.client().get("/static/favicon.svg").status_code == 200
     site.person("a@example.org", "alpha")
     member = site.client("a@example.org")
@@ -582,7 +589,7 @@ def test_what_cannot_be_taken_back_in_one_click_asks_first_and_says_what_it_cost
     assert asked["team", f"/submissions/{sid}/cancel"] == f"Cancel submission {sid}? It still counts against your team's quota."
     assert asked["organizer", f"/submissions/{sid}/cancel"] == f"Cancel submission {sid}? It will no longer count against the team's quota."
     assert "again" in asked["organizer", f"/admin/submissions/{sid}/reevaluate"]
-    assert asked["organizer", f"/admin/phases/{SANITY}/publish"].startswith(f"Publish the results of {SANITY}?")
+    assert asked["organizer", f"/admin/phases/{FINAL}/publish"].startswith(f"Publish the results of {FINAL}?")
     assert asked["organizer", f"/admin/phases/{SANITY}/submissions/disqualify"].startswith("Disqualify this submission?")
     unasked = [action for (who, action), question in asked.items()
                if question is None and re.search(r"/(publish|cancel|reevaluate|disqualify)", action)]
