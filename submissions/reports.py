@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 
 from iugc.evaluator.ranking import rank_teams
 from iugc.submissions import challenges, teams
@@ -123,19 +123,26 @@ def case_values(session: Session, evaluation_ids: list[int]) -> dict[int, dict[s
     return cases
 
 
+_COUNTED = aliased(Submission)
 _LEADERBOARD = (  # one round trip: the phase (visibility, definition) and its entries; built once
     select(Phase.kind, Phase.results_published, Challenge,  # the challenge without its definition (deferred)
-           LeaderboardEntry.submission_id, LeaderboardEntry.evaluation_id, Team.name, Evaluation.aggregates)
+           LeaderboardEntry.submission_id, LeaderboardEntry.evaluation_id, Team.name, Evaluation.aggregates,
+           Submission.created_at,
+           select(func.count()).where(_COUNTED.team_id == LeaderboardEntry.team_id, _COUNTED.phase_id == Phase.id,
+                                      _COUNTED.status == State.succeeded)  # moves only with the entries, so kept rows stay true
+           .correlate(LeaderboardEntry, Phase).scalar_subquery().label("n_submissions"))
     .join(Challenge, Challenge.id == Phase.challenge_id)
     .outerjoin(LeaderboardEntry, LeaderboardEntry.phase_id == Phase.id)
     .outerjoin(Team, Team.id == LeaderboardEntry.team_id).outerjoin(Evaluation, Evaluation.id == LeaderboardEntry.evaluation_id)
+    .outerjoin(Submission, Submission.id == LeaderboardEntry.submission_id)
     .where(Phase.slug == bindparam("slug")))
 
 
 def leaderboard(session: Session, user: User, slug: str, method: str | None = None) -> dict:
     """Ranked rows, one per team, by ``method`` (default the challenge's first ranking
     method): each team's best-scoring submission (its latest successful evaluation; ties:
-    the later submission), read from ``leaderboard_entries``."""
+    the later submission), read from ``leaderboard_entries``, with when it was submitted
+    (``submitted``, UTC) and how many of the team's submissions in the phase are scored."""
     found = session.execute(_LEADERBOARD, {"slug": slug}).all()
     if not found:
         challenges.phase_by_slug(session, slug)  # raises its NotFound, naming the phases there are
@@ -150,6 +157,8 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
     if not entries:
         return {"phase": slug, "method": method, "rows": []}
     teams = {str(r.submission_id): r.name for r in entries}
+    about = {str(r.submission_id): {"submitted": r.created_at.strftime("%Y-%m-%dT%H:%MZ"), "submissions": r.n_submissions}
+             for r in entries}
     results = {str(r.submission_id): {"aggregates": r.aggregates or {}} for r in entries}
     if method == "test-then-rank":  # paired tests on the per-case values of each team's ranked evaluation
         cases = case_values(session, [r.evaluation_id for r in entries])
@@ -163,7 +172,7 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
     for ranked in ranking:
         sid = ranked.pop("team")
         ranked.pop("p_values", None)  # every pair's p-values: the analysis shows them, not each row
-        rows.append({"team": teams[sid], "submission": int(sid), **ranked})
+        rows.append({"team": teams[sid], "submission": int(sid), **about[sid], **ranked})
     rows.sort(key=lambda r: (r["rank"], r["team"]))
     return {"phase": slug, "method": method, "rows": rows}
 

@@ -89,8 +89,16 @@ def test_the_leaderboard_shows_rank_team_score_and_every_metric(site):
     assert response.status_code == 200
     head = re.findall(r"<th[^>]*>(.*?)</th>", response.get_data(as_text=True).split('id="leaderboard"')[1].split("</thead>")[0], re.S)
     labels = [html.unescape(re.sub(r"<[^>]+>", "", h)).strip() for h in head]
-    assert labels == ["Rank", "Team", "Score ↑", "Dice PS ↑", "Dice FH ↑", "Dice all ↑", "HD (px) ↓", "ASD (px) ↓", "ΔAoP (°) ↓", "Cases"]
+    assert labels == ["Rank", "Team", "Score ↑", "Dice PS ↑", "Dice FH ↑", "Dice all ↑", "HD (px) ↓", "ASD (px) ↓", "ΔAoP (°) ↓", "Cases",
+                      "Submitted (UTC)", "Scored"]
     rows = table_rows(response, "leaderboard")
+    site.submission("a@example.org", VALIDATION)  # two more of alpha's: one is scored (FAIR, not its best) and
+    site.submission("a@example.org", VALIDATION, FAIR)  # counts, one stays queued and does not
+    with site.sessions() as session:
+        created = {s.id: s.created_at for s in session.execute(select(Submission).order_by(Submission.id)).scalars()}
+    fair, good = list(created)[:2]
+    again = table_rows(site.client("b@example.org").get(f"/leaderboard/{VALIDATION}"), "leaderboard")
+    assert [r[-2:] for r in again] == [[created[good].strftime("%Y-%m-%d %H:%M"), "2"], [created[fair].strftime("%Y-%m-%d %H:%M"), "1"]]
     assert [r[:2] for r in rows] == [["1", "alpha"], ["2", "beta"]]
     assert re.search(r'<tr class="mine">.*?beta <span class="badge">your team</span>', response.get_data(as_text=True), re.S)
     assert rows[0][2] == f"{psfhs_score(GOOD):.4f}" and rows[1][2] == f"{psfhs_score(FAIR):.4f}"
