@@ -61,22 +61,25 @@ class DefinitionError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys refused; every number finite (NaN and infinity make no limit, weight or
+    worst case)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class WorstCase(_Strict):
     """Values given to a metric that cannot be measured (empty or missing prediction)."""
 
-    dice: float = 0.0
-    hd: float = 100.0
-    asd: float = 100.0
-    aop_error: float = 180.0
-    hsd_error: float = 100.0
-    hd95: float = 100.0
-    nsd: float = 0.0
-    sensitivity: float = 0.0
-    precision: float = 0.0
-    mre: float = 100.0
+    dice: float = Field(default=0.0, ge=0, le=1)
+    hd: float = Field(default=100.0, ge=0)
+    asd: float = Field(default=100.0, ge=0)
+    aop_error: float = Field(default=180.0, ge=0, le=180)
+    hsd_error: float = Field(default=100.0, ge=0)
+    hd95: float = Field(default=100.0, ge=0)
+    nsd: float = Field(default=0.0, ge=0, le=1)
+    sensitivity: float = Field(default=0.0, ge=0, le=1)
+    precision: float = Field(default=0.0, ge=0, le=1)
+    mre: float = Field(default=100.0, ge=0)
     """Radial error, in pixels, of each landmark of a missing or invalid landmark prediction
     (so also its MRE)."""
 
@@ -271,12 +274,24 @@ def _load_file(path: str) -> ChallengeDefinition:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise DefinitionError(f"{path}: not valid YAML ({exc})") from None
+    return validate_definition(data, path)
+
+
+def validate_definition(data, where: str) -> ChallengeDefinition:
+    """A definition's mapping (parsed YAML) validated; DefinitionError naming ``where`` and
+    each field at fault otherwise.
+
+    >>> validate_definition({"name": "x"}, "mine.yaml")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    iugc.challenge.definition.DefinitionError: mine.yaml: invalid challenge definition: title: Field required; ...
+    """
     if not isinstance(data, dict):
-        raise DefinitionError(f"{path}: a challenge definition must be a mapping at the top level")
+        raise DefinitionError(f"{where}: a challenge definition must be a mapping at the top level")
     try:
         return ChallengeDefinition.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors()
         )
-        raise DefinitionError(f"{path}: invalid challenge definition: {problems}") from None
+        raise DefinitionError(f"{where}: invalid challenge definition: {problems}") from None
