@@ -75,7 +75,7 @@ def evaluate_cmd(predictions, ground_truth, challenge_name, out, split, cases_fi
     Per case: Dice, Hausdorff distance and average surface distance for PS, FH and their
     union, AoP (and HSD for iugc2024) of prediction and truth and their errors. A missing
     or invalid prediction scores the worst case and is reported on stderr; the run never
-    stops for one bad case. --split / --cases score a subset. The result's "provenance"
+    stops for one bad case, but an empty predictions folder is refused (a wrong path). --split / --cases score a subset. The result's "provenance"
     names the platform version, the challenge and truth hashes and the time. Exit status
     0 means the evaluation ran; 130 when interrupted (nothing is written).
     """
@@ -86,6 +86,10 @@ def evaluate_cmd(predictions, ground_truth, challenge_name, out, split, cases_fi
     challenge = challenge_or_exit(challenge_name)
     case_ids = read_case_ids(cases_file)
     cache = None if no_cache else (cache_dir or default_cache_dir())
+    if predictions.is_dir() and not any(p for p in predictions.iterdir() if not p.name.startswith(".")):
+        # every case would score the worst case: almost always a wrong path, so nothing is written
+        raise click.ClickException(f"{predictions} is empty: no mask and no predictions.json to score; give the folder your "
+                                   "predictions were written to (an image's empty output is scored by `iugc evaluate-image`)")
     try:
         result = evaluate_folder(predictions, ground_truth, challenge, jobs=jobs, cache_dir=cache, progress=not quiet,
                                  split=split, case_ids=case_ids)

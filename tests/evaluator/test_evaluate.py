@@ -194,6 +194,15 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     assert not (tmp_path / "o.json").exists()
 
 
+def test_an_empty_predictions_folder_is_refused_and_nothing_is_written(tmp_path):
+    cv2.imwrite(str(tmp_path / "case1.png"), np.zeros((8, 8), np.uint8))
+    (tmp_path / "preds").mkdir()
+    run = run_iugc("evaluate", "--predictions", tmp_path / "preds", "--ground-truth", tmp_path, "--challenge", "psfhs2023",
+                   "--out", tmp_path / "o.json", "--no-cache", "--quiet")
+    assert run.returncode == 1 and "is empty: no mask and no predictions.json to score" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "o.json").exists()
+
+
 _SIGNAL_PROBE = """
 import json, multiprocessing, os, signal, sys, time
 
