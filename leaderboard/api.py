@@ -115,13 +115,31 @@ def _counters():
     return limiter.limiter
 
 
-def _json_body(*required: str) -> dict:
+MAX_FIELD_CHARS = 1000
+
+
+def json_body(required: tuple[str, ...] = (), optional: tuple[str, ...] = ()) -> dict[str, str]:
+    """The request's JSON object, every field a string: one InvalidRequest (400) naming the
+    first field at fault otherwise (not an object, an unknown or missing field, a value that
+    is not a string or is too long). Every API v1 body is read through here."""
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object (Content-Type: application/json)")
-    missing = [k for k in required if not isinstance(data.get(k), str)]
-    if missing:
-        raise InvalidRequest(f"missing or non-string field(s): {', '.join(missing)}")
+        raise InvalidRequest("the body must be a JSON object such as {\"" + "\": \"...\", \"".join(required or optional)
+                             + "\": \"...\"} with Content-Type: application/json")
+    accepted = (*required, *optional)
+    unknown = [name for name in data if name not in accepted]
+    if unknown:
+        raise InvalidRequest(f"unknown field {ascii(unknown[0])[:60]}; this endpoint takes {', '.join(accepted)}", field=unknown[0][:60])
+    for name in required:
+        if name not in data:
+            raise InvalidRequest(f"the field {name!r} is missing", field=name)
+    for name, value in data.items():
+        if not isinstance(value, str):
+            kind = "null" if value is None else {bool: "a boolean", int: "a number", float: "a number", list: "a list",
+                                                 dict: "an object"}.get(type(value), "another type")
+            raise InvalidRequest(f"the field {name!r} must be a string, got {kind}", field=name)
+        if len(value) > MAX_FIELD_CHARS:
+            raise InvalidRequest(f"the field {name!r} is {len(value)} characters long; at most {MAX_FIELD_CHARS}", field=name)
     return data
 
 
@@ -142,7 +160,7 @@ def list_phases():
           body={"name": {"type": "string"}, "challenge": {"type": "string", "description": "needed when several challenges exist"}},
           responses={201: "the team", 400: "malformed body", 409: "name taken or already in a team"})
 def create_team():
-    data = _json_body("name")
+    data = json_body(required=("name",), optional=("challenge",))
     with db.transaction(service().sessions) as session:
         user = session.merge(g.user)
         team = teams.create_team(session, user, data["name"], data.get("challenge"))
@@ -155,7 +173,7 @@ def create_team():
                      403: "an e-mail invitation sent to another address", 404: "no such invitation or team",
                      409: "already in a team of that challenge"})
 def join_team():
-    token = _json_body("invitation")["invitation"].strip()
+    token = json_body(required=("invitation",))["invitation"].strip()
     with db.transaction(service().sessions) as session:
         team = teams.join_by_invitation(session, session.merge(g.user), current_app.secret_key, token)
         return {"id": team.id, "name": team.name, "challenge": team.challenge.name}

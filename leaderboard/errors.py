@@ -30,6 +30,8 @@ def service_error_json(exc: ServiceError):
     """``{"error": ...}`` with the class's status, and ``Retry-After`` for a quota or a rate
     (API v1, and the upload page's script, which asks for JSON)."""
     body = {"error": str(exc)}
+    if getattr(exc, "field", None):
+        body["field"] = exc.field  # the input at fault
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         body["retry_after"] = retry_after.isoformat()

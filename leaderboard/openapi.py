@@ -52,7 +52,8 @@ def build(app) -> dict:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Error": {"type": "object", "required": ["error"], "properties": {
-                "error": {"type": "string"}, "retry_after": {"type": "string", "format": "date-time"}}}},
+                "error": {"type": "string"}, "retry_after": {"type": "string", "format": "date-time"},
+                "field": {"type": "string", "description": "the input at fault, when one is"}}}},
         },
         "paths": dict(sorted(paths.items())),
     }

@@ -26,7 +26,7 @@ class SchemaNotCurrent(ConfigurationError):
 
 class InvalidRequest(ServiceError):
     """The request or an uploaded archive is malformed (HTTP 400). ``field``, when given,
-    names the input at fault (a form shows the message under it)."""
+    names the input at fault (a form shows the message under it; API v1 returns it)."""
 
     status = 400
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from iugc.leaderboard.app import create_app
 from iugc.submissions import accounts, challenges, db, queue
@@ -86,9 +88,16 @@ def test_teams(service):
     other = _token(service, "b@example.org")
     taken = service.client.post("/api/v1/teams", headers=other, json={"name": "alpha"})
     assert taken.status_code == 409 and "taken" in taken.json["error"]
-    for body in ("{not json", "[1]", '{"name": 5}'):
+    for body, said, field in (("{not json", "the body must be a JSON object such as {\"name\": \"...\"}", None),
+                              ("[1]", "must be a JSON object", None),
+                              ('{"name": 5}', "the field 'name' must be a string, got a number", "name"),
+                              ('{"name": null}', "must be a string, got null", "name"),
+                              ('{"nmae": "x"}', "unknown field 'nmae'; this endpoint takes name, challenge", "nmae"),
+                              ("{}", "the field 'name' is missing", "name"),
+                              ('{"name": "' + "x" * 1001 + '"}', "is 1001 characters long; at most 1000", "name")):
         bad = service.client.post("/api/v1/teams", headers=other, data=body, content_type="application/json")
-        assert bad.status_code == 400, body
+        assert bad.status_code == 400 and said in bad.json["error"], (body, bad.json)
+        assert bad.json.get("field") == field
     from iugc.submissions.models import Membership, Team
 
     with service.sessions() as session:
@@ -369,3 +378,28 @@ def test_a_submissions_status_takes_the_same_few_statements_however_many_evaluat
             status = reports.submission_status(session, user, sid)
             assert [len(e["history"]) for e in status["evaluations"]] == [5, 4, 4]
             assert len(statements) <= (4 if email == "a@example.org" else 3), statements  # + the participant's team
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                    max_leaves=8)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_any_json_body_gets_an_answer_in_words_never_a_server_error(service):
+    """Property-based (Hypothesis): whatever JSON a client sends to the endpoints that read
+    a body, the answer is a 2xx or a 4xx with one short sentence, never a 500 or a traceback."""
+    caller = _token(service, "p@example.org")
+    bodies = st.one_of(JSON, st.fixed_dictionaries({"name": JSON}), st.fixed_dictionaries({"invitation": JSON}),
+                       st.fixed_dictionaries({"name": st.text(max_size=40), "challenge": JSON}))
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(path=st.sampled_from(["/api/v1/teams", "/api/v1/teams/join"]), body=bodies)
+    def check(path, body):
+        answer = service.client.post(path, headers=caller, json=body)
+        assert answer.status_code < 500, (path, body, answer.data[:300])
+        if answer.status_code >= 400:
+            assert set(answer.json) <= {"error", "field", "retry_after"} and 0 < len(answer.json["error"]) < 400
+            assert "Traceback" not in answer.json["error"] and "Error(" not in answer.json["error"]
+
+    check()
