@@ -168,18 +168,25 @@ def authenticate(session: Session, token: str | None) -> User:
     return user
 
 
-def change_password(session: Session, user_id: int, current: str, new: str) -> str | None:
-    """Replace the user's password; returns why not (None when done). Sessions elsewhere end:
-    a session names its user with a fingerprint of the password hash."""
+def change_password(session: Session, user_id: int, current: str, new: str) -> User:
+    """Replace the user's password; InvalidRequest naming the field at fault (``current`` or
+    ``password``) otherwise. Sessions elsewhere end: a session names its user with a
+    fingerprint of the password hash."""
     user = session.get(User, user_id)
     if user is None or not password_matches(user.password_hash, current):
-        return "the current password is wrong"
+        raise InvalidRequest("the current password is wrong", field="current")
+    _set_password(session, user, new, "user.password")
+    return user
+
+
+def _set_password(session: Session, user: User, new: str, action: str) -> None:
+    """Hash and store an acceptable new password, audited as ``action``; InvalidRequest
+    (field ``password``) saying why one is not acceptable."""
     problem = check_new_password(new, user.email)
     if problem:
-        return problem
+        raise InvalidRequest(problem, field="password")
     user.password_hash = hash_password(new)
-    audit(session, user_id, "user.password", f"user:{user_id}")
-    return None
+    audit(session, user.id, action, f"user:{user.id}")
 
 
 RESET_HOURS = 2
@@ -224,15 +231,10 @@ def user_of_reset_token(session: Session, secret: str, token: str) -> User:
     return user
 
 
-def reset_password(session: Session, secret: str, token: str, new: str) -> str | None:
-    """Set the password a reset link is for; returns why not (None when done)."""
-    user = user_of_reset_token(session, secret, token)
-    problem = check_new_password(new, user.email)
-    if problem:
-        return problem
-    user.password_hash = hash_password(new)
-    audit(session, user.id, "user.password_reset", f"user:{user.id}")
-    return None
+def reset_password(session: Session, secret: str, token: str, new: str) -> None:
+    """Set the password a reset link is for; InvalidRequest (field ``password``) saying why
+    the new one is not acceptable, or why the link is not valid."""
+    _set_password(session, user_of_reset_token(session, secret, token), new, "user.password_reset")
 
 
 def require_organizer(user: User) -> None:

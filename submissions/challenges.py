@@ -69,10 +69,15 @@ def init_challenge(session: Session, name_or_path: str | Path, actor_id: int | N
     return challenge, True
 
 
+def phase_slugs(session: Session) -> list[str]:
+    """Every phase's slug, in the order the phases were made."""
+    return session.execute(select(Phase.slug).order_by(Phase.id)).scalars().all()
+
+
 def phase_by_slug(session: Session, slug: str) -> Phase:
     phase = session.execute(select(Phase).options(joinedload(Phase.challenge)).where(Phase.slug == slug)).scalar_one_or_none()
     if phase is None:
-        slugs = session.execute(select(Phase.slug).order_by(Phase.id)).scalars().all()
+        slugs = phase_slugs(session)
         raise NotFound(f"no phase {slug!r}; phases: {', '.join(slugs) or 'none (run `iugc admin init`)'}")
     return phase
 

@@ -78,7 +78,7 @@ def submissions():
     filters = {name: request.args.get(name, "")[:100] for name in ("phase", "team", "status")}
     with service().sessions() as session:
         rows = reports.all_submissions(session, **filters)
-        phases = [p.slug for p in reports.organizer_overview(session)["phases"]]
+        phases = challenges.phase_slugs(session)
     return render_template("admin/submissions.html", rows=rows, filters=filters, phases=phases,
                            statuses=[s.value for s in State], form=ActionForm())
 
@@ -90,9 +90,10 @@ def reset_link():
     form = InviteForm()
     if not form.validate_on_submit():
         raise InvalidRequest("give the e-mail address the participant registered with")
+    email = form.email.data.strip().lower()
     with db.transaction(service().sessions) as session:
-        token = accounts.reset_token(session, current_app.secret_key, form.email.data.strip().lower(), actor_id=current_user.id)
-    flash(f"Pass this link on to {form.email.data.strip().lower()}; it works once, for {accounts.RESET_HOURS} hours: "
+        token = accounts.reset_token(session, current_app.secret_key, email, actor_id=current_user.id)
+    flash(f"Pass this link on to {email}; it works once, for {accounts.RESET_HOURS} hours: "
           f"{url_for('auth.reset', token=token, _external=True)}", "success")
     return redirect(url_for("admin.index"))
 

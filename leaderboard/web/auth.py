@@ -96,13 +96,15 @@ def reset(token):
         email = user.email
     form = ResetForm()
     if form.validate_on_submit():
-        with db.transaction(service().sessions) as session:
-            problem = accounts.reset_password(session, current_app.secret_key, token, form.password.data)
-        if problem is None:
+        try:
+            with db.transaction(service().sessions) as session:
+                accounts.reset_password(session, current_app.secret_key, token, form.password.data)
+        except InvalidRequest as exc:
+            form.password.errors.append(str(exc))
+        else:
             logout_user()
             flash("Your new password is set: log in with it.", "success")
             return redirect(url_for("auth.login"))
-        form.password.errors.append(problem)
     return render_template("auth/reset.html", form=form, email=email), 200 if request.method == "GET" else 400
 
 
@@ -126,14 +128,15 @@ def account():
 def change_password():
     form = PasswordForm()
     if form.validate_on_submit():
-        with db.transaction(service().sessions) as session:
-            problem = accounts.change_password(session, current_user.id, form.current.data, form.password.data)
-            user = accounts.user_by_email(session, current_user.email)
-        if problem is None:
+        try:
+            with db.transaction(service().sessions) as session:
+                user = accounts.change_password(session, current_user.id, form.current.data, form.password.data)
+        except InvalidRequest as exc:
+            (form.current if exc.field == "current" else form.password).errors.append(str(exc))
+        else:
             login_user(Account(user))  # this session goes on under the new password; the others end
             flash("Your password is changed; other sessions are logged out.", "success")
             return redirect(url_for("auth.account"))
-        (form.current if problem.startswith("the current") else form.password).errors.append(problem)
     with service().sessions() as session:
         tokens = accounts.tokens_of(session, current_user.id)
     return render_template("auth/account.html", tokens=tokens, form=ActionForm(), password_form=form, new_token=None), 400
