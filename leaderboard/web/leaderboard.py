@@ -33,8 +33,10 @@ COLUMNS = [
     ("accuracy", "Accuracy", True), ("f1", "F1", True), ("auc", "AUC", True), ("mcc", "MCC", True),
     ("n_cases", "Cases", None),
 ]
-# the metric a result key belongs to, by its prefix (per structure, per point, predicted and expert values)
-_FAMILIES = (("dice", "dice"), ("hd", "hd"), ("asd", "asd"), ("re_", "mre"), ("mre", "mre"), ("aop", "aop_error"),
+# the metric a result key belongs to, by its prefix (per structure, per point, predicted and expert values);
+# a longer prefix before the shorter one it starts with
+_FAMILIES = (("dice", "dice"), ("hd95", "hd95"), ("hd", "hd"), ("asd", "asd"), ("nsd", "nsd"), ("sensitivity", "sensitivity"),
+             ("precision", "precision"), ("re_", "mre"), ("mre", "mre"), ("aop", "aop_error"),
              ("hsd", "hsd_error"), ("accuracy", "accuracy"), ("f1", "f1"), ("auc", "auc"), ("mcc", "mcc"))
 
 
@@ -44,7 +46,7 @@ def defined_by(key: str, definition) -> bool:
 
     >>> from iugc.challenge.definition import load_challenge
     >>> psfhs = load_challenge("psfhs2023")
-    >>> [k for k in ("dice_fh", "hsd_error", "hsd_pred", "aop_gt", "p_standard_plane", "n_cases") if defined_by(k, psfhs)]
+    >>> [k for k in ("dice_fh", "hsd_error", "hsd_pred", "aop_gt", "hd95_ps", "p_standard_plane", "n_cases") if defined_by(k, psfhs)]
     ['dice_fh', 'aop_gt', 'n_cases']
     """
     if key == "p_standard_plane":
