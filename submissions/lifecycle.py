@@ -8,14 +8,16 @@ conditional UPDATE on the current state (and, for a running evaluation, on the w
 holding it), so of two processes racing for the same change exactly one wins; the loser
 gets IllegalTransition and must leave the row alone. Each change is timestamped in
 ``status_changes`` and mirrored on the submission when it is that submission's latest
-evaluation.
+evaluation, except that a submission with a successful evaluation stays ``succeeded``
+while a re-evaluation of it is pending or after one fails: a re-evaluation replaces a
+result only by succeeding.
 """
 from __future__ import annotations
 
 import datetime as dt
 import functools
 
-from sqlalchemy import Row, bindparam, case, exists, insert, select, update
+from sqlalchemy import Row, and_, bindparam, case, exists, insert, select, update
 from sqlalchemy.orm import Session
 
 from iugc.submissions.exceptions import IllegalTransition
@@ -115,9 +117,12 @@ def _statements(held: bool, keys: tuple[str, ...], submission_keys: tuple[str, .
     change = (update(_EV).where(*condition).values(status=bindparam("e_target", type_=_EV.c.status.type), **values)
               .returning(_EV.c.submission_id, _EV.c.number))
     submission_id = bindparam("s_id")
-    later = exists().where(_EV.c.submission_id == submission_id, _EV.c.number > bindparam("s_number"))  # the status follows the latest evaluation
+    target = bindparam("s_target", type_=_SUB.c.status.type)
+    later = exists().where(_EV.c.submission_id == submission_id, _EV.c.number > bindparam("s_number"))
+    # the status follows the latest evaluation, but a scored submission stays succeeded until a re-evaluation succeeds
+    standing = and_(_SUB.c.result_evaluation_id.is_not(None), target != State.succeeded)
     mirror = (update(_SUB).where(_SUB.c.id == submission_id)
-              .values(status=case((later, _SUB.c.status), else_=bindparam("s_target", type_=_SUB.c.status.type)),
+              .values(status=case((later, _SUB.c.status), (standing, _SUB.c.status), else_=target),
                       **{k: bindparam(f"s_{k}", type_=_SUB.c[k].type) for k in submission_keys})
               .returning(_SUB.c.id.label("submission_id"), _SUB.c.team_id, _SUB.c.phase_id))
     return change, mirror

@@ -166,9 +166,10 @@ def still_held(sessions: sessionmaker[Session], worker_id: str, evaluation_ids: 
 
 def _counts(session: Session, submission_id: int, platform: bool) -> None:
     """Whether the submission uses up quota after this failure (platform faults never do;
-    the team's own do where the phase says so)."""
+    the team's own do where the phase says so). A submission that was scored before (this
+    was a re-evaluation) keeps counting as it did: its result stands."""
     keep_counting = select(Phase.failures_count).where(Phase.id == _SUB.c.phase_id).scalar_subquery()
-    condition = [_SUB.c.id == submission_id] + ([] if platform else [~keep_counting])
+    condition = [_SUB.c.id == submission_id, _SUB.c.result_evaluation_id.is_(None)] + ([] if platform else [~keep_counting])
     session.execute(update(_SUB).where(*condition).values(counts_against_quota=False))
 
 
@@ -304,7 +305,7 @@ def cancel(sessions: sessionmaker[Session], user_id: int, submission_id: int) ->
             raise InvalidRequest(f"submission {submission_id} is already {latest.status.value}; nothing to cancel")
         transition(session, latest.id, latest.status, State.cancelled, actor_id=user_id,
                    note="cancelled by an organizer" if user.role == Role.organizer else "cancelled by the team")
-        if user.role == Role.organizer:
+        if user.role == Role.organizer and submission.result_evaluation_id is None:  # a scored one's result stands
             submission.counts_against_quota = False
         audit.audit(session, user_id, "submission.cancel", f"submission:{submission_id}")
         return State.cancelled
@@ -312,7 +313,9 @@ def cancel(sessions: sessionmaker[Session], user_id: int, submission_id: int) ->
 
 def reevaluate(sessions: sessionmaker[Session], actor_id: int | None, slug: str, submission_id: int | None = None) -> list[int]:
     """Queue a new evaluation of one submission or of every submission of a phase; the old
-    evaluations are kept. Submissions with an evaluation still pending are skipped."""
+    evaluations are kept. Submissions with an evaluation still pending are skipped. Until
+    the new evaluation succeeds, a scored submission keeps its status, score, leaderboard
+    entry and quota count (``lifecycle``); a failed one shows in its history."""
     with transaction(sessions) as session:
         phase = challenges.phase_by_slug(session, slug)
         query = select(Submission).where(Submission.phase_id == phase.id).order_by(Submission.id)

@@ -88,6 +88,7 @@ def submission_status(session: Session, user: User, submission_id: int) -> dict:
             entry.update(worker_host=e.worker_host, worker_id=e.worker_id)
         evaluations.append(entry)
     result = latest_success(submission)
+    standing = result or latest  # what the submission's status, failure and score come from
     hidden = results_hidden(phase, user)
     return {
         "id": submission.id, "phase": phase.slug, "team": submission.team.name, "status": submission.status.value,
@@ -95,7 +96,9 @@ def submission_status(session: Session, user: User, submission_id: int) -> dict:
         "image_digest": submission.image_digest, "counts_against_quota": submission.counts_against_quota,
         "disqualified": submission.disqualified_reason or submission.team.disqualified_reason,
         "done": latest.status in TERMINAL,
-        "failure": latest.failure, "error": latest.error,
+        "failure": standing.failure, "error": standing.error,
+        "reevaluation": None if latest is standing else {  # a later evaluation that has not (yet) replaced the result
+            "number": latest.number, "status": latest.status.value, "failure": latest.failure, "error": latest.error},
         "results_hidden": hidden,
         "aggregates": None if hidden or result is None else result.aggregates,
         "score": None if hidden or result is None else result.score,
@@ -127,7 +130,7 @@ _COUNTED = aliased(Submission)
 _LEADERBOARD = (  # one round trip: the phase (visibility, definition) and its entries; built once
     select(Phase.kind, Phase.results_published, Challenge,  # the challenge without its definition (deferred)
            LeaderboardEntry.submission_id, LeaderboardEntry.evaluation_id, Team.name, Evaluation.aggregates,
-           Submission.created_at,
+           Submission.created_at, Evaluation.finished_at, Evaluation.evaluator_version,
            select(func.count()).where(_COUNTED.team_id == LeaderboardEntry.team_id, _COUNTED.phase_id == Phase.id,
                                       _COUNTED.status == State.succeeded)  # moves only with the entries, so kept rows stay true
            .correlate(LeaderboardEntry, Phase).scalar_subquery().label("n_submissions"))
@@ -142,7 +145,9 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
     """Ranked rows, one per team, by ``method`` (default the challenge's first ranking
     method): each team's best-scoring submission (its latest successful evaluation; ties:
     the later submission), read from ``leaderboard_entries``, with when it was submitted
-    (``submitted``, UTC) and how many of the team's submissions in the phase are scored."""
+    (``submitted``, UTC), how many of the team's submissions in the phase are scored, and
+    the evaluation the row comes from (``evaluation``: its id; ``evaluated``: when it
+    finished, UTC; ``evaluator``: the platform version that scored it)."""
     found = session.execute(_LEADERBOARD, {"slug": slug}).all()
     if not found:
         challenges.phase_by_slug(session, slug)  # raises its NotFound, naming the phases there are
@@ -157,7 +162,9 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
     if not entries:
         return {"phase": slug, "method": method, "rows": []}
     teams = {str(r.submission_id): r.name for r in entries}
-    about = {str(r.submission_id): {"submitted": r.created_at.strftime("%Y-%m-%dT%H:%MZ"), "submissions": r.n_submissions}
+    about = {str(r.submission_id): {"submitted": r.created_at.strftime("%Y-%m-%dT%H:%MZ"), "submissions": r.n_submissions,
+                                    "evaluated": r.finished_at.strftime("%Y-%m-%dT%H:%MZ") if r.finished_at else None,
+                                    "evaluation": r.evaluation_id, "evaluator": r.evaluator_version}
              for r in entries}
     results = {str(r.submission_id): {"aggregates": r.aggregates or {}} for r in entries}
     if method == "test-then-rank":  # paired tests on the per-case values of each team's ranked evaluation
@@ -209,14 +216,15 @@ def submission_rows(session: Session, user: User, team_id: int) -> list[dict]:
             "failure": status["failure"], "error": status["error"], "logs": last.get("logs"),
             "queue_position": queue_position(session, latest), "runtime_seconds": runtime_seconds(latest),
             "counts_against_quota": status["counts_against_quota"], "disqualified": status["disqualified"],
+            "reevaluation": status["reevaluation"],
         })
     return rows
 
 
 def all_submissions(session: Session, phase: str = "", team: str = "", status: str = "", limit: int = 500) -> list[dict]:
     """Every submission of every team (for organizers), newest first, with its latest
-    evaluation's status, score and failure; filtered by phase slug, team name (contains)
-    and latest status. An unknown status is an error naming the known ones."""
+    evaluation's status and failure and the score that stands (its last successful
+    evaluation's); filtered by phase slug, team name (contains) and latest status. An unknown status is an error naming the known ones."""
     if status and status not in {s.value for s in State}:
         raise InvalidRequest(f"no status {status!r}; the statuses are {', '.join(s.value for s in State)}")
     latest = select(func.max(Evaluation.id)).group_by(Evaluation.submission_id).scalar_subquery()
@@ -229,7 +237,7 @@ def all_submissions(session: Session, phase: str = "", team: str = "", status: s
         query = query.where(Team.name.contains(team, autoescape=True))
     if status:
         query = query.where(Evaluation.status == State(status))
-    return [{"id": s.id, "phase": slug, "team": name, "created": s.created_at, "status": e.status.value, "score": e.score,
+    return [{"id": s.id, "phase": slug, "team": name, "created": s.created_at, "status": e.status.value, "score": s.score,
              "failure": e.failure, "error": e.error, "counts_against_quota": s.counts_against_quota,
              "evaluations": e.number, "disqualified": s.disqualified_at is not None}
             for s, e, name, slug in session.execute(query.order_by(Submission.id.desc()).limit(limit)).all()]

@@ -105,7 +105,9 @@ function pollSubmissions(root) {
           if (s.results_hidden) score.textContent = "hidden until published";
           else score.textContent = s.score === null ? "—" : s.score.toFixed(4);
           const error = row.querySelector('[data-field="error"]');
-          error.textContent = s.error ? (s.failure ? s.failure + ": " : "") + s.error : "";
+          const re = s.reevaluation;
+          error.textContent = (s.error ? (s.failure ? s.failure + ": " : "") + s.error : "") +
+            (re ? "re-evaluation " + re.status + (re.status === "failed" ? " (" + re.failure + ")" : "") + "; this result stands" : "");
           if (s.done) { const cancel = row.querySelector('[data-field="cancel"]'); if (cancel) cancel.textContent = ""; }
         });
         if (pending) window.setTimeout(tick, 2000);

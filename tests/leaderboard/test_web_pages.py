@@ -90,7 +90,7 @@ def test_the_leaderboard_shows_rank_team_score_and_every_metric(site):
     head = re.findall(r"<th[^>]*>(.*?)</th>", response.get_data(as_text=True).split('id="leaderboard"')[1].split("</thead>")[0], re.S)
     labels = [html.unescape(re.sub(r"<[^>]+>", "", h)).strip() for h in head]
     assert labels == ["Rank", "Team", "Score ↑", "Dice PS ↑", "Dice FH ↑", "Dice all ↑", "HD (px) ↓", "ASD (px) ↓", "ΔAoP (°) ↓", "Cases",
-                      "Submitted (UTC)", "Scored"]
+                      "Submitted (UTC)", "Scored", "Evaluated (UTC)"]
     rows = table_rows(response, "leaderboard")
     site.submission("a@example.org", VALIDATION)  # two more of alpha's: one is scored (FAIR, not its best) and
     site.submission("a@example.org", VALIDATION, FAIR)  # counts, one stays queued and does not
@@ -98,7 +98,7 @@ def test_the_leaderboard_shows_rank_team_score_and_every_metric(site):
         created = {s.id: s.created_at for s in session.execute(select(Submission).order_by(Submission.id)).scalars()}
     fair, good = list(created)[:2]
     again = table_rows(site.client("b@example.org").get(f"/leaderboard/{VALIDATION}"), "leaderboard")
-    assert [r[-2:] for r in again] == [[created[good].strftime("%Y-%m-%d %H:%M"), "2"], [created[fair].strftime("%Y-%m-%d %H:%M"), "1"]]
+    assert [r[-3:-1] for r in again] == [[created[good].strftime("%Y-%m-%d %H:%M"), "2"], [created[fair].strftime("%Y-%m-%d %H:%M"), "1"]]
     assert [r[:2] for r in rows] == [["1", "alpha"], ["2", "beta"]]
     assert re.search(r'<tr class="mine">.*?beta <span class="badge">your team</span>', response.get_data(as_text=True), re.S)
     assert rows[0][2] == f"{psfhs_score(GOOD):.4f}" and rows[1][2] == f"{psfhs_score(FAIR):.4f}"
@@ -550,9 +550,20 @@ def test_an_organizer_re_evaluates_one_submission_keeping_the_old_evaluation(sit
     again = organizer.form(f"/admin/submissions/{sid}/reevaluate", page="/admin")
     assert again.status_code == 302 and "still pending" in text(organizer.get(f"/submissions/{sid}"))
     assert organizer.form("/admin/submissions/999/reevaluate", page="/admin").status_code == 404
+    team_page = text(site.client("a@example.org").get(f"/submissions/{sid}"))
+    assert "Re-evaluation (evaluation 2) is queued. The result below stands" in team_page and "No result yet" not in team_page
     assert organizer.form(f"/submissions/{sid}/cancel", page="/admin").status_code == 302  # organizers cancel too
     with site.sessions() as session:
-        assert session.get(Submission, sid).evaluations[-1].status.value == "cancelled"
+        submission = session.get(Submission, sid)
+        assert submission.evaluations[-1].status.value == "cancelled"
+        assert (submission.status.value, submission.counts_against_quota) == ("succeeded", True)  # the result stands
+    team_page = text(site.client("a@example.org").get(f"/submissions/{sid}"))
+    assert "Re-evaluation (evaluation 2) was cancelled. The result below stands" in team_page
+    assert f"Score {psfhs_score(GOOD):.4f}" in team_page and "Counts against quota yes" in team_page
+    (row,) = table_rows(site.client().get(f"/leaderboard/{SANITY}"), "leaderboard")
+    with site.sessions() as session:
+        finished = session.get(Submission, sid).evaluations[0].finished_at
+    assert row[-1].startswith(finished.strftime("%Y-%m-%d %H:%M"))  # the row names the evaluation it comes from
 
 
 def test_the_kept_leaderboard_follows_new_results_and_still_checks_who_sees_it(site):

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from iugc.submissions import queue
+from iugc.submissions import db, queue, reports
 from iugc.submissions.exceptions import InvalidRequest, NotFound
-from iugc.submissions.models import CaseResult, Evaluation, State, Submission
+from iugc.submissions.models import CaseResult, Evaluation, LeaderboardEntry, Phase, State, Submission, User
 from iugc.submissions.uploads import submit
 from iugc.submissions.worker import WorkerPool
 from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster  # noqa: F401
@@ -166,7 +166,86 @@ def test_reevaluation_keeps_the_old_evaluations(service):
     with service.sessions() as session:
         submission = session.get(Submission, sid)
         assert [(e.number, e.status) for e in submission.evaluations] == [(1, State.succeeded), (2, State.queued)]
-        assert submission.status == State.queued and submission.evaluations[1].id == new
+        # a scored submission keeps standing while its re-evaluation waits
+        assert submission.status == State.succeeded and submission.evaluations[1].id == new
+
+
+def _standing(service, sid):
+    """(status, score, result evaluation, counts against quota, the entry's evaluation) of a submission."""
+    with service.sessions() as session:
+        submission = session.get(Submission, sid)
+        entry = session.query(LeaderboardEntry).filter_by(submission_id=sid).one_or_none()
+        return (submission.status, submission.score, submission.result_evaluation_id, submission.counts_against_quota,
+                entry and entry.evaluation_id)
+
+
+@pytest.mark.parametrize("how", ["the image fails", "the platform fails", "an organizer cancels"])
+def test_a_reevaluation_that_does_not_succeed_leaves_the_result_standing(service, how):
+    alpha = service.participant("a@example.org", "alpha")
+    sid = _submit(service, alpha, 1)
+    first = queue.claim_next(service.sessions, "h:1:x")
+    queue.finish(service.sessions, first, noop_result(first, 0.4), evaluator_version="1.0")
+    before = _standing(service, sid)
+    assert before == (State.succeeded, 0.4, first.evaluation_id, True, first.evaluation_id)
+    (again,) = queue.reevaluate(service.sessions, service.organizer, service.phases[0], sid)
+    if how == "an organizer cancels":
+        assert queue.cancel(service.sessions, service.organizer, sid) == State.cancelled
+    else:
+        job = queue.claim_next(service.sessions, "h:1:x")
+        assert job.evaluation_id == again
+        if how == "the image fails":  # the phase does not count the team's failures: a first evaluation failing would stop counting
+            with db.transaction(service.sessions) as session:
+                session.query(Phase).update({Phase.failures_count: False})
+            assert queue.finish(service.sessions, job, {"status": "failed", "failure": "exit_code", "error": "exited with 1", "logs": ""})
+        else:
+            assert queue.release(service.sessions, job, "platform_error", "no usable GPU", max_attempts=0) == State.failed
+    assert _standing(service, sid) == before
+    organizer = reports.submission_status(_session := service.sessions(), _user(_session, service.organizer), sid)
+    _session.close()
+    assert organizer["status"] == "succeeded" and organizer["score"] == 0.4 and organizer["error"] is None
+    assert organizer["reevaluation"]["number"] == 2 and organizer["reevaluation"]["status"] in ("failed", "cancelled")
+    assert [e["status"] for e in organizer["evaluations"]] == ["succeeded", organizer["reevaluation"]["status"]]
+    if how != "an organizer cancels":  # the history keeps the reason
+        assert organizer["evaluations"][1]["error"]
+    with service.sessions() as session:
+        (row,) = reports.leaderboard(session, _user(session, service.organizer), service.phases[0])["rows"]
+    assert row["submission"] == sid and row["evaluation"] == first.evaluation_id and row["dice"] == 0.4
+    assert row["evaluated"] and row["evaluator"] == "1.0"
+
+
+def test_a_reevaluation_that_succeeds_replaces_the_result_and_says_so_on_the_board(service):
+    alpha = service.participant("a@example.org", "alpha")
+    sid = _submit(service, alpha, 1)
+    first = queue.claim_next(service.sessions, "h:1:x")
+    queue.finish(service.sessions, first, noop_result(first, 0.4), evaluator_version="1.0")
+    queue.reevaluate(service.sessions, service.organizer, service.phases[0], sid)
+    second = queue.claim_next(service.sessions, "h:1:x")
+    queue.finish(service.sessions, second, noop_result(second, 0.3), evaluator_version="2.0")
+    assert _standing(service, sid) == (State.succeeded, 0.3, second.evaluation_id, True, second.evaluation_id)
+    with service.sessions() as session:
+        (row,) = reports.leaderboard(session, _user(session, service.organizer), service.phases[0])["rows"]
+        finished = session.get(Evaluation, second.evaluation_id).finished_at
+        status = reports.submission_status(session, _user(session, service.organizer), sid)
+    assert (row["evaluation"], row["evaluator"], row["evaluated"]) == (second.evaluation_id, "2.0", finished.strftime("%Y-%m-%dT%H:%MZ"))
+    assert status["reevaluation"] is None
+
+
+def test_a_first_evaluation_still_mirrors_every_state(service):
+    """The standing rule is for scored submissions only: an unscored one shows its failure."""
+    alpha = service.participant("a@example.org", "alpha")
+    sid = _submit(service, alpha, 1)
+    with db.transaction(service.sessions) as session:
+        session.query(Phase).update({Phase.failures_count: False})
+    job = queue.claim_next(service.sessions, "h:1:x")
+    queue.finish(service.sessions, job, {"status": "failed", "failure": "exit_code", "error": "exited with 1", "logs": ""})
+    assert _standing(service, sid) == (State.failed, None, None, False, None)
+    with service.sessions() as session:
+        status = reports.submission_status(session, _user(session, service.organizer), sid)
+    assert (status["failure"], status["error"], status["reevaluation"]) == ("exit_code", "exited with 1", None)
+
+
+def _user(session, user_id):
+    return session.get(User, user_id)
 
 
 def test_the_embedded_pool_completes_every_evaluation_exactly_once(service):
