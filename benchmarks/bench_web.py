@@ -5,7 +5,7 @@ phase published) and the API's leaderboard (bearer token), one endpoint at a tim
 and then by 50 concurrent clients (keep-alive HTTP/1.1 connections on one asyncio loop,
 so the clients cost little of the 2 cores they share with the server).
 
-    python benchmarks/bench_web.py [--clients 1,50] [--requests 40] [--max-seconds 60] [--processes 2] [--threads 4]
+    python benchmarks/bench_web.py [--clients 1,50] [--requests 40] [--max-seconds 60] [--processes 2] [--threads 2]
 
 Each run is bounded: ``--requests`` per client, and stops after ``--max-seconds``. Prints,
 per endpoint and client count, p50/p95/p99 latency, requests/s and the server's CPU time
@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--clients", default="1,50", help="client counts to run, comma-separated")
     parser.add_argument("--requests", type=int, default=40, help="per client and endpoint")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="stop a run after this long")
-    parser.add_argument("--threads", type=int, default=4, help="request threads per server process (iugc serve --threads)")
+    parser.add_argument("--threads", type=int, default=2, help="request threads per server process (iugc serve --threads)")
     parser.add_argument("--processes", type=int, default=2, help="server processes (iugc serve --processes)")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]

@@ -11,7 +11,7 @@ import click
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (put a TLS proxy in front for anything else).")
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--threads", type=int, default=4, show_default=True, help="HTTP request threads per process (4 answered 50 clients faster than 8 or 16 on 2 cores: docs/web.md).")
+@click.option("--threads", type=int, default=2, show_default=True, help="HTTP request threads per process (2 answered 50 clients faster than 4 or 8 on 2 cores: docs/web.md).")
 @click.option("--processes", type=int, default=1, show_default=True,
               help="Processes answering requests (gunicorn workers); Python runs one thread at a time per process: use the "
                    "cores. Each process keeps its own database connections, kept leaderboards and, without a Redis broker, "
