@@ -274,6 +274,8 @@ def _load_file(path: str) -> ChallengeDefinition:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise DefinitionError(f"{path}: not valid YAML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DefinitionError(f"{path}: not UTF-8 text (byte {exc.start}); a challenge definition is a YAML text file") from None
     return validate_definition(data, path)
 
 

@@ -95,6 +95,12 @@ def evaluate_cmd(predictions, ground_truth, challenge_name, out, split, cases_fi
                                  split=split, case_ids=case_ids)
     except (EvaluationInputError, ManifestError) as exc:
         raise click.ClickException(str(exc)) from None
+    unreadable = [(c, case["error"]) for c, case in result["cases"].items() if (case["error"] or "").startswith("ground truth unreadable")]
+    if unreadable:  # scores against missing truth would not be the challenge's: nothing is written
+        first, reason = unreadable[0]
+        raise click.ClickException(f"{len(unreadable)} of {len(result['cases'])} ground-truth masks could not be read, such as "
+                                   f"case {first}'s ({reason.split(': ', 1)[1]}); check the ground-truth folder "
+                                   "(`iugc data verify` for a dataset)")
     atomic_write_text(out, json.dumps(result, indent=1, allow_nan=False) + "\n")
     for warning in result["warnings"]:
         click.echo(f"warning: {warning}", err=True)
@@ -137,13 +143,17 @@ def biometry_cmd(method, masks):
     sys.exit(1 if failed else 0)
 
 
+def _refuse_non_finite(name: str):
+    raise ValueError(f"{name} is not a number a result can hold; `iugc evaluate` writes undefined values as null")
+
+
 def _load_results(paths: list[Path]) -> tuple[dict[str, dict], dict[str, str], dict[str, Path], str]:
     """``(results, failed, sources, challenge)``: scored results by team, failed
     evaluate-image results by team (their reason), each team's file, the challenge."""
     results, failed, sources, names = {}, {}, {}, set()
     for path in paths:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_non_finite)
         except (OSError, ValueError) as exc:
             raise click.ClickException(f"{path}: not a readable results file ({exc})") from None
         if not isinstance(data, dict):

@@ -255,7 +255,7 @@ def load_cmd(archive, max_size):
     try:
         click.echo(load_archive(docker_engine.client(), archive, limits)[0])
     except (SubmissionError, RetryableError) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(f"{archive}: {exc}") from None
 
 
 @docker_group.command("export-base")

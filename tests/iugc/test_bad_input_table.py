@@ -1,0 +1,107 @@
+"""Every command that reads files, against every kind of bad input that applies, run as a
+person runs it (``python -m iugc``): a non-zero exit, a short message naming the thing that
+was wrong, no Python traceback or exception repr, and nothing left behind.
+
+The table is docs/input-boundaries.md's "Commands" rows that read files; each row lists
+the bad inputs that apply to it (a mask folder has no JSON to corrupt)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+REPR = re.compile(r"Traceback|\b[A-Z]\w*(Error|Exception)\(|<class '|File \"/")
+MAX_MESSAGE = 600  # characters of what the person reads on stderr
+
+
+def make_bad(kind: str, root: Path) -> Path:
+    """One bad input of ``kind`` under ``root``; returns its path."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"bad-{kind}"
+    if kind == "missing":
+        return path
+    if kind == "empty folder":
+        path.mkdir()
+    elif kind == "text file":
+        path.write_text("these are notes, not data\n")
+    elif kind == "zero-byte file":
+        path.write_bytes(b"")
+    elif kind == "folder of corrupt images":
+        path.mkdir()
+        for name in ("case_001.png", "case_002.png"):
+            (path / name).write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    elif kind == "folder of odd names":
+        path.mkdir()
+        (path / os.fsdecode(b"case_\xff.png")).write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+        (path / "case with spaces;rm.png").write_bytes(b"not a png")
+    elif kind == "symlink out of the folder":
+        path.mkdir()
+        (path / "case_001.png").symlink_to("/etc/hostname")
+    elif kind == "json of the wrong shape":
+        path.write_text(json.dumps({"hello": [1, 2, 3]}))
+    elif kind == "non-finite json":
+        path.write_text('{"challenge": "psfhs2023", "aggregates": {"score": NaN}, "cases": {}}')
+    elif kind == "not utf-8":
+        path.write_bytes(b"\xff\xfe\x00challenge: \xc3\x28\n")
+    else:
+        raise ValueError(kind)
+    return path
+
+
+FOLDERS = ["missing", "empty folder", "text file", "folder of corrupt images", "folder of odd names", "symlink out of the folder"]
+DATASETS = ["missing", "empty folder", "text file", "folder of corrupt images"]
+JSONS = ["text file", "zero-byte file", "json of the wrong shape", "non-finite json", "not utf-8"]
+
+# (row id, argv with BAD / OUT placeholders, the bad inputs that apply)
+TABLE = [
+    ("biometry", ["biometry", "--method", "ellipse", "BAD"], FOLDERS),
+    ("evaluate --predictions", ["evaluate", "--predictions", "BAD", "--ground-truth", "TRUTH", "--challenge", "psfhs2023",
+                                "--out", "OUT", "--quiet"], ["missing", "empty folder", "text file"]),
+    ("evaluate --ground-truth", ["evaluate", "--predictions", "TRUTH", "--ground-truth", "BAD", "--challenge", "psfhs2023",
+                                 "--out", "OUT", "--quiet"], DATASETS),
+    ("rank", ["rank", "BAD", "--json-out", "OUT"], JSONS),
+    ("challenge show", ["challenge", "show", "BAD"], ["missing", "text file", "zero-byte file", "not utf-8", "empty folder"]),
+    ("data verify", ["data", "verify", "BAD"], DATASETS),
+    ("data import", ["data", "import", "--layout", "png", "--source", "BAD", "--dest", "OUT"], DATASETS + ["folder of odd names"]),
+    ("data split", ["data", "split", "BAD", "--by-video", "train=0.8,validation=0.2"], DATASETS),
+    ("data landmarks", ["data", "landmarks", "BAD"], DATASETS),
+    ("data sample", ["data", "sample", "--from", "BAD", "--dest", "OUT", "--cases", "2"], DATASETS),
+    ("data nonstandard", ["data", "nonstandard", "--source", "BAD", "--dest", "OUT"], DATASETS),
+    ("docker load", ["docker", "load", "BAD"], ["text file", "zero-byte file", "empty folder"]),
+]
+CASES = [pytest.param(argv, kind, id=f"{row}: {kind}") for row, argv, kinds in TABLE for kind in kinds]
+
+
+@pytest.fixture(scope="module")
+def truth(tmp_path_factory):
+    """A small dataset the bad predictions are scored against (and that bad truth replaces)."""
+    dest = tmp_path_factory.mktemp("truth") / "ds"
+    done = subprocess.run([sys.executable, "-m", "iugc", "data", "phantom", "--dest", str(dest), "--cases", "3"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return dest
+
+
+@pytest.mark.parametrize("argv, kind", CASES)
+def test_a_bad_input_gets_one_sentence_and_leaves_nothing(argv, kind, truth, tmp_path):
+    bad = make_bad(kind, tmp_path / "in")
+    out = tmp_path / "out"
+    before = sorted(p.name for p in (tmp_path / "in").iterdir())
+    args = [str(bad) if a == "BAD" else str(out) if a == "OUT" else str(truth) if a == "TRUTH" else a for a in argv]
+    done = subprocess.run([sys.executable, "-m", "iugc", *args], capture_output=True, cwd=ROOT, timeout=120)
+    said = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode != 0, f"exit 0 on {kind}: {said[-800:]}"
+    assert not REPR.search(said), f"a traceback or exception repr reached the person: {said[-1500:]}"
+    message = done.stderr.decode(errors="replace").strip()
+    assert 0 < len(message) <= MAX_MESSAGE, f"{len(message)} characters on stderr: {message[:1500]}"
+    assert bad.name in said or any(word in message for word in ("empty", "no case", "nothing")), \
+        f"the message does not name {bad.name}: {message}"
+    assert not out.exists(), f"{out.name} was left behind"
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == before  # the bad input itself is left as it was
