@@ -218,8 +218,25 @@ def prepare(instance: Path, cases: int) -> dict:
     for name in STAND_IN_CHALLENGES:
         with step(f"the baseline as the demo team's submission to {name}"):
             _submit_baseline(instance, sessions, storage, name, truths[name])
+    _publish_client(instance)
     engine.dispose()
     return credentials
+
+
+def _publish_client(instance: Path) -> None:
+    """The client wheel the how-to-submit page tells teams to `pip install` (made once)."""
+    from iugc.submissions import downloads
+    from iugc.submissions.exceptions import ServiceError
+
+    with step("the client teams install from the site (iugc admin client-wheel)"):
+        wheel = downloads.client_wheel(instance)
+        if wheel is not None:
+            click.echo(f"    already there: {wheel.name}")
+            return
+        try:
+            click.echo(f"    {downloads.publish_client(instance).name}")
+        except ServiceError as exc:  # the demo goes on; the guide says the client is missing
+            click.echo(f"    not made: {exc}")
 
 
 def _submit_baseline(instance: Path, sessions, storage, name: str, data: Path) -> None:

@@ -1,6 +1,8 @@
 """``iugc db ...``: the service's database."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -206,6 +208,26 @@ def unpublish_cmd(slug):
 
     _run(lambda session: challenges.unpublish(session, slug))
     click.echo(f"results of {slug} are hidden again")
+
+
+@admin_group.command("client-wheel")
+@click.option("--wheel", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="A wheel of iugc-platform to hand out (default: build one from the checkout this platform runs from).")
+def client_wheel_cmd(wheel):
+    """Put the client teams install on the site: a wheel of this platform in
+    <instance>/downloads, served at /downloads/<wheel>, which the how-to-submit page names
+    in its `pip install` command (it gives `iugc kit` and `iugc submit`). Building one takes
+    about a minute."""
+    from iugc.submissions import downloads
+    from iugc.submissions.config import Settings
+    from iugc.submissions.exceptions import ServiceError
+
+    instance = Settings.from_env().instance
+    try:
+        path = downloads.publish_client(instance, wheel)
+    except ServiceError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"the site now serves {path.name} ({path.stat().st_size / 2**20:.1f} MB) at /downloads/{path.name}")
 
 
 @click.command("worker")

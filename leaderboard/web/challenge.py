@@ -1,16 +1,20 @@
 """The challenge overview ``/``: tasks, data, rules, phases with dates, limits and quotas
-(from the challenge definitions as loaded), and how to build a submission (docs/submission.md)."""
+(from the challenge definitions as loaded); the participant's guide ``/how-to-submit`` (get
+the client, the kit, the public sample, submit, read the result), the submission contract
+it links (docs/submission.md), and what it hands out: ``/downloads`` (the client wheel, each
+challenge's public sample)."""
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
 
-from flask import Blueprint, render_template
+from flask import Blueprint, abort, render_template, request, send_file, url_for
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import select
 
-from iugc.submissions import challenges, teams
+from iugc.submissions import challenges, downloads, teams
+from iugc.submissions.exceptions import ServiceError
 from iugc.submissions.models import Challenge
 from iugc.submissions.uploads import quota
 from iugc.leaderboard.web.security import page
@@ -56,4 +60,42 @@ def overview():
 
 @page(bp, "/how-to-submit", "public")
 def guide():
-    return render_template("challenge/guide.html", guide=guide_html())
+    """The participant's guide: the client's install command, each challenge's public
+    sample, the submit command for this server."""
+    wheel = downloads.client_wheel(service().settings.instance)
+    views = []
+    with service().sessions() as session:
+        for row in session.execute(select(Challenge).order_by(Challenge.id)).scalars():
+            view = {"name": row.name, "title": challenges.definition_of(row).title, "first_phase": row.phases[0].slug if row.phases else None}
+            try:
+                downloads.sample_dataset(session, row.name)
+                view["sample_url"] = url_for("challenge.sample", challenge=row.name, _external=True)
+            except ServiceError as exc:
+                view["sample_problem"] = str(exc)
+            views.append(view)
+    return render_template("challenge/guide.html", challenges=views, server=request.host_url.rstrip("/"),
+                           first_phase=views[0]["first_phase"] if views else None, wheel=wheel.name if wheel else None,
+                           wheel_url=url_for("challenge.client", name=wheel.name, _external=True) if wheel else None)
+
+
+@page(bp, "/how-to-submit/contract", "public")
+def contract():
+    return render_template("challenge/contract.html", guide=guide_html())
+
+
+@page(bp, "/downloads/<name>", "public")
+def client(name):
+    """The client wheel the guide's `pip install` names (``submissions.downloads``); nothing else."""
+    wheel = downloads.client_wheel(service().settings.instance)
+    if wheel is None or name != wheel.name:
+        abort(404, "no such download; the how-to-submit page links the client the site serves")
+    return send_file(wheel, as_attachment=True, download_name=wheel.name, mimetype="application/zip")
+
+
+@page(bp, "/downloads/sample/<challenge>.zip", "public")
+def sample(challenge):
+    """The challenge's public sample as one zip (NotFound, or InvalidRequest when it is a hidden phase's truth)."""
+    with service().sessions() as session:
+        dataset, _ = downloads.sample_dataset(session, challenge)
+        path = downloads.sample_zip(service().settings.instance, challenge, dataset)
+    return send_file(path, as_attachment=True, download_name=f"{challenge}-sample.zip", mimetype="application/zip")

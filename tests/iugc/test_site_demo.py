@@ -54,6 +54,8 @@ def test_demo_site_prepares_a_ranked_site_and_a_second_run_reuses_it(tmp_path, m
     again = CliRunner().invoke(main, ["demo-site", "--instance", str(instance), "--cases", "6", "--no-serve"])
     assert again.exit_code == 0, again.output
     assert again.output.count("already submitted") == 2 and "iugc2025: already there" in again.output
+    (wheel,) = (instance / "downloads").glob("iugc_platform-*.whl")  # the client the guide names, made once
+    assert wheel.name in first.output and f"already there: {wheel.name}" in again.output
     with sessions() as session:
         assert (session.execute(select(func.count()).select_from(Submission)).scalar(),
                 session.execute(select(func.count()).select_from(Evaluation)).scalar()) == counts

@@ -60,7 +60,7 @@ def test_the_overview_shows_the_challenge_its_phases_and_how_to_submit(site):
         challenges.add_dataset(session, SANITY, folder)
     assert "7 cases" in text(site.client().get("/"))
     assert "How to build a submission" in page and "iugc docker build-baseline" in page
-    guide = site.client().get("/how-to-submit")
+    guide = site.client().get("/how-to-submit/contract")
     assert "What the sandbox enforces" in text(guide)  # rendered from docs/submission.md
     assert "<strong>What the sandbox enforces</strong>" in guide.get_data(as_text=True)
     assert '<h2 id="the-container">The container</h2>' in guide.get_data(as_text=True)

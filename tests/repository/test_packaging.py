@@ -5,10 +5,13 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from iugc.sandbox.kit import TEMPLATE_FILES
 from tests.conftest import ROOT
 
 
+@pytest.mark.xdist_group("wheel")  # one wheel build at a time (the client-download test builds one too)
 def test_the_wheel_carries_the_weights_and_the_challenge_definitions(tmp_path):
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                             "--wheel-dir", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
