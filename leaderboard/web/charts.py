@@ -16,9 +16,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from iugc.evaluator.ranking import bootstrap_ranks, wilcoxon_significance
+from iugc.evaluator.ranking import bootstrap_ranks, test_then_rank, wilcoxon_significance
 from iugc.submissions import challenges, reports
-from iugc.submissions.models import LeaderboardEntry, Phase, Team
+from iugc.submissions.models import Evaluation, LeaderboardEntry, Phase, Team
 
 
 def _ranked(session: Session, phase: Phase) -> dict[str, int]:
@@ -36,8 +36,10 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def analysis(session: Session, phase: Phase, method: str, cache: Path) -> dict | None:
-    """``{"bootstrap": ..., "significance": ..., "teams": [...]}`` for the phase's ranked
-    evaluations, or None with fewer than two teams or no shared per-case values."""
+    """``{"bootstrap": ..., "significance": ..., "n_cases": ..., "tests": ...}`` for the
+    phase's ranked evaluations, or None with fewer than two teams or no shared per-case
+    values. ``tests`` (test-then-rank only): the ranking's one-sided p-values per metric,
+    ``p_values[metric][a][b]`` = p of "a better than b", and each team's rank per metric."""
     ranked = _ranked(session, phase)
     if len(ranked) < 2:
         return None
@@ -53,7 +55,15 @@ def analysis(session: Session, phase: Phase, method: str, cache: Path) -> dict |
     definition = challenges.definition_of(phase.challenge)
     resampled = method in ("score", "mean-rank")  # test-then-rank is itself the paired tests: no resampling of it
     out = {"bootstrap": bootstrap_ranks(results, definition, method, definition.ranking.bootstrap_samples, seed=0) if resampled else None,
-           "significance": wilcoxon_significance(results, definition), "n_cases": len(common)}
+           "significance": wilcoxon_significance(results, definition), "n_cases": len(common), "tests": None}
+    if method == "test-then-rank":  # the ranking's own one-sided tests, per metric, for the page to show as they rank
+        aggregates = dict(session.execute(select(Evaluation.id, Evaluation.aggregates).where(Evaluation.id.in_(ranked.values()))).all())
+        try:
+            tested = test_then_rank({team: {**r, "aggregates": aggregates.get(ranked[team]) or {}} for team, r in results.items()}, definition)
+            out["tests"] = {"alpha": tested["alpha"], "metrics": tested["metrics"], "p_values": tested["p_values"],
+                            "ranks": {r["team"]: r["significance_ranks"] for r in tested["rows"]}}
+        except ValueError:  # teams scored on different cases: the board says so already
+            pass
     _write(path, json.dumps(out, allow_nan=False).encode())
     return out
 

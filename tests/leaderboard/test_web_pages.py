@@ -505,10 +505,11 @@ def test_the_test_then_rank_tab_ranks_by_paired_wilcoxon_tests_on_the_per_case_v
             return np.array([values[c]["aop_error"] for c in cases], float)
         return np.array([np.mean([values[c][f"{metric}_ps"], values[c][f"{metric}_fh"]]) for c in cases], float)
 
-    ranks = {"alpha": [], "beta": []}
+    ranks, p_better = {"alpha": [], "beta": []}, {}
     for metric in definition.ranking.mean_rank_metrics:
         a, b = per_case("alpha", metric), per_case("beta", metric)
         better = "greater" if METRIC_DIRECTIONS[metric] else "less"
+        p_better[metric] = (wilcoxon(a, b, alternative=better).pvalue, wilcoxon(b, a, alternative=better).pvalue)
         ranks["alpha"].append(1 + int(wilcoxon(b, a, alternative=better).pvalue < definition.ranking.alpha))
         ranks["beta"].append(1 + int(wilcoxon(a, b, alternative=better).pvalue < definition.ranking.alpha))
     expected = sorted(((float(np.mean(r)), team) for team, r in ranks.items()))
@@ -521,6 +522,16 @@ def test_the_test_then_rank_tab_ranks_by_paired_wilcoxon_tests_on_the_per_case_v
     header = [h for h in re.findall(r"<th[^>]*>(.*?)</th>", page.get_data(as_text=True).split('id="leaderboard"', 1)[1])]
     mean_rank = next(i for i, h in enumerate(header) if "Mean rank" in h)
     assert [(r[1].split()[0], r[mean_rank]) for r in rows] == [(team, f"{value:.3f}") for value, team in expected]
+    # the matrices are the ranking's own one-sided tests, read "row better than column", with each column's rank
+    assert "row better than column" in page.get_data(as_text=True) and 'id="significance"' not in page.get_data(as_text=True)
+
+    def shown(p):
+        return "< 0.001" if p < 0.0005 else f"{p:.3f}"
+
+    for i, metric in enumerate(definition.ranking.mean_rank_metrics):
+        a_better, b_better = p_better[metric]
+        assert table_rows(page, f"tests-{metric}") == [["", shown(a_better)], [shown(b_better), ""],
+                                                       [str(ranks["alpha"][i]), str(ranks["beta"][i])]]
 
 
 def test_test_then_rank_without_per_case_values_says_why(site):
