@@ -128,7 +128,7 @@ def case_values(session: Session, evaluation_ids: list[int]) -> dict[int, dict[s
 
 _COUNTED = aliased(Submission)
 _LEADERBOARD = (  # one round trip: the phase (visibility, definition) and its entries; built once
-    select(Phase.kind, Phase.results_published, Challenge,  # the challenge without its definition (deferred)
+    select(Phase.kind, Phase.name.label("phase_name"), Phase.results_published, Challenge,  # the challenge without its definition (deferred)
            LeaderboardEntry.submission_id, LeaderboardEntry.evaluation_id, Team.name, Evaluation.aggregates,
            Submission.created_at, Evaluation.finished_at, Evaluation.evaluator_version,
            select(func.count()).where(_COUNTED.team_id == LeaderboardEntry.team_id, _COUNTED.phase_id == Phase.id,
@@ -142,8 +142,8 @@ _LEADERBOARD = (  # one round trip: the phase (visibility, definition) and its e
 
 
 def leaderboard(session: Session, user: User, slug: str, method: str | None = None) -> dict:
-    """Ranked rows, one per team, by ``method`` (default the challenge's first ranking
-    method): each team's best-scoring submission (its latest successful evaluation; ties:
+    """Ranked rows, one per team, by ``method`` (default the phase's ranking method, as the
+    challenge definition names it; ``default_method`` says which): each team's best-scoring submission (its latest successful evaluation; ties:
     the later submission), read from ``leaderboard_entries``, with when it was submitted
     (``submitted``, UTC), how many of the team's submissions in the phase are scored, and
     the evaluation the row comes from (``evaluation``: its id; ``evaluated``: when it
@@ -157,10 +157,11 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
     definition = challenges.definition_of(first.Challenge)
     if method is not None and method not in definition.ranking.methods:
         raise InvalidRequest(f"ranking method must be one of {', '.join(definition.ranking.methods)}, got {method!r}")
-    method = method or definition.ranking.methods[0]
+    default = next((p.ranking_method for p in definition.phases if p.name == first.phase_name), definition.ranking.methods[0])
+    asked, method = method, method or default
     entries = [r for r in found if r.submission_id is not None]
     if not entries:
-        return {"phase": slug, "method": method, "rows": []}
+        return {"phase": slug, "method": method, "default_method": default, "rows": []}
     teams = {str(r.submission_id): r.name for r in entries}
     about = {str(r.submission_id): {"submitted": r.created_at.strftime("%Y-%m-%dT%H:%MZ"), "submissions": r.n_submissions,
                                     "evaluated": r.finished_at.strftime("%Y-%m-%dT%H:%MZ") if r.finished_at else None,
@@ -171,17 +172,21 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
         cases = case_values(session, [r.evaluation_id for r in entries])
         for r in entries:
             results[str(r.submission_id)]["cases"] = cases.get(r.evaluation_id, {})
+    note = None
     try:
         ranking = rank_teams(results, definition, method)
     except ValueError as exc:  # test-then-rank: no per-case values, or teams scored on different cases
-        raise InvalidRequest(f"{slug} cannot be ranked by {method}: {exc}") from None
+        if asked is not None or method == "score":
+            raise InvalidRequest(f"{slug} cannot be ranked by {method}: {exc}") from None
+        note = f"Shown by score: this phase ranks by {method}, which cannot rank these results yet ({exc})."
+        method, ranking = "score", rank_teams(results, definition, "score")
     rows = []
     for ranked in ranking:
         sid = ranked.pop("team")
         ranked.pop("p_values", None)  # every pair's p-values: the analysis shows them, not each row
         rows.append({"team": teams[sid], "submission": int(sid), **about[sid], **ranked})
     rows.sort(key=lambda r: (r["rank"], r["team"]))
-    return {"phase": slug, "method": method, "rows": rows}
+    return {"phase": slug, "method": method, "default_method": default, "rows": rows, **({"note": note} if note else {})}
 
 
 def queue_position(session: Session, evaluation: Evaluation) -> int | None:

@@ -534,6 +534,32 @@ def test_the_test_then_rank_tab_ranks_by_paired_wilcoxon_tests_on_the_per_case_v
                                                        [str(ranks["alpha"][i]), str(ranks["beta"][i])]]
 
 
+def test_a_board_opens_on_its_phases_ranking_method(site, two_evaluated):
+    """psfhs2023's final test ranks by test-then-rank, its other phases by score: each
+    board's first tab is its own method, marked; one that cannot rank by it yet (no
+    per-case values) is shown by score with a sentence saying so, never an error."""
+    with db.transaction(site.sessions) as session:
+        challenges.publish(session, FINAL)
+    for team in ("alpha", "beta"):  # the same real evaluations, now in the final test
+        site.submission(f"{team}@example.org", FINAL, two_evaluated[team]["aggregates"], two_evaluated[team]["cases"])
+    final = text(site.client().get(f"/leaderboard/{FINAL}"))
+    assert "row better than column" in final and "Shown by score" not in final  # the test-then-rank tab
+    assert re.search(r'class="on">Test, then rank \(significance\) <span[^>]*>· this phase', site.client().get(f"/leaderboard/{FINAL}").get_data(as_text=True))
+    sanity = site.client().get(f"/leaderboard/{SANITY}").get_data(as_text=True)
+    assert re.search(r'class="on">Aggregate, then rank \(score\) <span[^>]*>· this phase', sanity)
+    assert "this phase's ranking" not in sanity.split("Test, then rank")[1].split("</a>")[0]
+    with db.transaction(site.sessions) as session:
+        challenges.publish(session, VALIDATION)
+    site.person("c@example.org", "gamma")
+    site.submission("c@example.org", FINAL, FAIR)  # scored without per-case values: test-then-rank cannot rank it
+    page = site.client().get(f"/leaderboard/{FINAL}")
+    assert page.status_code == 200
+    assert "Shown by score: this phase ranks by test-then-rank, which cannot rank these results yet" in text(page)
+    assert [r[1].split()[0] for r in table_rows(page, "leaderboard")][-1] == "gamma"  # FAIR scores lowest
+    asked = site.client().get(f"/leaderboard/{FINAL}?method=test-then-rank")
+    assert asked.status_code == 400 and "cannot be ranked by test-then-rank" in text(asked)  # asked for by name: the reason
+
+
 def test_test_then_rank_without_per_case_values_says_why(site):
     _two_teams(site, VALIDATION)
     page = site.client("a@example.org").get(f"/leaderboard/{VALIDATION}?method=test-then-rank")
