@@ -265,6 +265,36 @@ def organizer_overview(session: Session) -> dict:
     }
 
 
+def phase_dashboard(session: Session, phase: Phase, now: dt.datetime | None = None) -> dict:
+    """How a phase is doing, for its organizer: submissions in the last 24 hours and in all,
+    teams that submitted, evaluations finished in the last 24 hours by status, the failed
+    ones among them by reason (with a count), what waits and runs now, and the workers
+    holding its running evaluations (with their last heartbeat)."""
+    now = now or utcnow()
+    day = now - dt.timedelta(hours=24)
+    in_phase = Submission.phase_id == phase.id
+    recent = session.execute(select(Evaluation.status, func.count()).join(Submission, Evaluation.submission_id == Submission.id)
+                             .where(in_phase, Evaluation.finished_at >= day).group_by(Evaluation.status)).all()
+    reasons = session.execute(select(Evaluation.failure, func.count()).join(Submission, Evaluation.submission_id == Submission.id)
+                              .where(in_phase, Evaluation.status == State.failed, Evaluation.finished_at >= day)
+                              .group_by(Evaluation.failure).order_by(func.count().desc())).all()
+    pending = dict(session.execute(select(Evaluation.status, func.count()).join(Submission, Evaluation.submission_id == Submission.id)
+                                   .where(in_phase, Evaluation.status.in_([State.queued, State.running])).group_by(Evaluation.status)).all())
+    workers = session.execute(select(Evaluation.worker_id, Evaluation.worker_host, func.count(), func.max(Evaluation.heartbeat_at))
+                              .join(Submission, Evaluation.submission_id == Submission.id)
+                              .where(in_phase, Evaluation.status == State.running).group_by(Evaluation.worker_id, Evaluation.worker_host)
+                              .order_by(Evaluation.worker_id)).all()
+    return {
+        "submissions_today": session.execute(select(func.count()).where(in_phase, Submission.created_at >= day)).scalar(),
+        "submissions": session.execute(select(func.count()).where(in_phase)).scalar(),
+        "teams": session.execute(select(func.count(func.distinct(Submission.team_id))).where(in_phase)).scalar(),
+        "finished_today": {status.value: n for status, n in recent},
+        "failures_today": [(failure or "unknown", n) for failure, n in reasons],
+        "queued": pending.get(State.queued, 0), "running": pending.get(State.running, 0),
+        "workers": [{"id": w, "host": h, "running": n, "heartbeat": beat} for w, h, n, beat in workers],
+    }
+
+
 def disqualifications(session: Session, phase: Phase) -> dict:
     """A phase's teams by name (id), and its disqualified teams and submissions (with team name)."""
     return {

@@ -162,7 +162,7 @@ def export_csv(slug):
                     headers={"Content-Disposition": f"attachment; filename={slug}-leaderboard.csv"})
 
 
-# ---- one phase: window and quotas, dataset, disqualifications ------------------------------
+# ---- one phase: dashboard, window and quotas, dataset, disqualifications ------------------------------
 
 def _phase_forms(phase) -> dict:
     shown = "%Y-%m-%dT%H:%M"
@@ -179,7 +179,7 @@ def _phase_page(slug: str, status: int = 200, **forms):
         phase = challenges.phase_by_slug(session, slug)
         rows = boards.ranked(session, current_user.user, boards.state(session, slug))["rows"]
         return render_template("admin/phase.html", phase=phase, dataset=challenges.active_dataset(session, phase.id), rows=rows,
-                               **reports.disqualifications(session, phase),
+                               dashboard=reports.phase_dashboard(session, phase), **reports.disqualifications(session, phase),
                                **{"action": ActionForm(), **_phase_forms(phase), **forms}), status
 
 

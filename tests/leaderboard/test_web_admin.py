@@ -451,3 +451,31 @@ def test_a_kept_page_is_served_only_to_visitors_without_a_cookie_and_moves_with_
     assert "your team" in member.get(f"/leaderboard/{VALIDATION}").get_data(as_text=True)
     assert "your team" not in anonymous.get(f"/leaderboard/{VALIDATION}").get_data(as_text=True)
     assert anonymous.get(f"/leaderboard/{FINAL}").status_code == 403 and len(front.kept._items) == 2  # unpublished: the app says no
+
+
+def test_the_phase_dashboard_counts_today_failures_by_reason_and_the_workers_running_it(site):
+    from iugc.submissions import queue
+
+    site.person("a@example.org", "alpha")
+    site.person("b@example.org", "beta")
+    site.submission("a@example.org", SANITY, GOOD)  # succeeded
+    site.submission("a@example.org", VALIDATION, GOOD)  # another phase: not counted here
+    site.submission("b@example.org", SANITY)
+    job = queue.claim_next(site.sessions, "hostx:41:w0")
+    assert queue.finish(site.sessions, job, {"status": "failed", "failure": "time_limit", "error": "over 300 s"})
+    site.submission("b@example.org", SANITY)
+    running = queue.claim_next(site.sessions, "hostx:41:w1")  # held by a worker now
+    site.submission("a@example.org", SANITY)  # queued behind it
+    with db.transaction(site.sessions) as session:  # one of yesterday's, outside the last 24 hours
+        old = session.get(Submission, 1)
+        old.created_at = old.created_at - dt.timedelta(days=2)
+    page = site.client(ORGANIZER).get(f"/admin/phases/{SANITY}")
+    shown = {k: html.unescape(re.sub(r"<[^>]+>", "", v)).strip()
+             for k, v in re.findall(r'data-field="(\w+)"[^>]*>(.*?)</(?:span|p)>', page.get_data(as_text=True), re.S)}
+    assert shown["submissions_today"] == "3" and shown["submissions"] == "4 from 2 teams"
+    assert shown["finished_today"] == "1 failed, 1 succeeded" and shown["pending"] == "1 / 1"
+    assert shown["failures"].startswith("Failures in the last 24 h by reason: time_limit 1")
+    rows = [[html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)]
+            for r in re.findall(r"<tr>(.*?)</tr>", page.get_data(as_text=True).split('id="workers"')[1].split("</table>")[0], re.S)]
+    assert [r[0] for r in rows if r] == [running.worker_id] and [r[2] for r in rows if r] == ["1"]
+    assert site.client("a@example.org").get(f"/admin/phases/{SANITY}").status_code == 403
