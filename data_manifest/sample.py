@@ -79,9 +79,18 @@ def write_sample(dest: Path, n_cases: int, *, source: Path | None = None, seed: 
         raise ValueError(f"--cases must be at least 1, got {n_cases}")
     if source is None:
         return write_phantom_dataset(dest, n_cases, seed=seed, nonstandard_fraction=0.25)
-    source = Path(source)
-    manifest = load_manifest(source)
+    manifest = load_manifest(Path(source))
     chosen = pick_cases(manifest.cases, n_cases)
+    kind = "SYNTHETIC phantom" if manifest.synthetic else "real"
+    return write_subset(dest, Path(source), chosen, name=f"{manifest.name}-sample",
+                        description=f"public sample: {len(chosen)} {kind} cases of {manifest.name}, evenly spread over its ids")
+
+
+def write_subset(dest: Path, source: Path, chosen: list[CaseRecord], *, name: str, description: str) -> Manifest:
+    """Write the cases ``chosen`` of the canonical dataset ``source`` (their frames, masks,
+    clips and labels) to the new folder ``dest`` as a dataset of its own; nothing is left at
+    ``dest`` on failure."""
+    manifest = load_manifest(source)
     writer = DatasetWriter(dest)
     try:
         for case in chosen:
@@ -93,9 +102,7 @@ def write_sample(dest: Path, n_cases: int, *, source: Path | None = None, seed: 
             if clip is not None and clip.is_file() and not (writer.staging / "videos" / clip.name).exists():
                 (writer.staging / "videos").mkdir(exist_ok=True)
                 shutil.copyfile(clip, writer.staging / "videos" / clip.name)
-        kind = "SYNTHETIC phantom" if manifest.synthetic else "real"
-        return writer.commit(f"{manifest.name}-sample", manifest.source_layout, synthetic=manifest.synthetic,
-                             description=f"public sample: {len(chosen)} {kind} cases of {manifest.name}, evenly spread over its ids")
+        return writer.commit(name, manifest.source_layout, synthetic=manifest.synthetic, description=description)
     except BaseException:
         writer.abort()
         raise

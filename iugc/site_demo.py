@@ -95,13 +95,30 @@ def _data(instance: Path, cases: int) -> tuple[Path, bool]:
     return dest, True
 
 
-def _landmark_data(instance: Path, frames: Path) -> Path:
-    """The demo frames with IUGC 2025 landmarks derived from their masks (made once)."""
+def _phase_data(instance: Path, data: Path) -> dict[str, Path]:
+    """The demo frames cut into one block per scored phase, in id order (made once): no
+    phase scores on another's cases, so the sanity check's can be the public sample."""
+    from iugc.data_manifest.manifest import load_manifest
+    from iugc.data_manifest.sample import write_subset
+
+    cases = load_manifest(data).cases
+    size = max(1, len(cases) // len(SCORED_PHASES))
+    folders = {}
+    for index, phase in enumerate(SCORED_PHASES):
+        folders[phase] = dest = instance / "data" / "phases" / phase
+        chosen = cases[index * size:] if index == len(SCORED_PHASES) - 1 else cases[index * size:(index + 1) * size]
+        if not (dest / "manifest.json").exists():
+            write_subset(dest, data, chosen, name=f"demo-{phase}", description=f"the demo's {phase} cases ({len(chosen)})")
+    return folders
+
+
+def _landmark_data(frames: Path) -> Path:
+    """``frames`` with IUGC 2025 landmarks derived from their masks, beside it (made once)."""
     from iugc.data_manifest.landmarks import derive_landmarks
 
-    dest = instance / "data" / "landmarks"
+    dest = frames.with_name(f"{frames.name}-landmarks")
     if not (dest / "manifest.json").exists():
-        staging = dest.with_name("landmarks.tmp")
+        staging = dest.with_name(f"{dest.name}.tmp")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(frames, staging)
         derive_landmarks(staging, progress=False)
@@ -159,16 +176,18 @@ def prepare(instance: Path, cases: int) -> dict:
         sessions = db.session_factory(engine)
         storage = LocalStorage(instance / "storage")
     with step(f"challenges {', '.join(CHALLENGES)} and their data"):
-        data, synthetic = _data(instance, cases)
+        data, synthetic = _data(instance, len(SCORED_PHASES) * cases)
         click.echo(f"    {len(load_manifest(data).cases)} {'SYNTHETIC phantom' if synthetic else 'real PSFHS'} frames in {data}")
-        truths = {name: data for name in CHALLENGES} | {"iugc2025": _landmark_data(instance, data)}
+        blocks = _phase_data(instance, data)  # each phase its own cases: the sanity check's are the public sample
+        click.echo("    cases per phase: " + ", ".join(f"{phase} {len(load_manifest(folder).cases)}" for phase, folder in blocks.items()))
+        truths = {name: blocks for name in CHALLENGES} | {"iugc2025": {phase: _landmark_data(folder) for phase, folder in blocks.items()}}
         with db.transaction(sessions) as session:
             for name in CHALLENGES:
                 challenge, created = challenges.init_challenge(session, name)
                 click.echo(f"    {name}: {'created' if created else 'already there'}")
                 for phase in challenge.phases:
                     if challenges.active_dataset(session, phase.id) is None:
-                        challenges.add_dataset(session, phase.slug, truths[name])
+                        challenges.add_dataset(session, phase.slug, truths[name][phase.name])
     credentials = _credentials(instance)
     with step("organizer and demo team"):
         with db.transaction(sessions) as session:
@@ -206,18 +225,20 @@ def prepare(instance: Path, cases: int) -> dict:
                 answers = predictions / team
                 if "landmarks" in definition.tasks:
                     answers = _stand_in_landmarks(answers, predictions / f"{team}-landmarks")
-                result = evaluate_folder(answers, truths[name], definition, progress=False, cache_dir=instance / "cache")
+                scores = []
                 for phase in SCORED_PHASES:
+                    result = evaluate_folder(answers, truths[name][phase], definition, progress=False, cache_dir=instance / "cache")
+                    scores.append(f"{result['score']:.4f}")
                     archive = _stand_in_archive(instance / f"stand-in-{team}-{phase}.tar", f"{team}-{phase}")
                     with open(archive, "rb") as stream:
                         submit(sessions, storage, user_id, f"{name}-{phase}", stream)
                     archive.unlink()
                     job = queue.claim_next(sessions, f"demo:{os.getpid()}:{team}")
                     queue.finish(sessions, job, {**result, "status": "succeeded", "logs": "stand-in: scored from its masks"})
-                click.echo(f"    {name} {team}: score {result['score']:.4f}")
+                click.echo(f"    {name} {team}: score {' / '.join(scores)} ({' / '.join(SCORED_PHASES)})")
     for name in STAND_IN_CHALLENGES:
         with step(f"the baseline as the demo team's submission to {name}"):
-            _submit_baseline(instance, sessions, storage, name, truths[name])
+            _submit_baseline(instance, sessions, storage, name, truths[name]["sanity-check"])
     _publish_client(instance)
     engine.dispose()
     return credentials

@@ -54,6 +54,17 @@ def test_demo_site_prepares_a_ranked_site_and_a_second_run_reuses_it(tmp_path, m
     again = CliRunner().invoke(main, ["demo-site", "--instance", str(instance), "--cases", "6", "--no-serve"])
     assert again.exit_code == 0, again.output
     assert again.output.count("already submitted") == 2 and "iugc2025: already there" in again.output
+    with sessions() as session:  # each phase scores its own cases, so the sanity check's can be handed out
+        from iugc.data_manifest.manifest import load_manifest
+        from iugc.submissions import challenges, downloads
+
+        for name in ("psfhs2023", "iugc2025"):
+            case_sets = [frozenset(c.case_id for c in load_manifest(challenges.active_dataset(
+                session, challenges.phase_by_slug(session, f"{name}-{phase}").id).path).cases) for phase in site_demo.SCORED_PHASES]
+            assert all(case_sets) and sum(map(len, case_sets)) == len(frozenset().union(*case_sets))  # disjoint
+            assert len(case_sets[0]) == 6  # --cases: frames per phase
+            dataset, phase = downloads.sample_dataset(session, name)
+            assert phase.slug == f"{name}-sanity-check"
     (wheel,) = (instance / "downloads").glob("iugc_platform-*.whl")  # the client the guide names, made once
     assert wheel.name in first.output and f"already there: {wheel.name}" in again.output
     with sessions() as session:
