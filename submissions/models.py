@@ -226,6 +226,10 @@ class Submission(Base):
     # set by an organizer: the submission no longer counts for the leaderboard (reversible)
     disqualified_at: Mapped[dt.datetime | None]
     disqualified_reason: Mapped[str | None] = mapped_column(Text)
+    # set by the team: what the leaderboard row says of the method, and that this one counts
+    description: Mapped[str | None] = mapped_column(Text)
+    description_url: Mapped[str | None] = mapped_column(String(500))
+    chosen_at: Mapped[dt.datetime | None]
 
     team: Mapped[Team] = relationship()
     phase: Mapped[Phase] = relationship()

@@ -94,6 +94,7 @@ def submission_status(session: Session, user: User, submission_id: int) -> dict:
         "id": submission.id, "phase": phase.slug, "team": submission.team.name, "status": submission.status.value,
         "created": _iso(submission.created_at), "archive_sha256": submission.archive_sha256, "archive_size": submission.archive_size,
         "image_digest": submission.image_digest, "counts_against_quota": submission.counts_against_quota,
+        "description": submission.description, "link": submission.description_url, "chosen": submission.chosen_at is not None,
         "disqualified": submission.disqualified_reason or submission.team.disqualified_reason,
         "done": latest.status in TERMINAL,
         "failure": standing.failure, "error": standing.error,
@@ -130,7 +131,8 @@ _COUNTED = aliased(Submission)
 _LEADERBOARD = (  # one round trip: the phase (visibility, definition) and its entries; built once
     select(Phase.kind, Phase.name.label("phase_name"), Phase.results_published, Challenge,  # the challenge without its definition (deferred)
            LeaderboardEntry.submission_id, LeaderboardEntry.evaluation_id, Team.name, Evaluation.aggregates,
-           Submission.created_at, Evaluation.finished_at, Evaluation.evaluator_version,
+           Submission.created_at, Submission.description, Submission.description_url, Submission.chosen_at,
+           Evaluation.finished_at, Evaluation.evaluator_version,
            select(func.count()).where(_COUNTED.team_id == LeaderboardEntry.team_id, _COUNTED.phase_id == Phase.id,
                                       _COUNTED.status == State.succeeded)  # moves only with the entries, so kept rows stay true
            .correlate(LeaderboardEntry, Phase).scalar_subquery().label("n_submissions"))
@@ -147,7 +149,9 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
     the later submission), read from ``leaderboard_entries``, with when it was submitted
     (``submitted``, UTC), how many of the team's submissions in the phase are scored, and
     the evaluation the row comes from (``evaluation``: its id; ``evaluated``: when it
-    finished, UTC; ``evaluator``: the platform version that scored it)."""
+    finished, UTC; ``evaluator``: the platform version that scored it), and what the team
+    says of it (``description``, ``link``; ``chosen``: the team chose it to count, else it
+    is the team's best)."""
     found = session.execute(_LEADERBOARD, {"slug": slug}).all()
     if not found:
         challenges.phase_by_slug(session, slug)  # raises its NotFound, naming the phases there are
@@ -165,7 +169,8 @@ def leaderboard(session: Session, user: User, slug: str, method: str | None = No
     teams = {str(r.submission_id): r.name for r in entries}
     about = {str(r.submission_id): {"submitted": r.created_at.strftime("%Y-%m-%dT%H:%MZ"), "submissions": r.n_submissions,
                                     "evaluated": r.finished_at.strftime("%Y-%m-%dT%H:%MZ") if r.finished_at else None,
-                                    "evaluation": r.evaluation_id, "evaluator": r.evaluator_version}
+                                    "evaluation": r.evaluation_id, "evaluator": r.evaluator_version,
+                                    "description": r.description, "link": r.description_url, "chosen": r.chosen_at is not None}
              for r in entries}
     results = {str(r.submission_id): {"aggregates": r.aggregates or {}} for r in entries}
     if method == "test-then-rank":  # paired tests on the per-case values of each team's ranked evaluation

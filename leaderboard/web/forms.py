@@ -41,6 +41,13 @@ class ActionForm(FlaskForm):
     """A button that changes something: only its CSRF token."""
 
 
+class DescribeForm(FlaskForm):
+    """What the team says of a submission on the leaderboard (its rules: ``iugc.submissions.counting.describe``)."""
+
+    description = StringField("Method, in one line", validators=[Length(max=1000)])
+    url = StringField("Link (optional)", validators=[Length(max=1000)])
+
+
 class ReasonForm(FlaskForm):
     """A reason the team will see (its rules: ``iugc.submissions.disqualification.clean_reason``)."""
 

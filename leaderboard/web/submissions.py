@@ -6,12 +6,12 @@ from __future__ import annotations
 from flask import Blueprint, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from iugc.submissions import challenges, queue, reports, teams
+from iugc.submissions import challenges, counting, db, queue, reports, teams
 from iugc.submissions.exceptions import Forbidden, InvalidRequest, ServiceError
 from iugc.submissions.uploads import quota, submit, why_not
-from iugc.submissions.models import utcnow
+from iugc.submissions.models import Role, utcnow
 from iugc.leaderboard.web.leaderboard import COLUMNS, defined_by
-from iugc.leaderboard.web.forms import ActionForm
+from iugc.leaderboard.web.forms import ActionForm, DescribeForm
 from iugc.leaderboard.web import overlays
 from iugc.leaderboard.web.security import page
 from iugc.leaderboard.app import service
@@ -97,7 +97,10 @@ def detail(submission_id):
                                metric_columns=[c for c in COLUMNS + COUNTS if defined_by(c[0], definition)],
                                case_columns=[c for c in CASE_COLUMNS if defined_by(c[0], definition)],
                                queue_position=reports.queue_position(session, latest),
-                               runtime=reports.runtime_seconds(latest), form=ActionForm())
+                               runtime=reports.runtime_seconds(latest), form=ActionForm(),
+                               describe_form=DescribeForm(formdata=None, data={"description": status["description"] or "",
+                                                                               "url": status["link"] or ""}),
+                               is_member=current_user.user.role != Role.organizer)
 
 
 @page(bp, "/submissions/<int:submission_id>/cases/<case_id>/overlay.png", "user")
@@ -117,3 +120,39 @@ def cancel(submission_id):
     state = queue.cancel(service().sessions, current_user.id, submission_id)
     flash(f"Submission {submission_id} {state.value}.", "info")
     return redirect(request.referrer if request.referrer and request.referrer.startswith(request.host_url) else url_for("submissions.mine"))
+
+
+def _team_change(submission_id: int, operation, done: str, form):
+    """Run a team's change of its submission in one transaction; its refusal is flashed
+    (one sentence) and nothing changes; back to the submission's page either way."""
+    if form.validate_on_submit():
+        try:
+            with db.transaction(service().sessions) as session:
+                operation(session, current_user.user)
+        except InvalidRequest as exc:
+            flash(str(exc), "error")
+        else:
+            flash(done, "success")
+    else:
+        flash("The form was not sent from this page or the session ended; try again.", "error")
+    return redirect(url_for("submissions.detail", submission_id=submission_id))
+
+
+@page(bp, "/submissions/<int:submission_id>/describe", "user", methods=("POST",))
+def describe(submission_id):
+    form = DescribeForm()
+    return _team_change(submission_id, lambda session, user: counting.describe(session, user, submission_id, form.description.data,
+                                                                               form.url.data),
+                        "Saved: the leaderboard shows it on this submission's row.", form)
+
+
+@page(bp, "/submissions/<int:submission_id>/choose", "user", methods=("POST",))
+def choose(submission_id):
+    return _team_change(submission_id, lambda session, user: counting.choose(session, user, submission_id),
+                        f"Submission {submission_id} now counts on the leaderboard.", ActionForm())
+
+
+@page(bp, "/submissions/<int:submission_id>/unchoose", "user", methods=("POST",))
+def unchoose(submission_id):
+    return _team_change(submission_id, lambda session, user: counting.unchoose(session, user, submission_id),
+                        "Your best-scoring submission counts again.", ActionForm())

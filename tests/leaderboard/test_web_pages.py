@@ -720,3 +720,26 @@ def test_a_submission_without_a_result_says_why(site):
     assert "No result yet: the evaluation is queued (queue position 1)." in text(client.get(f"/submissions/{queued}"))
     client.form(f"/submissions/{queued}/cancel", page=f"/submissions/{queued}")
     assert "No result: the evaluation was cancelled." in text(client.get(f"/submissions/{queued}"))
+
+
+def test_a_team_describes_its_method_and_chooses_what_counts_from_the_submission_page(site):
+    site.person("a@example.org", "alpha")
+    best = site.submission("a@example.org", SANITY, GOOD)
+    other = site.submission("a@example.org", SANITY, FAIR)
+    team = site.client("a@example.org")
+    assert 'id="on-the-leaderboard"' in team.get(f"/submissions/{other}").get_data(as_text=True)
+    assert 'id="on-the-leaderboard"' not in site.client(ORGANIZER).get(f"/submissions/{other}").get_data(as_text=True)
+    page = f"/submissions/{other}"
+    assert team.form(f"/submissions/{other}/describe", {"description": "nnU-Net <b>2d</b>", "url": "https://example.org/m"},
+                     page=page).status_code == 302
+    assert team.form(f"/submissions/{other}/choose", page=page).status_code == 302
+    body = site.client().get(f"/leaderboard/{SANITY}").get_data(as_text=True)
+    assert '<a href="https://example.org/m" rel="nofollow noopener" target="_blank">nnU-Net &lt;b&gt;2d&lt;/b&gt;</a>' in body
+    (row,) = table_rows(site.client().get(f"/leaderboard/{SANITY}"), "leaderboard")
+    assert row[2] == f"{psfhs_score(FAIR):.4f}" and "chosen" in row[1]  # the team's choice, not its best
+    refused = team.form(f"/submissions/{other}/describe", {"description": "x", "url": "ftp://example.org"}, page=page)
+    assert refused.status_code == 302 and "the link must be an http:// or https:// address" in text(team.get(page))
+    assert team.form(f"/submissions/{other}/unchoose", page=page).status_code == 302
+    (row,) = table_rows(site.client().get(f"/leaderboard/{SANITY}"), "leaderboard")
+    assert row[2] == f"{psfhs_score(GOOD):.4f}" and "chosen" not in row[1]
+    assert site.client(ORGANIZER).form(f"/submissions/{best}/choose", page="/admin").status_code == 403

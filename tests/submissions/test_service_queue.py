@@ -369,3 +369,50 @@ def test_a_no_op_evaluation_takes_at_most_9_sql_statements(service):
         assert {s.status for s in session.query(Submission)} == {State.succeeded}
         assert all(e.attempts == 1 and e.definition_sha256 for e in session.query(Evaluation))
         assert sorted(e.submission_id for e in session.query(LeaderboardEntry)) == sorted(ids[-3:])  # ties: the later
+
+
+def test_a_team_chooses_which_scored_submission_counts_and_describes_it(service):
+    from iugc.submissions import counting
+    from iugc.submissions.exceptions import Forbidden
+
+    alpha = service.participant("a@example.org", "alpha")
+    service.participant("b@example.org", "beta")
+    best, worse, pending = (_submit(service, alpha, i) for i in range(3))
+    for sid, score in ((best, 0.8), (worse, 0.6)):
+        job = queue.claim_next(service.sessions, "h:1:x")
+        assert job.evaluation_id == sid  # one evaluation per submission here
+        queue.finish(service.sessions, job, noop_result(job, score))
+
+    def entry():
+        with service.sessions() as session:
+            return session.query(LeaderboardEntry).filter_by(team_id=session.get(Submission, best).team_id).one().submission_id
+
+    def act(email, operation, *args):
+        with db.transaction(service.sessions) as session:
+            operation(session, session.query(User).filter_by(email=email).one(), *args)
+
+    assert entry() == best  # the default: the team's best
+    act("a@example.org", counting.choose, worse)
+    assert entry() == worse
+    job = queue.claim_next(service.sessions, "h:1:x")  # a later, even better one does not undo the team's choice
+    queue.finish(service.sessions, job, noop_result(job, 0.9))
+    assert entry() == worse
+    with pytest.raises(InvalidRequest, match="has no score yet"):
+        act("a@example.org", counting.choose, _submit(service, alpha, 9))
+    with pytest.raises(NotFound):  # another team's: not even its existence
+        act("b@example.org", counting.choose, best)
+    with pytest.raises(Forbidden):
+        act("org@example.org", counting.choose, best)
+    act("a@example.org", counting.unchoose, worse)
+    assert entry() == pending  # back to the best: 0.9
+    act("a@example.org", counting.describe, pending, "  U-Net,\n  trained from scratch ", "https://example.org/method")
+    with service.sessions() as session:
+        (row,) = reports.leaderboard(session, session.get(User, service.organizer), service.phases[0])["rows"]
+    assert (row["description"], row["link"], row["chosen"]) == ("U-Net, trained from scratch", "https://example.org/method", False)
+    for text, url, field in (("x" * 201, "", "description"), ("ok", "javascript:alert(1)", "url"), ("ok", "https://a b", "url"),
+                             ("", "https://example.org", "description")):
+        with pytest.raises(InvalidRequest) as refused:
+            act("a@example.org", counting.describe, pending, text, url)
+        assert refused.value.field == field
+    with service.sessions() as session:  # refusals changed nothing
+        assert session.get(Submission, pending).description == "U-Net, trained from scratch"

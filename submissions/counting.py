@@ -1,0 +1,74 @@
+"""What a team says about its submissions: which scored one counts on a phase's leaderboard
+(by default its best-scoring one), and a short description of the method with an optional
+link, shown on the leaderboard row.
+
+Only the team's members change these (an organizer disqualifies instead); a choice moves
+the leaderboard at once (``queue.refresh_entry``) and is audited.
+"""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from iugc.submissions import audit, queue, reports
+from iugc.submissions.exceptions import Forbidden, InvalidRequest
+from iugc.submissions.models import Role, State, Submission, User, utcnow
+
+DESCRIPTION_CHARS = 200
+URL_CHARS = 500
+
+
+def _own(session: Session, user: User, submission_id: int) -> Submission:
+    """The submission, if ``user`` is a member of its team (NotFound otherwise, as for any other team's)."""
+    if user.role == Role.organizer:
+        raise Forbidden("only the team's members choose its submissions and describe them")
+    return reports.visible_submission(session, user, submission_id)  # another team's: NotFound
+
+
+def choose(session: Session, user: User, submission_id: int) -> None:
+    """Make this scored submission the one that counts for its team in its phase (replacing
+    an earlier choice); InvalidRequest for one not scored or disqualified."""
+    submission = _own(session, user, submission_id)
+    if submission.result_evaluation_id is None or submission.status != State.succeeded:
+        raise InvalidRequest(f"submission {submission_id} has no score yet; only a scored submission can count")
+    if submission.disqualified_at is not None:
+        raise InvalidRequest(f"submission {submission_id} is disqualified and cannot count")
+    session.execute(update(Submission).where(Submission.team_id == submission.team_id, Submission.phase_id == submission.phase_id)
+                    .values(chosen_at=None))
+    submission.chosen_at = utcnow()
+    session.flush()
+    queue.refresh_entry(session, submission.phase_id, submission.team_id)
+    audit.audit(session, user.id, "submission.choose", f"submission:{submission_id}")
+
+
+def unchoose(session: Session, user: User, submission_id: int) -> None:
+    """Go back to the phase's default for the team: its best-scoring submission counts."""
+    submission = _own(session, user, submission_id)
+    session.execute(update(Submission).where(Submission.team_id == submission.team_id, Submission.phase_id == submission.phase_id)
+                    .values(chosen_at=None))
+    session.flush()
+    queue.refresh_entry(session, submission.phase_id, submission.team_id)
+    audit.audit(session, user.id, "submission.unchoose", f"submission:{submission_id}")
+
+
+def describe(session: Session, user: User, submission_id: int, text: str, url: str = "") -> None:
+    """Set the method description (one line, at most 200 characters; empty: none) and its
+    optional link (an http or https URL); InvalidRequest naming the field otherwise."""
+    submission = _own(session, user, submission_id)
+    text, url = " ".join((text or "").split()), (url or "").strip()
+    if len(text) > DESCRIPTION_CHARS:
+        raise InvalidRequest(f"the description is {len(text)} characters; keep it to {DESCRIPTION_CHARS} "
+                             "(link a longer write-up)", field="description")
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or len(url) > URL_CHARS or any(c.isspace() for c in url):
+            raise InvalidRequest(f"the link must be an http:// or https:// address of at most {URL_CHARS} characters, "
+                                 "such as https://github.com/your-team/method", field="url")
+        if not text:
+            raise InvalidRequest("a link needs a description to hang on; write one line about the method", field="description")
+    submission.description, submission.description_url = text or None, url or None
+    session.flush()
+    queue.refresh_entry(session, submission.phase_id, submission.team_id)  # moves the board: its rows show the description
+    audit.audit(session, user.id, "submission.describe", f"submission:{submission_id}", description=text, url=url)
