@@ -43,7 +43,8 @@ def analysis(session: Session, phase: Phase, method: str, cache: Path) -> dict |
     ranked = _ranked(session, phase)
     if len(ranked) < 2:
         return None
-    key = hashlib.sha256(json.dumps([phase.id, method, sorted(ranked.items())]).encode()).hexdigest()[:24]
+    # "with tests" names this layout of the kept JSON: a file kept before it had no "tests" and is not read
+    key = hashlib.sha256(json.dumps(["with tests", phase.id, method, sorted(ranked.items())]).encode()).hexdigest()[:24]
     path = cache / f"{key}.json"
     if path.exists():
         return json.loads(path.read_text())
