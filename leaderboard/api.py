@@ -15,7 +15,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from iugc.submissions import accounts, db, queue, reports, teams
+from iugc.submissions import accounts, counting, db, queue, reports, teams
 from iugc.submissions.exceptions import InvalidRequest, RateLimited
 from iugc.submissions.uploads import submit
 from iugc.leaderboard import boards
@@ -221,6 +221,35 @@ def get_submission_cases(submission_id):
 def cancel_submission(submission_id):
     state = queue.cancel(service().sessions, g.user.id, submission_id)
     return {"id": submission_id, "status": state.value}
+
+
+@endpoint("/submissions/<int:submission_id>/description", "POST", "Set the method description shown on the leaderboard row",
+          body={"description": {"type": "string", "description": "one line, at most 200 characters; empty: none"},
+                "url": {"type": "string", "description": "optional http(s) link to a write-up"}},
+          responses={200: "saved", 400: "too long, a link that is not http(s), or a link without a description",
+                     403: "organizers do not describe teams' submissions", 404: "no such submission of the caller's team"})
+def describe_submission(submission_id):
+    data = json_body(required=("description",), optional=("url",))
+    with db.transaction(service().sessions) as session:
+        counting.describe(session, session.merge(g.user), submission_id, data["description"], data.get("url", ""))
+    return {"id": submission_id, "saved": True}
+
+
+@endpoint("/submissions/<int:submission_id>/choose", "POST", "Make this scored submission the one that counts for the team",
+          responses={200: "it counts", 400: "not scored, or disqualified", 403: "organizers do not choose for teams",
+                     404: "no such submission of the caller's team"})
+def choose_submission(submission_id):
+    with db.transaction(service().sessions) as session:
+        counting.choose(session, session.merge(g.user), submission_id)
+    return {"id": submission_id, "counts": True}
+
+
+@endpoint("/submissions/<int:submission_id>/unchoose", "POST", "Let the team's best-scoring submission count again",
+          responses={200: "the best counts", 403: "organizers do not choose for teams", 404: "no such submission of the caller's team"})
+def unchoose_submission(submission_id):
+    with db.transaction(service().sessions) as session:
+        counting.unchoose(session, session.merge(g.user), submission_id)
+    return {"id": submission_id, "counts": False}
 
 
 @endpoint("/phases/<slug>/leaderboard", "GET", "Ranked rows: team, submission, rank, score and every metric",

@@ -62,7 +62,7 @@ def test_the_openapi_document_covers_every_api_rule(service):
     documented = {(p, m.upper()) for p, ms in doc["paths"].items() for m in ms}
     as_flask = {(p.replace("{slug}", "<slug>").replace("{submission_id}", "<int:submission_id>").replace("{team_id}", "<int:team_id>"), m)
                 for p, m in documented}
-    assert as_flask == rules and len(rules) == 10
+    assert as_flask == rules and len(rules) == 13
     upload = doc["paths"]["/api/v1/phases/{slug}/submissions"]["post"]
     assert "multipart/form-data" in upload["requestBody"]["content"]
     assert {"202", "409", "413", "422", "429"} <= set(upload["responses"])
@@ -236,6 +236,29 @@ def test_the_leaderboard_ranks_each_teams_best_submission(service):
     assert {k: rows[0][k] for k in ("dice_ps", "dice_fh", "dice_all", "hd", "asd", "aop_error")} == \
         {k: GOOD[k] for k in ("dice_ps", "dice_fh", "dice_all", "hd", "asd", "aop_error")}
     assert service.client.get("/api/v1/phases/nope/leaderboard", headers=beta).status_code == 404
+
+
+def test_a_team_describes_and_chooses_its_counted_submission_through_the_api(service):
+    alpha, beta = _token(service, "a@example.org", "alpha"), _token(service, "b@example.org", "beta")
+    organizer = _token(service, "org@example.org")
+    worse = _score(service, alpha, "a1", VALIDATION, POOR)
+    best = _score(service, alpha, "a2", VALIDATION, GOOD)
+
+    def row():
+        (only,) = service.client.get(f"/api/v1/phases/{VALIDATION}/leaderboard", headers=alpha).json["rows"]
+        return only["submission"], only["chosen"], only["description"], only["link"]
+
+    assert row() == (best, False, None, None)
+    assert service.client.post(f"/api/v1/submissions/{worse}/choose", headers=alpha).json == {"id": worse, "counts": True}
+    said = service.client.post(f"/api/v1/submissions/{worse}/description", headers=alpha,
+                               json={"description": "a plain U-Net", "url": "https://example.org/unet"})
+    assert said.status_code == 200 and row() == (worse, True, "a plain U-Net", "https://example.org/unet")
+    bad = service.client.post(f"/api/v1/submissions/{worse}/description", headers=alpha, json={"description": "x", "url": "file:///etc"})
+    assert bad.status_code == 400 and bad.json["field"] == "url" and row()[3] == "https://example.org/unet"
+    assert service.client.post(f"/api/v1/submissions/{worse}/choose", headers=beta).status_code == 404
+    assert service.client.post(f"/api/v1/submissions/{worse}/choose", headers=organizer).status_code == 403
+    assert service.client.post(f"/api/v1/submissions/{worse}/unchoose", headers=alpha).json == {"id": worse, "counts": False}
+    assert row()[:2] == (best, False)
 
 
 def test_final_results_are_hidden_until_published(service):
