@@ -35,22 +35,24 @@ def choose(session: Session, user: User, submission_id: int) -> None:
         raise InvalidRequest(f"submission {submission_id} has no score yet; only a scored submission can count")
     if submission.disqualified_at is not None:
         raise InvalidRequest(f"submission {submission_id} is disqualified and cannot count")
-    session.execute(update(Submission).where(Submission.team_id == submission.team_id, Submission.phase_id == submission.phase_id)
-                    .values(chosen_at=None))
-    submission.chosen_at = utcnow()
-    session.flush()
-    queue.refresh_entry(session, submission.phase_id, submission.team_id)
-    audit.audit(session, user.id, "submission.choose", f"submission:{submission_id}")
+    _count(session, user, submission, chosen=True)
 
 
 def unchoose(session: Session, user: User, submission_id: int) -> None:
     """Go back to the phase's default for the team: its best-scoring submission counts."""
-    submission = _own(session, user, submission_id)
+    _count(session, user, _own(session, user, submission_id), chosen=False)
+
+
+def _count(session: Session, user: User, submission: Submission, *, chosen: bool) -> None:
+    """Clear the team's choice in the submission's phase, mark ``submission`` chosen when
+    ``chosen``, move the leaderboard entry and audit it."""
     session.execute(update(Submission).where(Submission.team_id == submission.team_id, Submission.phase_id == submission.phase_id)
                     .values(chosen_at=None))
+    if chosen:
+        submission.chosen_at = utcnow()
     session.flush()
     queue.refresh_entry(session, submission.phase_id, submission.team_id)
-    audit.audit(session, user.id, "submission.unchoose", f"submission:{submission_id}")
+    audit.audit(session, user.id, "submission.choose" if chosen else "submission.unchoose", f"submission:{submission.id}")
 
 
 def describe(session: Session, user: User, submission_id: int, text: str, url: str = "") -> None:
