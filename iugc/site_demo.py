@@ -188,6 +188,8 @@ def prepare(instance: Path, cases: int) -> dict:
                 for phase in challenge.phases:
                     if challenges.active_dataset(session, phase.id) is None:
                         challenges.add_dataset(session, phase.slug, truths[name][phase.name])
+    with step("phase limits this machine can give"):
+        _fit_limits(sessions)
     credentials = _credentials(instance)
     with step("organizer and demo team"):
         with db.transaction(sessions) as session:
@@ -242,6 +244,25 @@ def prepare(instance: Path, cases: int) -> dict:
     _publish_client(instance)
     engine.dispose()
     return credentials
+
+
+def _fit_limits(sessions) -> None:
+    """Lower each phase's limits to what this machine's engine gives one evaluation (a GPU,
+    CPUs, memory), so the demo's server can evaluate every phase; says what it changed."""
+    from sqlalchemy import select
+
+    from iugc.submissions import capacity, challenges, db
+    from iugc.submissions.models import Phase
+
+    host = capacity.this_host()
+    click.echo(f"    this machine gives one evaluation {host.cpus} CPUs, {host.memory_mb} MB of memory, {'a' if host.gpu else 'no'} GPU")
+    with db.transaction(sessions) as session:
+        for phase in session.execute(select(Phase).order_by(Phase.id)).scalars():
+            fitted = capacity.within(phase.limits, host)
+            if fitted != phase.limits:
+                asked = ", ".join(f"{k} {phase.limits.get(k)} -> {v}" for k, v in fitted.items() if phase.limits.get(k) != v)
+                challenges.set_limits(session, phase.slug, fitted)
+                click.echo(f"    {phase.slug}: {asked} (the challenge asks for more; the demo runs on what this machine has)")
 
 
 def _publish_client(instance: Path) -> None:

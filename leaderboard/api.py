@@ -191,7 +191,8 @@ def leave_team(team_id):
           body={"image": {"type": "string", "format": "binary"}},
           responses={202: "accepted: {id, status}", 400: "no image field", 403: "phase closed or not in a team", 404: "no such phase",
                      409: "the same archive again", 413: "over the phase's size limit", 422: "the archive breaks an intake rule",
-                     429: "over quota (with retry_after)"}, rates=("API_RATE_LIMIT", "API_UPLOAD_RATE_LIMIT"))
+                     429: "over quota (with retry_after)",
+                     503: "no running worker can evaluate the phase (the message says what is missing)"}, rates=("API_RATE_LIMIT", "API_UPLOAD_RATE_LIMIT"))
 def create_submission(slug):
     upload = request.files.get("image")
     if upload is None:

@@ -101,6 +101,7 @@ def submit_cmd(phase, image, server, token, no_wait, timeout):
         raise click.UsageError("no token: pass --token or set IUGC_TOKEN (an organizer makes one with `iugc admin token EMAIL`)")
     client = Client(server or default_server(), token)
     try:
+        client.check_phase(phase)
         with tempfile.TemporaryDirectory(prefix="iugc-submit-") as tmp:
             archive = Path(image)
             if not archive.is_file():

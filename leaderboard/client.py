@@ -24,7 +24,7 @@ class ClientError(ServiceError):
         self.retry_after = retry_after
 
 
-def _check(response: requests.Response) -> dict:
+def _check(response: requests.Response) -> dict | list:
     try:
         body = response.json()
     except ValueError:
@@ -100,6 +100,13 @@ class Client:
             return _check(self.session.request(method, f"{self.server}/api/v1{path}", timeout=self.timeout, **kw))
         except requests.ConnectionError:
             raise ClientError(f"cannot reach {self.server}: is `iugc serve` running there?") from None
+
+    def check_phase(self, phase: str) -> None:
+        """Refuse before anything is saved or sent when the service would refuse an upload
+        to ``phase`` for want of a worker that can evaluate it (ClientError)."""
+        for row in self._call("GET", "/phases"):
+            if row["slug"] == phase and row.get("cannot_evaluate"):
+                raise ClientError(row["cannot_evaluate"])
 
     def upload(self, phase: str, archive: Path, progress: bool = True) -> dict:
         body = MultipartFile(archive, progress=progress)

@@ -136,7 +136,7 @@ def run_evaluations(settings: Settings, workers: int, evaluation: str, grace: fl
     from iugc.common.signals import interrupt_on_signals
     from iugc.submissions import db
     from iugc.submissions.storage import open_storage
-    from iugc.submissions.worker import EVALUATIONS, WorkerPool
+    from iugc.submissions.worker import WorkerPool
 
     interrupt_on_signals()
     engine = db.make_engine(settings.database_url)
@@ -150,8 +150,7 @@ def run_evaluations(settings: Settings, workers: int, evaluation: str, grace: fl
             wake = dispatch.wake
         else:
             storage = open_storage(settings.storage_url, settings.instance, settings.s3_endpoint_url)
-            pool = WorkerPool(sessions, storage, threads=workers,
-                              evaluate=lambda job: EVALUATIONS[evaluation](job, storage)).start()
+            pool = WorkerPool.evaluating(evaluation, sessions, storage, threads=workers).start()
             wake = pool.wake
         signal.signal(signal.SIGUSR1, lambda *_: wake())
         while True:

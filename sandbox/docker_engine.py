@@ -121,8 +121,26 @@ def host_resources(engine) -> Host:
     return Host(cpus=int(info.get("NCPU") or 0), memory_mb=int((info.get("MemTotal") or 0) // 2**20), gpu=gpu)
 
 
+def shortfall(limits: Limits, host: Host) -> list[tuple[str, str, str]]:
+    """What ``host`` cannot give an evaluation under ``limits``: one ``(limit, needs, has)``
+    per limit it falls short of (the field of ``Limits``, then words); empty when it can.
+
+    >>> shortfall(Limits(cpus=4, memory_mb=4096), Host(cpus=2, memory_mb=8192, gpu=False))
+    [('cpus', '4 CPUs', '2')]
+    """
+    short = []
+    if limits.gpu and not host.gpu:
+        short.append(("gpu", "a GPU", f"none usable (no `nvidia` runtime, no {GPU_HOOK})"))
+    if limits.cpus > host.cpus:
+        short.append(("cpus", f"{limits.cpus:g} CPUs", f"{host.cpus:g}"))
+    if limits.memory_mb > host.memory_mb:
+        short.append(("memory_mb", f"{limits.memory_mb} MB of memory", f"{host.memory_mb} MB"))
+    return short
+
+
 def check_host(limits: Limits, host: Host, phase: str = "the phase") -> None:
-    """Refuse limits the host cannot give, before anything runs (HostLimitError).
+    """Refuse limits the host cannot give, before anything runs (HostLimitError, naming the
+    first limit of :func:`shortfall`).
 
     >>> check_host(Limits(cpus=2), Host(cpus=2, memory_mb=8192, gpu=False))
     >>> check_host(Limits(cpus=4), Host(cpus=2, memory_mb=8192, gpu=False), "final-test")
@@ -130,12 +148,8 @@ def check_host(limits: Limits, host: Host, phase: str = "the phase") -> None:
     ...
     iugc.sandbox.exceptions.HostLimitError: final-test asks for 4 CPUs but the engine's host has 2
     """
-    if limits.gpu and not host.gpu:
-        raise HostLimitError("gpu", f"{phase} grants a GPU but the engine's host has none usable (no `nvidia` runtime, no {GPU_HOOK})")
-    if limits.cpus > host.cpus:
-        raise HostLimitError("cpus", f"{phase} asks for {limits.cpus:g} CPUs but the engine's host has {host.cpus}")
-    if limits.memory_mb > host.memory_mb:
-        raise HostLimitError("memory_mb", f"{phase} asks for {limits.memory_mb} MB of memory but the engine's host has {host.memory_mb} MB")
+    for limit, needs, has in shortfall(limits, host)[:1]:
+        raise HostLimitError(limit, f"{phase} asks for {needs} but the engine's host has {has}")
 
 
 # Start failures that are the image's own (its entrypoint cannot be executed); any other

@@ -118,11 +118,11 @@ def run_celery_worker(settings: Settings, sessions, storage, concurrency: int, e
     them, so the shutdown is bounded."""
     from celery.signals import worker_shutting_down
 
-    from iugc.submissions.worker import EVALUATIONS, WorkerPool
+    from iugc.submissions.worker import WorkerPool
 
     app = make_celery(settings, sessions)
-    pool = WorkerPool(sessions, storage, threads=0, evaluate=lambda job: EVALUATIONS[evaluation](job, storage),
-                      slots=concurrency, idle_claim_seconds=IDLE_CLAIM_SECONDS).start()
+    pool = WorkerPool.evaluating(evaluation, sessions, storage, threads=0, slots=concurrency,
+                                 idle_claim_seconds=IDLE_CLAIM_SECONDS).start()
     for evaluation_id, state in pool.requeued_at_start.items():  # our previous process's: their messages may be stuck
         if state.value == "queued":
             app.send_task(TASK, args=[evaluation_id])

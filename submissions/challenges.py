@@ -148,20 +148,22 @@ KEEP = object()
 
 
 def update_phase(session: Session, slug: str, *, opens_at=KEEP, closes_at=KEEP, submissions_per_day=KEEP,
-                 submissions_total=KEEP, failures_count=KEEP, actor_id: int | None = None) -> Phase:
+                 submissions_total=KEEP, failures_count=KEEP, queue_without_worker=KEEP, actor_id: int | None = None) -> Phase:
     """Change a phase's window and quotas; returns the phase. Settings left at ``KEEP`` stay.
 
     ``opens_at``/``closes_at``: timezone-aware datetimes or None (no bound), closing after
     opening; ``submissions_per_day``: an int >= 1 (per rolling 24 hours);
     ``submissions_total``: an int >= 1 or None (no total); ``failures_count``: whether a
-    failure the submission caused uses up quota. InvalidRequest, with nothing changed, for
+    failure the submission caused uses up quota; ``queue_without_worker``: whether uploads
+    no running worker can evaluate are queued (``capacity``). InvalidRequest, with nothing changed, for
     anything else. The audit entry keeps each changed setting's old and new value.
     """
     phase = phase_by_slug(session, slug)
     new = {"opens_at": phase.opens_at, "closes_at": phase.closes_at, "submissions_per_day": phase.submissions_per_day,
-           "submissions_total": phase.submissions_total, "failures_count": phase.failures_count}
+           "submissions_total": phase.submissions_total, "failures_count": phase.failures_count,
+           "queue_without_worker": phase.queue_without_worker}
     given = {"opens_at": opens_at, "closes_at": closes_at, "submissions_per_day": submissions_per_day,
-             "submissions_total": submissions_total, "failures_count": failures_count}
+             "submissions_total": submissions_total, "failures_count": failures_count, "queue_without_worker": queue_without_worker}
     new.update({k: v for k, v in given.items() if v is not KEEP})
     for key in ("opens_at", "closes_at"):
         value = new[key]
@@ -175,8 +177,9 @@ def update_phase(session: Session, slug: str, *, opens_at=KEEP, closes_at=KEEP, 
         raise InvalidRequest(f"submissions per 24 hours must be a whole number of at least 1, got {per_day!r}", field="submissions_per_day")
     if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 1):
         raise InvalidRequest(f"the total of submissions must be a whole number of at least 1 or none, got {total!r}", field="submissions_total")
-    if not isinstance(new["failures_count"], bool):
-        raise InvalidRequest(f"failures_count must be true or false, got {new['failures_count']!r}", field="failures_count")
+    for key in ("failures_count", "queue_without_worker"):
+        if not isinstance(new[key], bool):
+            raise InvalidRequest(f"{key} must be true or false, got {new[key]!r}", field=key)
     changes = {}
     for key, value in new.items():
         old = getattr(phase, key)
@@ -187,6 +190,30 @@ def update_phase(session: Session, slug: str, *, opens_at=KEEP, closes_at=KEEP, 
     if changes:
         session.flush()
         audit(session, actor_id, "phase.update", f"phase:{slug}", **changes)
+    return phase
+
+
+def set_limits(session: Session, slug: str, limits: dict, actor_id: int | None = None) -> Phase:
+    """Replace a phase's limits of one evaluation (new uploads and re-evaluations run under
+    them); they must be valid ``iugc.sandbox.docker_engine.Limits`` (InvalidRequest naming
+    the fault, nothing changed). The audit entry keeps each changed limit's old and new value."""
+    import dataclasses
+
+    from iugc.sandbox.docker_engine import Limits
+
+    phase = phase_by_slug(session, slug)
+    known = [f.name for f in dataclasses.fields(Limits)]
+    unknown = sorted(set(limits) - set(known))
+    if unknown:
+        raise InvalidRequest(f"no limit {', '.join(unknown)}; the limits are {', '.join(known)}", field="limits")
+    try:
+        new = dataclasses.asdict(Limits(**limits))
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), field="limits") from None
+    changes = {k: {"from": phase.limits.get(k), "to": v} for k, v in new.items() if phase.limits.get(k) != v}
+    if changes:
+        phase.limits = new
+        audit(session, actor_id, "phase.limits", f"phase:{slug}", **changes)
     return phase
 
 

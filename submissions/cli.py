@@ -112,7 +112,10 @@ def add_dataset_cmd(slug, folder, expected):
 @click.option("--per-day", type=int, default=None, help="Submissions per team per rolling 24 hours (at least 1).")
 @click.option("--total", default=None, help="Submissions per team in all (at least 1), or `none`.")
 @click.option("--failures-count/--failures-free", default=None, help="Whether failures the submission caused use up quota.")
-def phase_cmd(slug, opens, closes, per_day, total, failures_count):
+@click.option("--queue-without-worker/--refuse-without-worker", default=None,
+              help="Whether an upload that no running worker can evaluate (say, the phase gives a GPU and no worker has "
+                   "one) waits in the queue for one (workers started on demand) or is refused with the reason (the default).")
+def phase_cmd(slug, opens, closes, per_day, total, failures_count, queue_without_worker):
     """Change a phase's window and quotas (what is not given stays); the site's /admin does the same."""
     from iugc.submissions import challenges
     from iugc.submissions.exceptions import InvalidRequest
@@ -133,16 +136,21 @@ def phase_cmd(slug, opens, closes, per_day, total, failures_count):
         changes["submissions_total"] = None if total.lower() == "none" else int(total)
     if failures_count is not None:
         changes["failures_count"] = failures_count
+    if queue_without_worker is not None:
+        changes["queue_without_worker"] = queue_without_worker
     if not changes:
-        raise click.UsageError("nothing to change: give --opens, --closes, --per-day, --total or --failures-count/--failures-free")
+        raise click.UsageError("nothing to change: give --opens, --closes, --per-day, --total, --failures-count/--failures-free "
+                               "or --queue-without-worker/--refuse-without-worker")
 
     def operation(session):
         phase = challenges.update_phase(session, slug, **changes)
-        return phase.opens_at, phase.closes_at, phase.submissions_per_day, phase.submissions_total, phase.failures_count
+        return (phase.opens_at, phase.closes_at, phase.submissions_per_day, phase.submissions_total, phase.failures_count,
+                phase.queue_without_worker)
 
-    opened, closed, day, all_, failures = _run(operation)
+    opened, closed, day, all_, failures, waits = _run(operation)
     click.echo(f"phase {slug}: {opened.isoformat() if opened else 'open'} to {closed.isoformat() if closed else 'no end'}, "
-               f"{day} a day, {all_ if all_ is not None else 'no'} total, failures {'count' if failures else 'free'}")
+               f"{day} a day, {all_ if all_ is not None else 'no'} total, failures {'count' if failures else 'free'}, "
+               f"uploads no worker can evaluate {'wait' if waits else 'refused'}")
 
 
 @admin_group.command("create-user")
@@ -245,7 +253,7 @@ def worker_cmd(concurrency, grace, evaluation):
     import time
 
     from iugc.submissions.storage import open_storage
-    from iugc.submissions.worker import EVALUATIONS, WorkerPool
+    from iugc.submissions.worker import WorkerPool
 
     if concurrency < 1:
         raise click.BadParameter("must be at least 1", param_hint="--concurrency")
@@ -256,7 +264,7 @@ def worker_cmd(concurrency, grace, evaluation):
 
         run_celery_worker(settings, sessions, storage, concurrency, evaluation, grace)
         return
-    pool = WorkerPool(sessions, storage, threads=concurrency, evaluate=lambda job: EVALUATIONS[evaluation](job, storage)).start()
+    pool = WorkerPool.evaluating(evaluation, sessions, storage, threads=concurrency).start()
     click.echo(f"worker {pool.worker_id}: {concurrency} thread(s) on {settings.database_url.split('://')[0]}; SIGTERM stops it", err=True)
     try:
         while True:

@@ -85,5 +85,12 @@ class RateLimited(QuotaExceeded):
     """Over the API's per-token request rate; ``retry_after`` says when (HTTP 429)."""
 
 
+class Unavailable(ServiceError):
+    """The platform cannot do this now, through no fault of the caller: no running worker
+    can evaluate the phase (HTTP 503); the message says what is missing."""
+
+    status = 503
+
+
 class IllegalTransition(ServiceError):
     """A lifecycle change the state machine does not allow (a bug or a race lost)."""

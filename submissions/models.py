@@ -26,6 +26,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -143,6 +144,9 @@ class Phase(Base):
     published_at: Mapped[dt.datetime | None]
     board_version: Mapped[int] = mapped_column(default=0, server_default="0")
     """Moved by every change of the phase's leaderboard entries (``queue.refresh_entry``)."""
+    queue_without_worker: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Accept uploads that no running worker can evaluate (for workers started on demand);
+    they wait in the queue. Otherwise such an upload is refused (``capacity``)."""
 
     challenge: Mapped[Challenge] = relationship(back_populates="phases")
     datasets: Mapped[list["Dataset"]] = relationship(back_populates="phase", order_by="Dataset.id")
@@ -287,6 +291,21 @@ class Evaluation(Base):
     submission: Mapped[Submission] = relationship(back_populates="evaluations")
     history: Mapped[list["StatusChange"]] = relationship(back_populates="evaluation", order_by="StatusChange.id")
     cases: Mapped[list["CaseResult"]] = relationship(back_populates="evaluation", order_by="CaseResult.case_id")
+
+
+class Worker(Base):
+    """A running evaluation worker and what its engine's host gives one evaluation: written
+    when it starts, ``seen_at`` moved by its heartbeat, removed when it stops (``capacity``)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    cpus: Mapped[int]
+    memory_mb: Mapped[int]
+    gpu: Mapped[bool] = mapped_column(Boolean)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class StatusChange(Base):

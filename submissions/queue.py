@@ -23,19 +23,20 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import Integer, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import JSON, Integer, bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from iugc.submissions import audit, challenges, reports
+from iugc.sandbox.docker_engine import Host
+from iugc.submissions import audit, capacity, challenges, reports
 from iugc.submissions.db import transaction
 from iugc.submissions.exceptions import IllegalTransition, InvalidRequest, NotFound
 from iugc.submissions.lifecycle import PLATFORM_REASONS, transition
 from iugc.submissions.models import TERMINAL, CaseResult, Challenge, Dataset, Evaluation, LeaderboardEntry, Phase, Role, State, StatusChange, Submission, Team, User, utcnow
 
 HEARTBEAT_SECONDS = 5.0
-HEARTBEAT_TIMEOUT_SECONDS = 60.0
+HEARTBEAT_TIMEOUT_SECONDS = capacity.LIVE_SECONDS
 MAX_ATTEMPTS = 3
 
 
@@ -87,6 +88,7 @@ _JOB = (  # an evaluation with all its job needs: the dataset it names, else the
     .join(_CHALLENGE, _CHALLENGE.c.id == _PHASE.c.challenge_id)
     .outerjoin(_DS, _DS.c.id == func.coalesce(_EV.c.dataset_id, _ACTIVE_DATASET))
 )
+_LIMITS = func.coalesce(_EV.c.limits, _PHASE.c.limits, type_=JSON)  # what the evaluation asks of a worker
 _NEXT = (_JOB.where(_EV.c.status == State.queued, _EV.c.team_id.not_in(select(_EV.c.team_id).where(_EV.c.status == State.running)))
          .order_by(_EV.c.id).limit(1))  # the oldest queued evaluation of a team with none running
 _NEXT_LOCKED = _NEXT.with_for_update(skip_locked=True, of=_EV)  # PostgreSQL: skip what another worker is claiming
@@ -109,8 +111,9 @@ def _take(session: Session, query, worker_id: str, params: dict | None = None) -
                row.limits or row.phase_limits, row.path, row.manifest_sha256)
 
 
-def claim_next(sessions: sessionmaker[Session], worker_id: str) -> Job | None:
-    """Take the oldest queued evaluation of a team with none running; None when none is.
+def claim_next(sessions: sessionmaker[Session], worker_id: str, host: Host | None = None) -> Job | None:
+    """Take the oldest queued evaluation of a team with none running that ``host`` (what
+    the worker gives one evaluation; None: anything) can run; None when none is.
 
     One transaction of a SELECT and the transition: on SQLite the write lock is held from
     its start (nothing can interleave); on PostgreSQL the row is read ``FOR UPDATE SKIP
@@ -118,17 +121,19 @@ def claim_next(sessions: sessionmaker[Session], worker_id: str) -> Job | None:
     for _ in range(_CLAIM_TRIES):
         try:
             with transaction(sessions) as session:
-                return _take(session, _NEXT_LOCKED if session.bind.dialect.name == "postgresql" else _NEXT, worker_id)
+                query = _NEXT_LOCKED if session.bind.dialect.name == "postgresql" else _NEXT
+                return _take(session, query.where(*capacity.fits(_LIMITS, host)), worker_id)
         except (IllegalTransition, IntegrityError):
             continue  # another worker took it, or this team got a running one meanwhile
     return None
 
 
-def claim(sessions: sessionmaker[Session], worker_id: str, evaluation_id: int) -> Job | None:
-    """Take one named evaluation if it is still queued and its team has none running."""
+def claim(sessions: sessionmaker[Session], worker_id: str, evaluation_id: int, host: Host | None = None) -> Job | None:
+    """Take one named evaluation if it is still queued, its team has none running and
+    ``host`` can run it."""
     try:
         with transaction(sessions) as session:
-            return _take(session, _NAMED, worker_id, {"evaluation_id": evaluation_id})
+            return _take(session, _NAMED.where(*capacity.fits(_LIMITS, host)), worker_id, {"evaluation_id": evaluation_id})
     except (IllegalTransition, IntegrityError):
         return None  # taken, cancelled or finished meanwhile, or the team has one running
 

@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 
 from iugc.evaluator.ranking import rank_teams
-from iugc.submissions import challenges, teams
+from iugc.submissions import capacity, challenges, teams
 from iugc.submissions.exceptions import Forbidden, InvalidRequest, NotFound
 from iugc.submissions.models import TERMINAL, CaseResult, Challenge, Evaluation, LeaderboardEntry, Phase, Role, State, Submission, Team, User, utcnow
 from iugc.submissions.uploads import quota
@@ -39,6 +39,7 @@ def phases(session: Session, user: User) -> list[dict]:
             "kind": phase.kind, "opens": _iso(phase.opens_at), "closes": _iso(phase.closes_at),
             "limits": phase.limits, "results_published": phase.results_published,
             "failures_count_against_quota": phase.failures_count,
+            "cannot_evaluate": capacity.cannot_run(session, phase),
             "quota": {"submissions_per_day": phase.submissions_per_day, "submissions_total": phase.submissions_total,
                       **({"team": team.name, **quota(session, team.id, phase).as_dict()} if team else {})},
         })
@@ -97,6 +98,7 @@ def submission_status(session: Session, user: User, submission_id: int) -> dict:
         "description": submission.description, "link": submission.description_url, "chosen": submission.chosen_at is not None,
         "disqualified": submission.disqualified_reason or submission.team.disqualified_reason,
         "done": latest.status in TERMINAL,
+        "waiting_for": capacity.waiting_for(session, latest.limits) if latest.status == State.queued else None,
         "failure": standing.failure, "error": standing.error,
         "reevaluation": None if latest is standing else {  # a later evaluation that has not (yet) replaced the result
             "number": latest.number, "status": latest.status.value, "failure": latest.failure, "error": latest.error},
@@ -226,7 +228,7 @@ def submission_rows(session: Session, user: User, team_id: int) -> list[dict]:
             "failure": status["failure"], "error": status["error"], "logs": last.get("logs"),
             "queue_position": queue_position(session, latest), "runtime_seconds": runtime_seconds(latest),
             "counts_against_quota": status["counts_against_quota"], "disqualified": status["disqualified"],
-            "reevaluation": status["reevaluation"],
+            "reevaluation": status["reevaluation"], "waiting_for": status["waiting_for"],
         })
     return rows
 
@@ -255,10 +257,13 @@ def all_submissions(session: Session, phase: str = "", team: str = "", status: s
 
 def organizer_overview(session: Session) -> dict:
     """What the organizer's front page shows: every phase with its submission count and
-    active dataset, evaluations counted by status, and the queued and running ones (with
-    their submission and team), oldest first."""
+    active dataset, evaluations counted by status, the queued and running ones (with
+    their submission and team), oldest first, the live workers with what each gives one
+    evaluation, and the phases none of them can run with what is missing."""
     phases = session.execute(select(Phase).order_by(Phase.id)).scalars().all()
     return {
+        "workers": capacity.live(session),
+        "unrunnable": capacity.unrunnable(session),
         "phases": phases,
         "counts": dict(session.execute(select(Submission.phase_id, func.count()).group_by(Submission.phase_id)).all()),
         "states": dict(session.execute(select(Evaluation.status, func.count()).group_by(Evaluation.status)).all()),
@@ -273,8 +278,9 @@ def organizer_overview(session: Session) -> dict:
 def phase_dashboard(session: Session, phase: Phase, now: dt.datetime | None = None) -> dict:
     """How a phase is doing, for its organizer: submissions in the last 24 hours and in all,
     teams that submitted, evaluations finished in the last 24 hours by status, the failed
-    ones among them by reason (with a count), what waits and runs now, and the workers
-    holding its running evaluations (with their last heartbeat)."""
+    ones among them by reason (with a count), what waits and runs now, what the live
+    workers lack to run it (None: one can), and the workers holding its running
+    evaluations (with their last heartbeat)."""
     now = now or utcnow()
     day = now - dt.timedelta(hours=24)
     in_phase = Submission.phase_id == phase.id
@@ -296,6 +302,7 @@ def phase_dashboard(session: Session, phase: Phase, now: dt.datetime | None = No
         "finished_today": {status.value: n for status, n in recent},
         "failures_today": [(failure or "unknown", n) for failure, n in reasons],
         "queued": pending.get(State.queued, 0), "running": pending.get(State.running, 0),
+        "missing": capacity.missing(phase.limits, capacity.live(session)),
         "workers": [{"id": w, "host": h, "running": n, "heartbeat": beat} for w, h, n, beat in workers],
     }
 

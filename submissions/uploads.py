@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from iugc.sandbox.exceptions import SubmissionError
 from iugc.sandbox.intake import check_archive
-from iugc.submissions import audit, challenges, teams
+from iugc.submissions import audit, capacity, challenges, teams
 from iugc.submissions.db import transaction
-from iugc.submissions.exceptions import Conflict, Forbidden, InvalidArchive, QuotaExceeded
+from iugc.submissions.exceptions import Conflict, Forbidden, InvalidArchive, QuotaExceeded, Unavailable
 from iugc.submissions.lifecycle import transition
 from iugc.submissions.models import Evaluation, Phase, State, StatusChange, Submission, Team, User, utcnow
 from iugc.submissions.storage import stage
@@ -88,13 +88,22 @@ def _team(session: Session, user: User, phase: Phase) -> Team:
     return team
 
 
+def _check_runnable(session: Session, phase: Phase) -> None:
+    """Refuse an upload that no running worker could evaluate (``capacity``)."""
+    reason = capacity.cannot_run(session, phase)
+    if reason is not None:
+        raise Unavailable(reason)
+
+
 def why_not(session: Session, user: User, phase: Phase, now: dt.datetime) -> str | None:
-    """Why ``user`` may not upload to ``phase`` now (closed, no team, a disqualified team),
-    or None: what the upload page says before a file is chosen (the quota is shown apart)."""
+    """Why ``user`` may not upload to ``phase`` now (closed, no team, a disqualified team,
+    no running worker can evaluate it), or None: what the upload page says before a file
+    is chosen (the quota is shown apart)."""
     try:
         check_open(phase, now)
         _team(session, user, phase)
-    except Forbidden as exc:
+        _check_runnable(session, phase)
+    except (Forbidden, Unavailable) as exc:
         return str(exc)
     return None
 
@@ -103,8 +112,9 @@ def submit(sessions: sessionmaker[Session], storage, user_id: int, slug: str, st
     """Accept an uploaded ``docker save`` archive for a phase; returns the submission id.
 
     Raises (with nothing written to the database or storage): NotFound (no such phase),
-    Forbidden (closed, not in a team), TooLarge, InvalidRequest (the intake rules),
-    Conflict (the same archive again), QuotaExceeded.
+    Forbidden (closed, not in a team), Unavailable (no running worker can evaluate the
+    phase), TooLarge, InvalidRequest (the intake rules), Conflict (the same archive
+    again), QuotaExceeded.
     """
     received_at = now or utcnow()
     with sessions() as session:  # cheap checks first: a refused upload is not streamed
@@ -113,6 +123,7 @@ def submit(sessions: sessionmaker[Session], storage, user_id: int, slug: str, st
         check_open(phase, received_at)
         team_id = _team(session, user, phase).id
         _check_quota(quota(session, team_id, phase, received_at), slug)
+        _check_runnable(session, phase)
         max_bytes = int(phase.limits["image_size_limit_mb"] * 2**20)
     staged = stage(stream, storage.staging, max_bytes)
     created = False

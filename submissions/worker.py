@@ -24,8 +24,9 @@ from typing import Callable
 from sqlalchemy.orm import Session, sessionmaker
 
 from iugc.challenge.outputs import LANDMARKS_FILE
+from iugc.sandbox.docker_engine import Host
 from iugc.sandbox.exceptions import CancelledError, RetryableError, SubmissionError
-from iugc.submissions import queue
+from iugc.submissions import capacity, queue
 from iugc.submissions.queue import Job
 
 log = logging.getLogger("iugc.worker")
@@ -112,6 +113,8 @@ def noop_job(job: Job) -> dict:
 
 EVALUATIONS = {"docker": run_job, "noop": lambda job, storage: noop_job(job)}
 """``--evaluation`` choices: the real one, and the no-op for benchmarks and queue tests."""
+CAPACITIES = {"docker": capacity.this_host, "noop": lambda: capacity.ANYTHING}
+"""What a worker of each ``--evaluation`` can give one evaluation (the no-op runs nothing)."""
 
 
 class WorkerPool:
@@ -121,10 +124,11 @@ class WorkerPool:
                  heartbeat_seconds: float = queue.HEARTBEAT_SECONDS, timeout_seconds: float = queue.HEARTBEAT_TIMEOUT_SECONDS,
                  max_attempts: int = queue.MAX_ATTEMPTS, poll_seconds: float = 0.5, cleanup: bool = True,
                  cancel_poll_seconds: float = CANCEL_POLL_SECONDS, stop_seconds: float = STOP_SECONDS,
-                 slots: int | None = None, idle_claim_seconds: float | None = None):
+                 slots: int | None = None, idle_claim_seconds: float | None = None, host: Host | None = None):
         """``slots``: with ``threads=0`` (Celery runs ``run_one``), how many evaluations this
         process runs at once at most. ``idle_claim_seconds``: while it runs none, claim from
-        the database that often (:meth:`_claim_when_idle`)."""
+        the database that often (:meth:`_claim_when_idle`). ``host``: what this worker gives
+        one evaluation (``capacity``); it claims only what that can run (None: anything)."""
         if threads < 0:
             raise ValueError(f"threads must be >= 0 (0: only heartbeats, jobs run by run_one), got {threads}")
         if idle_claim_seconds is not None and not slots:
@@ -145,10 +149,19 @@ class WorkerPool:
         self.requeued_at_start: dict = {}
         self._slots = threading.BoundedSemaphore(slots) if slots else None
         self.idle_claim_seconds = idle_claim_seconds
+        self.host = host
+
+    @classmethod
+    def evaluating(cls, evaluation: str, sessions: sessionmaker[Session], storage, **options) -> "WorkerPool":
+        """A pool running ``--evaluation`` ``evaluation`` (``EVALUATIONS``), claiming what
+        its machine can give (``CAPACITIES``)."""
+        return cls(sessions, storage, evaluate=lambda job: EVALUATIONS[evaluation](job, storage),
+                   host=CAPACITIES[evaluation](), **options)
 
     def start(self) -> "WorkerPool":
         # our previous process's evaluations, at once (its pid is gone: no heartbeat timeout to wait)
         self.requeued_at_start = queue.reap(self.sessions, self.timeout_seconds, self.max_attempts)
+        capacity.register(self.sessions, self.worker_id, self.host or capacity.ANYTHING)
         if self.cleanup:
             self._cleanup_engine()
         self._threads = [threading.Thread(target=self._work, name=f"iugc-worker-{i}", daemon=True) for i in range(self.n_threads)]
@@ -189,6 +202,10 @@ class WorkerPool:
             held = list(self._held.values())
         for job in held:  # a thread that did not give its job back in time
             queue.release(self.sessions, job, "worker_lost", "worker stopped", interrupted=True)
+        try:
+            capacity.leave(self.sessions, self.worker_id)
+        except Exception:  # the database is gone: the row stops being live by itself
+            log.warning("could not remove this worker from the list of workers; it drops out after the heartbeat timeout")
 
     def interrupt(self, grace: float) -> None:
         """Wait up to ``grace`` seconds for the held evaluations to end, then cancel the rest
@@ -213,7 +230,7 @@ class WorkerPool:
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
-                job = queue.claim_next(self.sessions, self.worker_id)
+                job = queue.claim_next(self.sessions, self.worker_id, self.host)
             except Exception:
                 log.exception("claiming failed; retrying")  # the database restarting, say
                 self._stop.wait(self.poll_seconds * 4)
@@ -228,7 +245,8 @@ class WorkerPool:
         """Claim and run one named evaluation (a Celery task), or, when it is not claimable
         (its team has one running, it was taken), the next queued one; False when none is."""
         with self._slots or contextlib.nullcontext():
-            job = queue.claim(self.sessions, self.worker_id, evaluation_id) or queue.claim_next(self.sessions, self.worker_id)
+            job = (queue.claim(self.sessions, self.worker_id, evaluation_id, self.host)
+                   or queue.claim_next(self.sessions, self.worker_id, self.host))
             if job is None:
                 return False
             self.run(job)
@@ -242,7 +260,7 @@ class WorkerPool:
         while not self._stop.wait(self.idle_claim_seconds):
             while not self._stop.is_set() and not self._held and self._slots.acquire(blocking=False):
                 try:
-                    job = queue.claim_next(self.sessions, self.worker_id)
+                    job = queue.claim_next(self.sessions, self.worker_id, self.host)
                     if job is None:
                         break
                     log.warning("evaluation %d: claimed from the database, no broker message came for it", job.evaluation_id)
@@ -316,6 +334,7 @@ class WorkerPool:
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.heartbeat_seconds
                     held = queue.heartbeat(self.sessions, self.worker_id, list(jobs))
+                    capacity.seen(self.sessions, self.worker_id, self.host or capacity.ANYTHING)
                     queue.reap(self.sessions, self.timeout_seconds, self.max_attempts)
                 else:
                     held = queue.still_held(self.sessions, self.worker_id, list(jobs))

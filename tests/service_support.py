@@ -224,6 +224,14 @@ class Service:
                 teams.create_team(session, user, team)
             return user.id
 
+    def upload(self, user_id: int, salt: str, slug: str | None = None) -> int:
+        """A submission of a fresh archive (``salt`` makes it unique) to ``slug`` (default: the first phase)."""
+        from iugc.submissions.uploads import submit
+
+        path = docker_like_archive(self.tmp / f"upload-{salt}.tar", str(salt))
+        with open(path, "rb") as stream:
+            return submit(self.sessions, self.storage, user_id, slug or self.phases[0], stream)
+
     def counts(self) -> dict:
         from sqlalchemy import func, select
 

@@ -99,7 +99,8 @@ function pollSubmissions(root) {
           const status = row.querySelector('[data-field="status"] .badge');
           status.textContent = s.status;
           status.className = "badge st-" + s.status;
-          row.querySelector('[data-field="queue_position"]').textContent = s.queue_position || "—";
+          row.querySelector('[data-field="queue_position"]').textContent = (s.queue_position || "—") +
+            (s.waiting_for && s.waiting_for !== "its turn" ? ", waiting for " + s.waiting_for : "");
           row.querySelector('[data-field="runtime_seconds"]').textContent = formatRuntime(s.runtime_seconds);
           const score = row.querySelector('[data-field="score"]');
           if (s.results_hidden) score.textContent = "hidden until published";

@@ -168,7 +168,8 @@ def _phase_forms(phase) -> dict:
     shown = "%Y-%m-%dT%H:%M"
     settings = PhaseForm(formdata=None, data={
         "opens": phase.opens_at.strftime(shown) if phase.opens_at else "", "closes": phase.closes_at.strftime(shown) if phase.closes_at else "",
-        "per_day": phase.submissions_per_day, "total": phase.submissions_total, "failures_count": phase.failures_count})
+        "per_day": phase.submissions_per_day, "total": phase.submissions_total, "failures_count": phase.failures_count,
+        "queue_without_worker": phase.queue_without_worker})
     return {"settings_form": settings, "dataset_form": DatasetForm(formdata=None), "reason_form": ReasonForm(formdata=None),
             "submission_form": SubmissionReasonForm(formdata=None)}
 
@@ -218,9 +219,11 @@ def phase_settings(slug):
         challenges.update_phase(session, slug, opens_at=challenges.parse_time(form.opens.data, field="opens_at"),
                                 closes_at=challenges.parse_time(form.closes.data, field="closes_at"),
                                 submissions_per_day=form.per_day.data, submissions_total=form.total.data,
-                                failures_count=bool(form.failures_count.data), actor_id=current_user.id)
+                                failures_count=bool(form.failures_count.data),
+                                queue_without_worker=bool(form.queue_without_worker.data), actor_id=current_user.id)
     fields = {"opens_at": form.opens, "closes_at": form.closes, "submissions_per_day": form.per_day,
-              "submissions_total": form.total, "failures_count": form.failures_count}
+              "submissions_total": form.total, "failures_count": form.failures_count,
+              "queue_without_worker": form.queue_without_worker}
     return _change(slug, operation, f"The window and quotas of {slug} are saved.", form, form.per_day, fields)
 
 

@@ -62,6 +62,8 @@ class PhaseForm(FlaskForm):
     per_day = IntegerField("Submissions per 24 hours", validators=[InputRequired()])
     total = IntegerField("Submissions in total (empty: no limit)", validators=[Optional()])
     failures_count = BooleanField("Failures the submission caused use up quota")
+    queue_without_worker = BooleanField("Queue uploads no running worker can evaluate (workers started on demand); "
+                                        "otherwise they are refused with the reason")
 
 
 class DatasetForm(FlaskForm):

@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 from iugc import site_demo
 from iugc.cli import main
 from iugc.leaderboard.web import overlays
-from iugc.submissions import db, reports
-from iugc.submissions.models import Evaluation, Role, Submission, User
+from iugc.sandbox.docker_engine import Limits, shortfall
+from iugc.submissions import capacity, db, reports
+from iugc.submissions.models import Evaluation, Phase, Role, Submission, User
 from iugc.submissions.storage import LocalStorage
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:flask_limiter")
@@ -65,6 +66,13 @@ def test_demo_site_prepares_a_ranked_site_and_a_second_run_reuses_it(tmp_path, m
             assert len(case_sets[0]) == 6  # --cases: frames per phase
             dataset, phase = downloads.sample_dataset(session, name)
             assert phase.slug == f"{name}-sanity-check"
+    host = capacity.this_host()  # every phase within what this machine gives, and the demo says what it lowered
+    with sessions() as session:
+        for phase in session.execute(select(Phase)).scalars():
+            assert shortfall(Limits(**phase.limits), host) == [], phase.slug
+    if not host.gpu:
+        (said,) = [line for line in first.output.splitlines() if "psfhs2023-validation:" in line]
+        assert "gpu True -> False" in said
     (wheel,) = (instance / "downloads").glob("iugc_platform-*.whl")  # the client the guide names, made once
     assert wheel.name in first.output and f"already there: {wheel.name}" in again.output
     with sessions() as session:

@@ -717,7 +717,7 @@ def test_a_submission_without_a_result_says_why(site):
     client = site.client("a@example.org")
     said = text(client.get(f"/submissions/{failed}"))
     assert "No result: the evaluation failed (invalid_outputs: no predictions.json in /output)." in said and "No result yet" not in said
-    assert "No result yet: the evaluation is queued (queue position 1)." in text(client.get(f"/submissions/{queued}"))
+    assert "No result yet: the evaluation is queued (queue position 1), waiting for a worker to start." in text(client.get(f"/submissions/{queued}"))
     client.form(f"/submissions/{queued}/cancel", page=f"/submissions/{queued}")
     assert "No result: the evaluation was cancelled." in text(client.get(f"/submissions/{queued}"))
 

@@ -109,7 +109,7 @@ def test_a_gpu_phase_on_a_host_without_one_is_refused_before_it_runs(engine, ine
                           "--cpus", "1", "--out", out, work=own_work_dir)
     assert run.returncode not in (0, 130), run.stdout
     message = run.stderr.strip().splitlines()[-1]
-    assert "phase final-test grants a GPU" in message and "has none" in message and "--no-gpus" in message, run.stderr
+    assert "phase final-test asks for a GPU" in message and "has none" in message and "--no-gpus" in message, run.stderr
     assert "Traceback" not in run.stderr and "failed" not in run.stdout
     assert not out.exists()  # nothing recorded against the team
     assert _runner_containers(engine) == before and not any(own_work_dir.glob("*/"))

@@ -14,9 +14,8 @@ import pytest
 from iugc.submissions import db, queue, reports
 from iugc.submissions.exceptions import InvalidRequest, NotFound
 from iugc.submissions.models import CaseResult, Evaluation, LeaderboardEntry, Phase, State, Submission, User
-from iugc.submissions.uploads import submit
 from iugc.submissions.worker import WorkerPool
-from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster  # noqa: F401
+from tests.service_support import Service, challenge_file, database_url, postgres_cluster  # noqa: F401
 
 
 def noop_result(job, score=0.5) -> dict:
@@ -32,12 +31,6 @@ def service(database_url, tmp_path):
     svc.engine.dispose()
 
 
-def _submit(service, user_id, salt):
-    path = docker_like_archive(service.tmp / f"q{salt}.tar", str(salt))
-    with open(path, "rb") as stream:
-        return submit(service.sessions, service.storage, user_id, service.phases[0], stream)
-
-
 def _evaluations(service):
     with service.sessions() as session:
         return {e.id: (e.submission_id, e.number, e.status, e.attempts) for e in session.query(Evaluation)}
@@ -46,8 +39,8 @@ def _evaluations(service):
 def test_one_running_evaluation_per_team(service):
     alpha, beta = service.participant("a@example.org", "alpha"), service.participant("b@example.org", "beta")
     for i in range(2):
-        _submit(service, alpha, f"a{i}")
-    _submit(service, beta, "b0")
+        service.upload(alpha, f"a{i}")
+    service.upload(beta, "b0")
     first = queue.claim_next(service.sessions, "w1")
     second = queue.claim_next(service.sessions, "w2")
     assert queue.claim_next(service.sessions, "w3") is None  # alpha's second waits for its first
@@ -61,7 +54,7 @@ def test_one_running_evaluation_per_team(service):
 
 def test_a_result_is_stored_once_when_two_workers_race(service):
     alpha = service.participant("a@example.org", "alpha")
-    _submit(service, alpha, 1)
+    service.upload(alpha, 1)
     slow = queue.claim_next(service.sessions, "host:1:slow")
     # the slow worker stops answering: the reaper hands its evaluation to another worker
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=queue.HEARTBEAT_TIMEOUT_SECONDS + 1)
@@ -81,7 +74,7 @@ def test_a_result_is_stored_once_when_two_workers_race(service):
 def test_concurrent_claims_never_hand_one_evaluation_to_two_workers(service):
     teams = [service.participant(f"u{i}@example.org", f"team{i}") for i in range(6)]
     for i, user in enumerate(teams):
-        _submit(service, user, i)
+        service.upload(user, i)
     claimed, barrier = [], threading.Barrier(8)
 
     def claim(n):
@@ -99,7 +92,7 @@ def test_concurrent_claims_never_hand_one_evaluation_to_two_workers(service):
 
 def test_heartbeats_keep_an_evaluation_and_tell_a_worker_what_it_lost(service):
     alpha = service.participant("a@example.org", "alpha")
-    sid = _submit(service, alpha, 1)
+    sid = service.upload(alpha, 1)
     job = queue.claim_next(service.sessions, "h:1:a")
     assert queue.heartbeat(service.sessions, "h:1:a", [job.evaluation_id]) == {job.evaluation_id}
     assert queue.heartbeat(service.sessions, "h:2:b", [job.evaluation_id]) == set()
@@ -115,7 +108,7 @@ def test_the_reaper_requeues_at_once_when_the_owner_process_is_gone(service):
     import socket
 
     alpha = service.participant("a@example.org", "alpha")
-    _submit(service, alpha, 1)
+    service.upload(alpha, 1)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     worker = f"{socket.gethostname()}:{dead.stdout.strip()}:old"
     job = queue.claim_next(service.sessions, worker)
@@ -124,7 +117,7 @@ def test_the_reaper_requeues_at_once_when_the_owner_process_is_gone(service):
 
 def test_after_max_attempts_the_reaper_fails_it_as_worker_lost_without_using_quota(service):
     alpha = service.participant("a@example.org", "alpha")
-    sid = _submit(service, alpha, 1)
+    sid = service.upload(alpha, 1)
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
     for attempt in range(1, queue.MAX_ATTEMPTS + 1):
         job = queue.claim_next(service.sessions, f"h:{attempt}:x")
@@ -139,7 +132,7 @@ def test_after_max_attempts_the_reaper_fails_it_as_worker_lost_without_using_quo
 
 def test_cancellation_rules(service):
     alpha, beta = service.participant("a@example.org", "alpha"), service.participant("b@example.org", "beta")
-    sid = _submit(service, alpha, 1)
+    sid = service.upload(alpha, 1)
     with pytest.raises(NotFound, match=f"no submission {sid}"):  # another team's: hidden
         queue.cancel(service.sessions, beta, sid)
     with pytest.raises(NotFound):
@@ -147,7 +140,7 @@ def test_cancellation_rules(service):
     assert queue.cancel(service.sessions, alpha, sid) == State.cancelled
     with pytest.raises(InvalidRequest, match="already cancelled"):
         queue.cancel(service.sessions, alpha, sid)
-    sid2 = _submit(service, alpha, 2)
+    sid2 = service.upload(alpha, 2)
     queue.cancel(service.sessions, service.organizer, sid2)
     with service.sessions() as session:
         assert session.get(Submission, sid).counts_against_quota is True  # the team's own choice
@@ -156,7 +149,7 @@ def test_cancellation_rules(service):
 
 def test_reevaluation_keeps_the_old_evaluations(service):
     alpha = service.participant("a@example.org", "alpha")
-    sid = _submit(service, alpha, 1)
+    sid = service.upload(alpha, 1)
     assert queue.reevaluate(service.sessions, service.organizer, service.phases[0]) == []  # still pending
     job = queue.claim_next(service.sessions, "h:1:x")
     queue.finish(service.sessions, job, noop_result(job, 0.4))
@@ -182,7 +175,7 @@ def _standing(service, sid):
 @pytest.mark.parametrize("how", ["the image fails", "the platform fails", "an organizer cancels"])
 def test_a_reevaluation_that_does_not_succeed_leaves_the_result_standing(service, how):
     alpha = service.participant("a@example.org", "alpha")
-    sid = _submit(service, alpha, 1)
+    sid = service.upload(alpha, 1)
     first = queue.claim_next(service.sessions, "h:1:x")
     queue.finish(service.sessions, first, noop_result(first, 0.4), evaluator_version="1.0")
     before = _standing(service, sid)
@@ -215,7 +208,7 @@ def test_a_reevaluation_that_does_not_succeed_leaves_the_result_standing(service
 
 def test_a_reevaluation_that_succeeds_replaces_the_result_and_says_so_on_the_board(service):
     alpha = service.participant("a@example.org", "alpha")
-    sid = _submit(service, alpha, 1)
+    sid = service.upload(alpha, 1)
     first = queue.claim_next(service.sessions, "h:1:x")
     queue.finish(service.sessions, first, noop_result(first, 0.4), evaluator_version="1.0")
     queue.reevaluate(service.sessions, service.organizer, service.phases[0], sid)
@@ -233,7 +226,7 @@ def test_a_reevaluation_that_succeeds_replaces_the_result_and_says_so_on_the_boa
 def test_a_first_evaluation_still_mirrors_every_state(service):
     """The standing rule is for scored submissions only: an unscored one shows its failure."""
     alpha = service.participant("a@example.org", "alpha")
-    sid = _submit(service, alpha, 1)
+    sid = service.upload(alpha, 1)
     with db.transaction(service.sessions) as session:
         session.query(Phase).update({Phase.failures_count: False})
     job = queue.claim_next(service.sessions, "h:1:x")
@@ -250,7 +243,7 @@ def _user(session, user_id):
 
 def test_the_embedded_pool_completes_every_evaluation_exactly_once(service):
     users = [service.participant(f"u{i}@example.org", f"team{i}") for i in range(4)]
-    ids = [_submit(service, users[i % 4], i) for i in range(40)]
+    ids = [service.upload(users[i % 4], i) for i in range(40)]
     seen, lock = [], threading.Lock()
 
     def evaluate(job):
@@ -277,7 +270,7 @@ def test_a_platform_fault_in_the_pool_is_retried_and_a_stopped_pool_gives_work_b
     from iugc.sandbox.exceptions import RetryableError
 
     alpha = service.participant("a@example.org", "alpha")
-    _submit(service, alpha, 1)
+    service.upload(alpha, 1)
     calls, started, release = [], threading.Event(), threading.Event()
 
     def flaky(job):
@@ -306,7 +299,7 @@ def test_a_postgresql_restart_during_a_run_loses_nothing(postgres_cluster, tmp_p
     svc = Service(postgres_cluster.url(name), tmp_path, challenge_file(tmp_path, limits={"submissions_per_day": 1000}))
     users = [svc.participant(f"u{i}@example.org", f"team{i}") for i in range(10)]
     for i in range(100):
-        _submit(svc, users[i % 10], i)
+        svc.upload(users[i % 10], i)
 
     def slow(job):
         time.sleep(0.05)
@@ -350,7 +343,7 @@ def test_a_no_op_evaluation_takes_at_most_9_sql_statements(service):
     from iugc.submissions.worker import noop_job
 
     users = [service.participant(f"u{i}@example.org", f"team{i}") for i in range(3)]
-    ids = [_submit(service, users[i % 3], i) for i in range(6)]
+    ids = [service.upload(users[i % 3], i) for i in range(6)]
     pool = WorkerPool(service.sessions, service.storage, threads=0, evaluate=noop_job, cleanup=False)
     statements = []
 
@@ -377,7 +370,7 @@ def test_a_team_chooses_which_scored_submission_counts_and_describes_it(service)
 
     alpha = service.participant("a@example.org", "alpha")
     service.participant("b@example.org", "beta")
-    best, worse, pending = (_submit(service, alpha, i) for i in range(3))
+    best, worse, pending = (service.upload(alpha, i) for i in range(3))
     for sid, score in ((best, 0.8), (worse, 0.6)):
         job = queue.claim_next(service.sessions, "h:1:x")
         assert job.evaluation_id == sid  # one evaluation per submission here
@@ -398,7 +391,7 @@ def test_a_team_chooses_which_scored_submission_counts_and_describes_it(service)
     queue.finish(service.sessions, job, noop_result(job, 0.9))
     assert entry() == worse
     with pytest.raises(InvalidRequest, match="has no score yet"):
-        act("a@example.org", counting.choose, _submit(service, alpha, 9))
+        act("a@example.org", counting.choose, service.upload(alpha, 9))
     with pytest.raises(NotFound):  # another team's: not even its existence
         act("b@example.org", counting.choose, best)
     with pytest.raises(Forbidden):
