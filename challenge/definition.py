@@ -179,6 +179,15 @@ class Phase(_Strict):
         return self
 
 
+class DataInfo(_Strict):
+    """What a team reads on the challenge's data page."""
+
+    description: str = Field(min_length=1)
+    licence: str = Field(min_length=1)
+    source: str | None = None
+    """Where the data come from (an address or a citation); None: the reference says it."""
+
+
 class ChallengeDefinition(_Strict):
     """A validated challenge definition (see ``docs/challenge-definition.md``)."""
 
@@ -198,6 +207,10 @@ class ChallengeDefinition(_Strict):
     score: Score
     ranking: Ranking
     phases: tuple[Phase, ...] = Field(min_length=1)
+    data: DataInfo | None = None
+    """What the data are and their licence (the data page); None: not described yet."""
+    terms: str | None = Field(default=None, min_length=1)
+    """The terms a team accepts once before its first submission; None: nothing to accept."""
 
     @model_validator(mode="after")
     def _consistent(self):

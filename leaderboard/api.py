@@ -15,7 +15,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from iugc.submissions import accounts, counting, db, queue, reports, teams
+from iugc.submissions import accounts, challenges, counting, db, queue, reports, teams
 from iugc.submissions.exceptions import InvalidRequest, RateLimited
 from iugc.submissions.uploads import submit
 from iugc.leaderboard import boards
@@ -165,6 +165,15 @@ def create_team():
         user = session.merge(g.user)
         team = teams.create_team(session, user, data["name"], data.get("challenge"))
         return {"id": team.id, "name": team.name, "challenge": team.challenge.name}
+
+
+@endpoint("/challenges/<name>/terms", "POST", "Accept the challenge's terms for the caller's team (once, before its first "
+          "submission; read them at /challenges/NAME/terms on the site)",
+          responses={200: "accepted (when, by whom)", 403: "not in a team of this challenge", 404: "no such challenge, or it has no terms"})
+def accept_terms(name):
+    with db.transaction(service().sessions) as session:
+        team = teams.accept_terms(session, session.merge(g.user), challenges.challenge_by_name(session, name).id)
+        return {"team": team.name, "challenge": name, "accepted": team.terms_accepted_at.isoformat()}
 
 
 @endpoint("/teams/join", "POST", "Join a team with its invitation: the token of a team's link or of an e-mail invitation",

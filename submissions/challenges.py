@@ -69,6 +69,13 @@ def init_challenge(session: Session, name_or_path: str | Path, actor_id: int | N
     return challenge, True
 
 
+def challenge_by_name(session: Session, name: str) -> Challenge:
+    challenge = session.execute(select(Challenge).where(Challenge.name == name)).scalar_one_or_none()
+    if challenge is None:
+        raise NotFound(f"no challenge {name!r}")
+    return challenge
+
+
 def phase_slugs(session: Session) -> list[str]:
     """Every phase's slug, in the order the phases were made."""
     return session.execute(select(Phase.slug).order_by(Phase.id)).scalars().all()

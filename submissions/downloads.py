@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from iugc.submissions import challenges
 from iugc.submissions.exceptions import InvalidRequest, NotFound
-from iugc.submissions.models import Challenge, Dataset, Phase
+from iugc.submissions.models import Dataset, Phase
 
 PACKAGES = ("common", "challenge", "data_manifest", "evaluator", "sandbox", "baseline", "submissions", "leaderboard")
 """The folders setup.py installs under ``iugc.`` (beside ``iugc/`` itself)."""
@@ -101,9 +101,7 @@ def sample_dataset(session: Session, challenge_name: str) -> tuple[Dataset, Phas
     """The active dataset of ``challenge_name``'s first phase with public cases, and that
     phase. NotFound when there is none; InvalidRequest when a phase without public cases
     scores on the same data."""
-    challenge = session.execute(select(Challenge).where(Challenge.name == challenge_name)).scalar_one_or_none()
-    if challenge is None:
-        raise NotFound(f"no challenge {challenge_name!r}")
+    challenge = challenges.challenge_by_name(session, challenge_name)
     for phase in challenge.phases:
         if not phase.public_cases:
             continue

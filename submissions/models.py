@@ -182,8 +182,12 @@ class Team(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     disqualified_at: Mapped[dt.datetime | None]
     disqualified_reason: Mapped[str | None] = mapped_column(Text)
+    terms_accepted_at: Mapped[dt.datetime | None]
+    """When a member accepted the challenge's terms for the team (``teams.accept_terms``)."""
+    terms_accepted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
     challenge: Mapped[Challenge] = relationship(back_populates="teams")
+    terms_accepted_by: Mapped["User | None"] = relationship(foreign_keys=[terms_accepted_by_id])
     memberships: Mapped[list["Membership"]] = relationship(back_populates="team")
 
 

@@ -259,7 +259,8 @@ def organizer_overview(session: Session) -> dict:
     """What the organizer's front page shows: every phase with its submission count and
     active dataset, evaluations counted by status, the queued and running ones (with
     their submission and team), oldest first, the live workers with what each gives one
-    evaluation, and the phases none of them can run with what is missing."""
+    evaluation, the phases none of them can run with what is missing, and every team with
+    its challenge and who accepted the challenge's terms for it, and when."""
     phases = session.execute(select(Phase).order_by(Phase.id)).scalars().all()
     return {
         "workers": capacity.live(session),
@@ -272,6 +273,8 @@ def organizer_overview(session: Session) -> dict:
             .join(Team, Submission.team_id == Team.id)
             .where(Evaluation.status.in_([State.running, State.queued])).order_by(Evaluation.id)).all(),
         "datasets": {p.id: challenges.active_dataset(session, p.id) for p in phases},
+        "teams": session.execute(select(Team, Challenge.name, User.email).join(Challenge, Team.challenge_id == Challenge.id)
+                                 .outerjoin(User, User.id == Team.terms_accepted_by_id).order_by(Challenge.id, Team.name)).all(),
     }
 
 

@@ -56,6 +56,26 @@ def create_team(session: Session, user: User, name: str, challenge_name: str | N
     return team
 
 
+def terms_of(challenge: Challenge) -> str | None:
+    """The terms a team of ``challenge`` accepts before its first submission (None: none)."""
+    return (challenge.definition or {}).get("terms")
+
+
+def accept_terms(session: Session, user: User, challenge_id: int) -> Team:
+    """``user`` accepts the challenge's terms for their team, once (recorded with when and
+    by whom, and audited); accepting again changes nothing. Forbidden when not in a team,
+    NotFound when the challenge has no terms."""
+    team = team_of(session, user, challenge_id)
+    if team is None:
+        raise Forbidden("you are in no team of this challenge: create or join one first, then accept its terms")
+    if terms_of(team.challenge) is None:
+        raise NotFound(f"challenge {team.challenge.name} has no terms to accept")
+    if team.terms_accepted_at is None:
+        team.terms_accepted_at, team.terms_accepted_by_id = utcnow(), user.id
+        audit(session, user.id, "team.accept_terms", f"team:{team.id}", challenge=team.challenge.name)
+    return team
+
+
 def team_of(session: Session, user: User, challenge_id: int) -> Team | None:
     return session.execute(
         select(Team).join(Membership).where(Membership.user_id == user.id, Membership.challenge_id == challenge_id)

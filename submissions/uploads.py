@@ -85,6 +85,9 @@ def _team(session: Session, user: User, phase: Phase) -> Team:
         raise Forbidden(f"you are in no team of {phase.challenge.name}: create one first (POST /api/v1/teams)")
     if team.disqualified_at is not None:
         raise Forbidden(f"your team {team.name} is disqualified ({team.disqualified_reason}) and may not submit; write to the organizers")
+    if team.terms_accepted_at is None and teams.terms_of(phase.challenge) is not None:
+        raise Forbidden(f"your team {team.name} has not accepted the terms of {phase.challenge.name} yet: a member reads and "
+                        f"accepts them once on the site, at /challenges/{phase.challenge.name}/terms (or POST /api/v1/challenges/{phase.challenge.name}/terms)")
     return team
 
 

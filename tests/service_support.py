@@ -197,6 +197,14 @@ def challenge_file(tmp_path: Path, **phase_changes) -> Path:
     return path
 
 
+def accept(session, user, team) -> None:
+    """The team's member accepts its challenge's terms (as a team does before its first upload)."""
+    from iugc.submissions import teams
+
+    if teams.terms_of(team.challenge) is not None:
+        teams.accept_terms(session, user, team.challenge_id)
+
+
 class Service:
     """A migrated database, its storage, one challenge and helpers to add people."""
 
@@ -221,7 +229,7 @@ class Service:
         with db.transaction(self.sessions) as session:
             user = accounts.create_user(session, email, "participant")
             if team:
-                teams.create_team(session, user, team)
+                accept(session, user, teams.create_team(session, user, team))
             return user.id
 
     def upload(self, user_id: int, salt: str, slug: str | None = None) -> int:

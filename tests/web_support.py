@@ -12,7 +12,7 @@ from iugc.leaderboard.app import create_app
 from iugc.submissions.accounts import hash_password
 from iugc.submissions import accounts, db, queue, teams
 from iugc.submissions.uploads import submit
-from tests.service_support import Service, challenge_file, docker_like_archive
+from tests.service_support import Service, accept, challenge_file, docker_like_archive
 
 PASSWORD = "a long pass phrase"
 ORGANIZER = "org@example.org"
@@ -42,12 +42,15 @@ class Site:
         self.app.extensions["iugc"].engine.dispose()
         self.service.engine.dispose()
 
-    def person(self, email: str, team: str | None = None) -> int:
+    def person(self, email: str, team: str | None = None, accept_terms: bool = True) -> int:
+        """A participant with the test password, in a new ``team`` that has accepted the terms (unless told)."""
         with db.transaction(self.sessions) as session:
             user = accounts.create_user(session, email, "participant")
             user.password_hash = hash_password(PASSWORD)
             if team:
-                teams.create_team(session, user, team)
+                created = teams.create_team(session, user, team)
+                if accept_terms:
+                    accept(session, user, created)
             return user.id
 
     def user_id(self, email: str) -> int:

@@ -54,7 +54,8 @@ def upload(slug):
         team = teams.team_of(session, current_user.user, phase.challenge_id)
         closed = why_not(session, current_user.user, phase, utcnow()) if team else None
         left = quota(session, team.id, phase) if team else None
-        return render_template("submissions/upload.html", phase=phase, team=team, quota=left, closed=closed,
+        terms = teams.terms_of(phase.challenge) if team and team.terms_accepted_at is None else None
+        return render_template("submissions/upload.html", phase=phase, team=team, quota=left, closed=closed, terms=terms,
                                server=request.host_url.rstrip("/"), form=ActionForm())
 
 

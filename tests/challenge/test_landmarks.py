@@ -300,7 +300,7 @@ def test_the_site_shows_the_landmark_challenge_and_ranks_it_in_pixels_and_degree
         for team, mre, aop in (("close", 4.0, 3.0), ("far", 12.0, 9.0)):
             with db.transaction(site.sessions) as session:
                 user = accounts.create_user(session, f"{team}@example.org", "participant")
-                teams.create_team(session, user, team, "iugc2025")
+                teams.accept_terms(session, user, teams.create_team(session, user, team, "iugc2025").challenge_id)
                 user_id = user.id
             with open(site.archive(), "rb") as stream:
                 submit(site.sessions, site.storage, user_id, "iugc2025-sanity-check", stream)

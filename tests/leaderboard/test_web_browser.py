@@ -105,7 +105,7 @@ def server(psfhs_dir, tmp_path_factory, baseline_archive):
         accounts.create_user(session, "organizer@example.org", "organizer").password_hash = hash_password(PASSWORD)
         for name in STAND_INS:
             user = accounts.create_user(session, f"{name}@example.org", "participant")
-            teams.create_team(session, user, name)
+            teams.accept_terms(session, user, teams.create_team(session, user, name).challenge_id)
     for index, (name, aggregates) in enumerate(STAND_INS.items()):
         with db.transaction(sessions) as session:
             user_id = accounts.user_by_email(session, f"{name}@example.org").id
@@ -192,8 +192,12 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     shoot(page, "03-team")
 
     page.goto(base + "/phases/psfhs2023-sanity-check/upload")
+    assert page.locator("input[type=file]").count() == 0 and "First, the terms of psfhs2023" in page.inner_text("main")
+    shoot(page, "04-terms")
+    page.click("text=Accept the terms for team alice-lab")
+    page.wait_for_url(base + "/phases/psfhs2023-sanity-check/upload")
     page.set_input_files("input[type=file]", str(baseline_archive))
-    shoot(page, "04-upload")
+    shoot(page, "05-upload")
     page.click("#upload-form button[type=submit]")
     assert page.locator(".progress").is_visible() or "/submissions" in page.url
     page.wait_for_url(re.compile(r".*/submissions\?highlight=\d+"), timeout=300_000)
@@ -201,12 +205,12 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     page.evaluate("window.__notReloaded = true")
     row = page.locator(f'tr[data-id="{sid}"]')
     assert row.locator('[data-field="status"]').inner_text() in ("queued", "running")
-    shoot(page, "05-submissions-pending")
+    shoot(page, "06-submissions-pending")
     row.locator(".st-succeeded").wait_for(timeout=600_000)  # the poll updates the row in place
     assert page.evaluate("window.__notReloaded") is True
     score = float(row.locator('[data-field="score"]').inner_text())
     assert 0.5 < score <= 1.0
-    shoot(page, "06-submissions-scored")
+    shoot(page, "07-submissions-scored")
 
     page.goto(base + "/leaderboard/psfhs2023-sanity-check")
     rows = page.locator("#leaderboard tbody tr")
@@ -217,12 +221,12 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     page.click("#leaderboard th:has-text('HD')")  # sort by HD, lowest first
     hd = [float(rows.nth(i).locator("td").nth(6).inner_text()) for i in range(rows.count())]
     assert hd == sorted(hd)
-    shoot(page, "07-leaderboard")
+    shoot(page, "08-leaderboard")
 
     page.goto(f"{base}/submissions/{sid}")
     cases = page.locator("#cases tbody tr")
     assert cases.count() == N_CASES
-    shoot(page, "08-submission-detail")
+    shoot(page, "09-submission-detail")
 
     link = cases.first.locator("td a")  # a sanity-check case: its overlay, drawn from the masks the worker kept
     case_id = link.inner_text()
@@ -243,7 +247,7 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     organizer.goto(base + "/leaderboard/psfhs2023-final-test")
     assert "Not published" in organizer.inner_text("main")
     organizer.goto(base + "/admin")
-    shoot(organizer, "09-admin")
+    shoot(organizer, "10-admin")
     asked = []
     organizer.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
     organizer.click("button[data-publish='psfhs2023-final-test']")  # asks first; dismissed, nothing is published
@@ -257,9 +261,9 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     assert "are published" in organizer.inner_text("main")
     organizer.goto(base + "/admin/audit")
     assert "phase.publish" in organizer.inner_text("main")
-    shoot(organizer, "10-audit")
+    shoot(organizer, "11-audit")
 
     page.goto(base + "/leaderboard/psfhs2023-final-test")
     assert page.locator("#leaderboard tbody tr").count() == len(STAND_INS)
-    shoot(page, "11-final-published")
+    shoot(page, "12-final-published")
     assert errors == []

@@ -78,6 +78,10 @@ def test_submit_against_a_running_server(env, tmp_path):
         wait_for_port(port, process=server)
         requests.post(f"{url}/api/v1/teams", json={"name": "alpha"}, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         good = docker_like_archive(tmp_path / "good.tar", "g")
+        unaccepted = iugc("submit", "--phase", "psfhs2023-sanity-check", "--image", str(good), env={**env, "IUGC_SERVER": url, "IUGC_TOKEN": token})
+        assert unaccepted.returncode == 2 and "403: your team alpha has not accepted the terms of psfhs2023 yet" in unaccepted.stderr
+        requests.post(f"{url}/api/v1/challenges/psfhs2023/terms", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        good = docker_like_archive(tmp_path / "good.tar", "g")
         bad = docker_like_archive(tmp_path / "bad.tar", "b", extra=[("../x", b"x")])
         submit_env = {**env, "IUGC_SERVER": url, "IUGC_TOKEN": token}
         no_token = iugc("submit", "--phase", "psfhs2023-sanity-check", "--image", str(good), env={**submit_env, "IUGC_TOKEN": ""})
@@ -123,6 +127,8 @@ def test_following_a_submission_waits_out_the_tokens_rate_instead_of_failing(env
         client = Client(url, token)
         assert requests.post(f"{url}/api/v1/teams", json={"name": "alpha"}, headers={"Authorization": f"Bearer {token}"},
                              timeout=30).status_code == 201
+        assert requests.post(f"{url}/api/v1/challenges/psfhs2023/terms", headers={"Authorization": f"Bearer {token}"},
+                             timeout=30).status_code == 200
         sid = client.upload("psfhs2023-sanity-check", docker_like_archive(tmp_path / "g.tar", "g"), progress=False)["id"]
         with pytest.raises(ClientError) as over:  # three calls in a row: the third is over the rate
             for _ in range(3):

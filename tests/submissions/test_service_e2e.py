@@ -106,6 +106,8 @@ def test_upload_to_leaderboard_gives_the_numbers_of_evaluate_image(mode, databas
         for email, team in (("alice@example.org", "alpha"), ("bob@example.org", "beta")):
             made = requests.post(f"{url}/api/v1/teams", json={"name": team}, headers={"Authorization": f"Bearer {tokens[email]}"}, timeout=30)
             assert made.status_code == 201, made.text
+            accepted = requests.post(f"{url}/api/v1/challenges/psfhs2023/terms", headers={"Authorization": f"Bearer {tokens[email]}"}, timeout=30)
+            assert accepted.status_code == 200 and accepted.json()["team"] == team, accepted.text
         submit_env = {**env, "IUGC_SERVER": url, "IUGC_TOKEN": tokens["alice@example.org"]}
         later = iugc("submit", "--phase", PHASE, "--image", image, "--no-wait", env={**submit_env, "IUGC_TOKEN": tokens["bob@example.org"]})
         assert later.returncode == 0 and "queued" in later.stdout, later.stderr
