@@ -112,12 +112,14 @@ def add_dataset_cmd(slug, folder, expected):
 @click.option("--per-day", type=int, default=None, help="Submissions per team per rolling 24 hours (at least 1).")
 @click.option("--total", default=None, help="Submissions per team in all (at least 1), or `none`.")
 @click.option("--failures-count/--failures-free", default=None, help="Whether failures the submission caused use up quota.")
+@click.option("--counts", type=click.Choice(["best", "last"]), default=None,
+              help="Which scored submission counts for a team that chose none: its best-scoring or its latest.")
 @click.option("--queue-without-worker/--refuse-without-worker", default=None,
               help="Whether an upload that no running worker can evaluate (say, the phase gives a GPU and no worker has "
                    "one) waits in the queue for one (workers started on demand) or is refused with the reason (the default).")
-def phase_cmd(slug, opens, closes, per_day, total, failures_count, queue_without_worker):
-    """Change a phase's window and quotas (what is not given stays); the site's /admin does the same."""
-    from iugc.submissions import challenges
+def phase_cmd(slug, opens, closes, per_day, total, failures_count, counts, queue_without_worker):
+    """Change a phase's window, quotas, what counts and queueing (what is not given stays); the site's /admin does the same."""
+    from iugc.submissions import challenges, counting
     from iugc.submissions.exceptions import InvalidRequest
 
     changes = {}
@@ -138,18 +140,21 @@ def phase_cmd(slug, opens, closes, per_day, total, failures_count, queue_without
         changes["failures_count"] = failures_count
     if queue_without_worker is not None:
         changes["queue_without_worker"] = queue_without_worker
-    if not changes:
-        raise click.UsageError("nothing to change: give --opens, --closes, --per-day, --total, --failures-count/--failures-free "
-                               "or --queue-without-worker/--refuse-without-worker")
+    if not changes and counts is None:
+        raise click.UsageError("nothing to change: give --opens, --closes, --per-day, --total, --failures-count/--failures-free, "
+                               "--counts or --queue-without-worker/--refuse-without-worker")
 
     def operation(session):
         phase = challenges.update_phase(session, slug, **changes)
+        if counts is not None:
+            counting.set_default(session, slug, counts)
         return (phase.opens_at, phase.closes_at, phase.submissions_per_day, phase.submissions_total, phase.failures_count,
-                phase.queue_without_worker)
+                phase.counts, phase.queue_without_worker)
 
-    opened, closed, day, all_, failures, waits = _run(operation)
+    opened, closed, day, all_, failures, rule, waits = _run(operation)
     click.echo(f"phase {slug}: {opened.isoformat() if opened else 'open'} to {closed.isoformat() if closed else 'no end'}, "
                f"{day} a day, {all_ if all_ is not None else 'no'} total, failures {'count' if failures else 'free'}, "
+               f"a team's {rule} counts, "
                f"uploads no worker can evaluate {'wait' if waits else 'refused'}")
 
 

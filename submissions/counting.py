@@ -1,21 +1,24 @@
-"""What a team says about its submissions: which scored one counts on a phase's leaderboard
-(by default its best-scoring one), and a short description of the method with an optional
-link, shown on the leaderboard row.
+"""Which scored submission counts on a phase's leaderboard, and what a team says about its
+submissions: by default the phase's rule (``Phase.counts``: the team's best-scoring or its
+latest scored submission, set by an organizer), unless the team chose one; and a short
+description of the method with an optional link, shown on the leaderboard row.
 
-Only the team's members change these (an organizer disqualifies instead); a choice moves
-the leaderboard at once (``queue.refresh_entry``) and is audited.
+Only the team's members choose and describe (an organizer disqualifies instead); a choice
+or a new rule moves the leaderboard at once (``queue.refresh_entry``) and is audited.
 """
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from iugc.submissions import audit, queue, reports
+from iugc.submissions import audit, challenges, queue, reports
 from iugc.submissions.exceptions import Forbidden, InvalidRequest
 from iugc.submissions.models import Role, State, Submission, User, utcnow
 
+RULES = {"best": "its best-scoring submission", "last": "its latest scored submission"}
+"""``Phase.counts``: what counts for a team that chose none, in the words the pages use."""
 DESCRIPTION_CHARS = 200
 URL_CHARS = 500
 
@@ -39,7 +42,7 @@ def choose(session: Session, user: User, submission_id: int) -> None:
 
 
 def unchoose(session: Session, user: User, submission_id: int) -> None:
-    """Go back to the phase's default for the team: its best-scoring submission counts."""
+    """Go back to the phase's rule for the team (its best or its latest scored submission)."""
     _count(session, user, _own(session, user, submission_id), chosen=False)
 
 
@@ -74,3 +77,19 @@ def describe(session: Session, user: User, submission_id: int, text: str, url: s
     session.flush()
     queue.refresh_entry(session, submission.phase_id, submission.team_id)  # moves the board: its rows show the description
     audit.audit(session, user.id, "submission.describe", f"submission:{submission_id}", description=text, url=url)
+
+
+def set_default(session: Session, slug: str, counts: str, actor_id: int | None = None) -> None:
+    """Set which scored submission counts for teams that chose none (``best`` or ``last``)
+    and move every team's leaderboard entry to it; audited. InvalidRequest otherwise."""
+    if counts not in RULES:
+        raise InvalidRequest(f"what counts must be best or last, got {counts!r}", field="counts")
+    phase = challenges.phase_by_slug(session, slug)
+    if phase.counts == counts:
+        return
+    audit.audit(session, actor_id, "phase.counts", f"phase:{slug}", counts={"from": phase.counts, "to": counts})
+    phase.counts = counts
+    session.flush()
+    scored = select(Submission.team_id).where(Submission.phase_id == phase.id, Submission.result_evaluation_id.is_not(None))
+    for team_id in session.execute(scored.distinct()).scalars().all():
+        queue.refresh_entry(session, phase.id, team_id)

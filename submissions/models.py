@@ -144,6 +144,9 @@ class Phase(Base):
     published_at: Mapped[dt.datetime | None]
     board_version: Mapped[int] = mapped_column(default=0, server_default="0")
     """Moved by every change of the phase's leaderboard entries (``queue.refresh_entry``)."""
+    counts: Mapped[str] = mapped_column(String(8), default="best", server_default="best")
+    """Which of a team's scored submissions counts when it chose none: ``best`` (the
+    highest score) or ``last`` (the latest scored) (``counting.set_default``)."""
     queue_without_worker: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Accept uploads that no running worker can evaluate (for workers started on demand);
     they wait in the queue. Otherwise such an upload is refused (``capacity``)."""

@@ -23,7 +23,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import JSON, Integer, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import JSON, Integer, bindparam, case, delete, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -215,7 +215,8 @@ def finish(sessions: sessionmaker[Session], job: Job, result: dict, storage=None
 
 def refresh_entry(session: Session, phase_id: int, team_id: int) -> None:
     """Point the team's leaderboard entry at the scored submission it chose (``counting``),
-    else its best-scoring one (ties: the later), not disqualified: one upsert, and a delete only when the team has none left
+    else, as the phase says, its best-scoring one (ties: the later) or its latest scored
+    one, not disqualified: one upsert, and a delete only when the team has none left
     (a disqualified team has no entry). It moves the phase's ``board_version``: the only
     writer of the entries, so a kept leaderboard is current while that number is."""
     params = {"phase_id": phase_id, "team_id": team_id}
@@ -237,11 +238,13 @@ _ENTRY_DELETE = delete(_ENTRIES).where(_ENTRIES.c.phase_id == bindparam("phase_i
 def _entry_upsert(dialect: str):
     """INSERT the team's best submission ... ON CONFLICT (phase, team) DO UPDATE, for SQLite or PostgreSQL."""
     phase_id, team_id = bindparam("phase_id", type_=Integer), bindparam("team_id", type_=Integer)
+    last = select(_PHASES.c.counts).where(_PHASES.c.id == phase_id).scalar_subquery() == "last"  # else best
     best = (select(phase_id, team_id, _SUB.c.id, _SUB.c.result_evaluation_id, _SUB.c.score)
             .where(_SUB.c.phase_id == phase_id, _SUB.c.team_id == team_id, _SUB.c.result_evaluation_id.is_not(None),
                    _SUB.c.disqualified_at.is_(None),
                    ~exists().where(_TEAMS.c.id == team_id, _TEAMS.c.disqualified_at.is_not(None)))
-            .order_by(_SUB.c.chosen_at.is_(None), _SUB.c.score.desc().nulls_last(), _SUB.c.id.desc()).limit(1))
+            .order_by(_SUB.c.chosen_at.is_(None), case((last, _SUB.c.id), else_=None).desc().nulls_last(),
+                      _SUB.c.score.desc().nulls_last(), _SUB.c.id.desc()).limit(1))
     upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_ENTRIES)
     upsert = upsert.from_select(["phase_id", "team_id", "submission_id", "evaluation_id", "score"], best)
     return upsert.on_conflict_do_update(index_elements=["phase_id", "team_id"], set_={

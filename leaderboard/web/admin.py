@@ -12,7 +12,7 @@ import json
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from iugc.submissions import accounts, challenges, db, disqualification, queue, reports
+from iugc.submissions import accounts, challenges, counting, db, disqualification, queue, reports
 from iugc.submissions import audit as audit_log
 from iugc.submissions.exceptions import Conflict, InvalidRequest, NotFound
 from iugc.submissions.models import State, Submission
@@ -169,7 +169,7 @@ def _phase_forms(phase) -> dict:
     settings = PhaseForm(formdata=None, data={
         "opens": phase.opens_at.strftime(shown) if phase.opens_at else "", "closes": phase.closes_at.strftime(shown) if phase.closes_at else "",
         "per_day": phase.submissions_per_day, "total": phase.submissions_total, "failures_count": phase.failures_count,
-        "queue_without_worker": phase.queue_without_worker})
+        "queue_without_worker": phase.queue_without_worker, "counts": phase.counts})
     return {"settings_form": settings, "dataset_form": DatasetForm(formdata=None), "reason_form": ReasonForm(formdata=None),
             "submission_form": SubmissionReasonForm(formdata=None)}
 
@@ -221,9 +221,11 @@ def phase_settings(slug):
                                 submissions_per_day=form.per_day.data, submissions_total=form.total.data,
                                 failures_count=bool(form.failures_count.data),
                                 queue_without_worker=bool(form.queue_without_worker.data), actor_id=current_user.id)
+        if form.counts.data:
+            counting.set_default(session, slug, form.counts.data, actor_id=current_user.id)
     fields = {"opens_at": form.opens, "closes_at": form.closes, "submissions_per_day": form.per_day,
               "submissions_total": form.total, "failures_count": form.failures_count,
-              "queue_without_worker": form.queue_without_worker}
+              "queue_without_worker": form.queue_without_worker, "counts": form.counts}
     return _change(slug, operation, f"The window and quotas of {slug} are saved.", form, form.per_day, fields)
 
 

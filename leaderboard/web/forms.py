@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, HiddenField, IntegerField, PasswordField, StringField, TextAreaField
+from wtforms import BooleanField, EmailField, HiddenField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, Optional, Regexp
 
 
@@ -62,6 +62,9 @@ class PhaseForm(FlaskForm):
     per_day = IntegerField("Submissions per 24 hours", validators=[InputRequired()])
     total = IntegerField("Submissions in total (empty: no limit)", validators=[Optional()])
     failures_count = BooleanField("Failures the submission caused use up quota")
+    counts = SelectField("Counts for a team that chose none", choices=[("best", "its best-scoring submission"),
+                                                                         ("last", "its latest scored submission")],
+                         validate_choice=False)  # checked by counting.set_default; absent: unchanged
     queue_without_worker = BooleanField("Queue uploads no running worker can evaluate (workers started on demand); "
                                         "otherwise they are refused with the reason")
 

@@ -60,12 +60,13 @@ def test_the_openapi_document_covers_every_api_rule(service):
     rules = {(r.rule, m) for r in service.app.url_map.iter_rules() if r.endpoint.startswith("api.")
              for m in r.methods - {"HEAD", "OPTIONS"}}
     documented = {(p, m.upper()) for p, ms in doc["paths"].items() for m in ms}
-    as_flask = {(p.replace("{slug}", "<slug>").replace("{submission_id}", "<int:submission_id>").replace("{team_id}", "<int:team_id>"), m)
+    as_flask = {(p.replace("{slug}", "<slug>").replace("{submission_id}", "<int:submission_id>").replace("{team_id}", "<int:team_id>")
+                 .replace("{name}", "<name>"), m)
                 for p, m in documented}
-    assert as_flask == rules and len(rules) == 13
+    assert as_flask == rules and len(rules) == 14
     upload = doc["paths"]["/api/v1/phases/{slug}/submissions"]["post"]
     assert "multipart/form-data" in upload["requestBody"]["content"]
-    assert {"202", "409", "413", "422", "429"} <= set(upload["responses"])
+    assert {"202", "409", "413", "422", "429", "503"} <= set(upload["responses"])
 
 
 def test_phases_list_quota_left_for_the_callers_team(service):

@@ -332,12 +332,12 @@ def test_db_upgrade_takes_a_0001_database_to_the_head_keeping_its_data_and_serve
     assert f"is at revision 0001, older than this version needs ({db.head_revision()}): run `iugc db upgrade`" in refused.output
     upgraded = CliRunner().invoke(main, ["db", "upgrade"], env=env)
     assert upgraded.exit_code == 0 and f"upgraded from 0001 to revision {db.head_revision()}" in upgraded.output
-    assert db.head_revision() == "0006"  # (a new migration: extend this test with what it adds)
+    assert db.head_revision() == "0007"  # (a new migration: extend this test with what it adds)
     with engine.connect() as connection:
         assert connection.execute(sql("SELECT id, name, disqualified_at, disqualified_reason, terms_accepted_at, terms_accepted_by_id "
                                       "FROM teams")).all() == [(7, "alpha", None, None, None, None)]  # 0002, 0006
         assert connection.execute(sql("SELECT count(*) FROM invitations")).scalar() == 0  # 0002
-        assert connection.execute(sql("SELECT id, board_version, queue_without_worker FROM phases")).all() == [(3, 0, False)]  # 0003, 0005
+        assert connection.execute(sql("SELECT id, board_version, queue_without_worker, counts FROM phases")).all() == [(3, 0, False, "best")]  # 0003, 0005, 0007
         assert connection.execute(sql("SELECT description, description_url, chosen_at FROM submissions")).all() == []  # 0004
         assert connection.execute(sql("SELECT id, cpus, memory_mb, gpu, seen_at FROM workers")).all() == []  # 0005
     db.require_current_schema(engine)

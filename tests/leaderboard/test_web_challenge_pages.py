@@ -73,3 +73,29 @@ def test_the_timeline_shows_each_phase_open_upcoming_or_closed(site):
     assert re.search(r"closed sanity-check : from \S+ \S+ UTC ?, until \S+ \S+ UTC", timeline), timeline
     assert re.search(r"not open yet validation : from \S+ \S+ UTC ?, with no closing date", timeline), timeline
     assert "open now final-test : open from the start, with no closing date" in timeline, timeline
+
+
+def test_an_organizer_makes_the_latest_scored_submission_count_and_every_page_says_so(site):
+    from click.testing import CliRunner
+
+    from iugc.cli import main
+    from tests.web_support import FAIR, GOOD
+
+    site.person("a@example.org", "alpha")
+    best = site.submission("a@example.org", VALIDATION, GOOD)
+    later = site.submission("a@example.org", VALIDATION, FAIR)
+    organizer = site.client(ORGANIZER)
+    board = organizer.get(f"/leaderboard/{VALIDATION}").get_data(as_text=True)
+    assert f"#{best}" in board and f"#{later}" not in board and "its best-scoring submission in this phase" in text(organizer.get(f"/leaderboard/{VALIDATION}"))
+    form = {"opens": "", "closes": "", "per_day": "5", "total": "", "failures_count": "y", "counts": "last"}
+    assert organizer.form(f"/admin/phases/{VALIDATION}/settings", form, page=f"/admin/phases/{VALIDATION}").status_code == 302
+    board = organizer.get(f"/leaderboard/{VALIDATION}")
+    assert f"#{later}" in board.get_data(as_text=True) and f"#{best}" not in board.get_data(as_text=True)
+    assert "Each team's row is its latest scored submission in this phase" in text(board)
+    team = site.client("a@example.org")
+    assert "your team's latest scored submission counts unless you choose one" in text(team.get(f"/submissions/{best}"))
+    assert "a team's latest submission counts unless it chooses one" in text(team.get("/"))
+    env = {"IUGC_DATABASE_URL": f"sqlite:///{site.tmp / 'web.sqlite3'}", "IUGC_INSTANCE": str(site.tmp)}
+    back = CliRunner().invoke(main, ["admin", "phase", "--phase", VALIDATION, "--counts", "best"], env=env)
+    assert back.exit_code == 0 and "a team's best counts" in back.output, back.output
+    assert f"#{best}" in organizer.get(f"/leaderboard/{VALIDATION}").get_data(as_text=True)

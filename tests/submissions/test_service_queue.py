@@ -409,3 +409,45 @@ def test_a_team_chooses_which_scored_submission_counts_and_describes_it(service)
         assert refused.value.field == field
     with service.sessions() as session:  # refusals changed nothing
         assert session.get(Submission, pending).description == "U-Net, trained from scratch"
+
+
+def test_a_phase_can_count_each_teams_latest_scored_submission_instead_of_its_best(service):
+    from iugc.submissions import counting
+
+    alpha = service.participant("a@example.org", "alpha")
+    slug = service.phases[0]
+    scored = []
+    for salt, score in (("first", 0.9), ("second", 0.5)):
+        sid = service.upload(alpha, salt)
+        job = queue.claim_next(service.sessions, "w")
+        assert queue.finish(service.sessions, job, noop_result(job, score))
+        scored.append(sid)
+    failed = service.upload(alpha, "third")
+    job = queue.claim_next(service.sessions, "w")
+    queue.finish(service.sessions, job, {"status": "failed", "failure": "invalid_outputs", "error": "no masks"})
+
+    def counted():
+        with service.sessions() as session:
+            return session.query(LeaderboardEntry).one().submission_id
+
+    assert counted() == scored[0]  # the default: the best
+    with db.transaction(service.sessions) as session:
+        counting.set_default(session, slug, "last", actor_id=service.organizer)
+    assert counted() == scored[1] != failed  # the latest *scored* one
+    with db.transaction(service.sessions) as session:
+        counting.choose(session, session.get(User, alpha), scored[0])
+    assert counted() == scored[0]  # a team's choice wins over the rule
+    with db.transaction(service.sessions) as session:
+        counting.unchoose(session, session.get(User, alpha), scored[0])
+    assert counted() == scored[1]
+    with pytest.raises(InvalidRequest, match="best or last"):
+        with db.transaction(service.sessions) as session:
+            counting.set_default(session, slug, "worst")
+    with db.transaction(service.sessions) as session:
+        counting.set_default(session, slug, "best")
+    assert counted() == scored[0]
+    with service.sessions() as session:
+        from iugc.submissions.models import AuditEntry
+
+        changes = [e.detail["counts"] for e in session.query(AuditEntry).filter_by(action="phase.counts").order_by(AuditEntry.id)]
+    assert changes == [{"from": "best", "to": "last"}, {"from": "last", "to": "best"}]
