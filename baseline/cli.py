@@ -201,13 +201,13 @@ def export_cmd(weights, fmt, out, force):
             export_onnx(weights, out)
         else:
             export_release(weights, out, precision=fmt)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # a missing file, or one that is not a checkpoint
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out}")
 
 
 @baseline_group.command("predict")
-@click.option("--input", "input_dir", required=True, type=click.Path(exists=True, path_type=Path), help="Folder of frames (.png, .mha, .nii.gz) and/or .avi clips (every frame, ids <video>_<frame>).")
+@click.option("--input", "input_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Folder of frames (.png, .mha, .nii.gz) and/or .avi clips (every frame, ids <video>_<frame>).")
 @click.option("--output", "output_dir", required=True, type=click.Path(path_type=Path), help="Where masks and predictions.json go.")
 @click.option("--weights", multiple=True, default=["default"], show_default=True,
               help="'default' (shipped) or a checkpoint path; repeat it to average several networks (an ensemble, "

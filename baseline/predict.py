@@ -47,9 +47,9 @@ def read_checkpoint(weights: str | Path, device: str = "cpu") -> dict:
     path = weights_path(weights)
     try:
         state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - torch.load raises many types for a file that is no checkpoint
+    except Exception:  # noqa: BLE001 - torch.load raises many types for a file that is no checkpoint
         raise ValueError(f"{path}: not a checkpoint of `iugc baseline train` or `iugc baseline export` "
-                         f"({type(exc).__name__}); pass 'default' or a RUN_DIR/best.pt") from None
+                         "(PyTorch cannot read it); pass 'default' or a RUN_DIR/best.pt") from None
     if not (isinstance(state, dict) and isinstance(state.get("model_config"), dict) and isinstance(state.get("model"), dict)):
         raise ValueError(f"{path}: a PyTorch file but not a checkpoint of `iugc baseline train` (no model_config/model); "
                          "pass 'default' or a RUN_DIR/best.pt")

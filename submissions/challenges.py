@@ -150,6 +150,8 @@ def parse_time(text: str | None, field: str | None = None):
     return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
 
 
+MAX_QUOTA = 1_000_000
+"""The largest quota a phase takes (the database keeps 32-bit integers)."""
 KEEP = object()
 """The default of :func:`update_phase`'s settings: leave that setting as it is."""
 
@@ -180,10 +182,12 @@ def update_phase(session: Session, slug: str, *, opens_at=KEEP, closes_at=KEEP, 
         raise InvalidRequest(f"the phase must close after it opens: opens {new['opens_at'].isoformat()}, closes {new['closes_at'].isoformat()}",
                              field="closes_at")
     per_day, total = new["submissions_per_day"], new["submissions_total"]
-    if not isinstance(per_day, int) or isinstance(per_day, bool) or per_day < 1:
-        raise InvalidRequest(f"submissions per 24 hours must be a whole number of at least 1, got {per_day!r}", field="submissions_per_day")
-    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 1):
-        raise InvalidRequest(f"the total of submissions must be a whole number of at least 1 or none, got {total!r}", field="submissions_total")
+    if not isinstance(per_day, int) or isinstance(per_day, bool) or not 1 <= per_day <= MAX_QUOTA:
+        raise InvalidRequest(f"submissions per 24 hours must be a whole number from 1 to {MAX_QUOTA:,}, got {per_day!r}",
+                             field="submissions_per_day")
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or not 1 <= total <= MAX_QUOTA):
+        raise InvalidRequest(f"the total of submissions must be a whole number from 1 to {MAX_QUOTA:,} or none, got {total!r}",
+                             field="submissions_total")
     for key in ("failures_count", "queue_without_worker"):
         if not isinstance(new[key], bool):
             raise InvalidRequest(f"{key} must be true or false, got {new[key]!r}", field=key)

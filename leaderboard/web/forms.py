@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, Optional, Regexp
+from wtforms.validators import DataRequired, EqualTo, InputRequired, Length, NumberRange, Optional, Regexp
 
 
 class LoginForm(FlaskForm):
@@ -77,4 +77,4 @@ class DatasetForm(FlaskForm):
 
 
 class SubmissionReasonForm(ReasonForm):
-    submission = IntegerField("Submission #", validators=[InputRequired()])
+    submission = IntegerField("Submission #", validators=[InputRequired(), NumberRange(min=1, max=2**31 - 1, message="a submission number, such as 12")])

@@ -75,6 +75,10 @@ TABLE = [
     ("data sample", ["data", "sample", "--from", "BAD", "--dest", "OUT", "--cases", "2"], DATASETS),
     ("data nonstandard", ["data", "nonstandard", "--source", "BAD", "--dest", "OUT"], DATASETS),
     ("docker load", ["docker", "load", "BAD"], ["text file", "zero-byte file", "empty folder"]),
+    ("baseline predict", ["baseline", "predict", "--input", "BAD", "--output", "OUT"], FOLDERS),
+    ("baseline train", ["baseline", "train", "--data", "BAD", "--out", "OUT", "--epochs", "1"], DATASETS),
+    ("baseline finetune", ["baseline", "finetune", "--data", "BAD", "--from", "default", "--out", "OUT", "--epochs", "1"], DATASETS),
+    ("baseline export", ["baseline", "export", "--weights", "BAD", "--out", "OUT"], ["missing", "text file", "zero-byte file", "empty folder"]),
 ]
 CASES = [pytest.param(argv, kind, id=f"{row}: {kind}") for row, argv, kinds in TABLE for kind in kinds]
 

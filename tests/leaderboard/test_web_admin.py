@@ -85,8 +85,9 @@ def test_an_organizer_edits_a_phases_window_and_quotas_and_uploads_follow_them(s
 
 @pytest.mark.parametrize("change, field, message", [
     ({"opens": "2030-01-02T00:00", "closes": "2030-01-01T00:00"}, "closes", "the phase must close after it opens"),
-    ({"per_day": "-1"}, "per_day", "submissions per 24 hours must be a whole number of at least 1, got -1"),
-    ({"total": "0"}, "total", "the total of submissions must be a whole number of at least 1 or none, got 0"),
+    ({"per_day": "-1"}, "per_day", "submissions per 24 hours must be a whole number from 1 to 1,000,000, got -1"),
+    ({"per_day": "99999999999999999999"}, "per_day", "submissions per 24 hours must be a whole number from 1 to 1,000,000"),
+    ({"total": "0"}, "total", "the total of submissions must be a whole number from 1 to 1,000,000 or none, got 0"),
     ({"opens": "next tuesday"}, "opens", "'next tuesday' is not a time"),
     ({"closes": "someday"}, "closes", "'someday' is not a time"),
     ({"per_day": "many"}, "per_day", "Not a valid integer value"),

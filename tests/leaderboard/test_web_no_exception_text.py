@@ -111,3 +111,57 @@ def test_no_page_a_team_or_a_visitor_opens_shows_exception_text(site):
     assert "platform_error" in status and "does not count against your quota" in status  # what the team reads instead
     organizer = site.client(ORGANIZER).get(f"/submissions/{seeded['crashed']}").get_data(as_text=True)
     assert "RuntimeError" in organizer and "secret-marker" in organizer  # the organizer does see what happened
+
+
+JUNK = ["", "x" * 5000, "\x00", "<script>alert(1)</script>", "-1", "9" * 30, "nan", "2026-13-45T99:99", "../../etc/passwd"]
+
+
+def _counts(site) -> dict:
+    from sqlalchemy import func
+
+    from iugc.submissions.models import ApiToken, AuditEntry, Membership, Submission, Team, User
+
+    with site.sessions() as session:
+        return {m.__tablename__: session.execute(select(func.count()).select_from(m)).scalar()
+                for m in (User, Team, Membership, Submission, Evaluation, ApiToken, AuditEntry)}
+
+
+@pytest.fixture
+def unlimited(tmp_path):
+    """A site without rate limits: the test posts to the log-in and registration forms many times."""
+    from tests.web_support import Site
+
+    made = Site(tmp_path, RATELIMIT_ENABLED=False)
+    yield made
+    made.close()
+
+
+def test_every_form_refuses_a_post_from_elsewhere_and_answers_junk_without_exception_text(unlimited):
+    """Each POST page of the site: without the session's CSRF token it answers 400 and
+    changes nothing; with junk in every field it answers below 500 with no exception text."""
+    site = unlimited
+    seeded = _seed(site)
+    values = _values(seeded)
+    values.update(team_id=["1", "999999"], token_id=["1", "999999"], invitation_id=["1", "999999"],
+                  submission_id=[str(seeded["scored"]), "999999"])
+    posts = []
+    for rule in site.app.url_map.iter_rules():
+        if "POST" in rule.methods and not rule.endpoint.startswith("api.") and rule.rule != "/logout":  # (tested apart)
+            paths = [rule.rule]
+            for argument in rule.arguments:
+                paths = [re.sub(rf"<(?:\w+:)?{argument}>", value, p) for p in paths for value in values[argument][:2]]
+            posts += paths
+    assert len(posts) > 40
+    fields = ["email", "password", "confirm", "name", "reason", "description", "url", "opens", "closes", "per_day", "total",
+              "path", "sha256", "submission", "phase", "counts", "invitation", "current", "new", "label"]
+    for who in ("a@example.org", ORGANIZER):
+        client = site.client(who)
+        for url in posts:
+            before = _counts(site)
+            forged = client.post(url, data={f: "x" for f in fields})
+            assert forged.status_code == 400, (who, url, forged.status_code)
+            assert _counts(site) == before, (who, url)
+            _clean(forged, url)
+            token = client.token("/account")
+            for junk in JUNK:
+                _clean(client.post(url, data={**{f: junk for f in fields}, "csrf_token": token}), f"{who} {url} {junk[:20]!r}")
