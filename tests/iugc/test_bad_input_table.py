@@ -79,6 +79,8 @@ TABLE = [
     ("baseline train", ["baseline", "train", "--data", "BAD", "--out", "OUT", "--epochs", "1"], DATASETS),
     ("baseline finetune", ["baseline", "finetune", "--data", "BAD", "--from", "default", "--out", "OUT", "--epochs", "1"], DATASETS),
     ("baseline export", ["baseline", "export", "--weights", "BAD", "--out", "OUT"], ["missing", "text file", "zero-byte file", "empty folder"]),
+    ("admin init", ["admin", "init", "--challenge", "BAD"], ["missing", "text file", "zero-byte file", "not utf-8", "empty folder"]),
+    ("admin add-dataset", ["admin", "add-dataset", "--phase", "psfhs2023-sanity-check", "--data", "BAD"], DATASETS),
 ]
 CASES = [pytest.param(argv, kind, id=f"{row}: {kind}") for row, argv, kinds in TABLE for kind in kinds]
 
@@ -93,13 +95,33 @@ def truth(tmp_path_factory):
     return dest
 
 
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """A migrated service database with psfhs2023 loaded, for the `iugc admin` rows: their
+    bad inputs must leave its rows as they were."""
+    instance = tmp_path_factory.mktemp("instance")
+    env = {**os.environ, "IUGC_INSTANCE": str(instance), "IUGC_DATABASE_URL": f"sqlite:///{instance / 'iugc.sqlite3'}"}
+    for step in (["db", "upgrade"], ["admin", "init", "--challenge", "psfhs2023"]):
+        done = subprocess.run([sys.executable, "-m", "iugc", *step], capture_output=True, text=True, cwd=ROOT, env=env)
+        assert done.returncode == 0, done.stderr
+    return env
+
+
+def _rows(env: dict) -> dict:
+    import sqlite3
+
+    with sqlite3.connect(env["IUGC_DATABASE_URL"].removeprefix("sqlite:///")) as db:
+        return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("challenges", "phases", "datasets", "audit_log")}
+
+
 @pytest.mark.parametrize("argv, kind", CASES)
-def test_a_bad_input_gets_one_sentence_and_leaves_nothing(argv, kind, truth, tmp_path):
+def test_a_bad_input_gets_one_sentence_and_leaves_nothing(argv, kind, truth, service, tmp_path):
     bad = make_bad(kind, tmp_path / "in")
     out = tmp_path / "out"
     before = sorted(p.name for p in (tmp_path / "in").iterdir())
     args = [str(bad) if a == "BAD" else str(out) if a == "OUT" else str(truth) if a == "TRUTH" else a for a in argv]
-    done = subprocess.run([sys.executable, "-m", "iugc", *args], capture_output=True, cwd=ROOT, timeout=120)
+    rows = _rows(service)
+    done = subprocess.run([sys.executable, "-m", "iugc", *args], capture_output=True, cwd=ROOT, timeout=120, env=service)
     said = (done.stdout + done.stderr).decode(errors="replace")
     assert done.returncode != 0, f"exit 0 on {kind}: {said[-800:]}"
     assert not REPR.search(said), f"a traceback or exception repr reached the person: {said[-1500:]}"
@@ -109,3 +131,4 @@ def test_a_bad_input_gets_one_sentence_and_leaves_nothing(argv, kind, truth, tmp
         f"the message does not name {bad.name}: {message}"
     assert not out.exists(), f"{out.name} was left behind"
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == before  # the bad input itself is left as it was
+    assert _rows(service) == rows  # no row of the service either
