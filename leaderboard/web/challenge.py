@@ -46,10 +46,12 @@ def phase_state(phase, now) -> str:
     return "closed" if phase.closes_at and now >= phase.closes_at else "open"
 
 
-def challenge_views(session, user) -> list[dict]:
+def challenge_views(session, user, only: Challenge | None = None) -> list[dict]:
+    """Each challenge (or ``only`` one) with its definition, phases (quota, cases, state) and the user's team."""
     now = utcnow()
     views = []
-    for row in session.execute(select(Challenge).order_by(Challenge.id)).scalars():
+    rows = [only] if only is not None else session.execute(select(Challenge).order_by(Challenge.id)).scalars()
+    for row in rows:
         definition = challenges.definition_of(row)
         team = teams.team_of(session, user, row.id) if user is not None else None
         phases = []
@@ -95,7 +97,7 @@ def data(name):
     """What the data are, their licence and source, the cases per phase and the public sample."""
     with service().sessions() as session:
         challenge = challenges.challenge_by_name(session, name)
-        (view,) = [v for v in challenge_views(session, None) if v["row"].id == challenge.id]
+        (view,) = challenge_views(session, None, only=challenge)
         try:
             downloads.sample_dataset(session, name)
             sample = url_for("challenge.sample", challenge=name)
