@@ -48,13 +48,17 @@ def this_host() -> Host:
         return Host(cpus=os.cpu_count() or 1, memory_mb=int(memory), gpu=False)
 
 
+def _row(worker_id: str, host: Host, now: dt.datetime) -> Worker:
+    return Worker(id=worker_id, host=worker_id.split(":")[0], cpus=host.cpus, memory_mb=host.memory_mb, gpu=host.gpu,
+                  started_at=now, seen_at=now)
+
+
 def register(sessions: sessionmaker[Session], worker_id: str, host: Host) -> None:
     """Record a starting worker's capacity (and forget workers unseen for a day)."""
     now = utcnow()
     with transaction(sessions) as session:
         session.execute(delete(Worker).where(Worker.seen_at < now - FORGET_AFTER))
-        session.merge(Worker(id=worker_id, host=worker_id.split(":")[0], cpus=host.cpus,
-                             memory_mb=host.memory_mb, gpu=host.gpu, started_at=now, seen_at=now))
+        session.merge(_row(worker_id, host, now))
 
 
 def seen(sessions: sessionmaker[Session], worker_id: str, host: Host) -> None:
@@ -62,8 +66,7 @@ def seen(sessions: sessionmaker[Session], worker_id: str, host: Host) -> None:
     now = utcnow()
     with transaction(sessions) as session:
         if session.execute(update(Worker).where(Worker.id == worker_id).values(seen_at=now).returning(Worker.id)).first() is None:
-            session.add(Worker(id=worker_id, host=worker_id.split(":")[0], cpus=host.cpus, memory_mb=host.memory_mb,
-                               gpu=host.gpu, started_at=now, seen_at=now))
+            session.add(_row(worker_id, host, now))
 
 
 def leave(sessions: sessionmaker[Session], worker_id: str) -> None:
@@ -87,43 +90,35 @@ def _host(worker: Worker) -> Host:
 
 
 def missing(limits: dict, workers: list[Worker]) -> list[str] | None:
-    """What the best-equipped of ``workers`` lacks to run an evaluation under ``limits``
-    (a phase's limits), in words ("a GPU", "4 CPUs"); None when one of them can run it.
-    With no workers: ``["a running worker"]``."""
-    if not workers:
-        return ["a running worker"]
+    """What the best-equipped of the live ``workers`` lacks to run an evaluation under
+    ``limits`` (a phase's), in words ("a GPU", "4 CPUs"); None when one of them can run it
+    or there is none (nothing is known: see :func:`waiting_for`)."""
     needs = [[words for _, words, _ in shortfall(_limits(limits), _host(w))] for w in workers]
-    return None if any(not n for n in needs) else min(needs, key=len)
+    return None if not needs or any(not n for n in needs) else min(needs, key=len)
 
 
-def cannot_run(session: Session, phase: Phase, timeout_seconds: float = LIVE_SECONDS, now: dt.datetime | None = None) -> str | None:
-    """Why an upload to ``phase`` would not be evaluated now, for the team (one sentence
-    naming what is missing, never a host), or None: a live worker can run it, no worker is
-    live at all (they are restarting), or the phase queues such uploads anyway."""
-    if phase.queue_without_worker:
-        return None
-    workers = live(session, timeout_seconds, now)
-    lacks = missing(phase.limits, workers) if workers else None
+def cannot_run(phase: Phase, workers: list[Worker]) -> str | None:
+    """Why an upload to ``phase`` would not be evaluated by the live ``workers``, for the
+    team (one sentence naming what is missing, never a host), or None: one of them can run
+    it, none is live at all (they are restarting), or the phase queues such uploads anyway."""
+    lacks = None if phase.queue_without_worker else missing(phase.limits, workers)
     if lacks is None:
         return None
     return (f"phase {phase.slug} needs a worker with {' and '.join(lacks)} to evaluate a submission, and none is running "
             "now, so an upload would not be evaluated: try again later or write to the organizers")
 
 
-def waiting_for(session: Session, limits: dict | None, timeout_seconds: float = LIVE_SECONDS, now: dt.datetime | None = None) -> str:
-    """What a queued evaluation waits for: "its turn", "a worker to start" (none is live)
-    or "a worker with a GPU" (what no live worker has)."""
-    workers = live(session, timeout_seconds, now)
+def waiting_for(limits: dict | None, workers: list[Worker]) -> str:
+    """What a queued evaluation waits for, given the live ``workers``: "its turn", "a
+    worker to start" (none is live) or "a worker with a GPU" (what none of them has)."""
     if not workers:
         return "a worker to start"
     lacks = missing(limits or {}, workers)
     return "its turn" if lacks is None else f"a worker with {' and '.join(lacks)}"
 
 
-def unrunnable(session: Session, timeout_seconds: float = LIVE_SECONDS, now: dt.datetime | None = None) -> list[tuple[Phase, list[str]]]:
-    """The phases no live worker can run, each with what is missing (queue page)."""
-    workers = live(session, timeout_seconds, now)
-    phases = session.execute(select(Phase).order_by(Phase.id)).scalars().all()
+def unrunnable(phases: list[Phase], workers: list[Worker]) -> list[tuple[Phase, list[str]]]:
+    """The ``phases`` none of the live ``workers`` can run, each with what is missing (queue page)."""
     return [(p, lacks) for p in phases if (lacks := missing(p.limits, workers)) is not None]
 
 

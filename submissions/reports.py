@@ -32,6 +32,7 @@ def results_hidden(phase: Phase, user: User) -> bool:
 
 def phases(session: Session, user: User) -> list[dict]:
     rows = []
+    workers = capacity.live(session)
     for phase in session.execute(select(Phase).order_by(Phase.id)).scalars():
         team = teams.team_of(session, user, phase.challenge_id)
         rows.append({
@@ -39,7 +40,7 @@ def phases(session: Session, user: User) -> list[dict]:
             "kind": phase.kind, "opens": _iso(phase.opens_at), "closes": _iso(phase.closes_at),
             "limits": phase.limits, "results_published": phase.results_published,
             "failures_count_against_quota": phase.failures_count, "counts": phase.counts,
-            "cannot_evaluate": capacity.cannot_run(session, phase),
+            "cannot_evaluate": capacity.cannot_run(phase, workers),
             "quota": {"submissions_per_day": phase.submissions_per_day, "submissions_total": phase.submissions_total,
                       **({"team": team.name, **quota(session, team.id, phase).as_dict()} if team else {})},
         })
@@ -99,7 +100,7 @@ def submission_status(session: Session, user: User, submission_id: int) -> dict:
         "counts": phase.counts,
         "disqualified": submission.disqualified_reason or submission.team.disqualified_reason,
         "done": latest.status in TERMINAL,
-        "waiting_for": capacity.waiting_for(session, latest.limits) if latest.status == State.queued else None,
+        "waiting_for": capacity.waiting_for(latest.limits, capacity.live(session)) if latest.status == State.queued else None,
         "failure": standing.failure, "error": standing.error,
         "reevaluation": None if latest is standing else {  # a later evaluation that has not (yet) replaced the result
             "number": latest.number, "status": latest.status.value, "failure": latest.failure, "error": latest.error},
@@ -263,9 +264,10 @@ def organizer_overview(session: Session) -> dict:
     evaluation, the phases none of them can run with what is missing, and every team with
     its challenge and who accepted the challenge's terms for it, and when."""
     phases = session.execute(select(Phase).order_by(Phase.id)).scalars().all()
+    workers = capacity.live(session)
     return {
-        "workers": capacity.live(session),
-        "unrunnable": capacity.unrunnable(session),
+        "workers": workers,
+        "unrunnable": capacity.unrunnable(phases, workers),
         "phases": phases,
         "counts": dict(session.execute(select(Submission.phase_id, func.count()).group_by(Submission.phase_id)).all()),
         "states": dict(session.execute(select(Evaluation.status, func.count()).group_by(Evaluation.status)).all()),
@@ -282,12 +284,13 @@ def organizer_overview(session: Session) -> dict:
 def phase_dashboard(session: Session, phase: Phase, now: dt.datetime | None = None) -> dict:
     """How a phase is doing, for its organizer: submissions in the last 24 hours and in all,
     teams that submitted, evaluations finished in the last 24 hours by status, the failed
-    ones among them by reason (with a count), what waits and runs now, what the live
-    workers lack to run it (None: one can), and the workers holding its running
+    ones among them by reason (with a count), what waits and runs now, how many workers
+    are live and what they lack to run it (None: one can, or none is live), and the workers holding its running
     evaluations (with their last heartbeat)."""
     now = now or utcnow()
     day = now - dt.timedelta(hours=24)
     in_phase = Submission.phase_id == phase.id
+    live = capacity.live(session)
     recent = session.execute(select(Evaluation.status, func.count()).join(Submission, Evaluation.submission_id == Submission.id)
                              .where(in_phase, Evaluation.finished_at >= day).group_by(Evaluation.status)).all()
     reasons = session.execute(select(Evaluation.failure, func.count()).join(Submission, Evaluation.submission_id == Submission.id)
@@ -306,7 +309,7 @@ def phase_dashboard(session: Session, phase: Phase, now: dt.datetime | None = No
         "finished_today": {status.value: n for status, n in recent},
         "failures_today": [(failure or "unknown", n) for failure, n in reasons],
         "queued": pending.get(State.queued, 0), "running": pending.get(State.running, 0),
-        "missing": capacity.missing(phase.limits, capacity.live(session)),
+        "live_workers": len(live), "missing": capacity.missing(phase.limits, live),
         "workers": [{"id": w, "host": h, "running": n, "heartbeat": beat} for w, h, n, beat in workers],
     }
 

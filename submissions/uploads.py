@@ -93,7 +93,7 @@ def _team(session: Session, user: User, phase: Phase) -> Team:
 
 def _check_runnable(session: Session, phase: Phase) -> None:
     """Refuse an upload that no running worker could evaluate (``capacity``)."""
-    reason = capacity.cannot_run(session, phase)
+    reason = capacity.cannot_run(phase, capacity.live(session))
     if reason is not None:
         raise Unavailable(reason)
 
