@@ -199,8 +199,7 @@ def prepare(instance: Path, cases: int) -> dict:
             user = accounts.user_by_email(session, PARTICIPANT)
             for name in STAND_IN_CHALLENGES:
                 if teams.team_of(session, user, challenges.phase_by_slug(session, f"{name}-sanity-check").challenge_id) is None:
-                    teams.create_team(session, user, DEMO_TEAM, name)
-                    teams.accept_terms(session, user, challenges.phase_by_slug(session, f"{name}-sanity-check").challenge_id)
+                    teams.accept_terms(session, user, teams.create_team(session, user, DEMO_TEAM, name).challenge_id)
     with step(f"stand-in teams ({', '.join(STAND_INS)}) scored by the evaluator"):
         manifest = load_manifest(data)
         predictions = instance / "stand-ins"
@@ -223,9 +222,10 @@ def prepare(instance: Path, cases: int) -> dict:
                     email = f"{team}@iugc.local"
                     if session.execute(select(User.id).where(User.email == email)).first() is None:
                         accounts.create_user(session, email, "participant")
-                    teams.create_team(session, accounts.user_by_email(session, email), team, name)
-                    teams.accept_terms(session, accounts.user_by_email(session, email), challenge_id)
-                    user_id = accounts.user_by_email(session, email).id
+                    user = accounts.user_by_email(session, email)
+                    teams.create_team(session, user, team, name)
+                    teams.accept_terms(session, user, challenge_id)
+                    user_id = user.id
                 answers = predictions / team
                 if "landmarks" in definition.tasks:
                     answers = _stand_in_landmarks(answers, predictions / f"{team}-landmarks")

@@ -254,8 +254,8 @@ def choose_submission(submission_id):
     return {"id": submission_id, "counts": True}
 
 
-@endpoint("/submissions/<int:submission_id>/unchoose", "POST", "Let the team's best-scoring submission count again",
-          responses={200: "the best counts", 403: "organizers do not choose for teams", 404: "no such submission of the caller's team"})
+@endpoint("/submissions/<int:submission_id>/unchoose", "POST", "Clear the team's choice: the phase's rule (its best or its latest scored submission) counts again",
+          responses={200: "the phase's rule counts", 403: "organizers do not choose for teams", 404: "no such submission of the caller's team"})
 def unchoose_submission(submission_id):
     with db.transaction(service().sessions) as session:
         counting.unchoose(session, session.merge(g.user), submission_id)

@@ -156,4 +156,5 @@ def choose(submission_id):
 @page(bp, "/submissions/<int:submission_id>/unchoose", "user", methods=("POST",))
 def unchoose(submission_id):
     return _team_change(submission_id, lambda session, user: counting.unchoose(session, user, submission_id),
-                        "Your best-scoring submission counts again.", ActionForm())
+                        "Your choice is cleared: the phase's rule (your best or your latest scored submission) counts again.",
+                        ActionForm())
