@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from iugc.common.options import Number, SEED, count
+
 
 FINETUNE_LR = 3e-4  # chosen in the second-scanner fine-tuning study (docs/baseline.md, "Fine-tuning")
 
@@ -16,31 +18,31 @@ def _train_options(f, *, finetune: bool = False):
     options = [
         click.option("--data", required=True, type=click.Path(path_type=Path), help="Canonical dataset with train/validation splits (`iugc data split`)."),
         click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="RUN_DIR: log.csv, curves.png, last.pt, best.pt."),
-        click.option("--epochs", type=int, default=10 if finetune else 40, show_default=True),
-        click.option("--batch-size", type=int, default=16, show_default=True),
-        click.option("--lr", type=float, default=FINETUNE_LR if finetune else 1e-3, show_default=True,
+        click.option("--epochs", type=count(10_000), default=10 if finetune else 40, show_default=True),
+        click.option("--batch-size", type=count(4096), default=16, show_default=True),
+        click.option("--lr", type=Number(min=0, max=10, min_open=True), default=FINETUNE_LR if finetune else 1e-3, show_default=True,
                      help="Peak learning rate (AdamW, cosine schedule)."),
-        click.option("--warmup-epochs", type=float, default=1.0 if finetune else 0.0, show_default=True,
+        click.option("--warmup-epochs", type=Number(min=0), default=1.0 if finetune else 0.0, show_default=True,
                      help="Epochs over which the learning rate rises linearly to --lr."),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
         click.option("--amp", is_flag=True, help="Mixed precision: float16 on CUDA, bfloat16 on CPU (about 2x faster on CPUs with AVX512-BF16 or AMX; slower elsewhere, with a warning)."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=SEED, default=0, show_default=True),
         click.option("--resume", is_flag=True, help="Continue from RUN_DIR/last.pt after a kill."),
-        click.option("--ema-decay", type=float, default=0.99, show_default=True,
+        click.option("--ema-decay", type=Number(0, 1, max_open=True), default=0.99, show_default=True,
                      help="Validate and save an exponential moving average of the weights (0: the raw weights)."),
-        click.option("--workers", type=int, default=0, show_default=True,
+        click.option("--workers", type=count(64, least=0), default=0, show_default=True,
                      help="DataLoader processes preparing augmented batches (a GPU waits on them; same results as 0)."),
-        click.option("--val-every", type=int, default=1, show_default=True,
+        click.option("--val-every", type=count(10_000), default=1, show_default=True,
                      help="Validate every N epochs (and after the last); the best checkpoint is chosen among these."),
-        click.option("--boundary-weight", type=float, default=0.0, show_default=True,
+        click.option("--boundary-weight", type=Number(0, 100), default=0.0, show_default=True,
                      help="Weigh the cross-entropy within 2 px of a label edge 1+W times (0: plain cross-entropy)."),
-        click.option("--style-noise", type=float, default=0.0, show_default=True,
+        click.option("--style-noise", type=Number(0, 1), default=0.0, show_default=True,
                      help="Probability per training step of perturbing the shallow encoder features' per-channel "
                           "mean and spread (DSU; against a new scanner's look; ResNet encoders; 0: off)."),
     ]
     if not finetune:
         options += [
-            click.option("--size", type=int, default=256, show_default=True, help="Network input size (multiple of 32)."),
+            click.option("--size", type=click.IntRange(64, 2048), default=256, show_default=True, help="Network input size (multiple of 32)."),
             click.option("--encoder", "encoder_name", default="resnet18", show_default=True,
                          help="smp encoder name (the shipped weights: resnet18; the issue's plain reference: resnet34)."),
             click.option("--encoder-weights", default=None, help="Pretrained encoder weights to download (e.g. imagenet); default: from scratch."),
@@ -223,7 +225,7 @@ def export_cmd(weights, fmt, out, force):
               help="Replace the fetal head by the ellipse fitted to its convex outline (a shape prior).")
 @click.option("--ellipse-ps/--no-ellipse-ps", default=True, show_default=True,
               help="Replace the pubic symphysis by the ellipse fitted to its convex outline (a shape prior for its axis).")
-@click.option("--smooth", type=click.FloatRange(min=0), default=None,
+@click.option("--smooth", type=Number(min=0, max=100), default=None,
               help="Gaussian sigma (network pixels) with which each frame is smoothed before the network; 0: none "
                    "[default: 1.0, against a new scanner's finer speckle; see the model card].")
 @click.option("--adapt-bn", is_flag=True,

@@ -434,6 +434,8 @@ class TrainingOptionError(ValueError):
 
 def _check(config: TrainConfig) -> TrainConfig:
     """Options refused before anything is built or written; a refit's splits."""
+    if config.size < 32 or config.size % 32:
+        raise TrainingOptionError(f"--size must be a multiple of 32 (the network halves it five times), got {config.size}")
     if config.val_every < 1:
         raise TrainingOptionError(f"--val-every must be at least 1, got {config.val_every}")
     if config.warmup_epochs < 0:

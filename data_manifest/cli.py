@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from iugc.common.options import Number, SEED, count
+
 
 @click.group("data")
 def data_group() -> None:
@@ -88,7 +90,7 @@ def verify_cmd(dataset):
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--blocks", help='Contiguous id blocks, e.g. "train=03744-04300,validation=04301-04401"; "+" joins several blocks of one split: "train=03744-04205+04302-04343,...".')
 @click.option("--by-video", "fractions", help='Whole videos in fractions, e.g. "train=0.8,validation=0.2".')
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the video shuffle.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the video shuffle.")
 @click.option("--allow-unassigned", is_flag=True, help="Write the split even when some cases fall in no block or a split gets no case (they stay 'unassigned').")
 def split_cmd(dataset, blocks, fractions, seed, allow_unassigned):
     """Assign train/validation/test splits in DATASET's manifest.
@@ -128,8 +130,8 @@ def split_cmd(dataset, blocks, fractions, seed, allow_unassigned):
 @data_group.command("nonstandard")
 @click.option("--source", required=True, type=click.Path(path_type=Path), help="Dataset of standard frames (from `iugc data import`).")
 @click.option("--dest", required=True, type=click.Path(path_type=Path), help="New folder: the source frames plus generated ones.")
-@click.option("--per-frame", type=float, default=1.0, show_default=True, help="Generated non-standard frames per source frame.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--per-frame", type=Number(min=0, max=100, min_open=True), default=1.0, show_default=True, help="Generated non-standard frames per source frame.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def nonstandard_cmd(source, dest, per_frame, seed):
     """Add non-standard planes made from real frames (structures pushed out of view,
     acoustic shadowing, probe lift-off), each labelled from what stays visible.
@@ -150,12 +152,12 @@ def nonstandard_cmd(source, dest, per_frame, seed):
 @data_group.command("phantom")
 @click.option("--dest", required=True, type=click.Path(path_type=Path), help="New folder for the SYNTHETIC data.")
 @click.option("--layout", type=click.Choice(["canonical", "iugc2024"]), default="canonical", show_default=True, help="canonical dataset, or raw IUGC 2024 clips (AVI) to test the importer.")
-@click.option("--cases", type=int, default=24, show_default=True, help="Frames (canonical layout).")
-@click.option("--videos", type=int, default=2, show_default=True, help="Clips (iugc2024 layout).")
-@click.option("--frames", type=int, default=8, show_default=True, help="Frames per clip (iugc2024 layout).")
-@click.option("--size", type=int, default=None, help="Frame size (default 256 canonical, 512 iugc2024).")
-@click.option("--nonstandard-fraction", type=float, default=0.25, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cases", type=count(100_000), default=24, show_default=True, help="Frames (canonical layout).")
+@click.option("--videos", type=count(1000), default=2, show_default=True, help="Clips (iugc2024 layout).")
+@click.option("--frames", type=count(10_000), default=8, show_default=True, help="Frames per clip (iugc2024 layout).")
+@click.option("--size", type=click.IntRange(32, 4096), default=None, help="Frame size (default 256 canonical, 512 iugc2024).")
+@click.option("--nonstandard-fraction", type=Number(0, 1), default=0.25, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def phantom_cmd(dest, layout, cases, videos, frames, size, nonstandard_fraction, seed):
     """Generate SYNTHETIC ultrasound-like frames with PS/FH masks, for demos and tests."""
     from iugc.data_manifest.phantom import write_phantom_dataset, write_phantom_iugc2024
@@ -173,8 +175,8 @@ def phantom_cmd(dest, layout, cases, videos, frames, size, nonstandard_fraction,
 @data_group.command("sample")
 @click.option("--from", "source", type=click.Path(path_type=Path), default=None, help="Canonical dataset (from `iugc data import`) whose frames may be published; without it, SYNTHETIC phantoms.")
 @click.option("--dest", required=True, type=click.Path(path_type=Path), help="New (or empty) folder for the sample.")
-@click.option("--cases", "n_cases", type=int, default=8, show_default=True, help="How many cases.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the phantoms (without --from).")
+@click.option("--cases", "n_cases", type=count(100_000), default=8, show_default=True, help="How many cases.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the phantoms (without --from).")
 def sample_cmd(source, dest, n_cases, seed):
     """Public sample cases for teams, the data `iugc kit check --data` runs on.
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from iugc.common.options import SEED, count
 from iugc.challenge.definition import DefinitionError, available_challenges, load_challenge
 from iugc.evaluator.ranking import cell as _fmt
 
@@ -65,7 +66,7 @@ def score_line(result: dict) -> str:
 @click.option("--challenge", "challenge_name", required=True, help=f"Challenge name ({', '.join(available_challenges())}) or a definition .yaml.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), callback=output_file, help="Result JSON to write (atomically).")
 @selection_options
-@click.option("--jobs", type=int, default=None, help="Worker processes (default: all usable cores).")
+@click.option("--jobs", type=count(1024), default=None, help="Worker processes (default: all usable cores).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Truth-biometry cache (default: $IUGC_CACHE_DIR or ~/.cache/iugc).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the truth-biometry cache.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
@@ -194,9 +195,9 @@ def _default_method(results: dict[str, dict], challenge) -> str:
                    "ranking (one-sided Wilcoxon per metric, mean of the significance ranks). Default: the method of the "
                    "results' phase in the definition, else score.")
 @click.option("--allow-missing", is_flag=True, help="Rank results covering different cases, each missing case scored as the worst case (said in the output).")
-@click.option("--bootstrap", "samples", type=int, default=0, help="Add rank stability over N bootstrap resamples of the cases (e.g. 1000).")
+@click.option("--bootstrap", "samples", type=count(1_000_000, least=0), default=0, help="Add rank stability over N bootstrap resamples of the cases (e.g. 1000).")
 @click.option("--wilcoxon", is_flag=True, help="Add pairwise Wilcoxon signed-rank significance ranks.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--json-out", type=click.Path(path_type=Path), help="Also write the table (and stability) as JSON.")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Write the robustness report to this new folder: blob plot of bootstrap ranks, a significance map and a "

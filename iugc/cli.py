@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from iugc.common.options import PORT, count
 from iugc.baseline.cli import baseline_group, build_baseline_cmd
 from iugc.challenge.cli import challenge_group
 from iugc.data_manifest.cli import data_group
@@ -47,7 +48,7 @@ def main() -> None:
 @main.command("demo")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path(".demo"), show_default=True, help="Where the demo writes its data and results.")
 @click.option("--data", type=click.Path(path_type=Path), default=None, help="PNG dataset (images/, masks/); default ../shared/data/psfhs when present, else SYNTHETIC phantoms.")
-@click.option("--cases", type=int, default=60, show_default=True, help="How many cases to use.")
+@click.option("--cases", type=count(658), default=60, show_default=True, help="How many cases to use.")
 def demo_cmd(workdir, data, cases):
     """Import data, score degraded copies of the truth standing in for teams, rank them."""
     from iugc.demo import run_demo
@@ -58,8 +59,8 @@ def demo_cmd(workdir, data, cases):
 @main.command("demo-site")
 @click.option("--instance", type=click.Path(path_type=Path), default=Path(".demo/instance"), show_default=True,
               help="Instance folder: database, storage, data, secret key, credentials (kept between runs).")
-@click.option("--cases", type=int, default=20, show_default=True, help="Frames per phase (real when ../shared/data/psfhs exists).")
-@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--cases", type=count(200), default=20, show_default=True, help="Frames per phase (real when ../shared/data/psfhs exists).")
+@click.option("--port", type=PORT, default=5000, show_default=True)
 @click.option("--no-serve", is_flag=True, help="Prepare everything, print the credentials, do not serve.")
 def demo_site_cmd(instance, cases, port, no_serve):
     """The leaderboard site with challenges, data, an organizer, a demo team, the baseline

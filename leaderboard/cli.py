@@ -7,18 +7,20 @@ from pathlib import Path
 
 import click
 
+from iugc.common.options import Number, PORT, count
+
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (put a TLS proxy in front for anything else).")
-@click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--threads", type=int, default=2, show_default=True, help="HTTP request threads per process (2 answered 50 clients faster than 4 or 8 on 2 cores: docs/web.md).")
-@click.option("--processes", type=int, default=1, show_default=True,
+@click.option("--port", type=PORT, default=8000, show_default=True)
+@click.option("--threads", type=count(256), default=2, show_default=True, help="HTTP request threads per process (2 answered 50 clients faster than 4 or 8 on 2 cores: docs/web.md).")
+@click.option("--processes", type=count(64), default=1, show_default=True,
               help="Processes answering requests (gunicorn workers); Python runs one thread at a time per process: use the "
                    "cores. Each process keeps its own database connections, kept leaderboards and, without a Redis broker, "
                    "rate-limit counters.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Embedded evaluation threads (no broker), in one process "
+@click.option("--workers", type=count(256, least=0), default=1, show_default=True, help="Embedded evaluation threads (no broker), in one process "
                                                                          "of their own; 0: none, use `iugc worker`.")
-@click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds SIGTERM waits for requests and evaluations before stopping their containers and requeueing them.")
+@click.option("--grace", type=Number(min=0), default=30.0, show_default=True, help="Seconds SIGTERM waits for requests and evaluations before stopping their containers and requeueing them.")
 @click.option("--evaluation", type=click.Choice(["docker", "noop"]), default="docker", hidden=True,
               help="noop: run no image (queue benchmarks and tests).")
 def serve_cmd(host, port, threads, workers, grace, evaluation, processes):
@@ -34,10 +36,6 @@ def serve_cmd(host, port, threads, workers, grace, evaluation, processes):
     from iugc.leaderboard.server import Server
     from iugc.submissions.exceptions import ServiceError
 
-    if processes < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--processes")
-    if threads < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--threads")
     try:
         app = create_app()  # checks the settings, the schema and the secret key before anything listens
     except ServiceError as exc:
@@ -85,7 +83,7 @@ def _largest_upload(ctx) -> int:
 @click.option("--server", default=None, help="Service URL (default $IUGC_SERVER or http://127.0.0.1:8000).")
 @click.option("--token", default=None, help="API token (default $IUGC_TOKEN).")
 @click.option("--no-wait", is_flag=True, help="Return once the upload is accepted.")
-@click.option("--timeout", type=float, default=None, help="Stop following after this many seconds (exit 2).")
+@click.option("--timeout", type=Number(min=0, min_open=True), default=None, help="Stop following after this many seconds (exit 2).")
 def submit_cmd(phase, image, server, token, no_wait, timeout):
     """Upload an image to a phase and follow it to a result.
 
@@ -99,8 +97,8 @@ def submit_cmd(phase, image, server, token, no_wait, timeout):
     token = token or os.environ.get("IUGC_TOKEN")
     if not token:
         raise click.UsageError("no token: pass --token or set IUGC_TOKEN (an organizer makes one with `iugc admin token EMAIL`)")
-    client = Client(server or default_server(), token)
     try:
+        client = Client(server or default_server(), token)
         client.check_phase(phase)
         with tempfile.TemporaryDirectory(prefix="iugc-submit-") as tmp:
             archive = Path(image)

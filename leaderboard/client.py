@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import requests
 
@@ -91,6 +92,10 @@ class MultipartFile:
 
 class Client:
     def __init__(self, server: str, token: str, timeout: float = 60.0):
+        parts = urlsplit(server)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ClientError(f"{server[:100]!r} is not the address of a service; give its URL, e.g. "
+                              "--server https://iugc.example.org (or set IUGC_SERVER)")
         self.server, self.timeout = server.rstrip("/"), timeout
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"

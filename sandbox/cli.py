@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from iugc.common.options import Number
 from iugc.challenge.definition import available_challenges
 from iugc.evaluator.cli import read_case_ids, challenge_or_exit, output_file, score_line, selected, selection_options
 from iugc.evaluator.ranking import cell as _fmt
@@ -131,9 +132,9 @@ def _platform_error(exc, out: Path) -> click.ClickException:
 @click.option("--out", required=True, type=click.Path(path_type=Path), callback=output_file, help="Result JSON to write (atomically).")
 @selection_options
 @click.option("--phase", default="sanity-check", show_default=True, help="Phase whose limits apply; the options below override them.")
-@click.option("--timeout", type=float, default=None, help="Wall-time limit in seconds.")
+@click.option("--timeout", type=Number(min=0, min_open=True), default=None, help="Wall-time limit in seconds.")
 @click.option("--memory", default=None, help="Memory limit (swap equal), e.g. 4g.")
-@click.option("--cpus", type=float, default=None, help="CPU limit, e.g. 2.")
+@click.option("--cpus", type=Number(min=0, max=1024, min_open=True), default=None, help="CPU limit, e.g. 2.")
 @click.option("--output-limit", default=None, help="Size limit of /output, e.g. 50m.")
 @click.option("--gpus/--no-gpus", default=None, help="Request a GPU (default: the phase's setting).")
 @click.option("--runner", type=click.Choice(["docker", "local"]), default="docker", show_default=True, help="local: run the trusted baseline as a subprocess (no engine).")
@@ -153,9 +154,13 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
     from iugc.common.files import atomic_write_text
     from iugc.data_manifest.manifest import ManifestError
     from iugc.evaluator.evaluate import EvaluationInputError, default_cache_dir, discover_truth, truth_provenance
+    from iugc.sandbox.container_runner import TRUSTED_LOCAL
     from iugc.sandbox.evaluate_image import evaluate_image
     from iugc.sandbox.exceptions import CancelledError, HostLimitError, RetryableError, SubmissionError
 
+    if runner == "local" and image not in TRUSTED_LOCAL:
+        raise click.BadParameter(f"--runner local runs only the platform's own baseline ({', '.join(sorted(TRUSTED_LOCAL))}), "
+                                 f"not {image[:100]!r}; run a team's image with --runner docker", param_hint="--image")
     challenge = challenge_or_exit(challenge_name)
     case_ids = read_case_ids(cases_file)
     limits, phase_def = _limits(challenge, phase, timeout, memory, cpus, output_limit, gpus)

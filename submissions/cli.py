@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from iugc.common.options import Number, ROW_ID, count
+
 
 @click.group("db")
 def db_group():
@@ -189,7 +191,7 @@ def token_cmd(email):
 
 @admin_group.command("reevaluate")
 @click.option("--phase", "slug", required=True)
-@click.option("--submission", "submission_id", type=int, default=None, help="Only this submission (default: every one of the phase).")
+@click.option("--submission", "submission_id", type=ROW_ID, default=None, help="Only this submission (default: every one of the phase).")
 def reevaluate_cmd(slug, submission_id):
     """Queue new evaluations (a new evaluator, a corrected truth); the old ones are kept."""
     from iugc.submissions import queue
@@ -244,8 +246,8 @@ def client_wheel_cmd(wheel):
 
 
 @click.command("worker")
-@click.option("--concurrency", type=int, default=1, show_default=True, help="Evaluations run at the same time on this machine.")
-@click.option("--grace", type=float, default=30.0, show_default=True, help="Seconds SIGTERM waits for running evaluations before stopping their containers and requeueing them.")
+@click.option("--concurrency", type=count(256), default=1, show_default=True, help="Evaluations run at the same time on this machine.")
+@click.option("--grace", type=Number(min=0), default=30.0, show_default=True, help="Seconds SIGTERM waits for running evaluations before stopping their containers and requeueing them.")
 @click.option("--evaluation", type=click.Choice(["docker", "noop"]), default="docker", hidden=True,
               help="noop: run no image (queue benchmarks and tests).")
 def worker_cmd(concurrency, grace, evaluation):
@@ -260,8 +262,6 @@ def worker_cmd(concurrency, grace, evaluation):
     from iugc.submissions.storage import open_storage
     from iugc.submissions.worker import WorkerPool
 
-    if concurrency < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--concurrency")
     settings, _, sessions = _service()
     storage = open_storage(settings.storage_url, settings.instance, settings.s3_endpoint_url)
     if settings.broker_url:

@@ -87,11 +87,13 @@ CASES = [pytest.param(argv, kind, id=f"{row}: {kind}") for row, argv, kinds in T
 
 @pytest.fixture(scope="module")
 def truth(tmp_path_factory):
-    """A small dataset the bad predictions are scored against (and that bad truth replaces)."""
+    """A small dataset with train and validation splits: what bad predictions are scored
+    against, bad truth replaces, and a training command with a bad option would read."""
     dest = tmp_path_factory.mktemp("truth") / "ds"
-    done = subprocess.run([sys.executable, "-m", "iugc", "data", "phantom", "--dest", str(dest), "--cases", "3"],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
+    for step in (["data", "phantom", "--dest", str(dest), "--cases", "3"],
+                 ["data", "split", str(dest), "--blocks", "train=phantom0000-phantom0001,validation=phantom0002-phantom0002"]):
+        done = subprocess.run([sys.executable, "-m", "iugc", *step], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
     return dest
 
 
@@ -132,3 +134,64 @@ def test_a_bad_input_gets_one_sentence_and_leaves_nothing(argv, kind, truth, ser
     assert not out.exists(), f"{out.name} was left behind"
     assert sorted(p.name for p in (tmp_path / "in").iterdir()) == before  # the bad input itself is left as it was
     assert _rows(service) == rows  # no row of the service either
+
+
+# The commands' options that take no file, each with a value that makes no sense, given
+# first so that Click reads it before the other options: (row id, argv); the message must
+# name the option or the value (the row id's last word or the first value after it). OUT
+# must stay unwritten and the service's rows unchanged, as above.
+OPTION_TABLE = [
+    ("serve --port", ["serve", "--port", "99999"]),
+    ("serve --grace", ["serve", "--grace", "-3"]),
+    ("serve --threads", ["serve", "--threads", "0"]),
+    ("worker --grace", ["worker", "--grace", "nan"]),
+    ("worker --concurrency", ["worker", "--concurrency", "0"]),
+    ("demo --cases", ["demo", "--cases", "0", "--workdir", "OUT"]),
+    ("demo-site --cases", ["demo-site", "--cases", "0", "--instance", "OUT", "--no-serve"]),
+    ("demo-site --port", ["demo-site", "--port", "0", "--instance", "OUT", "--no-serve"]),
+    ("data phantom --frames", ["data", "phantom", "--frames", "0", "--dest", "OUT", "--layout", "iugc2024"]),
+    ("data phantom --nonstandard-fraction", ["data", "phantom", "--nonstandard-fraction", "2", "--dest", "OUT"]),
+    ("data phantom --seed", ["data", "phantom", "--seed", "-1", "--dest", "OUT"]),
+    ("data sample --cases", ["data", "sample", "--cases", "0", "--dest", "OUT"]),
+    ("data nonstandard --per-frame", ["data", "nonstandard", "--per-frame", "inf", "--source", "TRUTH", "--dest", "OUT"]),
+    ("evaluate --jobs", ["evaluate", "--jobs", "0", "--predictions", "TRUTH", "--ground-truth", "TRUTH",
+                         "--challenge", "psfhs2023", "--out", "OUT"]),
+    ("evaluate-image --image", ["evaluate-image", "--image", "team/model:1", "--runner", "local", "--data", "TRUTH",
+                                "--challenge", "psfhs2023", "--out", "OUT"]),
+    ("evaluate-image --timeout", ["evaluate-image", "--timeout", "nan", "--image", "baseline", "--runner", "local",
+                                  "--data", "TRUTH", "--challenge", "psfhs2023", "--out", "OUT"]),
+    ("evaluate-image --cpus", ["evaluate-image", "--cpus", "0", "--image", "baseline", "--runner", "local",
+                               "--data", "TRUTH", "--challenge", "psfhs2023", "--out", "OUT"]),
+    ("baseline train --lr", ["baseline", "train", "--lr", "nan", "--data", "TRUTH", "--out", "OUT"]),
+    ("baseline train --size", ["baseline", "train", "--size", "100", "--data", "TRUTH", "--out", "OUT", "--refit"]),
+    ("baseline train --ema-decay", ["baseline", "train", "--ema-decay", "1", "--data", "TRUTH", "--out", "OUT"]),
+    ("baseline predict --smooth", ["baseline", "predict", "--smooth", "-inf", "--input", "TRUTH", "--output", "OUT"]),
+    ("admin reevaluate --submission", ["admin", "reevaluate", "--submission", "99999999999999999999999",
+                                       "--phase", "psfhs2023-sanity-check"]),
+    ("admin phase --per-day", ["admin", "phase", "--per-day", "99999999999999999999999", "--phase", "psfhs2023-sanity-check"]),
+    ("admin phase --opens", ["admin", "phase", "--opens", "yesterday", "--phase", "psfhs2023-sanity-check"]),
+    ("admin publish --phase", ["admin", "publish", "--phase", "no-such-phase"]),
+    ("admin token EMAIL", ["admin", "token", "nobody@example.org"]),
+    ("admin create-user EMAIL", ["admin", "create-user", "not-an-address", "--role", "participant"]),
+    ("submit --server", ["submit", "--server", "not-a-url", "--phase", "p", "--image", "i", "--token", "t"]),
+    ("submit --timeout", ["submit", "--timeout", "-1", "--phase", "p", "--image", "i", "--token", "t"]),
+]
+
+
+@pytest.mark.parametrize("row, argv", [pytest.param(row, argv, id=row) for row, argv in OPTION_TABLE])
+def test_a_bad_option_value_gets_one_sentence_and_leaves_nothing(row, argv, truth, service, tmp_path):
+    out = tmp_path / "out"
+    args = [str(out) if a == "OUT" else str(truth) if a == "TRUTH" else a for a in argv]
+    rows = _rows(service)
+    done = subprocess.run([sys.executable, "-m", "iugc", *args], capture_output=True, cwd=ROOT, timeout=120, env=service,
+                          input=b"a long enough password\n")
+    said = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode != 0, f"exit 0: {said[-800:]}"
+    assert not REPR.search(said), f"a traceback or exception repr reached the person: {said[-1500:]}"
+    message = done.stderr.decode(errors="replace").strip()
+    assert 0 < len(message) <= MAX_MESSAGE, f"{len(message)} characters on stderr: {message[:1500]}"
+    option = row.split()[-1]
+    value = argv[argv.index(option) + 1] if option in argv else next(a for a in argv[1:] if a not in row.split())
+    assert option in message or value in message, f"the message names neither {option} nor {value}: {message}"
+    assert not out.exists(), f"{out.name} was left behind"
+    assert _rows(service) == rows
