@@ -279,6 +279,6 @@ def build_baseline_cmd(weights, force):
         with tempfile.TemporaryDirectory() as tmp:
             model = Path(weights) if str(weights).endswith(".onnx") else export_onnx(weights, Path(tmp) / "model.onnx")
             image_id, built = build_baseline(model, cache=cache, force=force)
-    except (FileNotFoundError, RetryableError) as exc:
+    except (FileNotFoundError, ValueError, RetryableError) as exc:  # ValueError: a file that is not a checkpoint
         raise click.ClickException(str(exc)) from None
     click.echo(f"{BASELINE_IMAGE} {image_id[:19]} ({'built' if built else 'up to date'})")

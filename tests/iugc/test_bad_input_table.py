@@ -79,6 +79,8 @@ TABLE = [
     ("baseline train", ["baseline", "train", "--data", "BAD", "--out", "OUT", "--epochs", "1"], DATASETS),
     ("baseline finetune", ["baseline", "finetune", "--data", "BAD", "--from", "default", "--out", "OUT", "--epochs", "1"], DATASETS),
     ("baseline export", ["baseline", "export", "--weights", "BAD", "--out", "OUT"], ["missing", "text file", "zero-byte file", "empty folder"]),
+    ("docker build-baseline", ["docker", "build-baseline", "--weights", "BAD"], ["missing", "text file", "zero-byte file"]),
+    ("admin client-wheel", ["admin", "client-wheel", "--wheel", "BAD"], ["text file", "zero-byte file", "empty folder"]),
     ("admin init", ["admin", "init", "--challenge", "BAD"], ["missing", "text file", "zero-byte file", "not utf-8", "empty folder"]),
     ("admin add-dataset", ["admin", "add-dataset", "--phase", "psfhs2023-sanity-check", "--data", "BAD"], DATASETS),
 ]
@@ -171,6 +173,9 @@ OPTION_TABLE = [
     ("admin phase --per-day", ["admin", "phase", "--per-day", "99999999999999999999999", "--phase", "psfhs2023-sanity-check"]),
     ("admin phase --opens", ["admin", "phase", "--opens", "yesterday", "--phase", "psfhs2023-sanity-check"]),
     ("admin publish --phase", ["admin", "publish", "--phase", "no-such-phase"]),
+    ("admin unpublish --phase", ["admin", "unpublish", "--phase", "no-such-phase"]),
+    ("kit new --challenge", ["kit", "new", "--challenge", "no-such-challenge", "OUT"]),
+    ("kit check --challenge", ["kit", "check", "--challenge", "no-such-challenge", "team/model:1"]),
     ("admin token EMAIL", ["admin", "token", "nobody@example.org"]),
     ("admin create-user EMAIL", ["admin", "create-user", "not-an-address", "--role", "participant"]),
     ("submit --server", ["submit", "--server", "not-a-url", "--phase", "p", "--image", "i", "--token", "t"]),
