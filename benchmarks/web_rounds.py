@@ -6,8 +6,11 @@ settle a 20% difference.
     python benchmarks/web_rounds.py --rounds 6 2x2 2x4 [--against OLD_CHECKOUT]
 
 Each set-up ``PxT`` is ``iugc serve --processes P --threads T`` of this checkout.
-``--against DIR`` adds, per round, DIR's own ``benchmarks/bench_web.py`` run with DIR first
-on the import path (a checkout of an older commit, e.g. the server gunicorn replaced).
+``--against DIR`` (repeatable) adds, per round, DIR's own ``benchmarks/bench_web.py`` run
+with DIR first on the import path (a checkout of an older commit, e.g. the server gunicorn
+replaced), at its default set-up or at ``DIR:PxT``. Two of them tell the server's part from
+the app's: the commit that changed the server against its parent, and this checkout
+against the first (the app grown since, same server).
 Only 127.0.0.1 is contacted; a round is bounded as bench_web's runs are.
 """
 from __future__ import annotations
@@ -35,16 +38,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("setups", nargs="+", help="PxT: processes x threads per process")
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--against", type=Path, help="an older checkout whose benchmarks/bench_web.py runs too")
+    parser.add_argument("--against", action="append", default=[], metavar="DIR[:PxT]",
+                        help="an older checkout whose benchmarks/bench_web.py runs too (repeatable)")
     args = parser.parse_args()
     runs = {}
     for setup in args.setups:
         processes, threads = setup.split("x")
         runs[f"this checkout {setup}"] = ([sys.executable, "benchmarks/bench_web.py", "--clients", "50", "--processes", processes,
                                           "--threads", threads], ROOT, os.environ)
-    if args.against:
-        runs[f"{args.against.name} (its default)"] = ([sys.executable, "benchmarks/bench_web.py", "--clients", "50"], args.against,
-                                                     {**os.environ, "PYTHONPATH": str(args.against)})
+    for against in args.against:
+        folder, _, setup = against.partition(":")
+        folder = Path(folder)
+        command = [sys.executable, "benchmarks/bench_web.py", "--clients", "50"]
+        if setup:
+            processes, threads = setup.split("x")
+            command += ["--processes", processes, "--threads", threads]
+        runs[f"{folder.name} {setup or '(its default)'}"] = (command, folder, {**os.environ, "PYTHONPATH": str(folder)})
     found: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     for round_ in range(1, args.rounds + 1):
         for name, (command, cwd, env) in runs.items():

@@ -10,7 +10,10 @@ made (the database, data, people and results are kept in the instance folder):
 3. an organizer and a demo team, with their passwords printed (and kept in
    ``<instance>/demo-credentials.txt``);
 4. stand-in teams: degraded copies of the expert masks (``iugc.demo``; for iugc2025 the
-   landmarks of those masks), scored by the evaluator and stored as their submissions' results;
+   landmarks of those masks), scored by the evaluator and stored as their submissions'
+   results. Each submission is a real image (a static busybox copying the team's answer
+   for each case it is given), so an organizer can re-evaluate it in a container and get
+   the same score; without Debian's busybox-static it is a placeholder that cannot run;
 5. the baseline, as the demo team's submission: its container when a Docker engine
    answers (evaluated by the server's worker once it starts), the trusted local runner
    otherwise;
@@ -138,6 +141,62 @@ def _stand_in_landmarks(masks: Path, dest: Path) -> Path:
     return dest
 
 
+STAND_IN_SCRIPT = """# the demo's stand-in team: copy the answer it prepared for each case it is given
+for frame in /input/images/*.png; do
+  id=${frame##*/}; id=${id%.png}
+  if [ -f "/answers/$id.png" ]; then /bin/busybox cp "/answers/$id.png" /output/; fi
+done
+if [ -d /answers/landmarks ]; then
+  sep=""
+  {
+    printf "{"
+    for frame in /input/images/*.png; do
+      id=${frame##*/}; id=${id%.png}
+      if [ -f "/answers/landmarks/$id.json" ]; then
+        printf '%s"%s": ' "$sep" "$id"; /bin/busybox cat "/answers/landmarks/$id.json"; sep=", "
+      fi
+    done
+    printf "}"
+  } > /output/landmarks.json
+fi
+"""
+
+
+def static_busybox() -> Path | None:
+    """A statically linked busybox on this machine (Debian's busybox-static), which runs in
+    an image with nothing else in it; None when there is none."""
+    import struct
+
+    for path in (Path("/bin/busybox"), Path("/usr/bin/busybox")):
+        try:
+            with open(path, "rb") as binary:
+                head = binary.read(64)
+                if head[:5] != b"\x7fELF\x02":  # 64-bit ELF
+                    continue
+                offset, size, count = struct.unpack_from("<Q", head, 0x20)[0], *struct.unpack_from("<HH", head, 0x36)
+                binary.seek(offset)
+                table = binary.read(size * count)
+        except OSError:
+            continue
+        if all(struct.unpack_from("<I", table, i * size)[0] != 3 for i in range(count)):  # no PT_INTERP: static
+            return path
+    return None
+
+
+def _stand_in_image(path: Path, tag: str, busybox: Path, masks: Path, landmarks: Path | None) -> Path:
+    """The stand-in's submission: an image holding busybox, STAND_IN_SCRIPT and its answers
+    (masks, or one landmarks file per case), that writes them for the cases it is given."""
+    from iugc.sandbox.images import write_image_archive
+
+    files = {"bin/busybox": (busybox.read_bytes(), 0o755), "stand-in.sh": (STAND_IN_SCRIPT.encode(), 0o644)}
+    if landmarks is None:
+        files |= {f"answers/{mask.name}": (mask.read_bytes(), 0o644) for mask in sorted(masks.glob("*.png"))}
+    else:
+        points = json.loads((landmarks / "landmarks.json").read_text())
+        files |= {f"answers/landmarks/{case}.json": (json.dumps(point).encode(), 0o644) for case, point in points.items()}
+    return write_image_archive(path, files, tag=tag, entrypoint=["/bin/busybox", "sh", "/stand-in.sh"])
+
+
 def _docker_baseline() -> bool:
     """Whether a Docker engine answers and holds iugc/baseline:latest."""
     from docker.errors import ImageNotFound
@@ -201,6 +260,10 @@ def prepare(instance: Path, cases: int) -> dict:
                 if teams.team_of(session, user, challenges.phase_by_slug(session, f"{name}-sanity-check").challenge_id) is None:
                     teams.accept_terms(session, user, teams.create_team(session, user, DEMO_TEAM, name).challenge_id)
     with step(f"stand-in teams ({', '.join(STAND_INS)}) scored by the evaluator"):
+        busybox = static_busybox()
+        if busybox is None:
+            click.echo("    no static busybox here (Debian's busybox-static): the stand-ins' submissions are placeholders "
+                       "that a re-evaluation cannot run")
         manifest = load_manifest(data)
         predictions = instance / "stand-ins"
         if not predictions.exists():
@@ -226,14 +289,19 @@ def prepare(instance: Path, cases: int) -> dict:
                     teams.create_team(session, user, team, name)
                     teams.accept_terms(session, user, challenge_id)
                     user_id = user.id
-                answers = predictions / team
+                answers = masks = predictions / team
                 if "landmarks" in definition.tasks:
-                    answers = _stand_in_landmarks(answers, predictions / f"{team}-landmarks")
+                    answers = _stand_in_landmarks(masks, predictions / f"{team}-landmarks")
                 scores = []
                 for phase in SCORED_PHASES:
                     result = evaluate_folder(answers, truths[name][phase], definition, progress=False, cache_dir=instance / "cache")
                     scores.append(f"{result['score']:.4f}")
-                    archive = _stand_in_archive(instance / f"stand-in-{team}-{phase}.tar", f"{team}-{phase}")
+                    archive = instance / f"stand-in-{team}-{phase}.tar"
+                    if busybox is None:
+                        _stand_in_archive(archive, f"{team}-{phase}")
+                    else:
+                        _stand_in_image(archive, f"stand-in/{team}:{phase}", busybox, masks,
+                                        answers if "landmarks" in definition.tasks else None)
                     with open(archive, "rb") as stream:
                         submit(sessions, storage, user_id, f"{name}-{phase}", stream)
                     archive.unlink()

@@ -80,3 +80,44 @@ def test_demo_site_prepares_a_ranked_site_and_a_second_run_reuses_it(tmp_path, m
                 session.execute(select(func.count()).select_from(Evaluation)).scalar()) == counts
     assert first.output.split("organizer:")[1].split("\n")[0] == again.output.split("organizer:")[1].split("\n")[0]
     engine.dispose()
+
+
+def test_the_stand_ins_are_images_that_re_evaluate_to_their_seeded_scores(tmp_path, monkeypatch):
+    """Each stand-in submission is an image (a static busybox and the team's answers): an
+    organizer's re-evaluation runs it in the sandbox and finds the score the demo stored."""
+    import os
+
+    from tests.docker_support import require_engine
+
+    from iugc.submissions import queue
+    from iugc.submissions.models import Team
+    from iugc.submissions.worker import WorkerPool
+
+    engine = require_engine()
+    if site_demo.static_busybox() is None:
+        if os.environ.get("IUGC_REQUIRE_BUSYBOX") == "1":
+            pytest.fail("no static busybox; IUGC_REQUIRE_BUSYBOX=1 makes this a failure")
+        pytest.skip("no static busybox (Debian's busybox-static): the demo's stand-ins are placeholders")
+    monkeypatch.setattr(site_demo, "_docker_baseline", lambda: False)
+    instance = tmp_path / "instance"
+    done = CliRunner().invoke(main, ["demo-site", "--instance", str(instance), "--cases", "3", "--no-serve"])
+    assert done.exit_code == 0, done.output
+    sessions = db.session_factory(db.make_engine(f"sqlite:///{instance / 'iugc.sqlite3'}"))
+    with sessions() as session:
+        seeded = {(name, team): (sid, score) for name, team, sid, score in session.execute(
+            select(Phase.slug, Team.name, Submission.id, Evaluation.score).join(Submission, Submission.phase_id == Phase.id)
+            .join(Team, Team.id == Submission.team_id).join(Evaluation, Evaluation.submission_id == Submission.id)
+            .where(Phase.slug.in_(["psfhs2023-sanity-check", "iugc2025-sanity-check"]), Team.name.in_(site_demo.STAND_INS)))}
+    assert len(seeded) == 2 * len(site_demo.STAND_INS)
+    pool = WorkerPool(sessions, LocalStorage(instance / "storage"), threads=0, slots=1)
+    try:
+        for (slug, team), (sid, score) in seeded.items():
+            (evaluation_id,) = queue.reevaluate(sessions, None, slug, sid)
+            assert pool.run_one(evaluation_id)
+            with sessions() as session:
+                again = session.get(Evaluation, evaluation_id)
+                assert again.status.value == "succeeded", (slug, team, again.error)
+                assert again.score == pytest.approx(score, abs=1e-9), (slug, team)
+    finally:
+        for image in engine.images.list(name="stand-in/*"):
+            engine.images.remove(image.id, force=True)
