@@ -114,3 +114,21 @@ class Client:
         """POST ``data`` with this session's CSRF token (read from ``page``, default ``path``
         or the login page for POST-only routes)."""
         return self.http.post(path, data={**(data or {}), "csrf_token": self.token(page or ("/login" if path != "/register" else "/register"))}, **kw)
+
+
+def install_client(url: str, dest: Path) -> Path:
+    """``pip install URL`` (the client wheel the site serves) into a fresh virtual environment
+    at ``dest``; returns its ``iugc``. The dependencies come from this environment instead of
+    PyPI (the tests have no network): a .pth line, so this checkout's editable finder stays out."""
+    import subprocess
+    import sys
+    import venv
+
+    venv.create(dest, with_pip=True)
+    site_packages = next((dest / "lib").glob("python3*/site-packages"))
+    ours = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir() and (p / "click").is_dir())
+    (site_packages / "deps.pth").write_text(f"{ours}\n")
+    done = subprocess.run([str(dest / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", url],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return dest / "bin" / "iugc"

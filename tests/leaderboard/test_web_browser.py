@@ -2,12 +2,14 @@
 `iugc serve` as a real server process on 127.0.0.1, with an embedded worker evaluating
 the baseline image in a real container on real frames.
 
-A participant registers, creates a team, uploads the baseline's `docker save` archive
-(progress bar), watches the status reach a score without reloading, finds the team on the
-leaderboard, opens the per-case page and a case's overlay; the organizer publishes the
-final phase and the participant then sees it. Screenshots of each page, at a laptop's and a phone's width,
-go to ``$IUGC_TEST_ARTIFACTS/web`` (default ``artifacts/web`` in the checkout); the
-overlay, an image, once (``12-overlay.png``).
+A participant registers, creates a team, accepts the terms, follows the how-to-submit
+guide (installs the client from the site's URL into a fresh virtual environment, makes a
+kit, downloads the public sample and runs `iugc kit check` on it), uploads the baseline's
+`docker save` archive (progress bar), watches the status reach a score without reloading,
+finds the team on the leaderboard, opens the per-case page and a case's overlay; the
+organizer publishes the final phase and the participant then sees it. Screenshots of each
+page, at a laptop's and a phone's width, go to ``$IUGC_TEST_ARTIFACTS/web`` (default
+``artifacts/web`` in the checkout); the overlay, an image, once (``11-overlay.png``).
 
 Needs ``apt-get install chromium`` (``IUGC_REQUIRE_BROWSER=1`` turns its absence into a
 failure), a Docker engine and the real frames (their own switches).
@@ -18,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ from iugc.leaderboard.web.overlays import EXPERT, PREDICTED
 from tests.conftest import ROOT
 from tests.docker_support import require_engine
 from tests.service_support import docker_like_archive, free_port, wait_for_port
+from tests.web_support import install_client
 
 # with the other engine tests, on one worker: they run containers, and the container tests
 # count and clean up the runner's containers and the images they build
@@ -82,18 +86,20 @@ def server(psfhs_dir, tmp_path_factory, baseline_archive):
     organizer, two scored stand-in teams."""
     from iugc.data_manifest.importers import import_dataset
     from iugc.submissions.accounts import hash_password
-    from iugc.submissions import accounts, challenges, db, queue, teams
+    from iugc.submissions import accounts, challenges, db, downloads, queue, teams
     from iugc.submissions.storage import LocalStorage
     from iugc.submissions.uploads import submit
 
     root = tmp_path_factory.mktemp("site")
-    source = root / "source"
-    for folder in ("images", "masks"):
-        (source / folder).mkdir(parents=True)
-        for path in sorted((psfhs_dir / folder).glob("*.png"))[:N_CASES]:
-            (source / folder / path.name).symlink_to(path)
-    import_dataset("png", source, root / "data", progress=False)
+    for block, name in enumerate(("public", "hidden")):  # the sanity check's cases are the public sample; the others differ
+        source = root / f"source-{name}"
+        for folder in ("images", "masks"):
+            (source / folder).mkdir(parents=True)
+            for path in sorted((psfhs_dir / folder).glob("*.png"))[block * N_CASES:(block + 1) * N_CASES]:
+                (source / folder / path.name).symlink_to(path)
+        import_dataset("png", source, root / name, progress=False)
     instance = root / "instance"
+    downloads.publish_client(instance)  # the wheel the guide tells a team to `pip install` (built from this checkout)
     engine = db.make_engine(f"sqlite:///{instance / 'iugc.sqlite3'}")
     db.upgrade(engine)
     sessions = db.session_factory(engine)
@@ -101,7 +107,7 @@ def server(psfhs_dir, tmp_path_factory, baseline_archive):
     with db.transaction(sessions) as session:
         challenge, _ = challenges.init_challenge(session, "psfhs2023")
         for phase in challenge.phases:
-            challenges.add_dataset(session, phase.slug, root / "data")
+            challenges.add_dataset(session, phase.slug, root / ("public" if phase.name == "sanity-check" else "hidden"))
         accounts.create_user(session, "organizer@example.org", "organizer").password_hash = hash_password(PASSWORD)
         for name in STAND_INS:
             user = accounts.create_user(session, f"{name}@example.org", "participant")
@@ -162,7 +168,7 @@ def login(page, base, email):
 
 
 @pytest.mark.slow
-def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, baseline_archive):
+def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, baseline_archive, tmp_path):
     base = server
     context = chromium.new_context(viewport=LAPTOP)
     page = context.new_page()
@@ -196,8 +202,29 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     shoot(page, "04-terms")
     page.click("text=Accept the terms for team alice-lab")
     page.wait_for_url(base + "/phases/psfhs2023-sanity-check/upload")
+
+    # the guide, step by step, as a team on its own machine: the client from the site's URL
+    # in a fresh virtual environment, a kit, the public sample, `iugc kit check` on it
+    page.goto(base + "/how-to-submit")
+    shoot(page, "05-how-to-submit")
+    guide = page.inner_text("main")
+    url = guide.split("pip install ", 1)[1].split()[0]
+    assert url.startswith(base + "/downloads/iugc_platform-") and url.endswith(".whl")
+    iugc = install_client(url, tmp_path / "iugc-client")
+    with page.expect_download() as download:
+        page.click("a.sample")
+    zipfile.ZipFile(download.value.path()).extractall(tmp_path)
+    # as the guide says, but on iugc/base:latest: the test has no registry to pull python:3.11-slim from
+    for command in (["kit", "new", "my-team", "--challenge", "psfhs2023", "--base", "iugc/base:latest"],
+                    ["kit", "check", "my-team", "--challenge", "psfhs2023", "--data", "psfhs2023-sample"]):
+        assert f"iugc {command[0]} {command[1]} my-team --challenge psfhs2023" in guide
+        done = subprocess.run([str(iugc), *command], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert f"on {N_CASES} " in done.stdout and "ACCEPTED: the sanity check would pass" in done.stdout
+
+    page.goto(base + "/phases/psfhs2023-sanity-check/upload")
     page.set_input_files("input[type=file]", str(baseline_archive))
-    shoot(page, "05-upload")
+    shoot(page, "06-upload")
     page.click("#upload-form button[type=submit]")
     assert page.locator(".progress").is_visible() or "/submissions" in page.url
     page.wait_for_url(re.compile(r".*/submissions\?highlight=\d+"), timeout=300_000)
@@ -205,12 +232,12 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     page.evaluate("window.__notReloaded = true")
     row = page.locator(f'tr[data-id="{sid}"]')
     assert row.locator('[data-field="status"]').inner_text() in ("queued", "running")
-    shoot(page, "06-submissions-pending")
+    shoot(page, "07-submissions-pending")
     row.locator(".st-succeeded").wait_for(timeout=600_000)  # the poll updates the row in place
     assert page.evaluate("window.__notReloaded") is True
     score = float(row.locator('[data-field="score"]').inner_text())
     assert 0.5 < score <= 1.0
-    shoot(page, "07-submissions-scored")
+    shoot(page, "08-submissions-scored")
 
     page.goto(base + "/leaderboard/psfhs2023-sanity-check")
     rows = page.locator("#leaderboard tbody tr")
@@ -221,12 +248,12 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     page.click("#leaderboard th:has-text('HD')")  # sort by HD, lowest first
     hd = [float(rows.nth(i).locator("td").nth(6).inner_text()) for i in range(rows.count())]
     assert hd == sorted(hd)
-    shoot(page, "08-leaderboard")
+    shoot(page, "09-leaderboard")
 
     page.goto(f"{base}/submissions/{sid}")
     cases = page.locator("#cases tbody tr")
     assert cases.count() == N_CASES
-    shoot(page, "09-submission-detail")
+    shoot(page, "10-submission-detail")
 
     link = cases.first.locator("td a")  # a sanity-check case: its overlay, drawn from the masks the worker kept
     case_id = link.inner_text()
@@ -237,7 +264,7 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     for colour in (EXPERT, PREDICTED):  # both masks and constructions are drawn
         assert (np.abs(overlay - _hex(colour)).max(axis=-1) < 30).sum() > 200, colour
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "12-overlay.png"))
+    page.screenshot(path=str(ARTIFACTS / "11-overlay.png"))
 
     page.goto(base + "/leaderboard/psfhs2023-final-test")
     assert "not published yet" in page.inner_text("main")
@@ -247,7 +274,7 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     organizer.goto(base + "/leaderboard/psfhs2023-final-test")
     assert "Not published" in organizer.inner_text("main")
     organizer.goto(base + "/admin")
-    shoot(organizer, "10-admin")
+    shoot(organizer, "12-admin")
     asked = []
     organizer.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
     organizer.click("button[data-publish='psfhs2023-final-test']")  # asks first; dismissed, nothing is published
@@ -261,9 +288,9 @@ def test_a_team_and_an_organizer_use_the_site_end_to_end(chromium, server, basel
     assert "are published" in organizer.inner_text("main")
     organizer.goto(base + "/admin/audit")
     assert "phase.publish" in organizer.inner_text("main")
-    shoot(organizer, "11-audit")
+    shoot(organizer, "13-audit")
 
     page.goto(base + "/leaderboard/psfhs2023-final-test")
     assert page.locator("#leaderboard tbody tr").count() == len(STAND_INS)
-    shoot(page, "12-final-published")
+    shoot(page, "14-final-published")
     assert errors == []

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import venv
 import zipfile
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from iugc.data_manifest.phantom import write_phantom_dataset
 from iugc.submissions import challenges, db, downloads
 from iugc.submissions.exceptions import InvalidRequest
 from tests.conftest import ROOT
-from tests.web_support import SANITY, VALIDATION, site  # noqa: F401
+from tests.web_support import SANITY, VALIDATION, install_client, site  # noqa: F401
 from tests.service_support import free_port
 
 WHEEL = "iugc_platform-0.1.0-cp311-cp311-linux_x86_64.whl"
@@ -132,20 +131,15 @@ def test_a_team_installs_the_client_from_the_sites_url(tmp_path):
         url = page.split("pip install ", 1)[1].split("<", 1)[0].strip()
         assert url.startswith(f"http://127.0.0.1:{port}/downloads/iugc_platform-") and url.endswith(".whl")
         fresh = tmp_path / "client"
-        venv.create(fresh, with_pip=True)
-        python = fresh / "bin" / "python"
-        site_packages = next((fresh / "lib").glob("python3*/site-packages"))
-        # this environment's packages stand in for PyPI's (a .pth line, so this checkout's editable finder stays out)
-        ours = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir() and (p / "click").is_dir())
-        (site_packages / "deps.pth").write_text(f"{ours}\n")
-        done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", url], capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+        install_client(url, fresh)
     finally:
         server.terminate()
         server.wait(timeout=60)
     for command in (["kit", "--help"], ["submit", "--help"], ["kit", "new", str(tmp_path / "my-team"), "--challenge", "psfhs2023"]):
         done = subprocess.run([str(fresh / "bin" / "iugc"), *command], capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
+    python = fresh / "bin" / "python"
+    site_packages = next((fresh / "lib").glob("python3*/site-packages"))
     where = subprocess.run([str(python), "-c", "import iugc.sandbox.kit as k; print(k.__file__)"], capture_output=True, text=True, cwd=tmp_path)
     assert where.stdout.startswith(str(site_packages)), where.stdout  # the installed client, not this checkout
     assert (tmp_path / "my-team" / "predict.py").is_file()
