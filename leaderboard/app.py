@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from flask import Flask, current_app
+from werkzeug.routing import IntegerConverter, UnicodeConverter
 
 from iugc.submissions import db
 from iugc.submissions.config import Settings
@@ -38,6 +39,23 @@ def service() -> ServiceContext:
     """The running app's service (sessions, storage, ``wake``): the one way views reach it,
     as flaskr's ``get_db()``."""
     return current_app.extensions["iugc"]
+
+
+class RowNumber(IntegerConverter):
+    """``<int:...>`` in every URL: a number a database column can hold (1 to 2**63 - 1);
+    any other is no page (404) instead of an integer overflow in the database."""
+
+    def __init__(self, map, fixed_digits=0, min=1, max=2**63 - 1, signed=False):
+        super().__init__(map, fixed_digits, min, max, signed)
+
+
+class Segment(UnicodeConverter):
+    """A URL's text part (a slug, a name, a token): at most 1,000 characters and no NUL, which
+    PostgreSQL can neither store nor compare; any other is no page (404)."""
+
+    def __init__(self, map, minlength=1, maxlength=1000, length=None):
+        super().__init__(map, minlength, maxlength, length)
+        self.regex = self.regex.replace("[^/]", "[^/\x00]")
 
 
 def rate_limit_defaults(broker_url: str | None, environ=None) -> dict:
@@ -79,6 +97,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from iugc.leaderboard.api import api
 
     app = Flask(__name__, instance_path=None)
+    app.url_map.converters.update(int=RowNumber, default=Segment, string=Segment)
     settings = Settings.from_env()
     config = test_config or {}
     settings = Settings(

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from iugc.common.options import Number, PORT, count
+from iugc.common.options import Number, count
 
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (put a TLS proxy in front for anything else).")
-@click.option("--port", type=PORT, default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any free port (the one taken is printed).")
 @click.option("--threads", type=count(256), default=2, show_default=True, help="HTTP request threads per process (2 answered 50 clients faster than 4 or 8 on 2 cores: docs/web.md).")
 @click.option("--processes", type=count(64), default=1, show_default=True,
               help="Processes answering requests (gunicorn workers); Python runs one thread at a time per process: use the "

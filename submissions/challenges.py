@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
+from iugc.common.text import quoted
 from iugc.challenge.definition import ChallengeDefinition, DefinitionError, load_challenge
 from iugc.submissions.audit import audit
 from iugc.submissions.exceptions import Conflict, InvalidRequest, NotFound
@@ -72,7 +73,7 @@ def init_challenge(session: Session, name_or_path: str | Path, actor_id: int | N
 def challenge_by_name(session: Session, name: str) -> Challenge:
     challenge = session.execute(select(Challenge).where(Challenge.name == name)).scalar_one_or_none()
     if challenge is None:
-        raise NotFound(f"no challenge {name!r}")
+        raise NotFound(f"no challenge {quoted(name)}")
     return challenge
 
 
@@ -85,7 +86,7 @@ def phase_by_slug(session: Session, slug: str) -> Phase:
     phase = session.execute(select(Phase).options(joinedload(Phase.challenge)).where(Phase.slug == slug)).scalar_one_or_none()
     if phase is None:
         slugs = phase_slugs(session)
-        raise NotFound(f"no phase {slug!r}; phases: {', '.join(slugs) or 'none (run `iugc admin init`)'}")
+        raise NotFound(f"no phase {quoted(slug)}; phases: {', '.join(slugs) or 'none (run `iugc admin init`)'}")
     return phase
 
 

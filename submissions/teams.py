@@ -17,6 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from iugc.common.text import quoted
 from iugc.submissions.accounts import is_email
 from iugc.submissions.audit import audit
 from iugc.submissions.exceptions import Conflict, Forbidden, InvalidRequest, NotFound
@@ -38,7 +39,7 @@ def create_team(session: Session, user: User, name: str, challenge_name: str | N
     else:
         challenge = next((c for c in challenges if c.name == challenge_name), None)
         if challenge is None:
-            raise NotFound(f"no challenge {challenge_name!r}")
+            raise NotFound(f"no challenge {quoted(challenge_name)}")
     if session.execute(select(Membership.id).where(Membership.user_id == user.id, Membership.challenge_id == challenge.id)).first():
         raise Conflict(f"you are already in a team of {challenge.name}; a participant belongs to one team per challenge")
     if session.execute(select(Team.id).where(Team.challenge_id == challenge.id, Team.name == name)).first():

@@ -4,14 +4,17 @@ final results hidden until published, and the OpenAPI document."""
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import func, select
 
 from iugc.leaderboard.app import create_app
 from iugc.submissions import accounts, challenges, db, queue
 from iugc.submissions.exceptions import SchemaNotCurrent
+from iugc.submissions.models import Evaluation, Submission, Team
 from tests.service_support import Service, challenge_file, database_url, docker_like_archive, postgres_cluster, redis_server, s3_endpoint  # noqa: F401
 
 SANITY, VALIDATION, FINAL = "svc-sanity-check", "svc-validation", "svc-final-test"
@@ -427,3 +430,28 @@ def test_any_json_body_gets_an_answer_in_words_never_a_server_error(service):
             assert "Traceback" not in answer.json["error"] and "Error(" not in answer.json["error"]
 
     check()
+
+
+def test_every_endpoint_answers_junk_in_its_path_with_a_sentence_never_a_server_error(service):
+    """Each API v1 path parameter given what makes no sense (a number past 64 bits, zero, a
+    negative one, a long, non-ASCII, NUL or markup slug): a 4xx JSON sentence, nothing changed."""
+    caller = _token(service, "p@example.org", "team-a")
+    junk = {"submission_id": ["99999999999999999999999", "0", "-1", "1.5", "x"], "team_id": ["99999999999999999999999", "0", "-1"],
+            "slug": ["s" * 5000, "ph%C3%A4se", "%00", "<script>", "..%2F..%2Fetc"], "name": ["n" * 5000, "%00", "<b>x</b>"]}
+    doc = service.client.get("/api/v1/openapi.json").json
+    with service.sessions() as session:
+        before = [session.execute(select(func.count()).select_from(model)).scalar() for model in (Submission, Evaluation, Team)]
+    tried = 0
+    for path, methods in doc["paths"].items():
+        for name in re.findall(r"\{(\w+)\}", path):
+            for value in junk[name]:
+                url = re.sub(r"\{(\w+)\}", lambda m: value if m[1] == name else {"slug": SANITY, "name": "psfhs2023"}.get(m[1], "1"), path)
+                for method in methods:
+                    answer = service.client.open(url, method=method.upper(), headers=caller)
+                    tried += 1
+                    assert 400 <= answer.status_code < 500, (method, url[:80], answer.status_code, answer.data[:200])
+                    assert answer.is_json and 0 < len(answer.json["error"]) < 400, (method, url[:80], answer.data[:200])
+                    assert "Traceback" not in answer.json["error"] and "Error(" not in answer.json["error"]
+    assert tried > 40
+    with service.sessions() as session:
+        assert [session.execute(select(func.count()).select_from(model)).scalar() for model in (Submission, Evaluation, Team)] == before
