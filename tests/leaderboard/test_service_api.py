@@ -177,6 +177,8 @@ def test_bad_uploads_get_their_error_and_change_nothing(service):
         (service.client.post(f"/api/v1/phases/{SANITY}/submissions", headers=alpha,
                              data={"image": (io.BytesIO(b"not a tar" * 100), "x.tar")}, content_type="multipart/form-data"),
          422, "not a readable tar archive"),
+        (service.client.post(f"/api/v1/phases/{SANITY}/submissions", headers=alpha,
+                             data={"image": (io.BytesIO(b""), "x.tar")}, content_type="multipart/form-data"), 422, "empty"),
     ]
     for response, code, message in cases:
         assert response.status_code == code and message in response.json["error"], (code, response.json)
