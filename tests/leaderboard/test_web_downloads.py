@@ -42,6 +42,7 @@ def test_the_guide_walks_a_team_through_five_steps_and_says_what_is_missing(site
     assert f"{SANITY} has no dataset yet" in page  # the sample's reason, not a dead link
     assert "iugc submit --server http://localhost --token YOUR_TOKEN --phase " + SANITY in page
     assert 'href="/how-to-submit/contract"' in page
+    assert "cannot reach Docker Hub" in page and "--base iugc/base:latest" in page  # the way without a registry
 
 
 def test_the_client_wheel_is_served_at_the_url_the_guide_gives(site):
