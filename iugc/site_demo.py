@@ -183,17 +183,18 @@ def static_busybox() -> Path | None:
     return None
 
 
-def _stand_in_image(path: Path, tag: str, busybox: Path, masks: Path, landmarks: Path | None) -> Path:
-    """The stand-in's submission: an image holding busybox, STAND_IN_SCRIPT and its answers
-    (masks, or one landmarks file per case), that writes them for the cases it is given."""
+def _stand_in_image(path: Path, tag: str, busybox: Path, answers: Path) -> Path:
+    """The stand-in's submission: an image holding busybox, STAND_IN_SCRIPT and its
+    ``answers`` (a folder of masks, or of a landmarks.json, split into one file per case),
+    that writes them for the cases it is given."""
     from iugc.sandbox.images import write_image_archive
 
     files = {"bin/busybox": (busybox.read_bytes(), 0o755), "stand-in.sh": (STAND_IN_SCRIPT.encode(), 0o644)}
-    if landmarks is None:
-        files |= {f"answers/{mask.name}": (mask.read_bytes(), 0o644) for mask in sorted(masks.glob("*.png"))}
-    else:
-        points = json.loads((landmarks / "landmarks.json").read_text())
+    if (answers / "landmarks.json").is_file():
+        points = json.loads((answers / "landmarks.json").read_text())
         files |= {f"answers/landmarks/{case}.json": (json.dumps(point).encode(), 0o644) for case, point in points.items()}
+    else:
+        files |= {f"answers/{mask.name}": (mask.read_bytes(), 0o644) for mask in sorted(answers.glob("*.png"))}
     return write_image_archive(path, files, tag=tag, entrypoint=["/bin/busybox", "sh", "/stand-in.sh"])
 
 
@@ -289,9 +290,9 @@ def prepare(instance: Path, cases: int) -> dict:
                     teams.create_team(session, user, team, name)
                     teams.accept_terms(session, user, challenge_id)
                     user_id = user.id
-                answers = masks = predictions / team
+                answers = predictions / team
                 if "landmarks" in definition.tasks:
-                    answers = _stand_in_landmarks(masks, predictions / f"{team}-landmarks")
+                    answers = _stand_in_landmarks(answers, predictions / f"{team}-landmarks")
                 scores = []
                 for phase in SCORED_PHASES:
                     result = evaluate_folder(answers, truths[name][phase], definition, progress=False, cache_dir=instance / "cache")
@@ -300,8 +301,7 @@ def prepare(instance: Path, cases: int) -> dict:
                     if busybox is None:
                         _stand_in_archive(archive, f"{team}-{phase}")
                     else:
-                        _stand_in_image(archive, f"stand-in/{team}:{phase}", busybox, masks,
-                                        answers if "landmarks" in definition.tasks else None)
+                        _stand_in_image(archive, f"stand-in/{team}:{phase}", busybox, answers)
                     with open(archive, "rb") as stream:
                         submit(sessions, storage, user_id, f"{name}-{phase}", stream)
                     archive.unlink()

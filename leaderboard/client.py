@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from iugc.common.text import quoted
 from iugc.submissions.exceptions import ServiceError
 
 CHUNK = 1 << 20
@@ -94,7 +95,7 @@ class Client:
     def __init__(self, server: str, token: str, timeout: float = 60.0):
         parts = urlsplit(server)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ClientError(f"{server[:100]!r} is not the address of a service; give its URL, e.g. "
+            raise ClientError(f"{quoted(server)} is not the address of a service; give its URL, e.g. "
                               "--server https://iugc.example.org (or set IUGC_SERVER)")
         self.server, self.timeout = server.rstrip("/"), timeout
         self.session = requests.Session()

@@ -154,13 +154,15 @@ def evaluate_image_cmd(image, dataset, challenge_name, out, split, cases_file, p
     from iugc.common.files import atomic_write_text
     from iugc.data_manifest.manifest import ManifestError
     from iugc.evaluator.evaluate import EvaluationInputError, default_cache_dir, discover_truth, truth_provenance
-    from iugc.sandbox.container_runner import TRUSTED_LOCAL
+    from iugc.sandbox.container_runner import refuse_untrusted
     from iugc.sandbox.evaluate_image import evaluate_image
     from iugc.sandbox.exceptions import CancelledError, HostLimitError, RetryableError, SubmissionError
 
-    if runner == "local" and image not in TRUSTED_LOCAL:
-        raise click.BadParameter(f"--runner local runs only the platform's own baseline ({', '.join(sorted(TRUSTED_LOCAL))}), "
-                                 f"not {image[:100]!r}; run a team's image with --runner docker", param_hint="--image")
+    if runner == "local":
+        try:
+            refuse_untrusted(image)  # before anything is read or written
+        except SubmissionError as exc:
+            raise click.BadParameter(str(exc), param_hint="--image") from None
     challenge = challenge_or_exit(challenge_name)
     case_ids = read_case_ids(cases_file)
     limits, phase_def = _limits(challenge, phase, timeout, memory, cpus, output_limit, gpus)

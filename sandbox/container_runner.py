@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from iugc.common.text import quoted
 from iugc.data_manifest.io import encode_png, read_image
 from iugc.data_manifest.manifest import load_manifest
 from iugc.sandbox import docker_engine as engine_api
@@ -366,16 +367,22 @@ class DockerRunner(_Runner):
 TRUSTED_LOCAL = {"iugc/baseline:latest": ["-m", "iugc.baseline.submission"], "baseline": ["-m", "iugc.baseline.submission"]}
 
 
+def refuse_untrusted(image: str) -> None:
+    """SubmissionError unless ``image`` is one of the platform's own (``TRUSTED_LOCAL``):
+    only those may run outside a container."""
+    if image not in TRUSTED_LOCAL:
+        raise SubmissionError(
+            "image_rejected",
+            f"--runner local runs only the platform's trusted submissions ({', '.join(sorted(TRUSTED_LOCAL))}), "
+            f"not {quoted(image)}: team images are untrusted and run only in a container; start a Docker engine",
+        )
+
+
 class LocalRunner(_Runner):
     """Run a trusted submission as a subprocess with the container's input/output contract."""
 
     def __init__(self, image: str, limits: Limits, *, job_id: str | None = None, cancel=None):
-        if image not in TRUSTED_LOCAL:
-            raise SubmissionError(
-                "image_rejected",
-                f"--runner local runs only the platform's trusted submissions ({', '.join(sorted(TRUSTED_LOCAL))}), "
-                f"not {image!r}: team images are untrusted and run only in a container; start a Docker engine",
-            )
+        refuse_untrusted(image)
         self.image = image
         self.limits = limits
         self.cancel = cancel

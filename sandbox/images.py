@@ -121,8 +121,7 @@ def write_image_archive(path: Path, files: dict[str, tuple[bytes, int]], *, tag:
 
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as tar:
-        folders = sorted({str(Path(name).parent) for name in files} - {"."})
-        for folder in sorted({str(p) for f in folders for p in [Path(f), *Path(f).parents]} - {"."}):
+        for folder in sorted({str(parent) for name in files for parent in Path(name).parents} - {"."}):
             info = tarfile.TarInfo(folder)
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, 0
             tar.addfile(info)

@@ -124,18 +124,27 @@ def test_a_bad_input_gets_one_sentence_and_leaves_nothing(argv, kind, truth, ser
     out = tmp_path / "out"
     before = sorted(p.name for p in (tmp_path / "in").iterdir())
     args = [str(bad) if a == "BAD" else str(out) if a == "OUT" else str(truth) if a == "TRUTH" else a for a in argv]
+    said, message = _refused(args, service, out)
+    assert bad.name in said or any(word in message for word in ("empty", "no case", "nothing")), \
+        f"the message does not name {bad.name}: {message}"
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == before  # the bad input itself is left as it was
+
+
+def _refused(args: list[str], service: dict, out: Path) -> tuple[str, str]:
+    """Run ``iugc ARGS`` and check it refused as a person should see it: a non-zero exit, a
+    short message on stderr, no traceback or exception repr, ``out`` not written and no
+    row of the service's database added or changed. Returns (all it said, stderr)."""
     rows = _rows(service)
-    done = subprocess.run([sys.executable, "-m", "iugc", *args], capture_output=True, cwd=ROOT, timeout=120, env=service)
+    done = subprocess.run([sys.executable, "-m", "iugc", *args], capture_output=True, cwd=ROOT, timeout=120, env=service,
+                          input=b"a long enough password\n")
     said = (done.stdout + done.stderr).decode(errors="replace")
-    assert done.returncode != 0, f"exit 0 on {kind}: {said[-800:]}"
+    assert done.returncode != 0, f"exit 0: {said[-800:]}"
     assert not REPR.search(said), f"a traceback or exception repr reached the person: {said[-1500:]}"
     message = done.stderr.decode(errors="replace").strip()
     assert 0 < len(message) <= MAX_MESSAGE, f"{len(message)} characters on stderr: {message[:1500]}"
-    assert bad.name in said or any(word in message for word in ("empty", "no case", "nothing")), \
-        f"the message does not name {bad.name}: {message}"
     assert not out.exists(), f"{out.name} was left behind"
-    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == before  # the bad input itself is left as it was
     assert _rows(service) == rows  # no row of the service either
+    return said, message
 
 
 # The commands' options that take no file, each with a value that makes no sense, given
@@ -187,16 +196,7 @@ OPTION_TABLE = [
 def test_a_bad_option_value_gets_one_sentence_and_leaves_nothing(row, argv, truth, service, tmp_path):
     out = tmp_path / "out"
     args = [str(out) if a == "OUT" else str(truth) if a == "TRUTH" else a for a in argv]
-    rows = _rows(service)
-    done = subprocess.run([sys.executable, "-m", "iugc", *args], capture_output=True, cwd=ROOT, timeout=120, env=service,
-                          input=b"a long enough password\n")
-    said = (done.stdout + done.stderr).decode(errors="replace")
-    assert done.returncode != 0, f"exit 0: {said[-800:]}"
-    assert not REPR.search(said), f"a traceback or exception repr reached the person: {said[-1500:]}"
-    message = done.stderr.decode(errors="replace").strip()
-    assert 0 < len(message) <= MAX_MESSAGE, f"{len(message)} characters on stderr: {message[:1500]}"
+    _, message = _refused(args, service, out)
     option = row.split()[-1]
     value = argv[argv.index(option) + 1] if option in argv else next(a for a in argv[1:] if a not in row.split())
     assert option in message or value in message, f"the message names neither {option} nor {value}: {message}"
-    assert not out.exists(), f"{out.name} was left behind"
-    assert _rows(service) == rows
