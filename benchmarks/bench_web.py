@@ -110,7 +110,9 @@ def request_bytes(path: str, headers: dict[str, str]) -> bytes:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default="1,50", help="client counts to run, comma-separated")
-    parser.add_argument("--requests", type=int, default=40, help="per client and endpoint")
+    parser.add_argument("--requests", type=int, default=200,
+                        help="per client and endpoint (200: 10,000 requests at 50 clients, a few seconds; 40 was a second, much of "
+                             "it the clients' connecting)")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="stop a run after this long")
     parser.add_argument("--threads", type=int, default=2, help="request threads per server process (iugc serve --threads)")
     parser.add_argument("--processes", type=int, default=2, help="server processes (iugc serve --processes)")

@@ -3,7 +3,7 @@ turn, ``--rounds`` times, then the median per set-up and endpoint. One run of be
 too noisy on a shared 2-core machine to compare two servers; a dozen alternated rounds
 settle a 20% difference.
 
-    python benchmarks/web_rounds.py --rounds 6 2x2 2x4 [--against OLD_CHECKOUT]
+    python benchmarks/web_rounds.py --rounds 6 2x2 2x4 [--requests 200] [--against OLD_CHECKOUT]
 
 Each set-up ``PxT`` is ``iugc serve --processes P --threads T`` of this checkout.
 ``--against DIR`` (repeatable) adds, per round, DIR's own ``benchmarks/bench_web.py`` run
@@ -38,18 +38,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("setups", nargs="+", help="PxT: processes x threads per process")
     parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=200,
+                        help="per client and endpoint in each run, passed to every bench_web (its own default was 40 before: "
+                             "a run of about a second, much of it the clients' connecting)")
     parser.add_argument("--against", action="append", default=[], metavar="DIR[:PxT]",
                         help="an older checkout whose benchmarks/bench_web.py runs too (repeatable)")
     args = parser.parse_args()
     runs = {}
     for setup in args.setups:
         processes, threads = setup.split("x")
-        runs[f"this checkout {setup}"] = ([sys.executable, "benchmarks/bench_web.py", "--clients", "50", "--processes", processes,
-                                          "--threads", threads], ROOT, os.environ)
+        runs[f"this checkout {setup}"] = ([sys.executable, "benchmarks/bench_web.py", "--clients", "50", "--requests", str(args.requests),
+                                          "--processes", processes, "--threads", threads], ROOT, os.environ)
     for against in args.against:
         folder, _, setup = against.partition(":")
         folder = Path(folder)
-        command = [sys.executable, "benchmarks/bench_web.py", "--clients", "50"]
+        command = [sys.executable, "benchmarks/bench_web.py", "--clients", "50", "--requests", str(args.requests)]
         if setup:
             processes, threads = setup.split("x")
             command += ["--processes", processes, "--threads", threads]

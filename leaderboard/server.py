@@ -1,10 +1,14 @@
 """What ``iugc serve`` runs: the app under gunicorn, and the embedded evaluation workers in
 one process of their own.
 
-- gunicorn's master listens on the port and keeps ``processes`` worker processes of
-  ``threads`` threads each (the ``gthread`` worker); each worker process builds its own app,
-  so its database connections, kept leaderboards and (without a Redis broker) rate
-  counters are its own.
+- gunicorn's master keeps ``processes`` worker processes of ``threads`` threads each (the
+  ``gthread`` worker). Each worker process listens on the port with a socket of its own
+  (gunicorn's ``reuse_port``), so the kernel spreads the connections evenly over the
+  processes; on one shared socket the process that woke first took most of them, and the
+  other sat half idle (docs/web.md). The master holds the port bound, not listening, so
+  it stays ours while a worker restarts, and ``--port 0`` has a number before any worker
+  starts. Each worker process builds its own app, so its database connections, kept
+  leaderboards and (without a Redis broker) rate counters are its own.
 - Beside them, one evaluation process runs the embedded evaluation workers
   (``iugc.submissions.worker.WorkerPool``) or, with a broker, the Celery dispatcher. A request
   that queues a submission wakes it with SIGUSR1; it also looks on its own every few seconds.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,7 +54,9 @@ class Server(BaseApplication):
                  workers: int, evaluation: str, max_body: int, announce=None):
         self.settings, self.workers, self.evaluation, self.grace = settings, workers, evaluation, grace
         self.max_body, self.announce = max_body, announce
-        self.options = {"bind": f"{host}:{port}", "workers": processes, "threads": threads, "worker_class": "gthread",
+        self._port = _reserve(host, port)
+        self.options = {"bind": f"{host}:{self._port.getsockname()[1]}", "reuse_port": True,
+                        "workers": processes, "threads": threads, "worker_class": "gthread",
                         "graceful_timeout": math.ceil(grace), "timeout": max(120, math.ceil(grace) + 30), "keepalive": 5,
                         "loglevel": "warning", "accesslog": None, "when_ready": self._when_ready,
                         "post_worker_init": _leave_stopping_to_the_master, "on_exit": self._on_exit}
@@ -79,6 +86,9 @@ class Server(BaseApplication):
         except SystemExit as exc:
             if os.getpid() != master or exc.code not in (0, None):
                 raise
+        finally:
+            if os.getpid() == master:
+                self._port.close()
 
     def _when_ready(self, arbiter):
         if self.settings.broker_url or self.workers > 0:
@@ -87,8 +97,7 @@ class Server(BaseApplication):
                                                   str(self.grace), str(os.getpid())])
             os.environ[WAKE_PID] = str(self._evaluations.pid)  # the workers forked next inherit it
         if self.announce:
-            host, port = arbiter.LISTENERS[0].sock.getsockname()[:2]
-            self.announce(host, port)
+            self.announce(*self._port.getsockname()[:2])
 
     def _on_exit(self, arbiter):
         process = self._evaluations
@@ -99,6 +108,21 @@ class Server(BaseApplication):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _reserve(host: str, port: int) -> socket.socket:
+    """The port bound in the master with SO_REUSEPORT and not listening: it takes no
+    connections (only the workers' listening sockets do), keeps anything else off the port
+    for as long as the server runs, and names the port when ``port`` is 0."""
+    reserved = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        reserved.bind((host, port))
+    except OSError:
+        reserved.close()
+        raise
+    return reserved
 
 
 def _leave_stopping_to_the_master(worker):
