@@ -94,9 +94,18 @@ _STATE = (select(Phase.id, Phase.kind, Phase.results_published, Phase.board_vers
 def state(session: Session, slug: str, method: str | None = None) -> Board:
     """The phase ``slug`` and its key: the method, the publish state and the phase's
     ``board_version`` (moved by every change of its entries). NotFound for no phase."""
-    row = session.execute(_STATE, {"slug": slug}).first()
-    if row is None:
+    board = find(session, slug, method)
+    if board is None:
         challenges.phase_by_slug(session, slug)  # raises its NotFound, naming the phases there are
+    return board
+
+
+def find(connection, slug: str, method: str | None = None) -> Board | None:
+    """:func:`state`, or None for no phase ``slug``; one row read through ``connection``
+    (a Session or a Core connection)."""
+    row = connection.execute(_STATE, {"slug": slug}).first()
+    if row is None:
+        return None
     phase_id, kind, published, version = row
     return Board(phase_id, slug, kind, published, method, (phase_id, method, published, version))
 

@@ -152,9 +152,9 @@ def revoke_token(session: Session, user_id: int, token_id: int, actor_id: int | 
     return token
 
 
-_TOKEN_USER = (  # one query, built once: every API request pays it
-    select(User).join(ApiToken, ApiToken.user_id == User.id)
-    .where(ApiToken.token_sha256 == bindparam("digest"), ApiToken.revoked_at.is_(None)))
+_LIVE_TOKEN = (ApiToken.token_sha256 == bindparam("digest"), ApiToken.revoked_at.is_(None))
+_TOKEN_USER = select(User).join(ApiToken, ApiToken.user_id == User.id).where(*_LIVE_TOKEN)  # built once: every API request pays it
+_TOKEN_ROLE = select(User.role).join(ApiToken, ApiToken.user_id == User.id).where(*_LIVE_TOKEN, User.active.is_(True))
 
 
 def authenticate(session: Session, token: str | None) -> User:
@@ -166,6 +166,13 @@ def authenticate(session: Session, token: str | None) -> User:
     if user is None or not user.active:
         raise NotAuthenticated("the token is not valid (unknown or revoked); create a new one on the site's Account page")
     return user
+
+
+def caller_role(connection, token: str) -> Role | None:
+    """The role of the active user of a bearer token, or None where :func:`authenticate`
+    would refuse it: the same check in one row, without loading the user (for answers
+    kept in front of the app). ``connection``: a Session or a Core connection."""
+    return connection.execute(_TOKEN_ROLE, {"digest": hashlib.sha256(token.encode()).hexdigest()}).scalar_one_or_none()
 
 
 def change_password(session: Session, user_id: int, current: str, new: str) -> User:

@@ -67,11 +67,16 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 READ_ONLY = "iugc_read_only"
 
 
+def read_only(engine: Engine) -> Engine:
+    """``engine`` for transactions that only read (leaderboards, authentication): on SQLite
+    they start deferred, so concurrent readers do not queue on the write lock (and on its
+    busy-wait sleeps) as ``BEGIN IMMEDIATE`` makes writers do. Never write through it."""
+    return engine.execution_options(**{READ_ONLY: True})
+
+
 def read_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for requests that only read (leaderboards, authentication): on SQLite their
-    transactions start deferred, so concurrent readers do not queue on the write lock (and
-    on its busy-wait sleeps) as ``BEGIN IMMEDIATE`` makes writers do. Never write in one."""
-    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+    """Sessions for requests that only read, on :func:`read_only`'s engine."""
+    return sessionmaker(read_only(engine), expire_on_commit=False)
 
 
 @contextmanager

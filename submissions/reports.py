@@ -27,7 +27,13 @@ def _iso(value):
 
 
 def results_hidden(phase: Phase, user: User) -> bool:
-    return user.role != Role.organizer and phase.kind == "final-test" and not phase.results_published
+    return hidden_from(phase, user.role)
+
+
+def hidden_from(phase: Phase, role: Role) -> bool:
+    """Whether a viewer of ``role`` may not see ``phase``'s results yet (a final test's,
+    before the organizers publish them)."""
+    return role != Role.organizer and phase.kind == "final-test" and not phase.results_published
 
 
 def phases(session: Session, user: User) -> list[dict]:
