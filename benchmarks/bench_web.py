@@ -61,29 +61,41 @@ async def _get(reader, writer, request: bytes) -> tuple[int, int]:
     return status, length
 
 
-async def _client(port: int, request: bytes, n: int, deadline: float, times: list[float], errors: list[str]) -> None:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        for _ in range(n):
-            if time.perf_counter() > deadline:
-                return
+async def _client(port: int, request: bytes, n: int, deadline: float, times: list[float], errors: list[str],
+                  per_connection: int | None = None) -> None:
+    """``n`` requests, on one kept-alive connection or a new one every ``per_connection``
+    (a latency counts from sending; with ``per_connection``, the first request on each
+    connection counts from connecting)."""
+    done = 0
+    while done < n and time.perf_counter() <= deadline:
+        began = time.perf_counter()
+        reader, writer = await asyncio.open_connection(HOST, port)
+        if per_connection is None:
             began = time.perf_counter()
-            status, _ = await _get(reader, writer, request)
-            times.append(time.perf_counter() - began)
-            if status != 200:
-                errors.append(str(status))
-    finally:
-        writer.close()
+        try:
+            for _ in range(min(per_connection or n, n - done)):
+                if time.perf_counter() > deadline:
+                    return
+                status, _ = await _get(reader, writer, request)
+                times.append(time.perf_counter() - began)
+                done += 1
+                if status != 200:
+                    errors.append(str(status))
+                began = time.perf_counter()
+        finally:
+            writer.close()
 
 
-def run(port: int, request: bytes, clients: int, n: int, max_seconds: float) -> tuple[list[float], float, list[str]]:
-    """``clients`` concurrent clients asking ``n`` times each: (latencies, seconds, errors)."""
+def run(port: int, request: bytes, clients: int, n: int, max_seconds: float,
+        per_connection: int | None = None) -> tuple[list[float], float, list[str]]:
+    """``clients`` concurrent clients asking ``n`` times each (on a new connection every
+    ``per_connection`` requests, or one kept alive): (latencies, seconds, errors)."""
     times: list[float] = []
     errors: list[str] = []
 
     async def main():
         deadline = time.perf_counter() + max_seconds
-        await asyncio.gather(*(_client(port, request, n, deadline, times, errors) for _ in range(clients)))
+        await asyncio.gather(*(_client(port, request, n, deadline, times, errors, per_connection) for _ in range(clients)))
 
     began = time.perf_counter()
     asyncio.run(main())
@@ -114,6 +126,8 @@ def main() -> None:
                         help="per client and endpoint (200: 10,000 requests at 50 clients, a few seconds; 40 was a second, much of "
                              "it the clients' connecting)")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="stop a run after this long")
+    parser.add_argument("--per-connection", type=int, default=None, metavar="N",
+                        help="open a new connection every N requests (default: one kept-alive connection per client)")
     parser.add_argument("--threads", type=int, default=2, help="request threads per server process (iugc serve --threads)")
     parser.add_argument("--processes", type=int, default=2, help="server processes (iugc serve --processes)")
     args = parser.parse_args()
@@ -144,13 +158,14 @@ def main() -> None:
             for clients in counts:
                 for name, request in targets.items():
                     cpu = server_cpu(server.pid)
-                    times, seconds, errors = run(port, request, clients, args.requests, args.max_seconds)
+                    times, seconds, errors = run(port, request, clients, args.requests, args.max_seconds, args.per_connection)
                     results.append((name, clients, times, seconds, errors, server_cpu(server.pid) - cpu))
             load_after = os.getloadavg()
         finally:
             server.terminate()
             server.wait(timeout=60)
-    print(f"iugc serve --processes {args.processes} --threads {args.threads}; {os.cpu_count()} CPUs; load average (1/5/15 min) before "
+    kept = f"a new connection every {args.per_connection} request(s)" if args.per_connection else "kept-alive connections"
+    print(f"iugc serve --processes {args.processes} --threads {args.threads}; {kept}; {os.cpu_count()} CPUs; load average (1/5/15 min) before "
           f"{'/'.join(f'{v:.1f}' for v in load_before)}, after {'/'.join(f'{v:.1f}' for v in load_after)}")
     for name, clients, times, seconds, errors, cpu in results:
         ms = [v * 1000 for v in times]

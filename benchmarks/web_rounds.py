@@ -43,16 +43,19 @@ def main() -> None:
                              "a run of about a second, much of it the clients' connecting)")
     parser.add_argument("--against", action="append", default=[], metavar="DIR[:PxT]",
                         help="an older checkout whose benchmarks/bench_web.py runs too (repeatable)")
+    parser.add_argument("--per-connection", type=int, default=None, metavar="N",
+                        help="passed to every bench_web: a new connection every N requests (an old checkout's bench needs the option added)")
     args = parser.parse_args()
+    more = ["--per-connection", str(args.per_connection)] if args.per_connection else []
     runs = {}
     for setup in args.setups:
         processes, threads = setup.split("x")
         runs[f"this checkout {setup}"] = ([sys.executable, "benchmarks/bench_web.py", "--clients", "50", "--requests", str(args.requests),
-                                          "--processes", processes, "--threads", threads], ROOT, os.environ)
+                                          "--processes", processes, "--threads", threads, *more], ROOT, os.environ)
     for against in args.against:
         folder, _, setup = against.partition(":")
         folder = Path(folder)
-        command = [sys.executable, "benchmarks/bench_web.py", "--clients", "50", "--requests", str(args.requests)]
+        command = [sys.executable, "benchmarks/bench_web.py", "--clients", "50", "--requests", str(args.requests), *more]
         if setup:
             processes, threads = setup.split("x")
             command += ["--processes", processes, "--threads", threads]
