@@ -112,8 +112,9 @@ class Server(BaseApplication):
 
 def _reserve(host: str, port: int) -> socket.socket:
     """The port bound in the master with SO_REUSEPORT and not listening: it takes no
-    connections (only the workers' listening sockets do), keeps anything else off the port
-    for as long as the server runs, and names the port when ``port`` is 0."""
+    connections (only the workers' listening sockets do), keeps off the port for as long as
+    the server runs whatever binds without SO_REUSEPORT (a second `iugc serve` among them:
+    its ``cli._check_listen`` binds so), and names the port when ``port`` is 0."""
     reserved = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

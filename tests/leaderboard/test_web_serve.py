@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -26,6 +27,15 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _instance(tmp_path) -> dict:
+    """The environment of a migrated SQLite instance in ``tmp_path`` (nothing else set)."""
+    env = {**os.environ, "IUGC_INSTANCE": str(tmp_path), "IUGC_SECRET_KEY": "k" * 40}
+    for name in ("IUGC_DATABASE_URL", "IUGC_BROKER_URL", "IUGC_STORAGE_URL", "IUGC_SMTP_URL"):
+        env.pop(name, None)
+    subprocess.run([sys.executable, "-m", "iugc", "db", "upgrade"], env=env, check=True, capture_output=True)
+    return env
 
 
 def _connections_held(pids: list[int], port: int) -> dict[int, int]:
@@ -66,14 +76,9 @@ def _spread(port: int, pids: list[int], n: int) -> dict[int, int]:
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to see the request processes")
 def test_serve_with_two_processes_answers_and_stops_them_all(tmp_path):
-    env = {**os.environ, "IUGC_INSTANCE": str(tmp_path), "IUGC_SECRET_KEY": "k" * 40}
-    for name in ("IUGC_DATABASE_URL", "IUGC_BROKER_URL", "IUGC_STORAGE_URL", "IUGC_SMTP_URL"):
-        env.pop(name, None)
-    subprocess.run([sys.executable, "-m", "iugc", "db", "upgrade"], env=env, check=True, capture_output=True)
+    env = _instance(tmp_path)
     bad = subprocess.run([sys.executable, "-m", "iugc", "serve", "--processes", "0"], env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "--processes" in bad.stderr and "0 is not in the range 1<=x<=64" in bad.stderr
-    import socket
-
     with socket.create_server(("127.0.0.1", 0)) as taken:  # something else listens there
         busy = subprocess.run([sys.executable, "-m", "iugc", "serve", "--port", str(taken.getsockname()[1])], env=env,
                               capture_output=True, text=True, timeout=60)
@@ -108,10 +113,7 @@ def test_serve_with_two_processes_answers_and_stops_them_all(tmp_path):
 
 
 def test_serve_on_port_0_answers_on_the_port_it_announces(tmp_path):
-    env = {**os.environ, "IUGC_INSTANCE": str(tmp_path), "IUGC_SECRET_KEY": "k" * 40}
-    for name in ("IUGC_DATABASE_URL", "IUGC_BROKER_URL", "IUGC_STORAGE_URL", "IUGC_SMTP_URL"):
-        env.pop(name, None)
-    subprocess.run([sys.executable, "-m", "iugc", "db", "upgrade"], env=env, check=True, capture_output=True)
+    env = _instance(tmp_path)
     server = subprocess.Popen([sys.executable, "-m", "iugc", "serve", "--port", "0", "--workers", "0", "--processes", "2"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -120,10 +122,11 @@ def test_serve_on_port_0_answers_on_the_port_it_announces(tmp_path):
         assert port > 0, line
         wait_for_port(port, process=server)
         assert requests.get(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=30).status_code == 200
-        import socket
-
         with pytest.raises(OSError):  # the port stays the server's: nothing else may listen there
             socket.create_server(("127.0.0.1", port)).close()
+        second = subprocess.run([sys.executable, "-m", "iugc", "serve", "--port", str(port)], env=env,  # nor a second server
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1 and "cannot listen on 127.0.0.1:" in second.stderr, second.stderr
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=60)
